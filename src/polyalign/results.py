@@ -1,0 +1,108 @@
+"""Result files: atomic writes, resumable per-item sample logs, accuracy with bootstrap CIs.
+
+Per-item samples are the source of truth; every accuracy, table and figure is
+recomputed from them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from polyalign.errors import PolyalignError
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temporary file and rename, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: Path, data) -> None:
+    atomic_write_text(path, json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+
+
+def read_jsonl_tolerant(path: Path) -> list[dict]:
+    """Lines of a log that may end in a line cut short by a crash (that line is dropped)."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return rows
+
+
+def read_samples(path: Path) -> list[dict]:
+    """A finished samples file, strictly parsed."""
+    try:
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, json.JSONDecodeError) as exc:
+        raise PolyalignError(f"{path}: unreadable samples file: {exc}") from None
+
+
+class SampleLog:
+    """Append-only log of finished items; survives being killed mid-run."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = read_jsonl_tolerant(path)
+        # Rewrite without any torn last line so appends start on a clean line.
+        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        self.done = {row["index"]: row for row in rows}
+        self._handle = path.open("a", encoding="utf-8")
+
+    def append(self, rows: list[dict]) -> None:
+        for row in rows:
+            self._handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            self.done[row["index"]] = row
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def samples_text(rows: list[dict]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in sorted(rows, key=lambda r: r["index"]))
+
+
+def bootstrap_ci(correct: np.ndarray, resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile interval of accuracy, resampling items with replacement."""
+    if len(correct) == 0:
+        return (0.0, 0.0)
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(correct), size=(resamples, len(correct)))
+    means = correct[picks].mean(axis=1)
+    return (float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)))
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Accuracy, count, CI and ties of one language's samples (a tie counts as wrong)."""
+    correct = np.array([r["pred"] == r["gold"] for r in rows], dtype=float)
+    lo, hi = bootstrap_ci(correct)
+    return {"accuracy": float(correct.mean()) if len(rows) else 0.0, "n": len(rows), "ci95": [lo, hi],
+            "ties": sum(1 for r in rows if r["pred"] is None)}
+
+
+def predict(scores: dict[str, float]) -> tuple[str | None, list[str]]:
+    """The top class, or None with the tied classes when the maximum is shared."""
+    best = max(scores.values())
+    top = [c for c, s in scores.items() if s == best]
+    return (top[0], []) if len(top) == 1 else (None, top)

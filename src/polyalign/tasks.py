@@ -1,0 +1,174 @@
+"""Tasks declared as data (YAML files), and loading their item-parallel test records.
+
+A task file names its classes, input fields, shot count and test-file pattern. Gold
+labels are canonical class names taken from the pivot-language (English) file by
+index: the test sets are item-parallel, so this sidesteps the label bugs of some
+translated files (SNLI ja/bn/no in the paper's data) and reports them instead.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+
+import yaml
+
+from polyalign.errors import PolyalignError
+
+DEFAULT_DATA_CANDIDATES = ("data/multilingual-learner", "../shared/data/multilingual-learner")
+DATA_HELP = ("get the benchmark from the paper's public repository (GitHub "
+             "Shimao-Zhang/LLM-Multilingual-Learner, folder data/) and pass --data-dir or set POLYALIGN_DATA")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A classification task.
+
+    classes: canonical class names, in the order used everywhere (files, tables).
+    fields: record fields that fill the prompt's placeholders.
+    shots: number of demonstrations in the few-shot block.
+    test_file: path pattern relative to the data dir, with `{lang}`.
+    answer_field: the record field holding the label word.
+    answer_words: per class, label words accepted in the pivot file.
+    pivot: language whose file gives the gold class of record i in every language.
+    question_file / train_file: optional patterns for alignment data.
+    """
+
+    name: str
+    classes: tuple[str, ...]
+    fields: tuple[str, ...]
+    shots: int
+    test_file: str
+    answer_field: str = "answer"
+    answer_words: dict[str, list[str]] = field(default_factory=dict)
+    pivot: str = "en"
+    question_file: str | None = None
+    train_file: str | None = None
+
+    def class_of_word(self, word: str) -> str | None:
+        """The canonical class a pivot-file label word stands for (case-insensitive)."""
+        wanted = word.strip().lower()
+        for cls in self.classes:
+            if wanted == cls.lower() or wanted in (w.lower() for w in self.answer_words.get(cls, [])):
+                return cls
+        return None
+
+
+def builtin_task_names() -> list[str]:
+    return sorted(p.name[:-5] for p in files("polyalign").joinpath("tasks").iterdir() if p.name.endswith(".yaml"))
+
+
+def load_task(name_or_path: str) -> TaskSpec:
+    """A built-in task by name (emotion, snli, paws) or a user's YAML task file by path."""
+    path = Path(name_or_path)
+    if not (path.suffix in (".yaml", ".yml") and path.exists()):
+        if name_or_path not in builtin_task_names():
+            raise PolyalignError(f"unknown task '{name_or_path}' (built in: {', '.join(builtin_task_names())}; "
+                                 f"or give the path of a task .yaml file)")
+        path = Path(str(files("polyalign").joinpath("tasks", f"{name_or_path}.yaml")))
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise PolyalignError(f"{path}: cannot read task file: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise PolyalignError(f"{path}: a task file must be a mapping")
+    missing = [k for k in ("name", "classes", "fields", "shots", "test_file") if k not in raw]
+    if missing:
+        raise PolyalignError(f"{path}: task file lacks {', '.join(missing)}")
+    known = set(TaskSpec.__dataclass_fields__)
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise PolyalignError(f"{path}: unknown task keys {', '.join(unknown)}")
+    raw["classes"] = tuple(raw["classes"])
+    raw["fields"] = tuple(raw["fields"])
+    if len(raw["classes"]) < 2 or len(set(raw["classes"])) != len(raw["classes"]):
+        raise PolyalignError(f"{path}: a task needs at least two distinct classes")
+    return TaskSpec(**raw)
+
+
+def resolve_data_dir(data_dir: str | Path | None) -> Path:
+    """--data-dir, else $POLYALIGN_DATA, else ./data/multilingual-learner or ../shared/..."""
+    candidates = [data_dir] if data_dir else []
+    if not candidates and os.environ.get("POLYALIGN_DATA"):
+        candidates = [os.environ["POLYALIGN_DATA"]]
+    if not candidates:
+        candidates = list(DEFAULT_DATA_CANDIDATES)
+    for candidate in candidates:
+        if Path(candidate).is_dir():
+            return Path(candidate)
+    raise PolyalignError(f"benchmark data not found (looked in {', '.join(map(str, candidates))}): {DATA_HELP}")
+
+
+def read_records(path: Path) -> list[dict]:
+    """Records from a JSON list or a JSONL file, with a one-line error on bad content."""
+    if not path.is_file():
+        raise PolyalignError(f"{path}: file not found")
+    text = path.read_text(encoding="utf-8")
+    if not text.strip():
+        raise PolyalignError(f"{path}: file is empty")
+    try:
+        if path.suffix == ".jsonl":
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        else:
+            records = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PolyalignError(f"{path}: malformed JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(records, list) or not records:
+        raise PolyalignError(f"{path}: expected a non-empty list of records")
+    if not all(isinstance(r, dict) for r in records):
+        raise PolyalignError(f"{path}: every record must be a JSON object")
+    return records
+
+
+def test_file_path(task: TaskSpec, lang: str, data_dir: Path) -> Path:
+    path = data_dir / task.test_file.format(lang=lang)
+    if not path.exists() and path.with_suffix(".jsonl").exists():
+        return path.with_suffix(".jsonl")
+    return path
+
+
+def load_test_records(task: TaskSpec, lang: str, data_dir: Path) -> list[dict]:
+    """Test records of one language, checked for the task's fields."""
+    path = test_file_path(task, lang, data_dir)
+    if not path.exists():
+        raise PolyalignError(f"{path}: no {task.name} test file for language '{lang}'")
+    records = read_records(path)
+    for i, record in enumerate(records):
+        for name in task.fields:
+            if not isinstance(record.get(name), str):
+                raise PolyalignError(f"{path}: record {i} lacks text field '{name}'")
+    return records
+
+
+@dataclass
+class GoldLabels:
+    """Canonical gold classes of one language's items, and how its own labels mapped."""
+
+    classes: list[str]
+    mapping: dict[str, dict[str, int]]  # file label word -> {canonical class: count}
+    inconsistent: list[str]  # file label words that stand for more than one class
+
+
+def gold_labels(task: TaskSpec, lang: str, records: list[dict], data_dir: Path) -> GoldLabels:
+    """Gold class of every record, from the pivot file by index."""
+    pivot_path = test_file_path(task, task.pivot, data_dir)
+    pivot = records if lang == task.pivot else load_test_records(task, task.pivot, data_dir)
+    if len(pivot) != len(records):
+        raise PolyalignError(f"{test_file_path(task, lang, data_dir)}: {len(records)} records but the pivot "
+                             f"file {pivot_path} has {len(pivot)}; test sets must be item-parallel")
+    classes = []
+    for i, record in enumerate(pivot):
+        word = record.get(task.answer_field)
+        cls = task.class_of_word(word) if isinstance(word, str) else None
+        if cls is None:
+            raise PolyalignError(f"{pivot_path}: record {i} has label {word!r}, not one of the task's "
+                                 f"classes {list(task.classes)} or their answer_words")
+        classes.append(cls)
+    mapping: dict[str, Counter] = {}
+    for record, cls in zip(records, classes):
+        mapping.setdefault(str(record.get(task.answer_field)), Counter())[cls] += 1
+    inconsistent = [word for word, counts in mapping.items() if len(counts) > 1]
+    return GoldLabels(classes, {w: dict(c) for w, c in mapping.items()}, inconsistent)
