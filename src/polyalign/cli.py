@@ -26,13 +26,14 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from polyalign.evaluate import EvalConfig, run_eval
+    from polyalign.evaluate import EvalConfig, check_config, run_eval
     from polyalign.models import load_model
     from polyalign.report import accuracy_table
 
     cfg = EvalConfig(model=args.model, task=args.task, langs=args.langs, mode=args.mode, scoring=args.scoring,
                      adapter=args.adapter, limit=args.limit, data_dir=args.data_dir, prompts=args.prompts,
                      batch_size=args.batch_size)
+    check_config(cfg)
     model, tokenizer = load_model(args.model, args.adapter, args.device, args.dtype, args.trust_remote_code)
     results = run_eval(cfg, model, tokenizer, Path(args.out), overwrite=args.overwrite)
     if results is not None:
@@ -100,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own progress bars are the ones that matter
     try:
         if getattr(args, "languages_file", None):
             from polyalign.languages import load_languages_file

