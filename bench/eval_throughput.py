@@ -89,16 +89,20 @@ def label_tokens(tokenizer, prompt_ids: list[int], prompt: str, word: str) -> li
 def run_naive(model, tokenizer, items: Items) -> Outcome:
     """The paper's loop: batch 1, a full forward per item with no KV reuse, full-vocab softmax.
 
+    Faithful to its scripts' cost: autograd state kept, softmax over all positions.
+
     A single-token label is read from the last position's log-softmax; a multi-token label
     costs one more full forward of prompt+label (the naive way), summing its tokens' log-probs.
     """
     scores = []
     start = time.perf_counter()
-    with torch.inference_mode():
+    # As the paper's scripts do: autograd left on (no no_grad/inference_mode) and a softmax
+    # over every position's full-vocabulary logits, of which only the last row is read.
+    with torch.enable_grad():
         for prompt in items.prompts:
             ids = tokenizer(prompt)["input_ids"]
             logits = model(torch.tensor([ids])).logits
-            last = logits[0, -1].float().log_softmax(-1)
+            last = torch.softmax(logits.float(), -1)[0, -1].detach().log()
             item = {}
             for cls, word in items.words.items():
                 cont = label_tokens(tokenizer, ids, prompt, word)
