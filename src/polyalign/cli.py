@@ -95,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--quick", action="store_true", help="fewer items, for a smoke test")
     p.set_defaults(func=cmd_demo)
+
+    from polyalign import alignment_data, training
+
+    alignment_data.add_cli(sub)
+    training.add_cli(sub)
     return parser
 
 

@@ -1,0 +1,383 @@
+"""Question-alignment training data: (source-language question -> target-language question) pairs.
+
+The method (Zhang et al. 2024) LoRA-tunes a model to translate task *questions* (never answers)
+into the target language. Both sides are rendered with `PromptPack.query`, the renderer used
+by evaluation, so the model is aligned on exactly the text it later reads at test time.
+
+Parallel records come, in this order of preference, from (a) files the user names
+(`--pair-file LANG=PATH`, `--target-file PATH`), (b) the benchmark's `*_question.json`
+files (task `question_file`), or (c) a seq2seq machine translator (`--translator`).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import re
+from pathlib import Path
+from typing import Callable
+
+from polyalign.errors import PolyalignError
+from polyalign.languages import get_language, parse_languages
+from polyalign.prompts import PromptPack
+from polyalign.results import atomic_write_json, atomic_write_text, read_jsonl_tolerant
+from polyalign.tasks import TaskSpec, load_task, read_records, resolve_data_dir
+
+# NLLB-200 codes of the paper's 20 languages (Norwegian: Bokmål; Malay: Standard Malay).
+NLLB_CODES = {"en": "eng_Latn", "zh": "zho_Hans", "de": "deu_Latn", "fr": "fra_Latn", "es": "spa_Latn",
+              "it": "ita_Latn", "nl": "nld_Latn", "ja": "jpn_Jpan", "ru": "rus_Cyrl", "sv": "swe_Latn",
+              "sl": "slv_Latn", "pl": "pol_Latn", "bg": "bul_Cyrl", "no": "nob_Latn", "ms": "zsm_Latn",
+              "is": "isl_Latn", "hi": "hin_Deva", "th": "tha_Thai", "sw": "swh_Latn", "bn": "ben_Beng"}
+FORMATS = ("jsonl", "llamafactory")
+# "<label>: text" with an ASCII or full-width colon; labels themselves never hold a colon.
+_LABELLED = re.compile(r"^[^:：]*[:：] ?(.*)$", re.S)
+_INSTRUCTION = re.compile(r"\nTranslate the input from [^\n]* to [^\n]*:\n?$")
+
+
+def instruction(source: str, target: str) -> str:
+    """The paper's instruction line, with English language names from the registry."""
+    return f"Translate the input from {get_language(source).name} to {get_language(target).name}:"
+
+
+def _check_fields(task: TaskSpec, records: list[dict], where: str) -> None:
+    """Every record must hold non-empty text in each task field: an empty question teaches nothing."""
+    for i, record in enumerate(records):
+        for name in task.fields:
+            value = record.get(name)
+            if not isinstance(value, str):
+                raise PolyalignError(f"{where}: record {i} lacks text field '{name}'")
+            if not value.strip():
+                raise PolyalignError(f"{where}: record {i} has empty question text in field '{name}'")
+
+
+def _parse_question(text: str, fields: tuple[str, ...], where: str) -> dict:
+    """Field values from a question rendered by the paper's template ("<label>: value" per line).
+
+    The lines are one per field, in task order, then the answer-cue line; labels are
+    stripped and values kept verbatim, so re-rendering them with our pack is exact.
+    """
+    lines = _INSTRUCTION.sub("", text).split("\n")
+    if len(lines) != len(fields) + 1:
+        raise PolyalignError(f"{where}: expected {len(fields)} field lines and an answer cue, got {len(lines)} lines")
+    out = {}
+    for name, line in zip(fields, lines):
+        match = _LABELLED.match(line)
+        if not match:
+            raise PolyalignError(f"{where}: line {line[:40]!r} is not '<label>: text'")
+        out[name] = match.group(1)
+    return out
+
+
+def question_file_records(task: TaskSpec, lang: str, data_dir: Path, targets: list[dict]) -> list[dict]:
+    """Source records parsed out of the benchmark's `question_file` for `lang`.
+
+    The files hold the source question inside `input`; we parse the field values back out
+    (rather than using `input` verbatim) so the prompt comes from our renderer like at
+    evaluation. Their `answer` must match the train-file record of the same index: that
+    proves item-parallelism instead of assuming it.
+    """
+    path = data_dir / task.question_file.format(lang=lang)
+    rows = read_records(path)
+    if len(rows) != len(targets):
+        raise PolyalignError(f"{path}: {len(rows)} records but the target file has {len(targets)}; "
+                             f"pair files must be item-parallel")
+    records = []
+    for i, row in enumerate(rows):
+        if not isinstance(row.get("input"), str) or not isinstance(row.get("answer"), str):
+            raise PolyalignError(f"{path}: record {i} lacks 'input'/'answer' text")
+        records.append(_parse_question(row["input"], task.fields, f"{path}: record {i}"))
+        english = _parse_question(row["answer"], task.fields, f"{path}: record {i} answer")
+        if any(english[f].strip() != str(targets[i].get(f, "")).strip() for f in task.fields):
+            raise PolyalignError(f"{path}: record {i} does not match record {i} of the target file; "
+                                 f"the files are not item-parallel")
+    return records
+
+
+def _sample(n: int, k: int, seed: int, lang: str) -> list[int]:
+    """k distinct indices of n, seeded per language so a language's sample does not change
+    when other languages are added to the mixture."""
+    return sorted(random.Random(f"{seed}:{lang}").sample(range(n), k))
+
+
+def _targets(task: TaskSpec, target: str, data_dir, target_file) -> tuple[list[dict], str]:
+    """Target records: the user's file, else the task's (English) train file."""
+    if target_file:
+        path = Path(target_file)
+    elif target == task.pivot and task.train_file:
+        path = resolve_data_dir(data_dir) / task.train_file
+    else:
+        raise PolyalignError(f"no '{target}' records for task {task.name}: give --target-file (item-parallel "
+                             f"with the --pair-file files) or use target '{task.pivot}'")
+    records = read_records(path)
+    _check_fields(task, records, str(path))
+    return records, str(path)
+
+
+def _sources(task: TaskSpec, lang: str, targets: list[dict], data_dir, source_files: dict, from_train_file: bool,
+             can_translate: bool) -> tuple[list[dict] | None, str]:
+    """Source records of one language (None: to be machine-translated), in order of preference."""
+    if lang in source_files:
+        path = Path(source_files[lang])
+        records = read_records(path)
+    elif task.question_file and from_train_file and \
+            (resolve_data_dir(data_dir) / task.question_file.format(lang=lang)).exists():
+        path = resolve_data_dir(data_dir) / task.question_file.format(lang=lang)
+        records = question_file_records(task, lang, resolve_data_dir(data_dir), targets)
+    elif can_translate:
+        return None, f"machine translation into '{lang}'"
+    else:
+        raise PolyalignError(f"no parallel '{lang}' records for task {task.name}: give --pair-file "
+                             f"{lang}=PATH (and --target-file) or use --translator MODEL")
+    if len(records) != len(targets):
+        raise PolyalignError(f"{path}: {len(records)} records but the target file has {len(targets)}; "
+                             f"pair files must be item-parallel")
+    _check_fields(task, records, str(path))
+    return records, str(path)
+
+
+def build_pairs(task: TaskSpec | str, sources: list[str], target: str, per_language: int, seed: int,
+                data_dir: str | Path | None, pack: PromptPack, source_files: dict | None = None,
+                target_file: str | Path | None = None, translate: Callable | None = None) -> list[dict]:
+    """The shuffled mixture: `per_language` pairs from each source language into `target`.
+
+    `translate(records, src, tgt)` supplies source records for languages with no file
+    (see `translate_records`); it is only called on the sampled target records.
+    """
+    task = load_task(task) if isinstance(task, str) else task
+    source_files = dict(source_files or {})
+    sources = parse_languages(list(sources))
+    get_language(target)
+    if target in sources:
+        raise PolyalignError(f"source language '{target}' is the target language; pairs need two languages")
+    stray = sorted(set(source_files) - set(sources))
+    if stray:
+        raise PolyalignError(f"--pair-file given for {', '.join(stray)}, not among the sources {','.join(sources)}")
+    if per_language < 1:
+        raise PolyalignError(f"--per-language must be at least 1 (got {per_language})")
+    targets, _ = _targets(task, target, data_dir, target_file)
+    if per_language > len(targets):
+        raise PolyalignError(f"--per-language {per_language} is more than the {len(targets)} parallel "
+                             f"records available")
+    from_train_file = not target_file and target == task.pivot
+    pairs = []
+    for lang in sources:
+        records, where = _sources(task, lang, targets, data_dir, source_files, from_train_file, translate is not None)
+        indices = _sample(len(targets), per_language, seed, lang)
+        if records is None:
+            picked = translate([targets[i] for i in indices], target, lang)
+            _check_fields(task, picked, where)
+        else:
+            picked = [records[i] for i in indices]
+        line = instruction(lang, target)
+        for i, record in zip(indices, picked):
+            pairs.append({"source_lang": lang, "target_lang": target, "index": i,
+                          "prompt": pack.query(task, lang, record) + "\n" + line + "\n",
+                          "completion": pack.query(task, target, targets[i])})
+    random.Random(seed).shuffle(pairs)
+    return pairs
+
+
+class Seq2SeqTranslator:
+    """Greedy batched translation with a Hugging Face seq2seq model, loaded on first use
+    (so a run served fully from the cache never loads it)."""
+
+    def __init__(self, model: str, src: str, tgt: str, lang_codes: dict[str, str] | None = None,
+                 device: str | None = None, max_new_tokens: int = 256):
+        self.model_id, self.src, self.tgt, self.codes = model, src, tgt, dict(lang_codes or {})
+        self.device, self.max_new_tokens = device, max_new_tokens
+        self.model = self.tokenizer = None
+        self.batches: list[int] = []  # sizes of the batches actually sent to the model
+
+    def _load(self) -> None:
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+        from polyalign.models import pick_device, resolve_model_path
+
+        path = resolve_model_path(self.model_id)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            self.model = AutoModelForSeq2SeqLM.from_pretrained(path)
+        except (OSError, ValueError) as exc:
+            raise PolyalignError(f"{self.model_id}: cannot load translator: {str(exc).splitlines()[0]}") from None
+        self.model.to(pick_device(self.device)).eval()
+        tok = self.tokenizer
+        unk = tok.unk_token_id
+        detected = {}
+        if tok.convert_tokens_to_ids("eng_Latn") not in (None, unk):  # NLLB
+            detected = {"src": NLLB_CODES.get(self.src), "tgt": NLLB_CODES.get(self.tgt)}
+        elif tok.convert_tokens_to_ids("__en__") not in (None, unk):  # M2M100
+            detected = {"src": self.src, "tgt": self.tgt}
+        self.codes = {**detected, **self.codes}  # the user's codes win
+        self.forced_bos = None
+        if self.codes.get("tgt"):
+            code = self.codes["tgt"]
+            ident = tok.get_lang_id(code) if hasattr(tok, "get_lang_id") else tok.convert_tokens_to_ids(code)
+            if ident in (None, unk):
+                raise PolyalignError(f"{self.model_id}: translator has no language code '{code}' "
+                                     f"(set --translator-lang-codes src=...,tgt=...)")
+            self.forced_bos = ident
+            if self.codes.get("src") and hasattr(tok, "src_lang"):
+                tok.src_lang = self.codes["src"]
+
+    def __call__(self, texts: list[str]) -> list[str]:
+        import torch
+
+        if self.model is None:
+            self._load()
+        self.batches.append(len(texts))
+        batch = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True).to(self.model.device)
+        extra = {"forced_bos_token_id": self.forced_bos} if self.forced_bos is not None else {}
+        with torch.no_grad():
+            out = self.model.generate(**batch, do_sample=False, num_beams=1, max_new_tokens=self.max_new_tokens,
+                                      **extra)
+        return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+
+def cache_key(model: str, src: str, tgt: str, text: str) -> str:
+    return hashlib.sha256(json.dumps([model, src, tgt, text], ensure_ascii=False).encode()).hexdigest()
+
+
+def translate_records(records: list[dict], fields, src: str, tgt: str, model_id_or_path: str,
+                      batch_size: int = 16, cache_path: str | Path | None = None,
+                      lang_codes: dict[str, str] | None = None, translator: Callable | None = None,
+                      device: str | None = None) -> list[dict]:
+    """Copies of `records` with `fields` translated src -> tgt.
+
+    Each finished batch is appended to the JSONL cache and fsynced, keyed by sha256 of
+    (model, src, tgt, text): an interrupted run resumes where it stopped, a repeated run
+    costs no model calls, and identical texts are translated once.
+    """
+    if batch_size < 1:
+        raise PolyalignError(f"translator batch size must be at least 1 (got {batch_size})")
+    translator = translator or Seq2SeqTranslator(model_id_or_path, src, tgt, lang_codes, device)
+    done: dict[str, str] = {}
+    handle = None
+    if cache_path:
+        cache_path = Path(cache_path)
+        rows = read_jsonl_tolerant(cache_path)
+        if cache_path.exists():  # drop a line torn by a crash so appends start clean
+            atomic_write_text(cache_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        done = {r["key"]: r["text"] for r in rows if isinstance(r, dict) and "key" in r and "text" in r}
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        handle = cache_path.open("a", encoding="utf-8")
+    try:
+        texts = list(dict.fromkeys(r[f] for r in records for f in fields))
+        todo = sorted((t for t in texts if cache_key(model_id_or_path, src, tgt, t) not in done), key=len)
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start:start + batch_size]
+            outputs = translator(chunk)
+            if len(outputs) != len(chunk):
+                raise PolyalignError(f"{model_id_or_path}: translator returned {len(outputs)} texts for {len(chunk)}")
+            for text, out in zip(chunk, outputs):
+                key = cache_key(model_id_or_path, src, tgt, text)
+                done[key] = out
+                if handle:
+                    handle.write(json.dumps({"key": key, "text": out}, ensure_ascii=False) + "\n")
+            if handle:
+                handle.flush()
+                os.fsync(handle.fileno())
+    finally:
+        if handle:
+            handle.close()
+    return [{**r, **{f: done[cache_key(model_id_or_path, src, tgt, r[f])] for f in fields}} for r in records]
+
+
+def write_pairs(records: list[dict], out: str | Path, fmt: str = "jsonl") -> list[Path]:
+    """Write the pairs as JSONL (atomically); `llamafactory` also writes an alpaca JSON list
+    and registers it in dataset_info.json next to it (merged, so other datasets stay)."""
+    if fmt not in FORMATS:
+        raise PolyalignError(f"unknown format '{fmt}' (choose from {', '.join(FORMATS)})")
+    out = Path(out)
+    atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    written = [out]
+    if fmt == "llamafactory":
+        name = out.name[:-len(out.suffix)] if out.suffix else out.name
+        alpaca = out.with_name(f"{name}.alpaca.json")
+        atomic_write_json(alpaca, [{"instruction": r["prompt"], "input": "", "output": r["completion"]}
+                                   for r in records])
+        info_path = out.parent / "dataset_info.json"
+        info = {}
+        if info_path.exists():
+            try:
+                info = json.loads(info_path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError:
+                raise PolyalignError(f"{info_path}: malformed JSON; fix or remove it") from None
+        info[name] = {"file_name": alpaca.name,
+                      "columns": {"prompt": "instruction", "query": "input", "response": "output"}}
+        atomic_write_json(info_path, info)
+        written += [alpaca, info_path]
+    return written
+
+
+def _pairs_arg(values: list[str] | None, flag: str) -> dict[str, str]:
+    out = {}
+    for value in values or []:
+        key, sep, path = value.partition("=")
+        if not sep or not key.strip() or not path.strip():
+            raise PolyalignError(f"{flag} expects KEY=VALUE, got '{value}'")
+        out[key.strip()] = path.strip()
+    return out
+
+
+def cmd_data_build(args: argparse.Namespace) -> int:
+    """`polyalign data build`: sample, render and write one alignment mixture."""
+    from polyalign.models import cache_dir
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise PolyalignError(f"{out} exists; pass --overwrite to replace it")
+    translate = None
+    if args.translator:
+        codes = _pairs_arg(args.translator_lang_codes.split(",") if args.translator_lang_codes else [],
+                           "--translator-lang-codes")
+        cache = Path(args.translator_cache) if args.translator_cache else \
+            cache_dir() / "translations" / (re.sub(r"[^\w.-]", "_", args.translator) + ".jsonl")
+
+        def translate(records, src, tgt):
+            lang_codes = {"src": codes.get("src", codes.get(src)), "tgt": codes.get("tgt", codes.get(tgt))}
+            print(f"translating {len(records)} {src}->{tgt} records with {args.translator} (cache {cache})")
+            return translate_records(records, task.fields, src, tgt, args.translator, args.translator_batch_size,
+                                     cache, {k: v for k, v in lang_codes.items() if v}, device=args.device)
+
+    task = load_task(args.task)
+    pairs = build_pairs(task, parse_languages(args.sources), args.target, args.per_language, args.seed,
+                        args.data_dir, PromptPack.load(args.prompts), _pairs_arg(args.pair_file, "--pair-file"),
+                        args.target_file, translate)
+    for path in write_pairs(pairs, out, args.format):
+        print(f"wrote {path}")
+    print(f"{len(pairs)} pairs: " + ", ".join(f"{lang}->{args.target} {sum(p['source_lang'] == lang for p in pairs)}"
+                                             for lang in dict.fromkeys(p["source_lang"] for p in pairs)))
+    return 0
+
+
+def add_cli(subparsers) -> None:
+    """Register `polyalign data build` on the top-level subparsers."""
+    data = subparsers.add_parser("data", help="build question-alignment training data")
+    sub = data.add_subparsers(dest="data_command", required=True)
+    p = sub.add_parser("build", help="source->target question-translation pairs (JSONL / LLaMA-Factory)")
+    p.add_argument("--task", required=True, help="emotion, snli, paws, or a task .yaml file")
+    p.add_argument("--sources", required=True, help="comma-separated source languages, e.g. zh,es")
+    p.add_argument("--target", default="en", help="target language (default en)")
+    p.add_argument("--per-language", type=int, required=True, help="pairs sampled from each source language")
+    p.add_argument("--seed", type=int, default=0, help="sampling and shuffling seed")
+    p.add_argument("--out", required=True, help="output .jsonl file")
+    p.add_argument("--format", choices=FORMATS, default="jsonl",
+                   help="llamafactory also writes NAME.alpaca.json and dataset_info.json")
+    p.add_argument("--data-dir", help="benchmark folder (default: $POLYALIGN_DATA or ../shared/...)")
+    p.add_argument("--prompts", help="prompt pack JSON (default: polyalign's own pack)")
+    p.add_argument("--languages-file", help="JSON list of extra languages {code, name, native, script}")
+    p.add_argument("--pair-file", action="append", metavar="LANG=PATH",
+                   help="source-language records (JSON/JSONL with the task's fields), item-parallel with the target")
+    p.add_argument("--target-file", help="target-language records, item-parallel with the --pair-file files")
+    p.add_argument("--translator", help="seq2seq model (HF id or folder, e.g. NLLB) to translate the target "
+                                        "records into sources that have no file")
+    p.add_argument("--translator-lang-codes",
+                   help="translator language codes per language, e.g. en=eng_Latn,zh=zho_Hans, or src=..,tgt=.. "
+                        "for the translator's input (the pairs' target) and output; NLLB codes are built in")
+    p.add_argument("--translator-batch-size", type=int, default=16)
+    p.add_argument("--translator-cache", help="JSONL translation cache (default: under $POLYALIGN_CACHE)")
+    p.add_argument("--device", help="torch device for the translator")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.set_defaults(func=cmd_data_build)

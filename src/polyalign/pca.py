@@ -1,0 +1,224 @@
+"""`polyalign pca`: how language-specific are intermediate representations?
+
+Why: the paper shows that after question alignment the representations of the same item in
+different languages move together. Per layer we (1) fit one PCA jointly over all languages'
+item representations and plot the 2-D projections, (2) correlate the 1-D projections of
+every language pair, paired by item (the test sets are item-parallel), and (3) score
+cross-lingual alignment: how often an item's nearest English representation (cosine, full
+dimension) is its own translation.
+
+Files written to the output folder:
+  pca_{model}.npz           projections [layers, langs, items, 2], explained variance, PC1
+                            correlations and alignment scores (numpy arrays, no pickle)
+  pca_correlations.csv/.md  Pearson r of PC1 projections for every language pair
+  pca_alignment.csv         nearest-English-neighbour accuracy per language and layer
+  pca_scatter.png/.pdf, pca_alignment.png/.pdf   figures; `plot_from_dir` redraws them
+  pca.json                  configuration and the list of models, layers and languages
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+
+from polyalign.errors import PolyalignError
+from polyalign.evaluate import EvalConfig, check_config, prepare_language
+from polyalign.lens import (MIN_ITEMS, add_model_options, check_layers, collect_states, load_models, num_layers,
+                            parse_layers)
+from polyalign.results import atomic_write_json, atomic_write_text
+
+POOLINGS = ("mean", "last")
+PIVOT = "en"
+
+
+def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Projections on the first two principal components, and their explained-variance ratios.
+
+    Centered SVD in float64. A component's sign is arbitrary, so each is flipped to make its
+    largest-magnitude projection positive: reruns and regenerated figures agree.
+    """
+    centered = x - x.mean(0)
+    _, s, vt = np.linalg.svd(centered, full_matrices=False)
+    proj = centered @ vt[:2].T
+    signs = np.sign(proj[np.abs(proj).argmax(0), np.arange(proj.shape[1])])
+    proj *= np.where(signs == 0, 1.0, signs)
+    var = s ** 2
+    ratio = var[:2] / var.sum() if var.sum() > 0 else np.zeros(2)
+    return proj, ratio
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson r of two paired samples; NaN when either is constant."""
+    a, b = a - a.mean(), b - b.mean()
+    denom = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / denom) if denom > 0 else float("nan")
+
+
+def nearest_pivot_accuracy(x: np.ndarray, pivot: np.ndarray) -> float:
+    """Fraction of items whose most cosine-similar pivot item is their own translation."""
+    xn = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    pn = pivot / np.maximum(np.linalg.norm(pivot, axis=1, keepdims=True), 1e-12)
+    return float(((xn @ pn.T).argmax(1) == np.arange(len(x))).mean())
+
+
+def safe_name(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", label) or "model"
+
+
+def item_states(model, tokenizer, prep, layers: list[int], pooling: str, batch_size: int) -> np.ndarray:
+    """[layers, items, hidden] float64 representations of one language's items, in item order."""
+    position = {item.index: i for i, item in enumerate(prep.items)}
+    out = None
+    for indices, states in collect_states(model, tokenizer, prep.items, prep.shared, layers, pooling, batch_size):
+        states = states.float().cpu().numpy().astype(np.float64)
+        if out is None:
+            out = np.zeros((len(layers), len(prep.items), states.shape[-1]))
+        out[:, [position[i] for i in indices]] = states
+    return out
+
+
+def analyse(states: dict[str, np.ndarray], langs: list[str], layers: list[int]) -> dict[str, np.ndarray]:
+    """Per layer: joint PCA over `langs`, PC1 correlation matrix, alignment to the pivot."""
+    n = states[langs[0]].shape[1]
+    others = [lang for lang in langs if lang != PIVOT]
+    proj = np.zeros((len(layers), len(langs), n, 2))
+    explained = np.zeros((len(layers), 2))
+    corr = np.zeros((len(layers), len(langs), len(langs)))
+    align = np.zeros((len(layers), len(others)))
+    for k in range(len(layers)):
+        p, explained[k] = pca_2d(np.concatenate([states[lang][k] for lang in langs]))
+        proj[k] = p.reshape(len(langs), n, 2)
+        for a in range(len(langs)):
+            for b in range(len(langs)):
+                corr[k, a, b] = pearson(proj[k, a, :, 0], proj[k, b, :, 0])
+        for j, lang in enumerate(others):
+            align[k, j] = nearest_pivot_accuracy(states[lang][k], states[PIVOT][k])
+    return {"proj": proj, "explained": explained, "pc1_corr": corr, "alignment": align,
+            "alignment_langs": np.array(others)}
+
+
+def _csv(rows: list[list]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return buffer.getvalue()
+
+
+def _fmt(x: float) -> str:
+    return "nan" if np.isnan(x) else f"{x:.4f}"
+
+
+def write_tables(out: Path, results: dict[str, dict], langs: list[str], layers: list[int], n: int) -> None:
+    corr_rows = [["model", "layer", "lang_a", "lang_b", "pearson_r", "n_items"]]
+    align_rows = [["model", "layer", "lang", "nn_accuracy", "n_items", "chance"]]
+    md = ["# PC1 projections: Pearson r between languages, paired by item", ""]
+    for model, res in results.items():
+        for k, layer in enumerate(layers):
+            md += [f"## {model}, layer {layer}", "", "| | " + " | ".join(langs) + " |",
+                   "|---" * (len(langs) + 1) + "|"]
+            for a, la in enumerate(langs):
+                md.append(f"| {la} | " + " | ".join(_fmt(res["pc1_corr"][k, a, b]) for b in range(len(langs))) + " |")
+                corr_rows += [[model, layer, la, langs[b], _fmt(res["pc1_corr"][k, a, b]), n]
+                              for b in range(a + 1, len(langs))]
+            md.append("")
+            align_rows += [[model, layer, lang, f"{res['alignment'][k, j]:.4f}", n, f"{1 / n:.4f}"]
+                           for j, lang in enumerate(res["alignment_langs"])]
+    atomic_write_text(out / "pca_correlations.csv", _csv(corr_rows))
+    atomic_write_text(out / "pca_correlations.md", "\n".join(md))
+    atomic_write_text(out / "pca_alignment.csv", _csv(align_rows))
+
+
+def plot_from_dir(out_dir: str | Path) -> list[Path]:
+    """Redraw both figures from pca.json and the npz files alone."""
+    import json
+
+    from polyalign.plotting import plot_alignment, plot_pca
+
+    out = Path(out_dir)
+    meta = json.loads((out / "pca.json").read_text(encoding="utf-8"))
+    data, scores = {}, {}
+    for model, name in meta["files"].items():
+        with np.load(out / name, allow_pickle=False) as z:
+            data[model] = {key: z[key] for key in ("layers", "langs", "proj", "explained")}
+            scores[model] = {str(lang): z["alignment"][:, j] for j, lang in enumerate(z["alignment_langs"])}
+    return (plot_pca(data, out / "pca_scatter")
+            + plot_alignment(scores, meta["layers"], out / "pca_alignment", chance=1 / meta["n_items"]))
+
+
+def run_pca(model, tokenizer, task: str, langs: str | list[str], layers: list[int | str] | None, pooling: str,
+            limit: int | None, data_dir: str | Path | None, prompts: str | Path | None, out_dir: str | Path,
+            label: str = "base", compare: list[tuple[str, object]] | None = None, mode: str = "english",
+            batch_size: int = 8) -> dict:
+    """PCA, PC1 correlations and alignment for `model` (and each (label, model) in `compare`)."""
+    if pooling not in POOLINGS:
+        raise PolyalignError(f"unknown pooling '{pooling}' (choose from {', '.join(POOLINGS)})")
+    models = [(label, model)] + list(compare or [])
+    if len({safe_name(m[0]) for m in models}) != len(models):
+        raise PolyalignError(f"model labels must differ ({', '.join(m[0] for m in models)})")
+    if limit is not None and limit < MIN_ITEMS:
+        raise PolyalignError(f"--limit {limit}: PCA needs at least {MIN_ITEMS} items per language")
+    cfg = EvalConfig(model=label, task=task, langs=langs, mode=mode, scoring="exact", limit=limit,
+                     data_dir=str(data_dir) if data_dir else None, prompts=str(prompts) if prompts else None,
+                     batch_size=batch_size)
+    spec, pack, codes = check_config(cfg)
+    total = num_layers(model)
+    if any(num_layers(m) != total for _, m in models):
+        raise PolyalignError("compared models have different numbers of layers")
+    chosen = check_layers(layers, total)
+    prepared = {lang: prepare_language(cfg, pack, tokenizer, lang) for lang in dict.fromkeys(codes + [PIVOT])}
+    counts = {lang: len(p.items) for lang, p in prepared.items()}
+    if min(counts.values()) < MIN_ITEMS:
+        lang = min(counts, key=counts.get)
+        raise PolyalignError(f"{spec.name}/{lang}: {counts[lang]} items; PCA needs at least {MIN_ITEMS}")
+    if len(set(counts.values())) != 1:
+        raise PolyalignError(f"{spec.name}: languages have different item counts {counts}; they must be parallel")
+    n = counts[PIVOT]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results, files = {}, {}
+    for name, net in models:
+        states = {lang: item_states(net, tokenizer, prep, chosen, pooling, batch_size)
+                  for lang, prep in prepared.items()}
+        results[name] = analyse(states, codes, chosen)
+        files[name] = f"pca_{safe_name(name)}.npz"
+        np.savez(out / files[name], layers=np.array(chosen), langs=np.array(codes), item_index=np.arange(n),
+                 **results[name])
+    write_tables(out, results, codes, chosen, n)
+    meta = {"task": spec.name, "mode": mode, "pooling": pooling, "limit": limit, "n_items": n, "layers": chosen,
+            "num_layers": total, "langs": codes, "models": list(files), "files": files,
+            "explained_variance": {m: r["explained"].tolist() for m, r in results.items()},
+            "notes": "layer k is the output of decoder block k; the last layer is the model's final normed output. "
+                     "mean pooling averages the item's tokens after the shared few-shot prefix."}
+    atomic_write_json(out / "pca.json", meta)
+    meta["figures"] = [str(p) for p in plot_from_dir(out)]
+    return meta
+
+
+def cmd_pca(args: argparse.Namespace) -> int:
+    if args.pooling not in POOLINGS:
+        raise PolyalignError(f"unknown pooling '{args.pooling}' (choose from {', '.join(POOLINGS)})")
+    if args.limit is not None and args.limit < MIN_ITEMS:
+        raise PolyalignError(f"--limit {args.limit}: PCA needs at least {MIN_ITEMS} items per language")
+    check_config(EvalConfig(model=args.model, task=args.task, langs=args.langs, mode=args.mode, limit=args.limit,
+                            data_dir=args.data_dir, prompts=args.prompts, batch_size=args.batch_size))
+    layers = parse_layers(args.layers)
+    model, tokenizer, label, compare = load_models(args)
+    meta = run_pca(model, tokenizer, args.task, args.langs, layers, args.pooling, args.limit, args.data_dir,
+                   args.prompts, args.out, label=label, compare=compare, mode=args.mode, batch_size=args.batch_size)
+    print(f"pca: {meta['n_items']} items x {len(meta['langs'])} languages, layers {meta['layers']}; "
+          f"{Path(args.out) / 'pca_correlations.md'}")
+    return 0
+
+
+def add_cli(subparsers) -> argparse.ArgumentParser:
+    """Register `polyalign pca`."""
+    p = subparsers.add_parser("pca", help="PCA of intermediate representations across languages")
+    add_model_options(p)
+    p.add_argument("--mode", default="english", help="prompt label words: english, native or agnostic")
+    p.add_argument("--layers", default="last", help="comma-separated layers, e.g. 12,18,last (default: last)")
+    p.add_argument("--pooling", default="mean", choices=POOLINGS, help="mean over the item's tokens, or its last")
+    p.set_defaults(func=cmd_pca)
+    return p

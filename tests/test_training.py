@@ -1,0 +1,137 @@
+"""`polyalign train` / `merge` on a tiny random model: config, target-only loss, best checkpoint, resume, merge."""
+import argparse
+import dataclasses
+import json
+
+import pytest
+import torch
+import yaml
+from transformers import AutoTokenizer, TrainerCallback
+
+from polyalign.alignment_data import build_pairs, write_pairs
+from polyalign.errors import PolyalignError
+from polyalign.models import load_model
+from polyalign.prompts import PromptPack
+from polyalign.training import (IGNORE, PadCollator, TrainConfig, add_cli, default_config_path, load_config, merge,
+                                tokenize_pairs, train)
+
+TINY = ["max_steps=4", "per_device_batch=2", "grad_accum=1", "eval_steps=2", "save_steps=2", "logging_steps=1",
+        "val_size=0.25", "learning_rate=1e-3", "cutoff_len=256"]
+
+
+def run_cli(argv):
+    parser = argparse.ArgumentParser()
+    add_cli(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+@pytest.fixture(scope="module")
+def pairs_file(data_dir, tmp_path_factory):
+    path = tmp_path_factory.mktemp("pairs") / "pairs.jsonl"
+    write_pairs(build_pairs("snli", ["zh", "es"], "en", 8, 0, data_dir, PromptPack.load()), path)
+    return path
+
+
+def test_default_yaml_is_the_paper_recipe():
+    assert yaml.safe_load(default_config_path().read_text()) == dataclasses.asdict(TrainConfig())
+    cfg = load_config()
+    assert (cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules) == (8, 16, 0.0, ["q_proj", "v_proj"])
+    assert (cfg.epochs, cfg.learning_rate, cfg.lr_scheduler, cfg.warmup_ratio) == (3.0, 5e-5, "cosine", 0.1)
+    assert cfg.per_device_batch * cfg.grad_accum == 16 and cfg.val_size == 0.05 and cfg.cutoff_len == 2048
+
+
+def test_config_file_and_typed_overrides(tmp_path):
+    user = tmp_path / "my.yaml"
+    user.write_text("lora_rank: 16\nlearning_rate: 1e-4\n")
+    cfg = load_config(user, ["target_modules=q_proj,k_proj,v_proj", "group_by_length=false", "epochs=1",
+                             "save_total_limit=none", "warmup_ratio=0"])
+    assert cfg.lora_rank == 16 and cfg.learning_rate == 1e-4 and cfg.lora_alpha == 16
+    assert cfg.target_modules == ["q_proj", "k_proj", "v_proj"] and cfg.group_by_length is False
+    assert cfg.epochs == 1.0 and isinstance(cfg.epochs, float) and cfg.save_total_limit is None
+    for bad, message in [(["lora_rnak=4"], "unknown config key"), (["lora_rank=big"], "not a valid int"),
+                         (["group_by_length=maybe"], "not a valid bool"), (["save_steps=3"], "multiple of"),
+                         (["val_size=1"], "val_size"), (["lora_rank"], "key=value")]:
+        with pytest.raises(PolyalignError, match=message):
+            load_config(None, bad)
+    user.write_text("bogus: 1\n")
+    with pytest.raises(PolyalignError, match="unknown config key"):
+        load_config(user)
+
+
+def test_labels_mask_exactly_the_prompt(tiny_llama, pairs_file):
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    rows = [json.loads(line) for line in pairs_file.read_text().splitlines()][:4]
+    items = tokenize_pairs(tok, rows, 2048)
+    for row, item in zip(rows, items):
+        n_prompt = len(tok(row["prompt"])["input_ids"])
+        completion = tok(row["completion"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        assert item["labels"][:n_prompt] == [IGNORE] * n_prompt
+        assert item["labels"][n_prompt:] == completion == item["input_ids"][n_prompt:]
+    batch = PadCollator(tok.pad_token_id)(items)
+    for i, item in enumerate(items):
+        n = len(item["input_ids"])
+        assert batch["attention_mask"][i].sum() == n and (batch["labels"][i, n:] == IGNORE).all()
+    short = tokenize_pairs(tok, rows[:1], 40)[0]  # over-long: both sides keep tokens
+    assert len(short["input_ids"]) == 40 and IGNORE in short["labels"] and short["labels"][-1] != IGNORE
+
+
+class Interrupt(TrainerCallback):
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step == 3:
+            raise KeyboardInterrupt  # killed after step 3 was logged, with checkpoint-2 the last saved
+
+
+@pytest.fixture(scope="module")
+def run(tiny_llama, pairs_file, tmp_path_factory):
+    """A tiny run killed at step 3, then resumed through the CLI to its end (step 4)."""
+    out = tmp_path_factory.mktemp("run") / "r"
+    with pytest.raises(KeyboardInterrupt):
+        train(str(tiny_llama), pairs_file, out, load_config(None, TINY), callbacks=[Interrupt()])
+    assert (out / "checkpoints" / "checkpoint-2").is_dir() and not (out / "adapter").exists()
+    assert 3 in [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    with pytest.raises(PolyalignError, match="--resume"):
+        train(str(tiny_llama), pairs_file, out, load_config(None, TINY))
+    assert run_cli(["train", "--model", str(tiny_llama), "--data", str(pairs_file), "--out", str(out),
+                    "--resume", *TINY]) == 0
+    return out
+
+
+def test_resume_continues_and_keeps_the_best_checkpoint(run):
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["resumed_from"].endswith("checkpoint-2") and summary["global_step"] == 4
+    assert summary["n_val"] == 4 and summary["n_train"] == 12
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4]  # no step logged twice across the kill
+    evals = {r["step"]: r["eval_loss"] for r in log if "eval_loss" in r}
+    assert set(evals) == {2, 4}
+    best = min(evals, key=evals.get)
+    assert summary["best_checkpoint"].endswith(f"checkpoint-{best}") and summary["best_eval_loss"] == evals[best]
+    assert (run / "loss.png").stat().st_size > 0
+    assert yaml.safe_load((run / "config.yaml").read_text())["max_steps"] == 4
+    state = json.loads((run / "checkpoints" / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+
+
+def test_run_folder_guards(run, tiny_llama, pairs_file):
+    with pytest.raises(PolyalignError, match="differs in learning_rate"):
+        train(str(tiny_llama), pairs_file, run, load_config(None, TINY + ["learning_rate=2e-3"]))
+    with pytest.raises(PolyalignError, match="already finished"):
+        train(str(tiny_llama), pairs_file, run, load_config(None, TINY))
+    assert train(str(tiny_llama), pairs_file, run, load_config(None, TINY), resume=True)["global_step"] == 4
+
+
+def test_adapter_loads_and_merge_matches_it(run, tiny_llama, pairs_file, tmp_path):
+    base, tok = load_model(str(tiny_llama))
+    tuned, _ = load_model(str(tiny_llama), adapter=str(run / "adapter"))
+    ids = tok(json.loads(pairs_file.read_text().splitlines()[0])["prompt"], return_tensors="pt")
+    with torch.no_grad():
+        want = tuned(**ids).logits
+        assert not torch.allclose(base(**ids).logits, want)  # the adapter changes the model
+    merged_dir = merge(str(tiny_llama), run / "adapter", tmp_path / "merged")
+    assert list(merged_dir.glob("*.safetensors")) and (merged_dir / "tokenizer.json").exists()
+    merged, _ = load_model(str(merged_dir))
+    with torch.no_grad():
+        torch.testing.assert_close(merged(**ids).logits, want, atol=1e-4, rtol=0)
+    with pytest.raises(PolyalignError, match="--overwrite"):
+        run_cli(["merge", "--model", str(tiny_llama), "--adapter", str(run / "adapter"), "--out", str(merged_dir)])
