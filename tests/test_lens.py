@@ -3,7 +3,6 @@ import argparse
 import csv
 import json
 import math
-import shutil
 
 import pytest
 import torch
@@ -219,4 +218,3 @@ def test_real_gemma_lens_and_pca_commands(gemma_dir, data_dir, tmp_path):
     meta = json.loads((tmp_path / "lens" / "lens.json").read_text())
     assert meta["num_layers"] == 18 and len(meta["layers"]) == 18
     assert meta["languages"]["es"]["overlap"]["count"] > 0
-    shutil.rmtree(tmp_path)

@@ -1,7 +1,6 @@
 """PCA, PC1 correlations and alignment against a direct numpy computation on tiny models."""
 import argparse
 import csv
-import json
 
 import numpy as np
 import pytest

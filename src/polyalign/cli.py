@@ -96,10 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="fewer items, for a smoke test")
     p.set_defaults(func=cmd_demo)
 
-    from polyalign import alignment_data, training
+    from polyalign import alignment_data, lens, pca, training
 
     alignment_data.add_cli(sub)
     training.add_cli(sub)
+    lens.add_cli(sub)
+    pca.add_cli(sub)
     return parser
 
 

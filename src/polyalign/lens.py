@@ -122,6 +122,15 @@ def lens_logprobs(model, hidden: torch.Tensor, layer: int) -> torch.Tensor:
     return unembed(head, cap, hidden).log_softmax(-1)
 
 
+@torch.inference_mode()
+def lens_logprobs_layers(model, states: torch.Tensor, layers: list[int]) -> torch.Tensor:
+    """`lens_logprobs` for states [layers, batch, hidden] at once, flattened to [layers * batch, vocab]."""
+    decoder, head, cap = _parts(model)
+    total, norm = num_layers(model), final_norm(decoder)
+    normed = torch.stack([h if layer == total else norm(h) for h, layer in zip(states, layers)])
+    return unembed(head, cap, normed.flatten(0, 1)).log_softmax(-1)
+
+
 @dataclass
 class LensLanguage:
     """One language's items plus the token sets the lens sums over."""
@@ -180,14 +189,15 @@ def lens_language(model, tokenizer, lang: LensLanguage, layers: list[int], batch
                                           batch_size):
         rows = torch.arange(len(indices), device=device)
         g = gold[torch.tensor(indices, device=device)]
-        per_layer = []
-        for k, layer in enumerate(layers):
-            logp = lens_logprobs(model, states[k], layer)
-            probs = logp.exp()
-            mass = probs @ columns
-            entropy = -torch.where(probs > 0, probs * logp, torch.zeros_like(probs)).sum(-1) / math.log(2.0)
-            per_layer.append(torch.stack([mass[rows, g], mass[rows, n_classes + g], mass[rows, 2 * n_classes + g],
-                                          mass[:, -2], mass[:, -1], entropy], -1))
+        # All layers of the batch in one unembedding matmul: the vocabulary matrix is read once.
+        logp = lens_logprobs_layers(model, states, layers)  # [layers * batch, vocab]
+        probs = logp.exp()
+        mass = (probs @ columns).view(len(layers), len(indices), -1)
+        entropy = (-torch.where(probs > 0, probs * logp, torch.zeros_like(probs)).sum(-1)
+                   / math.log(2.0)).view(len(layers), len(indices))
+        del logp, probs
+        per_layer = [torch.stack([mass[k, rows, g], mass[k, rows, n_classes + g], mass[k, rows, 2 * n_classes + g],
+                                  mass[k, :, -2], mass[k, :, -1], entropy[k]], -1) for k in range(len(layers))]
         values = torch.stack(per_layer, 1).cpu().double().numpy()  # [batch, layers, quantities]
         for i, index in enumerate(indices):
             results[index] = {q: [float(f"{v:.8g}") for v in values[i, :, j]] for j, q in enumerate(QUANTITIES)}
