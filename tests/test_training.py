@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 import yaml
-from transformers import AutoTokenizer, TrainerCallback
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 from polyalign.alignment_data import build_pairs, write_pairs
 from polyalign.errors import PolyalignError
@@ -135,3 +135,22 @@ def test_adapter_loads_and_merge_matches_it(run, tiny_llama, pairs_file, tmp_pat
         torch.testing.assert_close(merged(**ids).logits, want, atol=1e-4, rtol=0)
     with pytest.raises(PolyalignError, match="--overwrite"):
         run_cli(["merge", "--model", str(tiny_llama), "--adapter", str(run / "adapter"), "--out", str(merged_dir)])
+
+
+def test_target_only_logits_keep_loss_and_gradients(tiny_gemma, pairs_file):
+    """The collator's logits_to_keep/shift_labels trick changes cost, not the loss or its gradient."""
+    tok = AutoTokenizer.from_pretrained(tiny_gemma)
+    items = tokenize_pairs(tok, [json.loads(line) for line in pairs_file.read_text().splitlines()][:3], 2048)
+    model = AutoModelForCausalLM.from_pretrained(tiny_gemma)
+    losses, grads = [], []
+    for targets_only in (False, True):
+        model.zero_grad()
+        batch = PadCollator(tok.pad_token_id, targets_only=targets_only)(items)
+        out = model(**batch)
+        out.loss.backward()
+        losses.append(out.loss.detach())
+        grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
+        if targets_only:
+            assert out.logits.shape[1] == len(batch["logits_to_keep"]) < batch["input_ids"].shape[1]
+    assert torch.allclose(losses[0], losses[1], atol=1e-5)
+    assert len(grads[0]) == len(grads[1]) and all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))

@@ -195,17 +195,32 @@ def split_pairs(rows: list, val_size: float, seed: int) -> tuple[list, list]:
 
 
 class PadCollator:
-    """Right-pads a batch: pad id for inputs, 0 for the mask, IGNORE for labels."""
+    """Right-pads a batch: pad id for inputs, 0 for the mask, IGNORE for labels.
 
-    def __init__(self, pad_id: int):
+    With `targets_only`, the model computes logits only at positions that predict a target
+    token in some row (`logits_to_keep` as an index tensor, with matching `shift_labels`):
+    the loss is unchanged, but the prompt side no longer pays the vocabulary projection,
+    which dominates small models with large vocabularies (Gemma: 262k x 640).
+    """
+
+    def __init__(self, pad_id: int, targets_only: bool = True):
         self.pad_id = pad_id
+        self.targets_only = targets_only
 
     def __call__(self, batch: list[dict]) -> dict:
         import torch
 
         width = max(len(b["input_ids"]) for b in batch)
         pads = {"input_ids": self.pad_id, "attention_mask": 0, "labels": IGNORE}
-        return {k: torch.tensor([b[k] + [v] * (width - len(b[k])) for b in batch]) for k, v in pads.items()}
+        out = {k: torch.tensor([b[k] + [v] * (width - len(b[k])) for b in batch]) for k, v in pads.items()}
+        if self.targets_only:
+            next_labels = torch.cat([out["labels"][:, 1:], torch.full((len(batch), 1), IGNORE)], 1)
+            keep = (next_labels != IGNORE).any(0).nonzero().flatten()
+            if len(keep) == 0:
+                keep = torch.tensor([width - 1])
+            out["logits_to_keep"] = keep
+            out["shift_labels"] = next_labels[:, keep]
+        return out
 
 
 def _log_callback(log_path: Path):
