@@ -9,10 +9,11 @@ Layout of an output folder:
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tqdm import tqdm
@@ -42,7 +43,7 @@ class EvalConfig:
     limit: int | None = None
     data_dir: str | None = None
     prompts: str | None = None
-    batch_size: int = field(default=16, metadata={"identity": False})
+    batch_size: int = 16
 
     def identity(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k != "batch_size"}
@@ -137,8 +138,6 @@ def check_config(cfg: EvalConfig) -> tuple:
 def _check_run_dir(out: Path, cfg: EvalConfig, overwrite: bool, rank: int) -> None:
     run_file = out / "run.json"
     if run_file.exists():
-        import json
-
         previous = json.loads(run_file.read_text())
         if previous.get("config") != cfg.identity():
             if not overwrite:
