@@ -96,12 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="fewer items, for a smoke test")
     p.set_defaults(func=cmd_demo)
 
-    from polyalign import alignment_data, lens, pca, training
+    from polyalign import alignment_data, experiment, lens, pca, report, training
 
-    alignment_data.add_cli(sub)
-    training.add_cli(sub)
-    lens.add_cli(sub)
-    pca.add_cli(sub)
+    for module in (alignment_data, training, lens, pca, experiment, report):
+        module.add_cli(sub)
     return parser
 
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
-import hashlib
-import json
 import re
 import types
 import typing
@@ -33,8 +31,8 @@ from polyalign.languages import get_language, parse_languages
 from polyalign.lens import MIN_ITEMS, run_lens
 from polyalign.pca import POOLINGS, run_pca
 from polyalign.prompts import PromptPack, check_mode, default_pack_path
-from polyalign.results import atomic_write_json, read_samples
-from polyalign.store import Store
+from polyalign.results import read_samples
+from polyalign.store import Step, Store, execute_steps, step_folder, step_key
 from polyalign.tasks import load_task, read_records, resolve_data_dir, test_file_path
 from polyalign.training import TrainConfig, _apply, load_config, train
 from polyalign.training import check_config as check_train_config
@@ -215,6 +213,8 @@ def check_experiment(exp: Experiment) -> None:
         raise PolyalignError(f"dtype: unknown '{exp.dtype}' (choose from {', '.join(DTYPES)})")
     if (exp.limit is not None and exp.limit < 1) or exp.batch_size < 1:
         raise PolyalignError("limit and batch_size must be at least 1")
+    if len(set(exp.tasks)) != len(exp.tasks) or len(set(exp.modes)) != len(exp.modes):
+        raise PolyalignError("tasks and modes: list each once")
     for mode in exp.modes:
         check_mode(mode)
     parse_languages(exp.languages)
@@ -262,36 +262,35 @@ def load_experiment(path: str | Path, overrides=()) -> Experiment:
     return exp
 
 
-validate_experiment = load_experiment  # what `polyalign run --dry-run` and the config tests call
-
-
-def _key(kind: str, config: dict) -> str:
-    return hashlib.sha256(json.dumps({"kind": kind, **config}, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
-
-
-@dataclass
-class Step:
-    """One unit of work: `run(folder)` writes its outputs there and returns a JSON-able summary;
-    `after(folder, outputs)` runs whether the step ran or was skipped (store synchronisation)."""
-
-    kind: str
-    key: str
-    config: dict
-    label: str
-    run: Callable[[Path], dict]
-    needs: tuple = ()  # (model, adapter) pairs that must be loaded
-    after: Callable[[Path, dict], None] | None = None
+def validate_experiment(path: str | Path, overrides=(), data: bool = False) -> tuple[Experiment, list[str]]:
+    """What `polyalign run --dry-run` does: load and check the file (and, with `data`, that every
+    evaluation renders from the benchmark); returns notes on input files that must be supplied."""
+    exp = load_experiment(path, overrides)
+    notes: list[str] = []
+    if data:
+        runner = Runner(exp, None, Path(path).resolve().parent)
+        checks = [(t, exp.languages, m) for t in exp.tasks for m in exp.modes]
+        for spec in [*exp.analyses.lens, *exp.analyses.pca]:
+            checks.append((spec.task, spec.langs, spec.mode))
+        for task, langs, mode in checks:
+            runner.eval_inputs(task, langs, mode)
+        for s in exp.alignment:
+            named = [*s.pair_files.values(), *([s.target_file] if s.target_file else [])]
+            notes += [f"alignment '{s.name}': supply {runner.resolve(f)}" for f in named
+                      if not runner.resolve(f).exists()]
+    return exp, notes
 
 
 class Runner:
     """Plans an experiment's steps (all keys known before anything runs) and executes them."""
 
     def __init__(self, exp: Experiment, run_dir: str | Path, base_dir: str | Path = "."):
-        self.exp, self.run_dir, self.base = exp, Path(run_dir), Path(base_dir)
+        self.exp, self.run_dir, self.base = exp, Path(run_dir or "."), Path(base_dir)
         self.data_dir = resolve_data_dir(exp.data_dir)
         self.prompts = str(self.resolve(exp.prompts)) if exp.prompts else None
-        self.store = Store(self.run_dir)
-        self.loaded: dict[tuple, tuple] = {}
+        self.store = Store(self.run_dir if run_dir else None)  # no run folder: in memory, validation only
+        self.loaded: dict[tuple, tuple] = {}  # (model, adapter) -> (model, tokenizer), loaded on first use
+        self.checked: dict[tuple, tuple] = {}  # eval_inputs, computed once per (task, languages, mode)
         self.executed: list[Step] = []
         self.skipped: list[Step] = []
 
@@ -299,10 +298,11 @@ class Runner:
         path = Path(name).expanduser()
         if path.is_absolute():
             return path
-        return next((root / path for root in (self.data_dir, self.base) if (root / path).exists()), self.base / path)
+        found = [root / path for root in (self.data_dir, self.base) if (root / path).exists()]
+        return found[0] if found else self.data_dir / path
 
     def folder(self, step: Step) -> Path:
-        return self.run_dir / "steps" / f"{step.kind}-{step.key[:12]}"
+        return step_folder(self.run_dir, step)
 
     # identities of inputs ------------------------------------------------------------------
     def model_id(self, model: str) -> dict:
@@ -324,10 +324,14 @@ class Runner:
 
     def eval_inputs(self, task: str, langs: list[str], mode: str) -> tuple[list[str], dict]:
         """Resolved language codes (checked against data and pack) and the test files' hashes."""
-        spec, _, codes = check_config(EvalConfig(model="-", task=task, langs=",".join(langs), mode=mode,
-                                                 data_dir=str(self.data_dir), prompts=self.prompts))
-        tests = {lang: self.store.digest(test_file_path(spec, lang, self.data_dir)) for lang in [*codes, spec.pivot]}
-        return codes, {**self.task_id(task), "tests": tests}
+        key = (task, tuple(langs), mode)
+        if key not in self.checked:
+            spec, _, codes = check_config(EvalConfig(model="-", task=task, langs=",".join(langs), mode=mode,
+                                                     data_dir=str(self.data_dir), prompts=self.prompts))
+            tests = {lang: self.store.digest(test_file_path(spec, lang, self.data_dir))
+                     for lang in [*codes, spec.pivot]}
+            self.checked[key] = codes, {**self.task_id(task), "tests": tests}
+        return self.checked[key]
 
     # models --------------------------------------------------------------------------------
     def model(self, model: str, adapter: str | None = None):
@@ -398,7 +402,7 @@ class Runner:
             write_pairs(pairs, folder / "pairs.jsonl")
             return {"pairs": "pairs.jsonl", "n": len(pairs)}
 
-        return Step("data", _key("data", config), config, f"{s.name} ({s.task} {','.join(s.sources)}->{s.target})",
+        return Step("data", step_key("data", config), config, f"{s.name} ({s.task} {','.join(s.sources)}->{s.target})",
                     run)
 
     def _has_question(self, task, lang: str) -> bool:
@@ -423,13 +427,13 @@ class Runner:
             summary = train(model, self.folder(data) / "pairs.jsonl", folder / "train", cfg, resume=True)
             return {"adapter": "train/adapter", "summary": summary}
 
-        return Step("train", _key("train", config), config, f"{model} + {s.name}", run)
+        return Step("train", step_key("train", config), config, f"{model} + {s.name}", run)
 
     def eval_step(self, model, mid, setting, adapter, adapter_key, task, mode) -> Step:
         exp = self.exp
         codes, inputs = self.eval_inputs(task, exp.languages, mode)
         config = {"model": mid, "adapter": adapter_key, "mode": mode, "scoring": exp.scoring, "langs": codes,
-                  "limit": exp.limit, **inputs}
+                  "limit": exp.limit, "dtype": exp.dtype, **inputs}
         labels = {"model": model, "setting": setting, "task": inputs["task"], "mode": mode, "scoring": exp.scoring}
 
         def run(folder: Path) -> dict:
@@ -448,15 +452,16 @@ class Runner:
                         for r in read_samples(folder / "eval" / "samples" / f"{labels['task']}_{lang}.jsonl")]
                 self.store.replace_samples(step.key, labels, rows)
 
-        step = Step("eval", _key("eval", config), {**config, "labels": labels},
+        step = Step("eval", step_key("eval", config), {**config, "labels": labels},
                     f"{model} {setting} {labels['task']}/{mode}", run, ((model, adapter),), after)
-        return step
+        return step  # `after` reads `step.key`: the key excludes the labels, which only name the rows
 
     def analysis_step(self, kind: str, model: str, mid: dict, spec, adapters: dict, keys: dict) -> Step:
         codes, inputs = self.eval_inputs(spec.task, spec.langs, spec.mode)
         if kind == "pca":
             inputs = self.eval_inputs(spec.task, list(dict.fromkeys([*codes, "en"])), spec.mode)[1]
-        config = {"model": mid, "adapters": keys, "spec": asdict(spec), "langs": codes, **inputs}
+        config = {"model": mid, "adapters": keys, "spec": asdict(spec), "langs": codes, "dtype": self.exp.dtype,
+                  **inputs}
         needs = ((model, None), *((model, a) for a in adapters.values()))
 
         def run(folder: Path) -> dict:
@@ -471,36 +476,17 @@ class Runner:
                                self.prompts, folder / kind, **common)
             return {"dir": kind, "figures": [str(Path(p).relative_to(folder)) for p in meta["figures"]]}
 
-        return Step(kind, _key(kind, config), config, f"{model} {spec.task} {','.join(codes)}", run, needs)
+        return Step(kind, step_key(kind, config), config, f"{model} {spec.task} {','.join(codes)}", run, needs)
 
     # execution -----------------------------------------------------------------------------
     def execute(self, steps: list[Step], log: Callable[[str], None] = print) -> None:
         self.store.set_meta("experiment", asdict(self.exp))
-        self.store.set_meta("plan", [{"kind": s.kind, "key": s.key, "label": s.label,
-                                      "dir": str(self.folder(s).relative_to(self.run_dir)),
-                                      "labels": s.config.get("labels")} for s in steps])
-        self.store.prune_samples(s.key for s in steps if s.kind == "eval")
+        self.store.set_meta("plan", [{"kind": s.kind, "key": s.key, "label": s.label, "labels": s.config.get("labels"),
+                                      "dir": str(self.folder(s).relative_to(self.run_dir))} for s in steps])
+        self.store.prune_samples((s.key, s.config["labels"]) for s in steps if s.kind == "eval")
         try:
-            for n, step in enumerate(steps, 1):
-                folder, where = self.folder(step), f"[{n}/{len(steps)}] {step.kind} {step.label}"
-                marker = folder / "done.json"
-                held = json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else {}
-                if held.get("key") == step.key:
-                    outputs = held["outputs"]
-                    self.skipped.append(step)
-                    log(f"{where}: done earlier, skipped")
-                else:
-                    log(f"{where}: running in {folder}")
-                    self.release(keep=step.needs)
-                    self.store.record_step(step.kind, step.key, step.config, "running")
-                    folder.mkdir(parents=True, exist_ok=True)
-                    outputs = step.run(folder)
-                    atomic_write_json(marker, {"kind": step.kind, "key": step.key, "config": step.config,
-                                               "outputs": outputs})
-                    self.executed.append(step)
-                if step.after:
-                    step.after(folder, outputs)
-                self.store.record_step(step.kind, step.key, step.config, "done", outputs)
+            self.executed, self.skipped = execute_steps(self.store, self.run_dir, steps, log,
+                                                        before=lambda step: self.release(keep=step.needs))
         finally:
             self.release()
 
@@ -520,7 +506,9 @@ def run_experiment(path: str | Path, run_dir: str | Path | None = None, override
 
 def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
-        exp = validate_experiment(args.experiment, args.overrides)
+        exp, notes = validate_experiment(args.experiment, args.overrides, data=True)
+        for note in notes:
+            print(f"note: {note}")
         n = len(exp.models)
         evals = sum(len(s.tasks or exp.tasks) for s in exp.alignment) + len(exp.tasks)
         print(f"{args.experiment}: valid; {len(exp.alignment)} data, {n * len(exp.alignment)} train, "
@@ -533,10 +521,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+class _IntermixedParser(argparse.ArgumentParser):
+    """Accepts overrides after options (`run X.yaml --out DIR key=value`), which plain argparse
+    rejects once the positionals were matched."""
+
+    _nested = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._nested:
+            return super().parse_known_args(args, namespace)
+        self._nested = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._nested = False
+
+
 def add_cli(subparsers) -> argparse.ArgumentParser:
     """Register `polyalign run` on the top-level subparsers."""
     p = subparsers.add_parser("run", help="run an experiment YAML end to end (data, train, eval, lens, pca); "
                                           "steps already done are skipped")
+    if type(p) is argparse.ArgumentParser:
+        p.__class__ = _IntermixedParser
     p.add_argument("experiment", help="experiment YAML (see configs/paper/)")
     p.add_argument("--out", help="run folder (default: runs/<name>)")
     p.add_argument("--dry-run", action="store_true", help="validate the file and count its steps; run nothing")

@@ -10,7 +10,11 @@ Tables:
   digests(path, size, mtime_ns, sha256)   content hashes of input files, reused while a
       file's size and modification time are unchanged.
 
-Only the standard library's sqlite3 is used; each write is one transaction.
+Steps: a step's key is the sha256 of its resolved configuration (which holds the keys or
+content hashes of its inputs); it writes into RUN_DIR/steps/<kind>-<key[:12]>/ and, only once
+its outputs are in place, a done.json marker holding the key. `execute_steps` skips every step
+whose marker holds its key. Only the standard library's sqlite3 is used; each write is one
+transaction.
 """
 from __future__ import annotations
 
@@ -18,10 +22,12 @@ import hashlib
 import json
 import sqlite3
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from polyalign.errors import PolyalignError
+from polyalign.results import atomic_write_json
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS samples(model TEXT NOT NULL, setting TEXT NOT NULL, task TEXT NOT NULL, mode TEXT NOT NULL,
@@ -40,12 +46,14 @@ SAMPLE_COLUMNS = ("model", "setting", "task", "mode", "scoring", "lang", "idx", 
 class Store:
     """A run folder's results.sqlite (created on first open unless `create` is False)."""
 
-    def __init__(self, run_dir: str | Path, create: bool = True):
-        self.path = Path(run_dir) / STORE_NAME
-        if not create and not self.path.is_file():
+    def __init__(self, run_dir: str | Path | None, create: bool = True):
+        """run_dir None: an in-memory store (validation, nothing written)."""
+        self.path = Path(run_dir) / STORE_NAME if run_dir is not None else None
+        if self.path and not create and not self.path.is_file():
             raise PolyalignError(f"{run_dir}: no {STORE_NAME} here; is it the folder of a `polyalign run`?")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(self.path))
+        if self.path:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(self.path) if self.path else ":memory:")
         self.db.row_factory = sqlite3.Row
         with self.db:
             self.db.executescript(SCHEMA)
@@ -101,13 +109,16 @@ class Store:
             where, args = where + f" AND {name} = ?", args + [labels[name]]
         return self.db.execute(f"SELECT COUNT(*) FROM samples WHERE {where}", args).fetchone()[0]
 
-    def prune_samples(self, keep_steps: Iterable[str]) -> int:
-        """Drop rows of eval steps that are no longer part of the experiment."""
-        keep = set(keep_steps)
-        stale = [r[0] for r in self.db.execute("SELECT DISTINCT step FROM samples") if r[0] not in keep]
+    def prune_samples(self, keep: Iterable[tuple[str, dict]]) -> int:
+        """Drop rows that no (step key, labels) pair of the experiment's current plan produces
+        (steps edited away, renamed settings)."""
+        wanted = {(step, *(labels[k] for k in SAMPLE_COLUMNS[:5])) for step, labels in keep}
+        held = self.db.execute(f"SELECT DISTINCT step, {', '.join(SAMPLE_COLUMNS[:5])} FROM samples").fetchall()
+        stale = [tuple(row) for row in held if tuple(row) not in wanted]
         with self.db:
-            for step in stale:
-                self.db.execute("DELETE FROM samples WHERE step = ?", (step,))
+            for row in stale:
+                self.db.execute("DELETE FROM samples WHERE step=? AND model=? AND setting=? AND task=? AND mode=? "
+                                "AND scoring=?", row)
         return len(stale)
 
     def samples(self) -> Iterator[dict]:
@@ -137,3 +148,52 @@ class Store:
             self.db.execute("INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?)",
                             (str(path), stat.st_size, stat.st_mtime_ns, value))
         return value
+
+
+def step_key(kind: str, config: dict) -> str:
+    return hashlib.sha256(json.dumps({"kind": kind, **config}, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+@dataclass
+class Step:
+    """One unit of work: `run(folder)` writes its outputs there and returns a JSON-able summary;
+    `after(folder, outputs)` runs whether the step ran or was skipped (e.g. store synchronisation)."""
+
+    kind: str
+    key: str
+    config: dict
+    label: str
+    run: Callable[[Path], dict]
+    needs: tuple = ()  # resources the step uses (the experiment: (model, adapter) pairs to load)
+    after: Callable[[Path, dict], None] | None = None
+
+
+def step_folder(run_dir: Path, step: Step) -> Path:
+    return Path(run_dir) / "steps" / f"{step.kind}-{step.key[:12]}"
+
+
+def execute_steps(store: Store, run_dir: Path, steps: list[Step], log: Callable[[str], None] = print,
+                  before: Callable[[Step], None] | None = None) -> tuple[list[Step], list[Step]]:
+    """Run, in order, every step whose folder holds no marker with its key; (executed, skipped)."""
+    executed, skipped = [], []
+    for n, step in enumerate(steps, 1):
+        folder, where = step_folder(run_dir, step), f"[{n}/{len(steps)}] {step.kind} {step.label}"
+        marker = folder / "done.json"
+        held = json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else {}
+        if held.get("key") == step.key:
+            outputs = held["outputs"]
+            skipped.append(step)
+            log(f"{where}: done earlier, skipped")
+        else:
+            log(f"{where}: running in {folder}")
+            if before:
+                before(step)
+            store.record_step(step.kind, step.key, step.config, "running")
+            folder.mkdir(parents=True, exist_ok=True)
+            outputs = step.run(folder)
+            atomic_write_json(marker, {"kind": step.kind, "key": step.key, "config": step.config, "outputs": outputs})
+            executed.append(step)
+        if step.after:
+            step.after(folder, outputs)
+        store.record_step(step.kind, step.key, step.config, "done", outputs)
+    return executed, skipped

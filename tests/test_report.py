@@ -1,0 +1,129 @@
+"""`polyalign report` on a synthetic run store: table values, best marks, seen/unseen averages,
+the paired bootstrap test, every output format, and a headless-browser screenshot of the HTML."""
+import csv
+import io
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from polyalign.errors import PolyalignError
+from polyalign.report import accuracy_table, build_tables, load_run, paired_bootstrap, write_report
+from polyalign.store import Store
+
+N = 40
+# accuracy per (setting, lang): the adapter helps zh (seen) a lot and fr (unseen) a little
+ACC = {("base", "en"): 0.8, ("base", "zh"): 0.4, ("base", "fr"): 0.5,
+       ("al", "en"): 0.8, ("al", "zh"): 0.9, ("al", "fr"): 0.6}
+
+
+def fake_run(run_dir: Path) -> Path:
+    with Store(run_dir) as store:
+        store.set_meta("experiment", {"name": "synthetic", "models": ["org/m1"], "tasks": ["emotion"],
+                                      "modes": ["english"], "alignment": [{"name": "al", "task": "snli",
+                                                                          "sources": ["zh"], "target": "en",
+                                                                          "per_language": 10}]})
+        folder = run_dir / "steps" / "lens-abc" / "lens"
+        folder.mkdir(parents=True)
+        fig = Figure(figsize=(3, 2))
+        fig.add_subplot().plot([1, 2, 3], [0.1, 0.5, 0.9])
+        fig.savefig(folder / "lens.png")
+        store.set_meta("plan", [{"kind": "lens", "key": "abc" * 10, "label": "org/m1 emotion zh",
+                                 "dir": "steps/lens-abc", "labels": None}])
+        for setting in ("base", "al"):
+            rows = []
+            for lang in ("en", "zh", "fr"):
+                right = int(ACC[(setting, lang)] * N)
+                rows += [{"lang": lang, "idx": i, "gold": "positive", "pred": "positive" if i < right else "negative",
+                          "scores": {"positive": 0.0, "negative": -1.0}} for i in range(N)]
+            store.replace_samples(f"step-{setting}", {"model": "org/m1", "setting": setting, "task": "emotion",
+                                                      "mode": "english", "scoring": "exact"}, rows)
+    return run_dir
+
+
+def test_paired_bootstrap():
+    same = np.array([1, 0, 1, 1, 0] * 8)
+    assert paired_bootstrap(same, same) == (0.0, 1.0)
+    better, worse = np.ones(N), np.zeros(N)
+    delta, p = paired_bootstrap(better, worse)
+    assert delta == 1.0 and p == pytest.approx(1 / 1001)
+    rng = np.random.default_rng(3)
+    a, b = rng.integers(0, 2, 60), rng.integers(0, 2, 60)
+    assert paired_bootstrap(a, b) == paired_bootstrap(a, b)  # seeded
+    delta, p = paired_bootstrap(a, b)
+    assert delta == pytest.approx(a.mean() - b.mean()) and 0.05 < p <= 1  # noise is not significant
+    assert paired_bootstrap(b, a)[0] == -delta
+
+
+def test_tables(tmp_path):
+    run = load_run(fake_run(tmp_path / "run"))
+    tables = {t.name: t for t in build_tables(run)}
+    t1 = tables["per_language"]
+    assert t1.header == ["language", "org/m1 / base", "org/m1 / al"]
+    assert [r[0] for r in t1.rows] == ["en †", "zh †", "fr", "average"]
+    assert t1.rows[1][1:] == [pytest.approx(0.4), pytest.approx(0.9)]
+    assert (0, 1) in t1.best and (0, 2) in t1.best  # a tie marks both
+    assert (1, 2) in t1.best and (1, 1) not in t1.best
+    assert t1.rows[3][2] == pytest.approx((0.8 + 0.9 + 0.6) / 3)
+    seen = tables["seen_unseen"].rows[0]
+    assert seen[1] == "en,zh"
+    assert seen[2:5] == [pytest.approx(0.6), pytest.approx(0.85), pytest.approx(0.25)]
+    assert seen[5:8] == [pytest.approx(0.5), pytest.approx(0.6), pytest.approx(0.1)]
+    sig = tables["significance"]
+    by_lang = {r[1]: r for r in sig.rows}
+    assert by_lang["zh"][5] == pytest.approx(0.5) and by_lang["zh"][6] < 0.01
+    assert by_lang["en"][6] == 1.0 and by_lang["fr"][6] > by_lang["zh"][6]
+    zh_row = [r[1] for r in sig.rows].index("zh")
+    assert (zh_row, 5) in sig.best and ([r[1] for r in sig.rows].index("en"), 5) not in sig.best
+    assert tables["per_model"].rows[1][0] == "org/m1 / al" and tables["per_task"].rows[0][0] == "emotion"
+
+
+def test_formats_and_errors(tmp_path):
+    run_dir = fake_run(tmp_path / "run")
+    md = write_report(run_dir, "md").read_text()
+    assert "| zh † | 40.0 | **90.0** |" in md and "![lens (lens)" in md
+    assert (run_dir / "report_files" / "bars_00_org_m1_emotion_english.png").is_file()
+    rows = list(csv.DictReader(io.StringIO(write_report(run_dir, "csv").read_text())))
+    zh = [r for r in rows if r["table"] == "per_language" and r["row"] == "zh †"]
+    assert [(r["column"], r["value"], r["best"]) for r in zh] == [("org/m1 / base", "0.4", "0"),
+                                                                   ("org/m1 / al", "0.9", "1")]
+    tex = write_report(run_dir, "latex", tmp_path / "paper.tex").read_text()
+    assert "\\textbf{90.0}" in tex and "paper_files/bars_00" in tex and "$\\Delta$" in tex
+    with pytest.raises(PolyalignError, match="unknown report format"):
+        write_report(run_dir, "pdf")
+    with pytest.raises(PolyalignError, match="no results.sqlite"):
+        write_report(tmp_path / "elsewhere", "md")
+    assert not (tmp_path / "elsewhere").exists()
+    # the `polyalign eval` table keeps its signature and output
+    table = accuracy_table({"m": {"languages": {"en": {"accuracy": 0.5}}, "average": 0.5}})
+    assert table == "| lang | m |\n|---|---|\n| en | 50.0 |\n| **avg** | 50.0 |"
+
+
+def chromium() -> str | None:
+    return "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else shutil.which("chromium")
+
+
+@pytest.mark.skipif(chromium() is None, reason="chromium is not installed (CI installs it: apt-get install -y "
+                                               "chromium); the HTML report cannot be rendered headless")
+def test_html_report_renders_in_a_headless_browser(tmp_path):
+    from matplotlib.image import imread
+
+    run_dir = fake_run(tmp_path / "run")
+    page = write_report(run_dir, "html")
+    text = page.read_text()
+    assert text.count("data:image/png;base64,") == 2 and "<link" not in text and "src='http" not in text
+    shot = tmp_path / "shot.png"
+    cmd = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           "--disable-dev-shm-usage",  # containers often have a tiny /dev/shm
+           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1200,1600",
+           page.resolve().as_uri()]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert shot.is_file() and shot.stat().st_size > 20_000, done.stderr[-2000:]
+    pixels = imread(shot)[..., :3]
+    assert pixels.shape[:2] == (1600, 1200)
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50  # text, table shading and a figure, not blank
+    assert (pixels.mean(-1) < 0.5).mean() > 0.005  # dark ink on the page
