@@ -5,4 +5,5 @@ demo:
 	.venv/bin/polyalign demo
 test:
 	bash scripts/bootstrap.sh
+	bash scripts/test-deps.sh
 	.venv/bin/python -m pytest -q -ra
