@@ -19,6 +19,7 @@ import csv
 import io
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -247,6 +248,27 @@ def plot_from_dir(out_dir: str | Path) -> list[Path]:
                      title=f"logit lens: {meta['task']}, {meta['mode']} prompts")
 
 
+def setup_analysis(what: str, models: list[tuple[str, object]], task: str, langs, mode: str, limit: int | None,
+                   data_dir, prompts, layers, batch_size: int) -> tuple:
+    """Checks shared by the lens and PCA: distinct labels, enough items, same depth, valid layers.
+
+    Returns (eval config, task spec, pack, language codes, number of layers, chosen layers).
+    """
+    names = [re.sub(r"[^A-Za-z0-9_.-]+", "_", m[0]) for m in models]
+    if len(set(names)) != len(models):
+        raise PolyalignError(f"model labels must differ ({', '.join(m[0] for m in models)})")
+    if limit is not None and limit < MIN_ITEMS:
+        raise PolyalignError(f"--limit {limit}: {what} needs at least {MIN_ITEMS} items per language")
+    cfg = EvalConfig(model=models[0][0], task=task, langs=langs, mode=mode, scoring="exact", limit=limit,
+                     data_dir=str(data_dir) if data_dir else None, prompts=str(prompts) if prompts else None,
+                     batch_size=batch_size)
+    spec, pack, codes = check_config(cfg)
+    total = num_layers(models[0][1])
+    if any(num_layers(m) != total for _, m in models):
+        raise PolyalignError("compared models have different numbers of layers")
+    return cfg, spec, pack, codes, total, check_layers(layers, total)
+
+
 def run_lens(model, tokenizer, task: str, langs: str | list[str], mode: str, limit: int | None,
              data_dir: str | Path | None, prompts: str | Path | None, out_dir: str | Path, label: str = "base",
              compare: list[tuple[str, object]] | None = None, layers: list[int | str] | None = None,
@@ -258,18 +280,8 @@ def run_lens(model, tokenizer, task: str, langs: str | list[str], mode: str, lim
     first forward, and files are written only at the end.
     """
     models = [(label, model)] + list(compare or [])
-    if len({m[0] for m in models}) != len(models):
-        raise PolyalignError(f"model labels must differ ({', '.join(m[0] for m in models)})")
-    if limit is not None and limit < MIN_ITEMS:
-        raise PolyalignError(f"--limit {limit}: the lens needs at least {MIN_ITEMS} items per language")
-    cfg = EvalConfig(model=label, task=task, langs=langs, mode=mode, scoring="exact", limit=limit,
-                     data_dir=str(data_dir) if data_dir else None, prompts=str(prompts) if prompts else None,
-                     batch_size=batch_size)
-    spec, pack, codes = check_config(cfg)
-    total = num_layers(model)
-    if any(num_layers(m) != total for _, m in models):
-        raise PolyalignError("compared models have different numbers of layers")
-    chosen = check_layers(layers, total)
+    cfg, spec, pack, codes, total, chosen = setup_analysis("the lens", models, task, langs, mode, limit, data_dir,
+                                                           prompts, layers, batch_size)
     prepared = {lang: prepare_lens_language(cfg, pack, spec, tokenizer, lang) for lang in codes}
     out = Path(out_dir)
     rows = []

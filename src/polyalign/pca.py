@@ -27,8 +27,7 @@ import numpy as np
 
 from polyalign.errors import PolyalignError
 from polyalign.evaluate import EvalConfig, check_config, prepare_language
-from polyalign.lens import (MIN_ITEMS, add_model_options, check_layers, collect_states, load_models, num_layers,
-                            parse_layers)
+from polyalign.lens import (MIN_ITEMS, add_model_options, collect_states, load_models, parse_layers, setup_analysis)
 from polyalign.results import atomic_write_json, atomic_write_text
 
 POOLINGS = ("mean", "last")
@@ -156,18 +155,8 @@ def run_pca(model, tokenizer, task: str, langs: str | list[str], layers: list[in
     if pooling not in POOLINGS:
         raise PolyalignError(f"unknown pooling '{pooling}' (choose from {', '.join(POOLINGS)})")
     models = [(label, model)] + list(compare or [])
-    if len({safe_name(m[0]) for m in models}) != len(models):
-        raise PolyalignError(f"model labels must differ ({', '.join(m[0] for m in models)})")
-    if limit is not None and limit < MIN_ITEMS:
-        raise PolyalignError(f"--limit {limit}: PCA needs at least {MIN_ITEMS} items per language")
-    cfg = EvalConfig(model=label, task=task, langs=langs, mode=mode, scoring="exact", limit=limit,
-                     data_dir=str(data_dir) if data_dir else None, prompts=str(prompts) if prompts else None,
-                     batch_size=batch_size)
-    spec, pack, codes = check_config(cfg)
-    total = num_layers(model)
-    if any(num_layers(m) != total for _, m in models):
-        raise PolyalignError("compared models have different numbers of layers")
-    chosen = check_layers(layers, total)
+    cfg, spec, pack, codes, total, chosen = setup_analysis("PCA", models, task, langs, mode, limit, data_dir,
+                                                           prompts, layers, batch_size)
     prepared = {lang: prepare_language(cfg, pack, tokenizer, lang) for lang in dict.fromkeys(codes + [PIVOT])}
     counts = {lang: len(p.items) for lang, p in prepared.items()}
     if min(counts.values()) < MIN_ITEMS:
