@@ -26,6 +26,7 @@ from typing import Iterator
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from polyalign.errors import PolyalignError
 from polyalign.evaluate import EvalConfig, PreparedLanguage, check_config, prepare_language
@@ -68,7 +69,7 @@ def final_norm(decoder) -> torch.nn.Module:
 
 @torch.inference_mode()
 def collect_states(model, tokenizer, items: list[Item], shared: int, layers: list[int], pooling: str,
-                   batch_size: int) -> Iterator[tuple[list[int], torch.Tensor]]:
+                   batch_size: int, desc: str = "forward") -> Iterator[tuple[list[int], torch.Tensor]]:
     """Per batch: item indices and hidden states [len(layers), batch, hidden].
 
     pooling 'last': the answer position (model dtype, ready for the norm and unembedding);
@@ -82,8 +83,10 @@ def collect_states(model, tokenizer, items: list[Item], shared: int, layers: lis
     cache = scorer.prefix_cache(items[0].ids[:shared]) if items else None
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     order = sorted(items, key=lambda it: -len(it.ids))  # longest first: memory errors surface at once
+    bar = tqdm(total=len(order), desc=desc, unit="item", leave=False)
     for start in range(0, len(order), batch_size):
         batch = order[start:start + batch_size]
+        bar.update(len(batch))
         suffixes = [it.ids[shared:] for it in batch]
         if not all(suffixes):
             raise PolyalignError("an item's prompt is entirely the shared prefix")
@@ -108,6 +111,7 @@ def collect_states(model, tokenizer, items: list[Item], shared: int, layers: lis
             else:
                 picked.append((h.float() * mask[..., None]).sum(1) / lengths[:, None].float())
         yield [it.index for it in batch], torch.stack(picked)
+    bar.close()
 
 
 @torch.inference_mode()
@@ -187,7 +191,7 @@ def lens_language(model, tokenizer, lang: LensLanguage, layers: list[int], batch
     gold = torch.tensor(lang.gold_index, device=device)
     results: dict[int, dict] = {}
     for indices, states in collect_states(model, tokenizer, lang.prep.items, lang.prep.shared, layers, "last",
-                                          batch_size):
+                                          batch_size, desc=f"lens {lang.prep.lang}"):
         rows = torch.arange(len(indices), device=device)
         g = gold[torch.tensor(indices, device=device)]
         # All layers of the batch in one unembedding matmul: the vocabulary matrix is read once.

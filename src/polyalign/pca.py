@@ -72,7 +72,8 @@ def item_states(model, tokenizer, prep, layers: list[int], pooling: str, batch_s
     """[layers, items, hidden] float64 representations of one language's items, in item order."""
     position = {item.index: i for i, item in enumerate(prep.items)}
     out = None
-    for indices, states in collect_states(model, tokenizer, prep.items, prep.shared, layers, pooling, batch_size):
+    for indices, states in collect_states(model, tokenizer, prep.items, prep.shared, layers, pooling, batch_size,
+                                          desc=f"pca {prep.lang}"):
         states = states.float().cpu().numpy().astype(np.float64)
         if out is None:
             out = np.zeros((len(layers), len(prep.items), states.shape[-1]))
