@@ -20,7 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("POLYALIGN_CACHE", "/tmp/pcache")  # reuse the converted model
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local
 
 import torch  # noqa: E402
