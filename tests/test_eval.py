@@ -130,13 +130,18 @@ def test_accelerate_launch_shards_and_gathers(tiny_gemma, data_dir, tmp_path):
     model, tok = load_model(str(tiny_gemma))
     run_eval(cfg_for(tiny_gemma, data_dir), model, tok, tmp_path / "single", progress=False)
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+    # On a CPU-only machine `--multi_gpu` is what makes accelerate start N processes (via torchrun);
+    # `--cpu --num_processes 2` silently starts one.
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            "-m", "polyalign.cli", "eval", "--model", str(tiny_gemma), "--task", "snli", "--langs", "en,ja,no",
            "--limit", "6", "--batch-size", "4", "--data-dir", str(data_dir), "--prompts", str(PAPER_PACK),
            "--out", str(tmp_path / "multi")]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("results:") == 1  # only the main process writes and reports
+    timing = json.loads((tmp_path / "multi" / "results.json").read_text())["timing"]
+    assert timing["items_scored"] == 9  # rank 0 scored its half of 3 languages x 6 items
     single = files_of(tmp_path / "single")
     multi = files_of(tmp_path / "multi")
     assert single.keys() == multi.keys()

@@ -64,9 +64,13 @@ def _distributed():
     """(rank, world size, barrier) under `accelerate launch`/torchrun, else a single process."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return 0, 1, lambda: None
+    import torch
     from accelerate import PartialState
 
-    state = PartialState()
+    # Without CUDA, PartialState only joins the process group (gloo) when told it runs on CPU.
+    state = PartialState(cpu=not torch.cuda.is_available())
+    if state.num_processes <= 1:
+        raise PolyalignError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} but no process group could be formed")
     return state.process_index, state.num_processes, state.wait_for_everyone
 
 
