@@ -154,3 +154,21 @@ def test_target_only_logits_keep_loss_and_gradients(tiny_gemma, pairs_file):
             assert out.logits.shape[1] == len(batch["logits_to_keep"]) < batch["input_ids"].shape[1]
     assert torch.allclose(losses[0], losses[1], atol=1e-5)
     assert len(grads[0]) == len(grads[1]) and all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
+
+
+def test_accelerate_launch_trains_on_two_processes(tiny_llama, pairs_file, tmp_path):
+    """No code change for several processes: 2 CPU processes (gloo) train one adapter together."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "polyalign.cli",
+           "train", "--model", str(tiny_llama), "--data", str(pairs_file), "--out", str(out), "max_steps=2",
+           "per_device_batch=2", "grad_accum=1", "eval_steps=1", "save_steps=1", "logging_steps=1"]
+    proc = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["effective_batch"] == 4 and summary["global_step"] == 2
+    assert (out / "adapter" / "adapter_config.json").exists()

@@ -313,7 +313,7 @@ def train(model: str, data: str | Path, out: str | Path, cfg: TrainConfig | None
     if resume and not overwrite and (out / "summary.json").exists() and (out / "config.yaml").exists() \
             and yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8")) == resolved:
         return json.loads((out / "summary.json").read_text(encoding="utf-8"))  # finished: nothing to resume
-    state = PartialState()
+    state = PartialState(cpu=not torch.cuda.is_available())  # CPU: join the gloo group too
     last = None
     with state.main_process_first():  # the main process checks and prepares the folder first
         if state.is_main_process:
@@ -358,7 +358,8 @@ def train(model: str, data: str | Path, out: str | Path, cfg: TrainConfig | None
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit,
         load_best_model_at_end=has_val, metric_for_best_model="eval_loss", greater_is_better=False,
         seed=cfg.seed, data_seed=cfg.seed, report_to="none", remove_unused_columns=False,
-        dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(), label_names=["labels"])
+        dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(), label_names=["labels"],
+        use_cpu=not torch.cuda.is_available())
     trainer = Trainer(model=net, args=args, train_dataset=train_rows, eval_dataset=val_rows or None,
                       data_collator=PadCollator(pad_id), processing_class=tokenizer,
                       callbacks=[_log_callback(out / "log.jsonl"), *(callbacks or [])])
