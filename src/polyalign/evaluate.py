@@ -196,11 +196,11 @@ def run_eval(cfg: EvalConfig, model, tokenizer, out: Path, overwrite: bool = Fal
     barrier()
     if rank != 0:
         return None
-    return _finish(cfg, task.name, prepared, out, final, scored, seconds)
+    return _finish(cfg, task.name, pack, prepared, out, final, scored, seconds)
 
 
-def _finish(cfg: EvalConfig, task: str, prepared: list[PreparedLanguage], out: Path, final: dict[str, Path],
-            scored: int, seconds: float) -> dict:
+def _finish(cfg: EvalConfig, task: str, pack: PromptPack, prepared: list[PreparedLanguage], out: Path,
+            final: dict[str, Path], scored: int, seconds: float) -> dict:
     """Merge process logs into sorted sample files, then write results.json last."""
     partial_dir = out / "samples" / ".partial"
     languages = {}
@@ -219,7 +219,7 @@ def _finish(cfg: EvalConfig, task: str, prepared: list[PreparedLanguage], out: P
         **describe_model(cfg.model, cfg.adapter),
         "task": task, "mode": cfg.mode, "scoring": cfg.scoring, "limit": cfg.limit,
         "prompts": cfg.prompts or "polyalign (built in)",
-        "prompts_sha256": hashlib.sha256(Path(PromptPack.load(cfg.prompts).source).read_bytes()).hexdigest(),
+        "prompts_sha256": hashlib.sha256(Path(pack.source).read_bytes()).hexdigest(),
         "languages": languages,
         "average": sum(accuracies) / len(accuracies) if accuracies else 0.0,
         "timing": {"seconds": round(seconds, 3), "items_scored": scored,

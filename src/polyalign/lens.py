@@ -360,12 +360,17 @@ def parse_layers(spec: str | None) -> list[int | str] | None:
     return layers
 
 
-def cmd_lens(args: argparse.Namespace) -> int:
+def check_cli_args(args: argparse.Namespace, what: str) -> list[int | str] | None:
+    """The checks `lens` and `pca` make before loading any model; returns the parsed --layers."""
     if args.limit is not None and args.limit < MIN_ITEMS:
-        raise PolyalignError(f"--limit {args.limit}: the lens needs at least {MIN_ITEMS} items per language")
+        raise PolyalignError(f"--limit {args.limit}: {what} needs at least {MIN_ITEMS} items per language")
     check_config(EvalConfig(model=args.model, task=args.task, langs=args.langs, mode=args.mode, limit=args.limit,
                             data_dir=args.data_dir, prompts=args.prompts, batch_size=args.batch_size))
-    layers = parse_layers(args.layers)
+    return parse_layers(args.layers)
+
+
+def cmd_lens(args: argparse.Namespace) -> int:
+    layers = check_cli_args(args, "the lens")
     model, tokenizer, label, compare = load_models(args)
     meta = run_lens(model, tokenizer, args.task, args.langs, args.mode, args.limit, args.data_dir, args.prompts,
                     args.out, label=label, compare=compare, layers=layers,

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from polyalign.errors import PolyalignError
-from polyalign.evaluate import EvalConfig, check_config, prepare_language
-from polyalign.lens import (MIN_ITEMS, add_model_options, collect_states, load_models, parse_layers, setup_analysis)
+from polyalign.evaluate import prepare_language
+from polyalign.lens import (check_cli_args, MIN_ITEMS, add_model_options, collect_states, load_models, setup_analysis)
 from polyalign.results import atomic_write_json, atomic_write_text
 
 POOLINGS = ("mean", "last")
@@ -190,11 +190,7 @@ def run_pca(model, tokenizer, task: str, langs: str | list[str], layers: list[in
 def cmd_pca(args: argparse.Namespace) -> int:
     if args.pooling not in POOLINGS:
         raise PolyalignError(f"unknown pooling '{args.pooling}' (choose from {', '.join(POOLINGS)})")
-    if args.limit is not None and args.limit < MIN_ITEMS:
-        raise PolyalignError(f"--limit {args.limit}: PCA needs at least {MIN_ITEMS} items per language")
-    check_config(EvalConfig(model=args.model, task=args.task, langs=args.langs, mode=args.mode, limit=args.limit,
-                            data_dir=args.data_dir, prompts=args.prompts, batch_size=args.batch_size))
-    layers = parse_layers(args.layers)
+    layers = check_cli_args(args, "PCA")
     model, tokenizer, label, compare = load_models(args)
     meta = run_pca(model, tokenizer, args.task, args.langs, layers, args.pooling, args.limit, args.data_dir,
                    args.prompts, args.out, label=label, compare=compare, mode=args.mode, batch_size=args.batch_size)
