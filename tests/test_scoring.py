@@ -4,7 +4,7 @@ import torch
 
 from polyalign.errors import PolyalignError
 from polyalign.models import load_model
-from polyalign.scoring import Item, Scorer, check_distinguishable, continuation_ids, prefix_token_ids
+from polyalign.scoring import Item, Scorer, check_distinguishable, continuation_ids, plan_batches, prefix_token_ids
 
 PREFIX = ("A long shared few-shot block that is longer than the sliding window of the tiny model, "
           "so that the cached prefix crosses it.\nText: ")
@@ -60,7 +60,9 @@ def test_batch_size_does_not_change_results(tiny_gemma, rule):
     items, shared = make_items(tokenizer, WORDS)
     sets = {c: prefix_token_ids(tokenizer, w) for c, w in WORDS.items()} if rule == "prefix" else None
     one = Scorer(model, tokenizer).score(items, shared, rule, sets, batch_size=1)
-    many = Scorer(model, tokenizer).score(items, shared, rule, sets, batch_size=16)
+    padded = Scorer(model, tokenizer)
+    padded.batch_overhead = 10**6  # one batch of all rows: the most padding possible
+    many = padded.score(items, shared, rule, sets, batch_size=16)
     for i in one:
         assert max(one[i], key=one[i].get) == max(many[i], key=many[i].get)
         for cls in WORDS:
@@ -99,3 +101,45 @@ def test_colliding_labels_are_refused(gemma_dir):
         check_distinguishable({"a": "x", "b": "x"}, {"a": [5], "b": [5]}, "exact", "t")
     with pytest.raises(PolyalignError, match="has no tokens"):
         check_distinguishable({"a": "x", "b": "y"}, {"a": [], "b": [5]}, "prefix", "t")
+
+
+def _split_cost(lengths, starts, overhead):
+    stops = starts[1:] + [len(lengths)]
+    return sum((b - a) * lengths[a] + overhead for a, b in zip(starts, stops))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_plan_batches_is_the_cheapest_split(seed):
+    """Against every split of a small sorted length list, brute force."""
+    import itertools
+    import random
+    rng = random.Random(seed)
+    lengths = sorted((rng.randint(1, 300) for _ in range(rng.randint(1, 9))), reverse=True)
+    max_rows, overhead = rng.randint(1, 5), rng.choice([0, 32, 500])
+    starts = plan_batches(lengths, max_rows, overhead)
+    stops = starts[1:] + [len(lengths)]
+    assert starts[0] == 0 and all(0 < b - a <= max_rows for a, b in zip(starts, stops))
+    best = min(_split_cost(lengths, [0, *cuts], overhead)
+               for k in range(len(lengths)) for cuts in itertools.combinations(range(1, len(lengths)), k)
+               if all(0 < b - a <= max_rows for a, b in zip([0, *cuts], [*cuts, len(lengths)])))
+    assert _split_cost(lengths, starts, overhead) == best
+
+
+def test_plan_batches_separates_a_long_row_from_short_ones():
+    assert plan_batches([220, 40, 39, 38, 37], max_rows=16, overhead=32) == [0, 1]
+    assert len(plan_batches([50] * 20, max_rows=16, overhead=32)) == 2  # fewest batches when no padding
+
+
+def test_resumed_scoring_replays_the_whole_plan(tiny_gemma, monkeypatch):
+    """Items already done are skipped; the rest get bit-identical scores to an uninterrupted run."""
+    from polyalign import scoring
+    monkeypatch.setattr(scoring, "UNEMBED_POSITIONS", 2)
+    model, tokenizer = load_model(str(tiny_gemma))
+    items, shared = make_items(tokenizer, WORDS)
+    whole = Scorer(model, tokenizer).score(items, shared, "exact", None, batch_size=3)
+    done = {1, 4, 6}
+    flushed = []
+    rest = Scorer(model, tokenizer).score(items, shared, "exact", None, batch_size=3, done=done,
+                                          on_batch=lambda got: flushed.extend(got))
+    assert set(rest) == set(whole) - done and sorted(flushed) == sorted(rest)
+    assert all(rest[i] == whole[i] for i in rest)

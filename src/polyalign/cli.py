@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default="english", help="label words: english, native or agnostic")
     p.add_argument("--scoring", default="exact", help="exact (full label log-prob) or prefix (the paper's rule)")
     p.add_argument("--limit", type=int, help="first N items per language")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=16,
+                   help="most prompts per forward; batches are cut to minimize padding")
     p.add_argument("--out", required=True, help="output folder (resumes if it holds the same run)")
     p.add_argument("--overwrite", action="store_true", help="replace a folder that holds a different run")
     p.set_defaults(func=cmd_eval)

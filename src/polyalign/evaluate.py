@@ -171,7 +171,7 @@ def run_eval(cfg: EvalConfig, model, tokenizer, out: Path, overwrite: bool = Fal
         done = {r["index"] for f in partial_dir.glob(f"{task.name}_{prep.lang}.rank*.jsonl")
                 for r in read_jsonl_tolerant(f)}
         bar.update(len(done) if rank == 0 else 0)
-        mine = [it for it in prep.items if it.index % world == rank and it.index not in done]
+        mine = [it for it in prep.items if it.index % world == rank]  # planned whole: see Scorer.score
         log = SampleLog(partial_dir / f"{task.name}_{prep.lang}.rank{rank}.jsonl")
         bar.set_postfix_str(prep.lang)
 
@@ -187,10 +187,10 @@ def run_eval(cfg: EvalConfig, model, tokenizer, out: Path, overwrite: bool = Fal
             bar.update(len(rows) * world)
 
         start = time.perf_counter()
-        if mine:
-            scorer.score(mine, prep.shared, cfg.scoring, prep.token_sets, cfg.batch_size, on_batch=save)
+        if any(it.index not in done for it in mine):
+            scorer.score(mine, prep.shared, cfg.scoring, prep.token_sets, cfg.batch_size, on_batch=save, done=done)
         seconds += time.perf_counter() - start
-        scored += len(mine)
+        scored += sum(it.index not in done for it in mine)
         log.close()
     bar.close()
     barrier()
