@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+# Exact numerics on any machine: a GPU would otherwise default to bf16 (test_cuda checks that default).
+os.environ.setdefault("POLYALIGN_DTYPE", "float32")
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("POLYALIGN_DATA", REPO.parent / "shared" / "data" / "multilingual-learner"))
 PAPER_PACK = DATA / "prompts.json"

@@ -35,7 +35,8 @@ def test_cuda_scores_equal_cpu_scores(family, rule, request):
             assert got["cuda"][i][cls] == pytest.approx(value, abs=1e-4, rel=1e-4)
 
 
-def test_cuda_bfloat16_is_the_default_and_close_to_float32(tiny_gemma):
+def test_cuda_bfloat16_is_the_default_and_close_to_float32(tiny_gemma, monkeypatch):
+    monkeypatch.delenv("POLYALIGN_DTYPE")
     model, tokenizer = load_model(str(tiny_gemma), device="cuda")
     assert model.dtype == torch.bfloat16  # pick_dtype's GPU default
     items, shared = make_items(tokenizer, WORDS)

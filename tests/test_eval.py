@@ -131,7 +131,7 @@ def test_prompt_command_prints_the_exact_prompt(data_dir, capsys):
 def test_accelerate_launch_shards_and_gathers(tiny_gemma, data_dir, tmp_path):
     model, tok = load_model(str(tiny_gemma))
     run_eval(cfg_for(tiny_gemma, data_dir), model, tok, tmp_path / "single", progress=False)
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")  # CPU processes (gloo)
     # On a CPU-only machine `--multi_gpu` is what makes accelerate start N processes (via torchrun);
     # `--cpu --num_processes 2` silently starts one.
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",

@@ -45,7 +45,7 @@ def gemma_lens(tiny_gemma, data_dir, tmp_path_factory):
 
 def naive_last(model, ids):
     """Next-token distribution and hidden states from one full forward, no cache, no padding."""
-    ids = torch.tensor([ids])
+    ids = torch.tensor([ids], device=model.device)
     with torch.inference_mode():
         out = model(ids, output_hidden_states=True)
     return out.logits[0, -1].float().softmax(-1), [h[0, -1] for h in out.hidden_states]

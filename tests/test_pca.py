@@ -25,8 +25,8 @@ def direct_states(model, tok, data_dir, layer, pooling, limit):
         rows = []
         for item in prep.items:
             with torch.inference_mode():
-                hs = model(torch.tensor([item.ids]), output_hidden_states=True).hidden_states
-            h = hs[layer][0].double().numpy()
+                hs = model(torch.tensor([item.ids], device=model.device), output_hidden_states=True).hidden_states
+            h = hs[layer][0].double().cpu().numpy()
             rows.append(h[prep.shared:].mean(0) if pooling == "mean" else h[-1])
         out[lang] = np.stack(rows)
     return out

@@ -19,13 +19,13 @@ def naive_scores(model, tokenizer, prompt, words, rule):
     ids = tokenizer(prompt)["input_ids"]
     out = {}
     with torch.inference_mode():
-        logits = model(torch.tensor([ids])).logits[0].float()
+        logits = model(torch.tensor([ids], device=model.device)).logits[0].float()
         for cls, word in words.items():
             if rule == "prefix":
                 out[cls] = float(logits[-1].softmax(-1)[prefix_token_ids(tokenizer, word)].sum())
                 continue
             cont = continuation_ids(tokenizer, ids, prompt, word)
-            full = model(torch.tensor([ids + cont])).logits[0].float().log_softmax(-1)
+            full = model(torch.tensor([ids + cont], device=model.device)).logits[0].float().log_softmax(-1)
             out[cls] = float(sum(full[len(ids) - 1 + j, t] for j, t in enumerate(cont)))
     return out
 

@@ -124,7 +124,7 @@ def test_run_folder_guards(run, tiny_llama, pairs_file):
 def test_adapter_loads_and_merge_matches_it(run, tiny_llama, pairs_file, tmp_path):
     base, tok = load_model(str(tiny_llama))
     tuned, _ = load_model(str(tiny_llama), adapter=str(run / "adapter"))
-    ids = tok(json.loads(pairs_file.read_text().splitlines()[0])["prompt"], return_tensors="pt")
+    ids = tok(json.loads(pairs_file.read_text().splitlines()[0])["prompt"], return_tensors="pt").to(base.device)
     with torch.no_grad():
         want = tuned(**ids).logits
         assert not torch.allclose(base(**ids).logits, want)  # the adapter changes the model
@@ -167,7 +167,8 @@ def test_accelerate_launch_trains_on_two_processes(tiny_llama, pairs_file, tmp_p
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "polyalign.cli",
            "train", "--model", str(tiny_llama), "--data", str(pairs_file), "--out", str(out), "max_steps=2",
            "per_device_batch=2", "grad_accum=1", "eval_steps=1", "save_steps=1", "logging_steps=1"]
-    proc = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=600)
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")  # CPU processes (gloo), GPU or not
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["effective_batch"] == 4 and summary["global_step"] == 2

@@ -136,10 +136,17 @@ def pick_device(device: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
 def pick_dtype(device: torch.device, dtype: str | None = None) -> torch.dtype:
-    """fp32 on CPU (exact, and fast enough for small models); bf16 on GPUs that have it."""
+    """--dtype, else $POLYALIGN_DTYPE, else fp32 on CPU (exact) and bf16 on GPUs that have it."""
+    dtype = dtype or os.environ.get("POLYALIGN_DTYPE") or None
     if dtype:
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+        if dtype not in DTYPES:
+            raise PolyalignError(f"dtype: unknown '{dtype}' (choose from {', '.join(DTYPES)}; "
+                                 "from --dtype or POLYALIGN_DTYPE)")
+        return DTYPES[dtype]
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float32
