@@ -29,7 +29,7 @@ def main() -> None:
     seen = set(args.seen.split(","))
     meta = json.loads((args.base / "results.json").read_text())
     task, langs = meta["task"], list(meta["languages"])
-    print(f"| lang | base % | aligned % | delta (pp) | p |\n|---|---|---|---|---|")
+    print("| lang | base % | aligned % | delta (pp) | p |\n|---|---|---|---|---|")
     acc = {}
     for lang in langs:
         b, a = correct(args.base, task, lang), correct(args.aligned, task, lang)

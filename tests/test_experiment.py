@@ -198,9 +198,9 @@ def test_non_english_target_from_question_files(data_dir, tiny_llama, tmp_path):
 def test_bad_experiment_files_fail_in_one_line(exp_file, tmp_path):
     spec = yaml.safe_load(exp_file.read_text())
     cases = [({"modles": ["x"]}, "unknown key"), ({"alignment": [{**spec["alignment"][0], "lr": 1}]}, "unknown key"),
-             ({"alignment": [{**spec["alignment"][0], "train": {"lora_rnak": 2}}]}, "unknown config key"),
+             ({"alignment": [{**spec["alignment"][0], "train": {"lora_rnak": 2}}]}, "unknown key"),
              ({"languages": ["en", "xx"]}, "unknown language"), ({"tasks": ["nope"]}, "unknown task"),
-             ({"modes": ["loud"]}, "unknown mode"), ({"models": [3]}, "is not a str"),
+             ({"modes": ["loud"]}, "unknown mode"), ({"models": [3]}, "is not a valid str"),
              ({"analyses": {"lens": {"task": "emotion", "langs": ["zh"], "limit": 2}}}, "at least 3"),
              ({"analyses": {"pca": {"task": "emotion", "langs": ["zh"], "layers": [0]}}}, "layer 0")]
     for change, message in cases:

@@ -15,13 +15,13 @@ import os
 import random
 import shutil
 import tempfile
-import typing
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 
 import yaml
 
+from polyalign.config import apply_overrides, build, read_mapping
 from polyalign.errors import PolyalignError
 from polyalign.results import atomic_write_text, read_jsonl_tolerant
 
@@ -63,71 +63,15 @@ def default_config_path() -> Path:
     return Path(str(files("polyalign").joinpath("configs", "train_default.yaml")))
 
 
-def _coerce(name: str, value, hint):
-    """Convert a YAML value or a `key=value` string to the field's declared type."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if type(None) in args:  # Optional[...]
-        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
-            return None
-        hint = next(a for a in args if a is not type(None))
-        origin = typing.get_origin(hint)
-    try:
-        if origin is list:
-            items = value if isinstance(value, list) else yaml.safe_load(value) if str(value).startswith("[") \
-                else str(value).split(",")
-            return [str(v).strip() for v in items if str(v).strip()]
-        if hint is bool:
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text in ("true", "yes", "1", "on"):
-                return True
-            if text in ("false", "no", "0", "off"):
-                return False
-            raise ValueError
-        if hint is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            return int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
-        if hint is float:
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        return str(value)
-    except (ValueError, TypeError, yaml.YAMLError):
-        raise PolyalignError(f"config key '{name}': {value!r} is not a valid {getattr(hint, '__name__', hint)}") \
-            from None
-
-
-def _apply(values: dict, into: dict, hints: dict, where: str) -> None:
-    unknown = sorted(set(values) - set(hints))
-    if unknown:
-        raise PolyalignError(f"{where}: unknown config key(s) {', '.join(unknown)} "
-                             f"(known: {', '.join(hints)})")
-    for key, value in values.items():
-        into[key] = _coerce(key, value, hints[key])
-
-
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple = ()) -> TrainConfig:
     """Defaults <- packaged YAML <- user YAML <- `key=value` overrides, typed and validated."""
-    hints = typing.get_type_hints(TrainConfig)
     values = dataclasses.asdict(TrainConfig())
     for source in [default_config_path(), Path(path) if path else None]:
         if source is None or (source == default_config_path() and not source.exists()):
             continue
-        try:
-            raw = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise PolyalignError(f"{source}: cannot read config: {str(exc).splitlines()[0]}") from None
-        if not isinstance(raw, dict):
-            raise PolyalignError(f"{source}: a config file must be a mapping of key: value")
-        _apply(raw, values, hints, str(source))
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise PolyalignError(f"override '{item}' is not key=value")
-        _apply({key.strip(): value.strip()}, values, hints, "override")
-    cfg = TrainConfig(**values)
+        values.update(read_mapping(source, "config"))
+        build(TrainConfig, values, str(source))  # an unknown or ill-typed key names its file
+    cfg = build(TrainConfig, apply_overrides(values, overrides), "training config")
     check_config(cfg)
     return cfg
 

@@ -1,0 +1,158 @@
+"""What an experiment file declares: models, alignment settings, tasks, modes, analyses.
+
+Dataclasses typed and checked by polyalign.config; `load_experiment` reads, overrides and
+validates a file without touching a model or the benchmark. polyalign.experiment runs it.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from polyalign.config import apply_overrides, build, read_mapping
+from polyalign.errors import PolyalignError
+from polyalign.evaluate import RULES
+from polyalign.languages import get_language, parse_languages
+from polyalign.lens import MIN_ITEMS
+from polyalign.models import DTYPES
+from polyalign.pca import POOLINGS
+from polyalign.prompts import check_mode
+from polyalign.tasks import load_task
+from polyalign.training import TrainConfig, load_config
+from polyalign.training import check_config as check_train_config
+
+
+@dataclass
+class AlignmentSetting:
+    """One question-alignment mixture, and the LoRA adapter trained on it for every model."""
+
+    name: str  # label in tables and figures ('base' is the unaligned model)
+    task: str  # whose questions are translated: emotion, snli, paws or a task .yaml
+    sources: list[str]  # source languages of the pairs
+    target: str = "en"  # target language of the pairs
+    per_language: int = 10000  # pairs sampled from each source language
+    seed: int = 0  # sampling and shuffling seed
+    train: dict = field(default_factory=dict)  # TrainConfig overrides over the paper's recipe
+    pair_files: dict[str, str] = field(default_factory=dict)  # LANG: records file, item-parallel with the target
+    target_file: str | None = None  # target records (default: the task's train file or question files)
+    translator: str | None = None  # seq2seq model translating target records into sources with no file
+    translator_lang_codes: dict[str, str] = field(default_factory=dict)  # e.g. {zh: zho_Hans}; NLLB is built in
+    tasks: list[str] | None = None  # evaluation tasks of this adapter (default: all of the experiment's)
+
+
+@dataclass
+class LensSpec:
+    """A logit-lens analysis of the base model and every adapter (paper Figure 1)."""
+
+    task: str
+    langs: list[str]
+    mode: str = "native"  # prompt label words
+    limit: int | None = 100  # first N items per language (at least 3; None: all)
+    layers: list[int | str] | None = None  # 1-based layers or 'last' (None: all)
+
+
+@dataclass
+class PcaSpec:
+    """A PCA of intermediate representations of the base model and every adapter (paper Figure 2)."""
+
+    task: str
+    langs: list[str]
+    layers: list[int | str] = field(default_factory=lambda: ["last"])
+    pooling: str = "mean"  # mean over the item's tokens, or its last token
+    limit: int | None = 100
+    mode: str = "english"
+
+
+@dataclass
+class Analyses:
+    """Interpretability analyses; each key takes one mapping or a list of them."""
+
+    lens: list[LensSpec] = field(default_factory=list)
+    pca: list[PcaSpec] = field(default_factory=list)
+
+
+@dataclass
+class Experiment:
+    """A whole study in one YAML file (complete examples: configs/paper/*.yaml)."""
+
+    models: list[str]  # HF ids, local folders or packaged aliases
+    alignment: list[AlignmentSetting] = field(default_factory=list)
+    tasks: list[str] = field(default_factory=lambda: ["emotion"])  # evaluation tasks
+    modes: list[str] = field(default_factory=lambda: ["english"])  # label words: english, native, agnostic
+    scoring: str = "exact"  # exact (full label log-prob) or prefix (the paper's rule)
+    languages: list[str] = field(default_factory=lambda: ["all"])  # evaluation languages
+    limit: int | None = None  # first N test items per language (None: all)
+    analyses: Analyses = field(default_factory=Analyses)
+    name: str = ""  # default run folder runs/<name> (else the file's stem)
+    description: str = ""
+    data_dir: str | None = None  # benchmark folder (default: $POLYALIGN_DATA or ../shared/...)
+    prompts: str | None = None  # prompt pack; relative: looked up in data_dir, then next to the YAML
+    batch_size: int = 16
+    device: str | None = None
+    dtype: str | None = None
+    trust_remote_code: bool = False
+
+
+def train_config(setting: AlignmentSetting, trust_remote_code: bool = False) -> TrainConfig:
+    """The paper's recipe (packaged YAML) with the setting's `train` overrides, typed and checked."""
+    cfg = build(TrainConfig, {**asdict(load_config()), **setting.train}, f"alignment '{setting.name}' train")
+    cfg.trust_remote_code = cfg.trust_remote_code or trust_remote_code
+    check_train_config(cfg)
+    return cfg
+
+
+def _check_layers(layers, where: str) -> None:
+    for layer in layers or []:
+        if layer != "last" and not (isinstance(layer, int) and layer >= 1):
+            raise PolyalignError(f"{where}: layer {layer!r} is not a layer number (1, 2, ...) or 'last'")
+
+
+def check_experiment(exp: Experiment) -> None:
+    """Everything that needs neither models nor data: names, languages, tasks, modes, training keys."""
+    if not exp.models or len(set(exp.models)) != len(exp.models):
+        raise PolyalignError("models: give at least one model, each once")
+    if exp.scoring not in RULES:
+        raise PolyalignError(f"scoring: unknown '{exp.scoring}' (choose from {', '.join(RULES)})")
+    if exp.dtype is not None and exp.dtype not in DTYPES:
+        raise PolyalignError(f"dtype: unknown '{exp.dtype}' (choose from {', '.join(DTYPES)})")
+    if (exp.limit is not None and exp.limit < 1) or exp.batch_size < 1:
+        raise PolyalignError("limit and batch_size must be at least 1")
+    if len(set(exp.tasks)) != len(exp.tasks) or len(set(exp.modes)) != len(exp.modes):
+        raise PolyalignError("tasks and modes: list each once")
+    for mode in exp.modes:
+        check_mode(mode)
+    parse_languages(exp.languages)
+    tasks = [load_task(t).name for t in exp.tasks]
+    names = [s.name for s in exp.alignment]
+    if len(set(names)) != len(names) or "base" in names or not all(re.fullmatch(r"[\w.+-]+", n) for n in names):
+        raise PolyalignError(f"alignment names must be distinct words other than 'base' (got {names})")
+    for s in exp.alignment:
+        where = f"alignment '{s.name}'"
+        load_task(s.task)
+        parse_languages(s.sources)
+        get_language(s.target)
+        if s.target in s.sources or s.per_language < 1:
+            raise PolyalignError(f"{where}: target among sources, or per_language < 1")
+        if set(s.pair_files) - set(s.sources):
+            raise PolyalignError(f"{where}: pair_files for languages that are not sources")
+        if any(load_task(t).name not in tasks for t in s.tasks or []):
+            raise PolyalignError(f"{where}: tasks {s.tasks} must be among the experiment's tasks {exp.tasks}")
+        train_config(s, exp.trust_remote_code)
+    for kind, specs in (("lens", exp.analyses.lens), ("pca", exp.analyses.pca)):
+        for spec in specs:
+            load_task(spec.task)
+            parse_languages(spec.langs)
+            check_mode(spec.mode)
+            _check_layers(spec.layers, f"analyses.{kind}")
+            if spec.limit is not None and spec.limit < MIN_ITEMS:
+                raise PolyalignError(f"analyses.{kind}: limit must be at least {MIN_ITEMS}")
+            if kind == "pca" and spec.pooling not in POOLINGS:
+                raise PolyalignError(f"analyses.pca: unknown pooling '{spec.pooling}' ({', '.join(POOLINGS)})")
+
+
+def load_experiment(path: str | Path, overrides=()) -> Experiment:
+    """Read, override, type-check and validate an experiment file (runs nothing)."""
+    path = Path(path)
+    exp = build(Experiment, apply_overrides(read_mapping(path, "experiment"), overrides), str(path))
+    check_experiment(exp)
+    return exp
