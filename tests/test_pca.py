@@ -55,18 +55,11 @@ def test_projections_correlations_alignment_equal_numpy(family, pooling, request
         _, s, vt = np.linalg.svd(xc, full_matrices=False)
         want = (xc @ vt[:2].T).reshape(3, 4, 2)
         got = z["proj"][k]
-        tol = 1e-4 * np.abs(want).max()
-        # A component is defined only up to its sign, and only where its singular value is apart
-        # from its neighbours' (random tiny models can have near-equal ones, e.g. under another
-        # torch's initializer): compare those components, and always the 2-D subspace's Gram matrix.
-        gaps = [min(abs(s[c] - s[j]) for j in (c - 1, c + 1) if 0 <= j < len(s)) / s[0] for c in range(2)]
-        assert np.allclose(got.reshape(12, 2) @ got.reshape(12, 2).T, want.reshape(12, 2) @ want.reshape(12, 2).T,
-                           atol=tol * np.abs(want).max() * 10) or (s[1] - s[2]) / s[0] < 0.02
-        for c in (c for c in range(2) if gaps[c] > 0.02):
+        for c in range(2):  # a component's sign is arbitrary
             sign = np.sign((want[..., c] * got[..., c]).sum())
-            assert np.allclose(got[..., c], sign * want[..., c], atol=tol)
+            assert np.allclose(got[..., c], sign * want[..., c], atol=1e-4 * np.abs(want).max())
         assert np.allclose(z["explained"][k], (s ** 2)[:2] / (s ** 2).sum(), atol=1e-5)
-        for a, la in enumerate(LANGS if gaps[0] > 0.02 else []):
+        for a, la in enumerate(LANGS):
             for b, lb in enumerate(LANGS):
                 r = np.corrcoef(want[a, :, 0], want[b, :, 0])[0, 1]
                 assert z["pc1_corr"][k, a, b] == pytest.approx(r, abs=1e-4)

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from polyalign.errors import PolyalignError
-from polyalign.models import DEFAULT_MODEL
+from polyalign.models import DEFAULT_MODEL, DTYPES
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -14,7 +14,8 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
                         help="Hugging Face id, local folder, or packaged alias (gemma-3-270m, smollm2-135m)")
     parser.add_argument("--adapter", help="LoRA adapter folder applied on top of the model")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="weights dtype")
+    parser.add_argument("--dtype", choices=list(DTYPES),
+                        help="weights dtype (default: POLYALIGN_DTYPE, else fp32 on CPU, bf16 on GPU)")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off)")
 
 

@@ -14,7 +14,6 @@ Files written to the output folder:
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import io
 import json
@@ -30,6 +29,7 @@ from tqdm import tqdm
 
 from polyalign.errors import PolyalignError
 from polyalign.evaluate import EvalConfig, PreparedLanguage, check_config, prepare_language
+from polyalign.models import DTYPES
 from polyalign.prompts import PromptPack
 from polyalign.results import atomic_write_json, atomic_write_text
 from polyalign.scoring import Item, Scorer, _parts, prefix_token_ids, unembed
@@ -81,7 +81,6 @@ def collect_states(model, tokenizer, items: list[Item], shared: int, layers: lis
     scorer = Scorer(model, tokenizer)
     total = num_layers(model)
     cache = scorer.prefix_cache(items[0].ids[:shared]) if items else None
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     order = sorted(items, key=lambda it: -len(it.ids))  # longest first: memory errors surface at once
     bar = tqdm(total=len(order), desc=desc, unit="item", leave=False)
     for start in range(0, len(order), batch_size):
@@ -91,18 +90,10 @@ def collect_states(model, tokenizer, items: list[Item], shared: int, layers: lis
         if not all(suffixes):
             raise PolyalignError("an item's prompt is entirely the shared prefix")
         lengths = torch.tensor([len(s) for s in suffixes], device=scorer.device)
-        ids = torch.full((len(batch), int(lengths.max())), pad, dtype=torch.long, device=scorer.device)
-        for i, suffix in enumerate(suffixes):
-            ids[i, : len(suffix)] = torch.tensor(suffix, device=scorer.device)
-        past = None
-        if cache is not None:
-            past = copy.deepcopy(cache)
-            past.batch_repeat_interleave(len(batch))
-        out = scorer.decoder(input_ids=ids, past_key_values=past, use_cache=cache is not None,
-                             output_hidden_states=True)
+        out = scorer.forward_suffixes(suffixes, cache, output_hidden_states=True)
         if len(out.hidden_states) != total + 1:
             raise PolyalignError(f"model returned {len(out.hidden_states)} hidden states, expected {total + 1}")
-        mask = (torch.arange(ids.shape[1], device=scorer.device)[None, :] < lengths[:, None]).float()
+        mask = (torch.arange(out.last_hidden_state.shape[1], device=scorer.device)[None, :] < lengths[:, None]).float()
         picked = []
         for layer in layers:
             h = out.last_hidden_state if layer == total else out.hidden_states[layer]
@@ -319,7 +310,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adapter", help="LoRA adapter applied to the model")
     p.add_argument("--compare-adapter", help="a second LoRA adapter on the same model, drawn in the same figure")
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="weights dtype")
+    p.add_argument("--dtype", choices=list(DTYPES),
+                   help="weights dtype (default: POLYALIGN_DTYPE, else fp32 on CPU, bf16 on GPU)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off)")
     p.add_argument("--task", required=True, help="emotion, snli, paws, or a task .yaml file")
     p.add_argument("--langs", required=True, help="comma-separated codes (zh,ja,ru) or 'all'")

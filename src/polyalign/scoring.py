@@ -17,6 +17,7 @@ Two rules:
 from __future__ import annotations
 
 import copy
+from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -193,7 +194,7 @@ class Scorer:
         by_index = {item.index: item for item in items}
         rows.sort(key=lambda r: -len(r[2]))  # longest first: memory errors surface at once
         partial: dict[int, dict[str, float]] = {}
-        pending = {item.index: sum(1 for r in rows if r[0] == item.index) for item in items}
+        pending = Counter(r[0] for r in rows)  # rows per item still to score
         results: dict[int, dict[str, float]] = {}
         starts = plan_batches([len(r[2]) for r in rows], batch_size, self.batch_overhead)
         for group in flush_groups(rows, starts):
@@ -219,18 +220,25 @@ class Scorer:
                 on_batch({i: results[i] for i in finished})
         return results
 
-    def _hidden(self, batch, cache) -> list[torch.Tensor]:
-        """Final-normed hidden states at each row's scored positions."""
-        width = max(len(r[2]) for r in batch)
+    def forward_suffixes(self, suffixes: list[list[int]], cache, output_hidden_states: bool = False):
+        """The decoder on right-padded token suffixes after a copy of the shared prefix's cache.
+
+        Shared by scoring and the lens/PCA: padding is built on the host and sent in one copy.
+        """
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        ids = torch.full((len(batch), width), pad, dtype=torch.long, device=self.device)
-        for i, row in enumerate(batch):
-            ids[i, : len(row[2])] = torch.tensor(row[2], device=self.device)
+        ids = torch.full((len(suffixes), max(map(len, suffixes))), pad, dtype=torch.long)
+        for i, suffix in enumerate(suffixes):
+            ids[i, : len(suffix)] = torch.tensor(suffix)
         past = None
         if cache is not None:
             past = copy.deepcopy(cache)
-            past.batch_repeat_interleave(len(batch))
-        hidden = self.decoder(input_ids=ids, past_key_values=past, use_cache=cache is not None).last_hidden_state
+            past.batch_repeat_interleave(len(suffixes))
+        return self.decoder(input_ids=ids.to(self.device), past_key_values=past, use_cache=cache is not None,
+                            output_hidden_states=output_hidden_states)
+
+    def _hidden(self, batch, cache) -> list[torch.Tensor]:
+        """Final-normed hidden states at each row's scored positions."""
+        hidden = self.forward_suffixes([r[2] for r in batch], cache).last_hidden_state
         return [hidden[i, r[3]:len(r[2])] for i, r in enumerate(batch)]
 
 
