@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Callable
 
 from polyalign.errors import PolyalignError
+from polyalign.item_range import ItemRange, parse_items
 from polyalign.languages import get_language, parse_languages
 from polyalign.prompts import PromptPack
 from polyalign.results import atomic_write_json, atomic_write_text, read_jsonl_tolerant
-from polyalign.tasks import TaskSpec, load_task, read_records, resolve_data_dir
+from polyalign.tasks import TaskSpec, load_task, load_test_records, read_records, resolve_data_dir
 
 # NLLB-200 codes of the paper's 20 languages (Norwegian: Bokmål; Malay: Standard Malay).
 NLLB_CODES = {"en": "eng_Latn", "zh": "zho_Hans", "de": "deu_Latn", "fr": "fra_Latn", "es": "spa_Latn",
@@ -95,10 +96,10 @@ def question_file_records(task: TaskSpec, lang: str, data_dir: Path, targets: li
     return records
 
 
-def _sample(n: int, k: int, seed: int, lang: str) -> list[int]:
-    """k distinct indices of n, seeded per language so a language's sample does not change
-    when other languages are added to the mixture."""
-    return sorted(random.Random(f"{seed}:{lang}").sample(range(n), k))
+def _sample(population: list[int], k: int, seed: int, lang: str) -> list[int]:
+    """k distinct indices of `population`, seeded per language so a language's sample does not
+    change when other languages are added to the mixture."""
+    return sorted(random.Random(f"{seed}:{lang}").sample(population, k))
 
 
 def _targets(task: TaskSpec, target: str, data_dir, target_file) -> tuple[list[dict], str]:
@@ -107,9 +108,12 @@ def _targets(task: TaskSpec, target: str, data_dir, target_file) -> tuple[list[d
         path = Path(target_file)
     elif target == task.pivot and task.train_file:
         path = resolve_data_dir(data_dir) / task.train_file
+    elif target == task.pivot:
+        raise PolyalignError(f"the benchmark ships no {task.name} training questions: take held-out test items "
+                             f"with --items START:STOP (e.g. 250:500) or give --pair-file/--target-file")
     else:
-        raise PolyalignError(f"no '{target}' records for task {task.name}: give --target-file (item-parallel "
-                             f"with the --pair-file files) or use target '{task.pivot}'")
+        raise PolyalignError(f"no '{target}' records for task {task.name}: use --items START:STOP, give "
+                             f"--target-file (item-parallel with the --pair-file files) or use target '{task.pivot}'")
     records = read_records(path)
     _check_fields(task, records, str(path))
     return records, str(path)
@@ -137,15 +141,31 @@ def _sources(task: TaskSpec, lang: str, targets: list[dict], data_dir, source_fi
     return records, str(path)
 
 
+def _test_item_records(task: TaskSpec, langs: list[str], data_dir, items: ItemRange) -> dict[str, list[dict]]:
+    """Every language's test records, checked to be item-parallel and to hold the range."""
+    data = resolve_data_dir(data_dir)
+    out = {lang: load_test_records(task, lang, data) for lang in langs}
+    counts = {lang: len(records) for lang, records in out.items()}
+    if len(set(counts.values())) != 1:
+        raise PolyalignError(f"{task.name} test files differ in length {counts}; they must be item-parallel")
+    items.check_within(min(counts.values()), f"each {task.name} test file")
+    return out
+
+
 def build_pairs(task: TaskSpec | str, sources: list[str], target: str, per_language: int, seed: int,
                 data_dir: str | Path | None, pack: PromptPack, source_files: dict | None = None,
-                target_file: str | Path | None = None, translate: Callable | None = None) -> list[dict]:
+                target_file: str | Path | None = None, translate: Callable | None = None,
+                items: ItemRange | str | None = None) -> list[dict]:
     """The shuffled mixture: `per_language` pairs from each source language into `target`.
 
     `translate(records, src, tgt)` supplies source records for languages with no file
-    (see `translate_records`); it is only called on the sampled target records.
+    (see `translate_records`); it is only called on the sampled target records. With
+    `items` the questions (never the answers) of that range of the benchmark's item-parallel
+    test files are paired by item; each pair row keeps its task and item index, so the
+    adapter can later refuse evaluation on the same items.
     """
     task = load_task(task) if isinstance(task, str) else task
+    items = parse_items(items) if isinstance(items, str) else items
     source_files = dict(source_files or {})
     sources = parse_languages(list(sources))
     get_language(target)
@@ -156,25 +176,40 @@ def build_pairs(task: TaskSpec | str, sources: list[str], target: str, per_langu
         raise PolyalignError(f"--pair-file given for {', '.join(stray)}, not among the sources {','.join(sources)}")
     if per_language < 1:
         raise PolyalignError(f"--per-language must be at least 1 (got {per_language})")
-    targets, _ = _targets(task, target, data_dir, target_file)
-    if per_language > len(targets):
-        raise PolyalignError(f"--per-language {per_language} is more than the {len(targets)} parallel "
-                             f"records available")
+    if items is not None:
+        if source_files or target_file or translate:
+            raise PolyalignError("--items takes questions from the benchmark's test files; it cannot be combined "
+                                 "with --pair-file, --target-file or --translator")
+        records = _test_item_records(task, [target, *sources], data_dir, items)
+        targets, population = records[target], list(items.indices())
+    else:
+        targets, _ = _targets(task, target, data_dir, target_file)
+        population = list(range(len(targets)))
+    if per_language > len(population):
+        raise PolyalignError(f"--per-language {per_language} is more than the {len(population)} parallel "
+                             f"records available" + (f" in items {items}" if items else ""))
     from_train_file = not target_file and target == task.pivot
     pairs = []
     for lang in sources:
-        records, where = _sources(task, lang, targets, data_dir, source_files, from_train_file, translate is not None)
-        indices = _sample(len(targets), per_language, seed, lang)
-        if records is None:
+        if items is not None:
+            source, where = records[lang], f"{task.name} test items {items}"
+        else:
+            source, where = _sources(task, lang, targets, data_dir, source_files, from_train_file,
+                                     translate is not None)
+        indices = _sample(population, per_language, seed, lang)
+        if source is None:
             picked = translate([targets[i] for i in indices], target, lang)
             _check_fields(task, picked, where)
         else:
-            picked = [records[i] for i in indices]
+            picked = [source[i] for i in indices]
         line = instruction(lang, target)
         for i, record in zip(indices, picked):
-            pairs.append({"source_lang": lang, "target_lang": target, "index": i,
-                          "prompt": pack.query(task, lang, record) + "\n" + line + "\n",
-                          "completion": pack.query(task, target, targets[i])})
+            row = {"source_lang": lang, "target_lang": target, "index": i,
+                   "prompt": pack.query(task, lang, record) + "\n" + line + "\n",
+                   "completion": pack.query(task, target, targets[i])}
+            if items is not None:
+                row.update(task=task.name, items=str(items))
+            pairs.append(row)
     random.Random(seed).shuffle(pairs)
     return pairs
 
@@ -344,7 +379,7 @@ def cmd_data_build(args: argparse.Namespace) -> int:
     task = load_task(args.task)
     pairs = build_pairs(task, parse_languages(args.sources), args.target, args.per_language, args.seed,
                         args.data_dir, PromptPack.load(args.prompts), _pairs_arg(args.pair_file, "--pair-file"),
-                        args.target_file, translate)
+                        args.target_file, translate, parse_items(args.items))
     for path in write_pairs(pairs, out, args.format):
         print(f"wrote {path}")
     print(f"{len(pairs)} pairs: " + ", ".join(f"{lang}->{args.target} {sum(p['source_lang'] == lang for p in pairs)}"
@@ -371,6 +406,9 @@ def add_cli(subparsers) -> None:
     p.add_argument("--pair-file", action="append", metavar="LANG=PATH",
                    help="source-language records (JSON/JSONL with the task's fields), item-parallel with the target")
     p.add_argument("--target-file", help="target-language records, item-parallel with the --pair-file files")
+    p.add_argument("--items", metavar="START:STOP",
+                   help="take the questions (no answers) of benchmark test items [START, STOP) in every language, "
+                        "paired by item, e.g. 250:500; evaluate on a disjoint range (eval --items 0:250)")
     p.add_argument("--translator", help="seq2seq model (HF id or folder, e.g. NLLB) to translate the target "
                                         "records into sources that have no file")
     p.add_argument("--translator-lang-codes",

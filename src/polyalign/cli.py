@@ -25,14 +25,23 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--languages-file", help="JSON list of extra languages {code, name, native, script}")
 
 
+def add_items_args(parser: argparse.ArgumentParser) -> None:
+    """--items / --allow-overlap, shared by eval, lens and pca."""
+    parser.add_argument("--items", metavar="START:STOP",
+                        help="benchmark item indices [START, STOP) per language, e.g. 0:250 (with --limit N: the "
+                             "first N of them)")
+    parser.add_argument("--allow-overlap", action="store_true",
+                        help="score items whose questions the adapter was trained on (refused by default)")
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from polyalign.evaluate import EvalConfig, check_config, run_eval
     from polyalign.models import load_model
     from polyalign.report import accuracy_table
 
     cfg = EvalConfig(model=args.model, task=args.task, langs=args.langs, mode=args.mode, scoring=args.scoring,
-                     adapter=args.adapter, limit=args.limit, data_dir=args.data_dir, prompts=args.prompts,
-                     batch_size=args.batch_size)
+                     adapter=args.adapter, limit=args.limit, items=args.items, data_dir=args.data_dir,
+                     prompts=args.prompts, batch_size=args.batch_size, allow_overlap=args.allow_overlap)
     check_config(cfg)
     model, tokenizer = load_model(args.model, args.adapter, args.device, args.dtype, args.trust_remote_code)
     results = run_eval(cfg, model, tokenizer, Path(args.out), overwrite=args.overwrite)
@@ -75,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default="english", help="label words: english, native or agnostic")
     p.add_argument("--scoring", default="exact", help="exact (full label log-prob) or prefix (the paper's rule)")
     p.add_argument("--limit", type=int, help="first N items per language")
+    add_items_args(p)
     p.add_argument("--batch-size", type=int, default=16,
                    help="most prompts per forward; batches are cut to minimize padding")
     p.add_argument("--out", required=True, help="output folder (resumes if it holds the same run)")

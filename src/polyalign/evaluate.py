@@ -19,13 +19,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from polyalign.errors import PolyalignError
+from polyalign.item_range import check_overlap, evaluated_range, parse_items, read_provenance
 from polyalign.languages import parse_languages
 from polyalign.models import describe_model
 from polyalign.prompts import PromptPack, check_mode
 from polyalign.results import (SampleLog, atomic_write_json, atomic_write_text, predict, read_jsonl_tolerant,
                                read_samples, samples_text, summarize)
 from polyalign.scoring import Item, Scorer, check_distinguishable, continuation_ids, prefix_token_ids
-from polyalign.tasks import gold_labels, load_task, load_test_records, resolve_data_dir
+from polyalign.tasks import gold_labels, load_task, load_test_records, resolve_data_dir, test_file_path
 
 RULES = ("exact", "prefix")
 
@@ -41,12 +42,14 @@ class EvalConfig:
     scoring: str = "exact"
     adapter: str | None = None
     limit: int | None = None
+    items: str | None = None  # half-open range of benchmark item indices, e.g. "0:250"
     data_dir: str | None = None
     prompts: str | None = None
     batch_size: int = 16
+    allow_overlap: bool = False  # score items the adapter's training questions came from
 
     def identity(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k != "batch_size"}
+        return {k: v for k, v in asdict(self).items() if k not in ("batch_size", "allow_overlap")}
 
 
 @dataclass
@@ -89,7 +92,7 @@ def prepare_language(cfg: EvalConfig, pack: PromptPack, tokenizer, lang: str) ->
     data_dir = resolve_data_dir(cfg.data_dir)
     records = load_test_records(task, lang, data_dir)
     gold = gold_labels(task, lang, records, data_dir)
-    count = len(records) if cfg.limit is None else min(cfg.limit, len(records))
+    chosen = evaluated_range(parse_items(cfg.items), cfg.limit, len(records))
     words = pack.label_words(task, lang, cfg.mode)
     prefix_text, _ = pack.split(task, lang, cfg.mode)
     prefix_ids = tokenizer(prefix_text)["input_ids"]
@@ -99,7 +102,7 @@ def prepare_language(cfg: EvalConfig, pack: PromptPack, tokenizer, lang: str) ->
         token_sets = {c: prefix_token_ids(tokenizer, w) for c, w in words.items()}
         check_distinguishable(words, token_sets, "prefix", where)
     items, shared = [], len(prefix_ids)
-    for i in range(count):
+    for i in chosen.indices():
         prompt = pack.render(task, lang, cfg.mode, records[i])
         ids = tokenizer(prompt)["input_ids"]
         conts = {}
@@ -116,7 +119,8 @@ def prepare_language(cfg: EvalConfig, pack: PromptPack, tokenizer, lang: str) ->
         "inconsistent_file_labels": gold.inconsistent,
         "shared_prefix_tokens": shared,
     }
-    return PreparedLanguage(lang, items, shared, gold.classes[:count], words, token_sets, info)
+    return PreparedLanguage(lang, items, shared, [gold.classes[i] for i in chosen.indices()], words, token_sets,
+                            info)
 
 
 def check_config(cfg: EvalConfig) -> tuple:
@@ -131,10 +135,16 @@ def check_config(cfg: EvalConfig) -> tuple:
     task = load_task(cfg.task)
     pack = PromptPack.load(cfg.prompts)
     langs = parse_languages(cfg.langs, pack.languages(task.name))
+    items = parse_items(cfg.items)
     data_dir = resolve_data_dir(cfg.data_dir)
+    trained = read_provenance(cfg.adapter)
     for lang in langs:
         records = load_test_records(task, lang, data_dir)
-        pack.render(task, lang, cfg.mode, records[0])
+        if items is not None:
+            items.check_within(len(records), f"{test_file_path(task, lang, data_dir)}")
+        chosen = evaluated_range(items, cfg.limit, len(records))
+        check_overlap(trained, task.name, chosen, f"adapter {cfg.adapter}", cfg.allow_overlap)
+        pack.render(task, lang, cfg.mode, records[chosen.start])
         pack.label_words(task, lang, cfg.mode)
     return task, pack, langs
 
@@ -175,11 +185,13 @@ def run_eval(cfg: EvalConfig, model, tokenizer, out: Path, overwrite: bool = Fal
         log = SampleLog(partial_dir / f"{task.name}_{prep.lang}.rank{rank}.jsonl")
         bar.set_postfix_str(prep.lang)
 
-        def save(batch_scores: dict[int, dict[str, float]], prep=prep, log=log) -> None:
+        gold_of = {it.index: g for it, g in zip(prep.items, prep.golds)}
+
+        def save(batch_scores: dict[int, dict[str, float]], gold_of=gold_of, log=log) -> None:
             rows = []
             for index, scores in sorted(batch_scores.items()):
                 pred, tied = predict(scores)
-                row = {"index": index, "gold": prep.golds[index], "pred": pred, "scores": scores}
+                row = {"index": index, "gold": gold_of[index], "pred": pred, "scores": scores}
                 if tied:
                     row["tied"] = tied
                 rows.append(row)
@@ -217,7 +229,8 @@ def _finish(cfg: EvalConfig, task: str, pack: PromptPack, prepared: list[Prepare
     accuracies = [v["accuracy"] for v in languages.values()]
     results = {
         **describe_model(cfg.model, cfg.adapter),
-        "task": task, "mode": cfg.mode, "scoring": cfg.scoring, "limit": cfg.limit,
+        "task": task, "mode": cfg.mode, "scoring": cfg.scoring, "limit": cfg.limit, "items": cfg.items,
+        "trained_on": read_provenance(cfg.adapter),
         "prompts": cfg.prompts or "polyalign (built in)",
         "prompts_sha256": hashlib.sha256(Path(pack.source).read_bytes()).hexdigest(),
         "languages": languages,

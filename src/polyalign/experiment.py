@@ -147,17 +147,23 @@ class Runner:
             files_in["target_file"] = self.resolve(s.target_file)
         if task.train_file:
             files_in["train_file"] = self.data_dir / task.train_file
-        if task.question_file:
+        if s.items is not None:
+            files_in = {f"test:{lang}": test_file_path(task, lang, self.data_dir)
+                        for lang in dict.fromkeys([s.target, *s.sources, task.pivot])}
+        elif task.question_file:
             files_in.update({f"question:{lang}": self.data_dir / task.question_file.format(lang=lang)
                              for lang in [*s.sources, s.target]})
-        config = {**self.task_id(s.task), **{k: v for k, v in asdict(s).items() if k not in ("name", "train", "tasks")},
+        declared = {k: v for k, v in asdict(s).items() if k not in ("name", "train", "tasks")}
+        if declared["items"] is None:
+            del declared["items"]  # keeps the keys of experiments written before item ranges existed
+        config = {**self.task_id(s.task), **declared,
                   "inputs": {role: self.store.digest(p) for role, p in sorted(files_in.items())}}
 
         def run(folder: Path) -> dict:
             pack = PromptPack.load(self.prompts)
             sources = {lang: str(files_in[f"pair:{lang}"]) for lang in s.pair_files}
             target = str(files_in["target_file"]) if s.target_file else None
-            if not target and s.target != task.pivot and self._has_question(task, s.target):
+            if not target and s.items is None and s.target != task.pivot and self._has_question(task, s.target):
                 english = read_records(self.data_dir / task.train_file)  # question files are parallel to it
                 for lang in [s.target, *s.sources]:
                     if lang not in sources and self._has_question(task, lang):
@@ -166,7 +172,7 @@ class Runner:
                         sources[lang] = str(path)
                 target = sources.pop(s.target)
             pairs = build_pairs(task, s.sources, s.target, s.per_language, s.seed, self.data_dir, pack, sources,
-                                target, self._translator(s, task, folder) if s.translator else None)
+                                target, self._translator(s, task, folder) if s.translator else None, s.items)
             write_pairs(pairs, folder / "pairs.jsonl")
             return {"pairs": "pairs.jsonl", "n": len(pairs)}
 
@@ -201,14 +207,14 @@ class Runner:
         exp = self.exp
         codes, inputs = self.eval_inputs(task, exp.languages, mode)
         config = {"model": mid, "adapter": adapter_key, "mode": mode, "scoring": exp.scoring, "langs": codes,
-                  "limit": exp.limit, "dtype": exp.dtype, **inputs}
+                  "limit": exp.limit, "dtype": exp.dtype, **({"items": exp.items} if exp.items else {}), **inputs}
         labels = {"model": model, "setting": setting, "task": inputs["task"], "mode": mode, "scoring": exp.scoring}
 
         def run(folder: Path) -> dict:
             net, tokenizer = self.model(model, adapter)
             cfg = EvalConfig(model=model, task=task, langs=",".join(codes), mode=mode, scoring=exp.scoring,
-                             adapter=adapter, limit=exp.limit, data_dir=str(self.data_dir), prompts=self.prompts,
-                             batch_size=exp.batch_size)
+                             adapter=adapter, limit=exp.limit, items=exp.items, data_dir=str(self.data_dir),
+                             prompts=self.prompts, batch_size=exp.batch_size, allow_overlap=exp.allow_overlap)
             results = run_eval(cfg, net, tokenizer, folder / "eval", overwrite=True)
             return {"dir": "eval", "average": results["average"], "langs": codes,
                     "n": sum(v["n"] for v in results["languages"].values())}
@@ -228,14 +234,18 @@ class Runner:
         codes, inputs = self.eval_inputs(spec.task, spec.langs, spec.mode)
         if kind == "pca":
             inputs = self.eval_inputs(spec.task, list(dict.fromkeys([*codes, "en"])), spec.mode)[1]
-        config = {"model": mid, "adapters": keys, "spec": asdict(spec), "langs": codes, "dtype": self.exp.dtype,
+        declared = {**asdict(spec), "items": spec.items or self.exp.items}
+        if declared["items"] is None:
+            del declared["items"]  # keeps the keys of experiments written before item ranges existed
+        config = {"model": mid, "adapters": keys, "spec": declared, "langs": codes, "dtype": self.exp.dtype,
                   **inputs}
         needs = ((model, None), *((model, a) for a in adapters.values()))
 
         def run(folder: Path) -> dict:
             net, tokenizer = self.model(model)
             compare = [(name, self.model(model, path)[0]) for name, path in adapters.items()]
-            common = dict(label="base", compare=compare, mode=spec.mode, batch_size=min(self.exp.batch_size, 8))
+            common = dict(label="base", compare=compare, mode=spec.mode, batch_size=min(self.exp.batch_size, 8),
+                          items=spec.items or self.exp.items)
             if kind == "lens":
                 meta = run_lens(net, tokenizer, spec.task, codes, limit=spec.limit, data_dir=self.data_dir,
                                 prompts=self.prompts, out_dir=folder / kind, layers=spec.layers, **common)

@@ -12,6 +12,7 @@ from pathlib import Path
 from polyalign.config import apply_overrides, build, read_mapping
 from polyalign.errors import PolyalignError
 from polyalign.evaluate import RULES
+from polyalign.item_range import check_overlap, evaluated_range, parse_items
 from polyalign.languages import get_language, parse_languages
 from polyalign.lens import MIN_ITEMS
 from polyalign.models import DTYPES
@@ -38,6 +39,7 @@ class AlignmentSetting:
     translator: str | None = None  # seq2seq model translating target records into sources with no file
     translator_lang_codes: dict[str, str] = field(default_factory=dict)  # e.g. {zh: zho_Hans}; NLLB is built in
     tasks: list[str] | None = None  # evaluation tasks of this adapter (default: all of the experiment's)
+    items: str | None = None  # questions of benchmark test items START:STOP (held out from evaluation)
 
 
 @dataclass
@@ -49,6 +51,7 @@ class LensSpec:
     mode: str = "native"  # prompt label words
     limit: int | None = 100  # first N items per language (at least 3; None: all)
     layers: list[int | str] | None = None  # 1-based layers or 'last' (None: all)
+    items: str | None = None  # benchmark item range START:STOP (default: the experiment's)
 
 
 @dataclass
@@ -61,6 +64,7 @@ class PcaSpec:
     pooling: str = "mean"  # mean over the item's tokens, or its last token
     limit: int | None = 100
     mode: str = "english"
+    items: str | None = None  # benchmark item range START:STOP (default: the experiment's)
 
 
 @dataclass
@@ -82,6 +86,8 @@ class Experiment:
     scoring: str = "exact"  # exact (full label log-prob) or prefix (the paper's rule)
     languages: list[str] = field(default_factory=lambda: ["all"])  # evaluation languages
     limit: int | None = None  # first N test items per language (None: all)
+    items: str | None = None  # evaluated benchmark item range START:STOP (with limit: its first N)
+    allow_overlap: bool = False  # evaluate adapters on items their training questions came from
     analyses: Analyses = field(default_factory=Analyses)
     name: str = ""  # default run folder runs/<name> (else the file's stem)
     description: str = ""
@@ -138,16 +144,35 @@ def check_experiment(exp: Experiment) -> None:
         if any(load_task(t).name not in tasks for t in s.tasks or []):
             raise PolyalignError(f"{where}: tasks {s.tasks} must be among the experiment's tasks {exp.tasks}")
         train_config(s, exp.trust_remote_code)
+        if s.items is not None:
+            parse_items(s.items, f"{where}: items")
+            if s.pair_files or s.target_file or s.translator:
+                raise PolyalignError(f"{where}: items takes questions from the benchmark's test files; drop "
+                                     f"pair_files, target_file and translator")
+    parse_items(exp.items, "items")
+    check_held_out(exp)
     for kind, specs in (("lens", exp.analyses.lens), ("pca", exp.analyses.pca)):
         for spec in specs:
             load_task(spec.task)
             parse_languages(spec.langs)
             check_mode(spec.mode)
             _check_layers(spec.layers, f"analyses.{kind}")
+            parse_items(spec.items, f"analyses.{kind}.items")
             if spec.limit is not None and spec.limit < MIN_ITEMS:
                 raise PolyalignError(f"analyses.{kind}: limit must be at least {MIN_ITEMS}")
             if kind == "pca" and spec.pooling not in POOLINGS:
                 raise PolyalignError(f"analyses.pca: unknown pooling '{spec.pooling}' ({', '.join(POOLINGS)})")
+
+
+def check_held_out(exp: Experiment) -> None:
+    """Refuse, before anything runs, evaluations of an adapter on the items it was trained on."""
+    for s in (s for s in exp.alignment if s.items is not None):
+        trained = [{"task": load_task(s.task).name, "items": s.items}]
+        evaluations = [(t, exp.items, exp.limit) for t in s.tasks or exp.tasks]
+        evaluations += [(a.task, a.items or exp.items, a.limit) for a in [*exp.analyses.lens, *exp.analyses.pca]]
+        for task, items, limit in evaluations:
+            chosen = evaluated_range(parse_items(items), limit, 10**9)  # without data: an unbounded file
+            check_overlap(trained, load_task(task).name, chosen, f"alignment '{s.name}'", exp.allow_overlap)
 
 
 def load_experiment(path: str | Path, overrides=()) -> Experiment:

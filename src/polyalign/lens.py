@@ -179,12 +179,13 @@ def lens_language(model, tokenizer, lang: LensLanguage, layers: list[int], batch
     for k, ids in enumerate(lang.sets):
         columns[ids, k] = 1.0
     n_classes = (len(lang.sets) - 2) // 3
-    gold = torch.tensor(lang.gold_index, device=device)
+    gold = torch.tensor(lang.gold_index, device=device)  # by position in prep.items, not benchmark index
+    position = {item.index: i for i, item in enumerate(lang.prep.items)}
     results: dict[int, dict] = {}
     for indices, states in collect_states(model, tokenizer, lang.prep.items, lang.prep.shared, layers, "last",
                                           batch_size, desc=f"lens {lang.prep.lang}"):
         rows = torch.arange(len(indices), device=device)
-        g = gold[torch.tensor(indices, device=device)]
+        g = gold[torch.tensor([position[i] for i in indices], device=device)]
         # All layers of the batch in one unembedding matmul: the vocabulary matrix is read once.
         logp = lens_logprobs_layers(model, states, layers)  # [layers * batch, vocab]
         probs = logp.exp()
@@ -244,7 +245,7 @@ def plot_from_dir(out_dir: str | Path) -> list[Path]:
 
 
 def setup_analysis(what: str, models: list[tuple[str, object]], task: str, langs, mode: str, limit: int | None,
-                   data_dir, prompts, layers, batch_size: int) -> tuple:
+                   data_dir, prompts, layers, batch_size: int, items: str | None = None) -> tuple:
     """Checks shared by the lens and PCA: distinct labels, enough items, same depth, valid layers.
 
     Returns (eval config, task spec, pack, language codes, number of layers, chosen layers).
@@ -254,7 +255,7 @@ def setup_analysis(what: str, models: list[tuple[str, object]], task: str, langs
         raise PolyalignError(f"model labels must differ ({', '.join(m[0] for m in models)})")
     if limit is not None and limit < MIN_ITEMS:
         raise PolyalignError(f"--limit {limit}: {what} needs at least {MIN_ITEMS} items per language")
-    cfg = EvalConfig(model=models[0][0], task=task, langs=langs, mode=mode, scoring="exact", limit=limit,
+    cfg = EvalConfig(model=models[0][0], task=task, langs=langs, mode=mode, scoring="exact", limit=limit, items=items,
                      data_dir=str(data_dir) if data_dir else None, prompts=str(prompts) if prompts else None,
                      batch_size=batch_size)
     spec, pack, codes = check_config(cfg)
@@ -267,7 +268,7 @@ def setup_analysis(what: str, models: list[tuple[str, object]], task: str, langs
 def run_lens(model, tokenizer, task: str, langs: str | list[str], mode: str, limit: int | None,
              data_dir: str | Path | None, prompts: str | Path | None, out_dir: str | Path, label: str = "base",
              compare: list[tuple[str, object]] | None = None, layers: list[int | str] | None = None,
-             batch_size: int = 8) -> dict:
+             batch_size: int = 8, items: str | None = None) -> dict:
     """Run the lens for `model` and every (label, model) in `compare`; returns lens.json's content.
 
     Compared models must share `tokenizer` (e.g. a base model and the same model with a LoRA
@@ -276,7 +277,7 @@ def run_lens(model, tokenizer, task: str, langs: str | list[str], mode: str, lim
     """
     models = [(label, model)] + list(compare or [])
     cfg, spec, pack, codes, total, chosen = setup_analysis("the lens", models, task, langs, mode, limit, data_dir,
-                                                           prompts, layers, batch_size)
+                                                           prompts, layers, batch_size, items)
     prepared = {lang: prepare_lens_language(cfg, pack, spec, tokenizer, lang) for lang in codes}
     out = Path(out_dir)
     rows = []
@@ -290,7 +291,7 @@ def run_lens(model, tokenizer, task: str, langs: str | list[str], mode: str, lim
     summary, _ = summarize_items(rows)
     for lang in codes:
         atomic_write_text(out / f"lens_{lang}.csv", _csv_text(summary, lang, chosen))
-    meta = {"task": spec.name, "mode": mode, "limit": limit, "layers": chosen, "num_layers": total,
+    meta = {"task": spec.name, "mode": mode, "limit": limit, "items": items, "layers": chosen, "num_layers": total,
             "models": [m[0] for m in models], "languages_order": codes, "quantities": list(QUANTITIES),
             "interval": "95% normal interval over items (mean +- 1.96 sd/sqrt(n)), clipped to the valid range",
             "notes": "layer k is the output of decoder block k, read through the final norm; the last layer is "
@@ -321,6 +322,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompts", help="prompt pack JSON (default: polyalign's own pack)")
     p.add_argument("--languages-file", help="JSON list of extra languages {code, name, native, script}")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--items", metavar="START:STOP", help="benchmark item indices [START, STOP) per language")
+    p.add_argument("--allow-overlap", action="store_true",
+                   help="analyse items whose questions an adapter was trained on (refused by default)")
 
 
 def load_models(args: argparse.Namespace) -> tuple:
@@ -356,8 +360,12 @@ def check_cli_args(args: argparse.Namespace, what: str) -> list[int | str] | Non
     """The checks `lens` and `pca` make before loading any model; returns the parsed --layers."""
     if args.limit is not None and args.limit < MIN_ITEMS:
         raise PolyalignError(f"--limit {args.limit}: {what} needs at least {MIN_ITEMS} items per language")
-    check_config(EvalConfig(model=args.model, task=args.task, langs=args.langs, mode=args.mode, limit=args.limit,
-                            data_dir=args.data_dir, prompts=args.prompts, batch_size=args.batch_size))
+    for adapter in (args.adapter, args.compare_adapter, None):  # each adapter is checked for leaked items
+        if adapter or adapter is None:
+            check_config(EvalConfig(model=args.model, task=args.task, langs=args.langs, mode=args.mode,
+                                    limit=args.limit, items=args.items, adapter=adapter, data_dir=args.data_dir,
+                                    prompts=args.prompts, batch_size=args.batch_size,
+                                    allow_overlap=args.allow_overlap))
     return parse_layers(args.layers)
 
 
@@ -366,7 +374,7 @@ def cmd_lens(args: argparse.Namespace) -> int:
     model, tokenizer, label, compare = load_models(args)
     meta = run_lens(model, tokenizer, args.task, args.langs, args.mode, args.limit, args.data_dir, args.prompts,
                     args.out, label=label, compare=compare, layers=layers,
-                    batch_size=args.batch_size)
+                    batch_size=args.batch_size, items=args.items)
     for lang, info in meta["languages"].items():
         print(f"{lang}: {info['n_items']} items, {info['overlap']['count']} tokens shared with English labels")
     print(f"lens: {Path(args.out) / 'lens.json'}")

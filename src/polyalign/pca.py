@@ -151,13 +151,13 @@ def plot_from_dir(out_dir: str | Path) -> list[Path]:
 def run_pca(model, tokenizer, task: str, langs: str | list[str], layers: list[int | str] | None, pooling: str,
             limit: int | None, data_dir: str | Path | None, prompts: str | Path | None, out_dir: str | Path,
             label: str = "base", compare: list[tuple[str, object]] | None = None, mode: str = "english",
-            batch_size: int = 8) -> dict:
+            batch_size: int = 8, items: str | None = None) -> dict:
     """PCA, PC1 correlations and alignment for `model` (and each (label, model) in `compare`)."""
     if pooling not in POOLINGS:
         raise PolyalignError(f"unknown pooling '{pooling}' (choose from {', '.join(POOLINGS)})")
     models = [(label, model)] + list(compare or [])
     cfg, spec, pack, codes, total, chosen = setup_analysis("PCA", models, task, langs, mode, limit, data_dir,
-                                                           prompts, layers, batch_size)
+                                                           prompts, layers, batch_size, items)
     prepared = {lang: prepare_language(cfg, pack, tokenizer, lang) for lang in dict.fromkeys(codes + [PIVOT])}
     counts = {lang: len(p.items) for lang, p in prepared.items()}
     if min(counts.values()) < MIN_ITEMS:
@@ -174,10 +174,10 @@ def run_pca(model, tokenizer, task: str, langs: str | list[str], layers: list[in
                   for lang, prep in prepared.items()}
         results[name] = analyse(states, codes, chosen)
         files[name] = f"pca_{safe_name(name)}.npz"
-        np.savez(out / files[name], layers=np.array(chosen), langs=np.array(codes), item_index=np.arange(n),
+        np.savez(out / files[name], layers=np.array(chosen), langs=np.array(codes), item_index=np.array([it.index for it in prepared[PIVOT].items]),
                  **results[name])
     write_tables(out, results, codes, chosen, n)
-    meta = {"task": spec.name, "mode": mode, "pooling": pooling, "limit": limit, "n_items": n, "layers": chosen,
+    meta = {"task": spec.name, "mode": mode, "pooling": pooling, "limit": limit, "items": items, "n_items": n, "layers": chosen,
             "num_layers": total, "langs": codes, "models": list(files), "files": files,
             "explained_variance": {m: r["explained"].tolist() for m, r in results.items()},
             "notes": "layer k is the output of decoder block k; the last layer is the model's final normed output. "
@@ -193,7 +193,8 @@ def cmd_pca(args: argparse.Namespace) -> int:
     layers = check_cli_args(args, "PCA")
     model, tokenizer, label, compare = load_models(args)
     meta = run_pca(model, tokenizer, args.task, args.langs, layers, args.pooling, args.limit, args.data_dir,
-                   args.prompts, args.out, label=label, compare=compare, mode=args.mode, batch_size=args.batch_size)
+                   args.prompts, args.out, label=label, compare=compare, mode=args.mode, batch_size=args.batch_size,
+                   items=args.items)
     print(f"pca: {meta['n_items']} items x {len(meta['langs'])} languages, layers {meta['layers']}; "
           f"{Path(args.out) / 'pca_correlations.md'}")
     return 0

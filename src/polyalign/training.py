@@ -23,6 +23,7 @@ import yaml
 
 from polyalign.config import apply_overrides, build, read_mapping
 from polyalign.errors import PolyalignError
+from polyalign.item_range import parse_items, provenance_record, write_provenance
 from polyalign.results import atomic_write_text, read_jsonl_tolerant
 
 IGNORE = -100  # label value the loss skips
@@ -106,6 +107,14 @@ def read_pairs(path: str | Path) -> list[dict]:
                 and row["completion"].strip()):
             raise PolyalignError(f"{path}: record {i} needs 'prompt' and a non-empty 'completion'")
     return rows
+
+
+def benchmark_provenance(rows: list[dict]) -> list[dict]:
+    """Which benchmark test items the pairs' questions came from (rows written by `data build --items`)."""
+    from collections import Counter
+
+    counts = Counter((r["task"], r["items"]) for r in rows if r.get("task") and r.get("items"))
+    return [provenance_record(task, parse_items(items, "pairs"), n) for (task, items), n in sorted(counts.items())]
 
 
 def tokenize_pairs(tokenizer, rows: list[dict], cutoff_len: int) -> list[dict]:
@@ -315,6 +324,7 @@ def train(model: str, data: str | Path, out: str | Path, cfg: TrainConfig | None
                "world_size": args.world_size, "effective_batch": cfg.per_device_batch * cfg.grad_accum * args.world_size}
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(out / "adapter"))
+        write_provenance(out / "adapter", benchmark_provenance(rows))
         plot_loss(out / "log.jsonl", out / "loss.png")
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
