@@ -1,10 +1,18 @@
-"""`polyalign demo`: the README's main job, a small but genuine experiment end to end.
+"""`polyalign demo`: the README's main job, the paper's main setting at CPU scale.
 
-On the embedded default model and the real benchmark: build zh/es => en question pairs
-from the SNLI question files, train a short LoRA, evaluate base vs aligned on languages
-seen and unseen in training, run the logit lens and PCA on a few items, and write the
-HTML report. It is an ordinary `polyalign run` experiment (written to RUN_DIR/demo.yaml),
-so re-running it skips every finished step.
+On the embedded default model and the real benchmark: question-align gemma-3-270m on the
+questions (never the answers) of emotion items 250:500 in zh and es, paired with their English
+versions; evaluate base vs aligned on items 0:120 of languages seen (en, zh, es) and unseen
+(de, ru, hi, sw) in training, with the paper's prompts and prefix rule; run the logit lens and
+PCA on a few items; write the HTML report (per-language accuracy, balanced accuracy, paired
+tests with corrected p-values, label distribution). It is an ordinary `polyalign run`
+experiment (written to RUN_DIR/demo.yaml), so re-running it skips every finished step.
+
+The one deviation from the paper is the source of the alignment questions: the benchmark ships
+no emotion training reviews, so held-out test items are used, and the leak guard keeps them out
+of every evaluation. The training recipe is the paper's LoRA (rank 8, alpha 16, q_proj/v_proj)
+with a budget for 2 CPU cores (see DEMO_RECIPE), chosen on development items 200:250 only
+(configs/examples/emotion_recipe_dev.yaml).
 """
 from __future__ import annotations
 
@@ -16,25 +24,33 @@ from polyalign.experiment import run_experiment
 from polyalign.report import write_report
 from polyalign.tasks import resolve_data_dir
 
+# 20 optimizer steps of 16 pairs in bf16 autocast (2x fp32 on this CPU); the learning rate was chosen
+# among 2e-4, 5e-4 and 1e-3 on dev items 200:250 (docs/RESULTS.md). No validation split: the paper's
+# runs kept the final weights.
+DEMO_RECIPE = {"max_steps": 20, "learning_rate": 5.0e-4, "precision": "bf16", "val_size": 0.0, "cutoff_len": 512,
+               "logging_steps": 2, "eval_steps": 10, "save_steps": 10, "save_total_limit": 1}
+TRAIN_ITEMS, EVAL_ITEMS = "250:500", "0:120"
+SEEN, UNSEEN = ["en", "zh", "es"], ["de", "ru", "hi", "sw"]
+
 
 def demo_experiment(data_dir: Path, model: str, quick: bool) -> dict:
-    """The demo's experiment: sized to finish in well under 20 minutes on 2 CPU cores."""
+    """The demo's experiment: about 11 minutes on 2 CPU cores once the model is converted."""
     pack = data_dir / "prompts.json"
+    recipe = {**DEMO_RECIPE, "max_steps": 2} if quick else DEMO_RECIPE
     return {
         "name": "demo",
-        "description": "polyalign demo: zh/es => en SNLI question alignment on the default model",
+        "description": "polyalign demo: zh/es => en emotion question alignment (held-out items) on the default model",
         "models": [model],
-        "alignment": [{"name": "zh-es_en", "task": "snli", "sources": ["zh", "es"], "target": "en",
-                       "per_language": 32 if quick else 200,
-                       "train": {"max_steps": 2 if quick else 12, "learning_rate": 2e-4, "eval_steps": 6,
-                                 "save_steps": 6, "logging_steps": 2, "val_size": 0.05}}],
-        "tasks": ["snli"],
+        "alignment": [{"name": "zh-es_en", "task": "emotion", "sources": ["zh", "es"], "target": "en",
+                       "items": TRAIN_ITEMS, "per_language": 16 if quick else 250, "train": recipe}],
+        "tasks": ["emotion"],
         "modes": ["english"],
-        "languages": ["en", "zh", "es", "de", "ja", "sw"],
-        "limit": 4 if quick else 20,
+        "scoring": "prefix",
+        "languages": SEEN + UNSEEN,
+        "items": "0:4" if quick else EVAL_ITEMS,
         "data_dir": str(data_dir),
         "prompts": str(pack) if pack.exists() else None,
-        "analyses": {"lens": {"task": "emotion", "langs": ["zh", "ja"], "mode": "native", "limit": 3 if quick else 8},
+        "analyses": {"lens": {"task": "emotion", "langs": ["zh", "ru"], "mode": "native", "limit": 3 if quick else 8},
                      "pca": {"task": "emotion", "langs": ["en", "de", "zh", "sw"], "layers": [6, 12, "last"],
                              "pooling": "mean", "limit": 3 if quick else 16}},
     }
@@ -51,5 +67,6 @@ def run_demo(out: Path, data_dir: str | None = None, model: str = "gemma-3-270m"
     print(f"[polyalign demo] experiment: {path} (first use of {model} converts its packaged weights, ~1 min)")
     run_experiment(path, out)
     report = write_report(out, "html")
+    write_report(out, "md")
     print(f"[polyalign demo] report: {report.resolve()}")
     return 0

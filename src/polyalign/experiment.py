@@ -37,11 +37,11 @@ def validate_experiment(path: str | Path, overrides=(), data: bool = False) -> t
     notes: list[str] = []
     if data:
         runner = Runner(exp, None, Path(path).resolve().parent)
-        checks = [(t, exp.languages, m) for t in exp.tasks for m in exp.modes]
+        checks = [(t, exp.languages, m, exp.items) for t in exp.tasks for m in exp.modes]
         for spec in [*exp.analyses.lens, *exp.analyses.pca]:
-            checks.append((spec.task, spec.langs, spec.mode))
-        for task, langs, mode in checks:
-            runner.eval_inputs(task, langs, mode)
+            checks.append((spec.task, spec.langs, spec.mode, spec.items or exp.items))
+        for task, langs, mode, items in checks:
+            runner.eval_inputs(task, langs, mode, items)
         for s in exp.alignment:
             named = [*s.pair_files.values(), *([s.target_file] if s.target_file else [])]
             notes += [f"alignment '{s.name}': supply {runner.resolve(f)}" for f in named
@@ -90,12 +90,12 @@ class Runner:
         return {"task": spec.name, "task_file": self.store.digest(path),
                 "pack": self.store.digest(self.prompts or default_pack_path())}
 
-    def eval_inputs(self, task: str, langs: list[str], mode: str) -> tuple[list[str], dict]:
-        """Resolved language codes (checked against data and pack) and the test files' hashes."""
-        key = (task, tuple(langs), mode)
+    def eval_inputs(self, task: str, langs: list[str], mode: str, items: str | None = None) -> tuple[list[str], dict]:
+        """Resolved language codes (checked against data, item range and pack) and the test files' hashes."""
+        key = (task, tuple(langs), mode, items)
         if key not in self.checked:
             spec, _, codes = check_config(EvalConfig(model="-", task=task, langs=",".join(langs), mode=mode,
-                                                     data_dir=str(self.data_dir), prompts=self.prompts))
+                                                     items=items, data_dir=str(self.data_dir), prompts=self.prompts))
             tests = {lang: self.store.digest(test_file_path(spec, lang, self.data_dir))
                      for lang in [*codes, spec.pivot]}
             self.checked[key] = codes, {**self.task_id(task), "tests": tests}
@@ -205,7 +205,7 @@ class Runner:
 
     def eval_step(self, model, mid, setting, adapter, adapter_key, task, mode) -> Step:
         exp = self.exp
-        codes, inputs = self.eval_inputs(task, exp.languages, mode)
+        codes, inputs = self.eval_inputs(task, exp.languages, mode, exp.items)
         config = {"model": mid, "adapter": adapter_key, "mode": mode, "scoring": exp.scoring, "langs": codes,
                   "limit": exp.limit, "dtype": exp.dtype, **({"items": exp.items} if exp.items else {}), **inputs}
         labels = {"model": model, "setting": setting, "task": inputs["task"], "mode": mode, "scoring": exp.scoring}
