@@ -7,6 +7,7 @@ reports real (non-padding) tokens per second of the training loop and the paddin
 of each, so the effect of length grouping is measured rather than assumed.
 
     python bench/train_throughput.py --model smollm2-135m --pairs 64 --steps 8 [--out FILE.json]
+    python bench/train_throughput.py --demo --steps 8 --precision bf16   # the demo's pairs and model
 
 Exits 0 whatever the ratio; non-zero only on errors.
 """
@@ -93,7 +94,8 @@ def run_baseline(model: str, rows: list[dict], cfg: training.TrainConfig, work: 
         tok.pad_token = tok.eos_token
     texts = [r["prompt"] + r["completion"] + (tok.eos_token or "") for r in rows]
     dataset = [{"input_ids": ids} for ids in tok(texts, truncation=True, max_length=cfg.cutoff_len)["input_ids"]]
-    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and torch.cuda.is_available()
+                                       and torch.cuda.is_bf16_supported())
     net = AutoModelForCausalLM.from_pretrained(resolve_model_path(model),
                                                dtype=torch.bfloat16 if bf16 else torch.float32)
     net = get_peft_model(net, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
@@ -120,14 +122,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grad-accum", type=int, default=1)
     parser.add_argument("--cutoff", type=int, default=512)
     parser.add_argument("--data-dir")
+    parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"], help="both loops")
+    parser.add_argument("--demo", action="store_true",
+                        help="the demo's pairs: emotion questions of held-out items 250:500, zh/es => en, paper "
+                             "prompts, on gemma-3-270m (overrides --model)")
     parser.add_argument("--out", help="also write the results as JSON here")
     args = parser.parse_args(argv)
     try:
-        per_language = max(1, args.pairs // len(SOURCES))
-        rows = build_pairs("snli", SOURCES, "en", per_language, 0, args.data_dir, PromptPack.load())
+        if args.demo:
+            from polyalign.demo import TRAIN_ITEMS
+            from polyalign.tasks import resolve_data_dir
+
+            args.model = "gemma-3-270m"
+            pack = PromptPack.load(str(resolve_data_dir(args.data_dir) / "prompts.json"))
+            rows = build_pairs("emotion", ["zh", "es"], "en", max(1, args.pairs // 2), 0, args.data_dir, pack,
+                               items=TRAIN_ITEMS)
+        else:
+            per_language = max(1, args.pairs // len(SOURCES))
+            rows = build_pairs("snli", SOURCES, "en", per_language, 0, args.data_dir, PromptPack.load())
         cfg = training.load_config(None, [f"max_steps={args.steps}", f"per_device_batch={args.batch}",
                                           f"grad_accum={args.grad_accum}", f"cutoff_len={args.cutoff}",
-                                          "val_size=0", f"save_steps={10 ** 6}", f"logging_steps={10 ** 6}"])
+                                          "val_size=0", f"save_steps={10 ** 6}", f"logging_steps={10 ** 6}",
+                                          f"precision={args.precision}"])
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
             write_pairs(rows, work / "pairs.jsonl")
