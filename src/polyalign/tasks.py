@@ -18,9 +18,9 @@ import yaml
 
 from polyalign.errors import PolyalignError
 
-DEFAULT_DATA_CANDIDATES = ("data/multilingual-learner", "../shared/data/multilingual-learner")
-DATA_HELP = ("get the benchmark from the paper's public repository (GitHub "
-             "Shimao-Zhang/LLM-Multilingual-Learner, folder data/) and pass --data-dir or set POLYALIGN_DATA")
+CHECKOUT_DATA = Path("../shared/data/multilingual-learner")  # relative to a source checkout's root
+DATA_HELP = ("pass --data-dir or set POLYALIGN_DATA to the benchmark folder (the data/ folder of the paper's "
+             "repository, GitHub Shimao-Zhang/LLM-Multilingual-Learner)")
 
 
 @dataclass(frozen=True)
@@ -89,17 +89,33 @@ def load_task(name_or_path: str) -> TaskSpec:
     return TaskSpec(**raw)
 
 
+def source_checkout() -> Path | None:
+    """The repository root when polyalign runs from a source checkout (src layout), else None."""
+    package = Path(__file__).resolve().parent
+    root = package.parent.parent
+    if package.parent.name == "src" and (root / "pyproject.toml").is_file():
+        return root
+    return None
+
+
 def resolve_data_dir(data_dir: str | Path | None) -> Path:
-    """--data-dir, else $POLYALIGN_DATA, else ./data/multilingual-learner or ../shared/..."""
-    candidates = [data_dir] if data_dir else []
-    if not candidates and os.environ.get("POLYALIGN_DATA"):
-        candidates = [os.environ["POLYALIGN_DATA"]]
-    if not candidates:
-        candidates = list(DEFAULT_DATA_CANDIDATES)
-    for candidate in candidates:
-        if Path(candidate).is_dir():
-            return Path(candidate)
-    raise PolyalignError(f"benchmark data not found (looked in {', '.join(map(str, candidates))}): {DATA_HELP}")
+    """--data-dir (or an experiment's data_dir), else $POLYALIGN_DATA, else, only in a source checkout,
+    ../shared/data/multilingual-learner beside the repository. Never a folder found in the CWD."""
+    if data_dir:
+        candidate, origin = Path(data_dir).expanduser(), "given data dir"
+    elif os.environ.get("POLYALIGN_DATA"):
+        candidate, origin = Path(os.environ["POLYALIGN_DATA"]).expanduser(), "POLYALIGN_DATA"
+    else:
+        root = source_checkout()
+        if root is None:
+            raise PolyalignError("benchmark data not found: no --data-dir, POLYALIGN_DATA is not set, and outside "
+                                 f"a source checkout there is no default location; {DATA_HELP}")
+        candidate, origin = root / CHECKOUT_DATA, "the source checkout's default"
+        if Path.cwd().resolve() == root.resolve():
+            candidate = CHECKOUT_DATA  # the relative form, as recorded by earlier runs started from the root
+    if not candidate.is_dir():
+        raise PolyalignError(f"benchmark data not found at {candidate} ({origin}); {DATA_HELP}")
+    return candidate
 
 
 def read_records(path: Path) -> list[dict]:
