@@ -5,11 +5,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from polyalign import __version__
 from polyalign.errors import PolyalignError
-from polyalign.models import DEFAULT_MODEL, DTYPES
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    from polyalign.models import DEFAULT_MODEL, DTYPES
+
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help="Hugging Face id, local folder, or packaged alias (gemma-3-270m, smollm2-135m)")
     parser.add_argument("--adapter", help="LoRA adapter folder applied on top of the model")
@@ -20,7 +22,8 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_data_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", help="benchmark folder (default: $POLYALIGN_DATA or ../shared/...)")
+    parser.add_argument("--data-dir", help="benchmark folder (default: $POLYALIGN_DATA; in a source checkout "
+                                           "../shared/data/multilingual-learner beside it)")
     parser.add_argument("--prompts", help="prompt pack JSON (default: polyalign's own pack)")
     parser.add_argument("--languages-file", help="JSON list of extra languages {code, name, native, script}")
 
@@ -73,7 +76,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from polyalign.models import DEFAULT_MODEL
+
     parser = argparse.ArgumentParser(prog="polyalign", description=__doc__)
+    parser.add_argument("-V", "--version", action="version", version=f"polyalign {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("eval", help="few-shot constrained evaluation in many languages")
@@ -107,14 +113,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="fewer items, for a smoke test")
     p.set_defaults(func=cmd_demo)
 
-    from polyalign import alignment_data, experiment, lens, pca, report, training
+    from polyalign import alignment_data, experiment, experiment_files, lens, pca, report, training
 
-    for module in (alignment_data, training, lens, pca, experiment, report):
+    for module in (alignment_data, training, lens, pca, experiment, experiment_files, report):
         module.add_cli(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    if (sys.argv[1:] if argv is None else argv) in (["--version"], ["-V"]):
+        print(f"polyalign {__version__}")  # before build_parser, which imports torch
+        return 0
     parser = build_parser()
     args = parser.parse_args(argv)
     from transformers.utils import logging as hf_logging

@@ -283,8 +283,14 @@ def run_experiment(path: str | Path, run_dir: str | Path | None = None, override
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import json
+
+    from polyalign.experiment_files import resolve_experiment
+
+    path = resolve_experiment(args.experiment)  # a YAML file, or a packaged name such as paper/table3_tasks
+    overrides = [*args.overrides, *([f"data_dir={json.dumps(args.data_dir)}"] if args.data_dir else [])]
     if args.dry_run:
-        exp, notes = validate_experiment(args.experiment, args.overrides, data=True)
+        exp, notes = validate_experiment(path, overrides, data=True)
         for note in notes:
             print(f"note: {note}")
         n = len(exp.models)
@@ -293,7 +299,7 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"{n * evals * len(exp.modes)} eval, {n * len(exp.analyses.lens)} lens, "
               f"{n * len(exp.analyses.pca)} pca steps")
         return 0
-    runner = run_experiment(args.experiment, args.out, args.overrides)
+    runner = run_experiment(path, args.out, overrides)
     print(f"ran {len(runner.executed)} steps, skipped {len(runner.skipped)} done earlier; "
           f"results: {runner.run_dir / 'results.sqlite'}; next: polyalign report {runner.run_dir}")
     return 0
@@ -321,8 +327,10 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
                                           "steps already done are skipped")
     if type(p) is argparse.ArgumentParser:
         p.__class__ = _IntermixedParser
-    p.add_argument("experiment", help="experiment YAML (see configs/paper/)")
+    p.add_argument("experiment", help="experiment YAML file, or a packaged config such as paper/table3_tasks "
+                                      "(list: polyalign configs)")
     p.add_argument("--out", help="run folder (default: runs/<name>)")
+    p.add_argument("--data-dir", help="benchmark folder; overrides the experiment's data_dir")
     p.add_argument("--dry-run", action="store_true", help="validate the file and count its steps; run nothing")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="dotted overrides parsed as YAML, e.g. limit=20 alignment.0.train.max_steps=2")
