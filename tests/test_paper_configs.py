@@ -29,11 +29,11 @@ def test_paper_config_is_valid(path, data_dir, monkeypatch):
     assert exp.models and all(isinstance(m, str) and "/" in m for m in exp.models)  # hub ids
     assert exp.limit is None and exp.prompts == "prompts.json"
     for s in exp.alignment:
-        assert s.per_language == 10000
+        # the paper's 10k questions per language; emotion (no training reviews shipped) uses the
+        # questions of held-out test items instead, its one documented deviation
+        assert (s.items, s.per_language) == (("250:500", 250) if s.task == "emotion" else (None, 10000))
         assert set(s.train) <= set(TrainConfig.__dataclass_fields__)
-    # the only inputs a GPU user must add are the emotion training questions (not in the benchmark)
-    assert all("emotion_en10k_train.jsonl" in n for n in notes)
-    assert bool(notes) == any(s.task == "emotion" for s in exp.alignment)
+    assert notes == []  # everything these configs need is in the benchmark folder
 
 
 def test_paper_settings(data_dir, monkeypatch):
@@ -57,3 +57,65 @@ def test_paper_settings(data_dir, monkeypatch):
     assert lens.mode == "native" and lens.langs[:3] == ["zh", "ja", "ru"]
     pca = exp["figure2_pca"].analyses.pca[0]
     assert pca.langs == ["en", "de", "fr", "hi", "th", "sw", "ms"]
+
+
+# The paper's settings (Zhang et al. 2024, "Getting More from Less"), written down from the paper and
+# the authors' scripts (../shared/reference/original-repo-spec.md), not from the configs:
+# result -> (evaluated tasks, label-word modes, scoring rule, languages, alignment settings as
+# (task, sources, target)). Every table scores with the first-token prefix rule over 20 languages.
+ALL20 = ["en", "zh", "ja", "hi", "sw", "bn", "it", "no", "es", "is", "bg", "sv", "sl", "ms", "th", "pl", "ru",
+         "de", "fr", "nl"]
+ZH_ES_EN = ("emotion", ["zh", "es"], "en")
+PAPER_TABLES = {
+    "table1_emotion": (["emotion"], ["english"], "prefix", ALL20, [ZH_ES_EN]),
+    "table2_model_sizes": (["emotion"], ["english"], "prefix", ALL20, [ZH_ES_EN]),
+    "table3_tasks": (["emotion", "snli", "paws"], ["english"], "prefix", ALL20,
+                     [ZH_ES_EN, ("snli", ["zh", "es"], "en"), ("paws", ["zh", "es"], "en")]),
+    "table4_target_language": (["snli"], ["english"], "prefix", ALL20,
+                               [("snli", ["zh", "es"], "en"), ("snli", ["zh", "es"], "it"), ("snli", ["ja", "it"], "zh")]),
+    "table5_cross_task": (["emotion", "paws", "snli"], ["english"], "prefix", ALL20, [("snli", ["zh", "es"], "en")]),
+    "table6_output_types": (["emotion"], ["english", "native", "agnostic"], "prefix", ALL20, [ZH_ES_EN]),
+}
+# Figures: (kind, task, mode, languages, pooling). Figure 1 reads same-language prompts through the
+# logit lens; Figure 2 (the authors' notebook) mean-pools every prompt position (BOS and few-shot
+# block included) of same-language prompts in these seven languages.
+PAPER_FIGURES = {
+    "figure1_lens": ("lens", "emotion", "native", None, None),
+    "figure2_pca": ("pca", "emotion", "native", ["en", "de", "fr", "hi", "th", "sw", "ms"], "all"),
+}
+PAPER_SHOTS = {"emotion": 2, "snli": 6, "paws": 4}  # demonstrations in each task's few-shot block
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_TABLES))
+def test_table_configs_use_the_papers_settings(name, data_dir, monkeypatch):
+    from polyalign.languages import parse_languages
+
+    tasks, modes, scoring, langs, alignment = PAPER_TABLES[name]
+    exp = load(name, data_dir, monkeypatch)[0]
+    assert (exp.tasks, exp.modes, exp.scoring) == (tasks, modes, scoring)
+    assert sorted(parse_languages(exp.languages)) == sorted(langs)
+    assert [(s.task, s.sources, s.target) for s in exp.alignment] == alignment
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_FIGURES))
+def test_figure_configs_use_the_papers_settings(name, data_dir, monkeypatch):
+    kind, task, mode, langs, pooling = PAPER_FIGURES[name]
+    spec = getattr(load(name, data_dir, monkeypatch)[0].analyses, kind)[0]
+    assert (spec.task, spec.mode) == (task, mode)
+    if langs is not None:
+        assert spec.langs == langs
+    if pooling is not None:
+        assert spec.pooling == pooling
+
+
+@pytest.mark.parametrize("task", sorted(PAPER_SHOTS))
+def test_prompt_pack_has_the_papers_shots(task, data_dir):
+    from polyalign.prompts import PromptPack
+    from polyalign.tasks import load_task
+
+    pack, spec = PromptPack.load(data_dir / "prompts.json"), load_task(task)
+    modes = ["english", "native", "agnostic"] if task == "emotion" else ["english"]
+    for lang in ALL20:
+        cue = pack.entry(spec, lang)["answer_cue"]
+        for mode in modes:
+            assert pack.fewshot(spec, lang, mode).count(cue) == PAPER_SHOTS[task], (lang, mode)
