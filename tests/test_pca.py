@@ -31,12 +31,12 @@ def direct_states(model, tok, data_dir, layer, pooling, limit):
                 hs = model(torch.tensor([item.ids], device=model.device), output_hidden_states=True).hidden_states
             hook.remove()
             h = (seen[0] if layer == len(hs) - 1 else hs[layer])[0].double().cpu().numpy()
-            rows.append(h[prep.shared:].mean(0) if pooling == "mean" else h[-1])
+            rows.append({"mean": h[prep.shared:].mean(0), "all": h.mean(0), "last": h[-1]}[pooling])
         out[lang] = np.stack(rows)
     return out
 
 
-@pytest.mark.parametrize("family,pooling", [("tiny_llama", "mean"), ("tiny_gemma", "last")])
+@pytest.mark.parametrize("family,pooling", [("tiny_llama", "mean"), ("tiny_gemma", "last"), ("tiny_gemma", "all")])
 def test_projections_correlations_alignment_equal_numpy(family, pooling, request, data_dir, tmp_path):
     model, tok = load_model(str(request.getfixturevalue(family)))
     out = tmp_path / "p"
@@ -76,6 +76,30 @@ def test_projections_correlations_alignment_equal_numpy(family, pooling, request
     (out / "pca_scatter.pdf").unlink()
     plot_from_dir(out)
     assert (out / "pca_scatter.pdf").exists()
+
+
+@pytest.mark.parametrize("family", ["tiny_gemma", "tiny_llama"])
+def test_pooling_all_is_the_mean_over_every_prompt_position(family, request, data_dir):
+    """'all' (the paper's notebook) = mean of a plain forward's hidden states over BOS, few-shot block and item;
+    it differs from 'mean' (item tokens only)."""
+    from polyalign.states import collect_states
+
+    model, tok = load_model(str(request.getfixturevalue(family)))
+    cfg = EvalConfig(model="m", task="emotion", langs="de", mode="native", limit=5, data_dir=str(data_dir))
+    prep = prepare_language(cfg, PromptPack.load(), tok, "de")
+    assert prep.shared > 0  # the few-shot block (and Gemma's BOS) is in the pool
+    layers = [layer for layer in (1, 2) if layer < model.config.num_hidden_layers]  # raw block outputs
+    got = {}
+    for pooling in ("all", "mean"):
+        for indices, states in collect_states(model, tok, prep.items, prep.shared, layers, pooling, batch_size=2):
+            for i, index in enumerate(indices):
+                got[pooling, index] = states[:, i].double().cpu().numpy()
+    for item in prep.items:
+        with torch.inference_mode():
+            hs = model(torch.tensor([item.ids], device=model.device), output_hidden_states=True).hidden_states
+        want = np.stack([hs[layer][0].double().cpu().numpy().mean(0) for layer in layers])
+        assert np.allclose(got["all", item.index], want, atol=1e-5)
+        assert not np.allclose(got["mean", item.index], want, atol=1e-3)
 
 
 def test_two_models_side_by_side_and_pivot_added(tiny_llama, data_dir, tmp_path):

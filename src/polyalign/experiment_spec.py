@@ -61,7 +61,7 @@ class PcaSpec:
     task: str
     langs: list[str]
     layers: list[int | str] = field(default_factory=lambda: ["last"])
-    pooling: str = "mean"  # mean over the item's tokens, or its last token
+    pooling: str = "mean"  # mean (item tokens), all (every prompt position, the paper) or last
     limit: int | None = 100
     mode: str = "english"
     items: str | None = None  # benchmark item range START:STOP (default: the experiment's)

@@ -21,29 +21,21 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
-
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from polyalign.errors import PolyalignError
 from polyalign.evaluate import EvalConfig, PreparedLanguage, check_config, prepare_language
 from polyalign.models import DTYPES
 from polyalign.prompts import PromptPack
 from polyalign.results import atomic_write_json, atomic_write_text
-from polyalign.scoring import Item, Scorer, _parts, prefix_token_ids, unembed
+from polyalign.scoring import _parts, prefix_token_ids, unembed
+from polyalign.states import collect_states, num_layers  # noqa: F401 (re-exported)
 from polyalign.tasks import TaskSpec
 
 QUANTITIES = ("p_input_answer", "p_en_answer", "p_shared_answer", "p_input_labels", "p_en_labels", "entropy_bits")
 MIN_ITEMS = 3
 Z95 = 1.959964
-
-
-def num_layers(model) -> int:
-    """Decoder blocks of a (possibly PEFT-wrapped, possibly multimodal) model."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return int(base.config.get_text_config().num_hidden_layers)
 
 
 def check_layers(layers: list[int | str] | None, total: int) -> list[int]:
@@ -65,44 +57,6 @@ def final_norm(decoder) -> torch.nn.Module:
         if isinstance(module, torch.nn.Module):
             return module
     raise PolyalignError(f"{type(decoder).__name__}: no final norm found; the logit lens needs one")
-
-
-@torch.inference_mode()
-def collect_states(model, tokenizer, items: list[Item], shared: int, layers: list[int], pooling: str,
-                   batch_size: int, desc: str = "forward") -> Iterator[tuple[list[int], torch.Tensor]]:
-    """Per batch: item indices and hidden states [len(layers), batch, hidden].
-
-    pooling 'last': the answer position (model dtype, ready for the norm and unembedding);
-    'mean': float32 average over the item's own tokens after the shared prefix, pads masked.
-    The shared prefix's KV cache is computed once and copied per batch, as in Scorer. The
-    final layer is the decoder's `last_hidden_state` (already normed); HF also puts it at
-    hidden_states[-1], but reading it directly does not depend on that convention.
-    """
-    scorer = Scorer(model, tokenizer)
-    total = num_layers(model)
-    cache = scorer.prefix_cache(items[0].ids[:shared]) if items else None
-    order = sorted(items, key=lambda it: -len(it.ids))  # longest first: memory errors surface at once
-    bar = tqdm(total=len(order), desc=desc, unit="item", leave=False)
-    for start in range(0, len(order), batch_size):
-        batch = order[start:start + batch_size]
-        bar.update(len(batch))
-        suffixes = [it.ids[shared:] for it in batch]
-        if not all(suffixes):
-            raise PolyalignError("an item's prompt is entirely the shared prefix")
-        lengths = torch.tensor([len(s) for s in suffixes], device=scorer.device)
-        out = scorer.forward_suffixes(suffixes, cache, output_hidden_states=True)
-        if len(out.hidden_states) != total + 1:
-            raise PolyalignError(f"model returned {len(out.hidden_states)} hidden states, expected {total + 1}")
-        mask = (torch.arange(out.last_hidden_state.shape[1], device=scorer.device)[None, :] < lengths[:, None]).float()
-        picked = []
-        for layer in layers:
-            h = out.last_hidden_state if layer == total else out.hidden_states[layer]
-            if pooling == "last":
-                picked.append(h[torch.arange(len(batch), device=scorer.device), lengths - 1])
-            else:
-                picked.append((h.float() * mask[..., None]).sum(1) / lengths[:, None].float())
-        yield [it.index for it in batch], torch.stack(picked)
-    bar.close()
 
 
 @torch.inference_mode()

@@ -29,8 +29,7 @@ from polyalign.errors import PolyalignError
 from polyalign.evaluate import prepare_language
 from polyalign.lens import (check_cli_args, MIN_ITEMS, add_model_options, collect_states, load_models, setup_analysis)
 from polyalign.results import atomic_write_json, atomic_write_text
-
-POOLINGS = ("mean", "last")
+from polyalign.states import POOLINGS
 PIVOT = "en"
 
 
@@ -181,7 +180,9 @@ def run_pca(model, tokenizer, task: str, langs: str | list[str], layers: list[in
             "num_layers": total, "langs": codes, "models": list(files), "files": files,
             "explained_variance": {m: r["explained"].tolist() for m, r in results.items()},
             "notes": "layer k is the output of decoder block k; the last layer is the model's final normed output. "
-                     "mean pooling averages the item's tokens after the shared few-shot prefix."}
+                     "pooling mean averages the item's tokens after the shared few-shot prefix; all averages "
+                     "every prompt position (BOS and few-shot block included, as the paper); last is the "
+                     "answer position."}
     atomic_write_json(out / "pca.json", meta)
     meta["figures"] = [str(p) for p in plot_from_dir(out)]
     return meta
@@ -206,6 +207,7 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     add_model_options(p)
     p.add_argument("--mode", default="english", help="prompt label words: english, native or agnostic")
     p.add_argument("--layers", default="last", help="comma-separated layers, e.g. 12,18,last (default: last)")
-    p.add_argument("--pooling", default="mean", choices=POOLINGS, help="mean over the item's tokens, or its last")
+    p.add_argument("--pooling", default="mean", choices=POOLINGS, help="mean: the item's tokens; all: every prompt position, few-shot "
+                   "block and BOS included (the paper's Figure 2); last: the answer position")
     p.set_defaults(func=cmd_pca)
     return p
