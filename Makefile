@@ -7,3 +7,4 @@ test:
 	bash scripts/bootstrap.sh
 	bash scripts/test-deps.sh
 	.venv/bin/python -m pytest -q -ra
+	bash scripts/wheel_check.sh
