@@ -152,3 +152,47 @@ def test_accelerate_launch_shards_and_gathers(tiny_gemma, data_dir, tmp_path):
         b = [json.loads(l) for l in multi[name].splitlines()]
         assert [r["pred"] for r in a] == [r["pred"] for r in b]
         assert all(abs(x["scores"][c] - y["scores"][c]) < 1e-4 for x, y in zip(a, b) for c in x["scores"])
+
+
+def test_labels_with_a_shared_stem_are_scored_after_the_stem(tiny_gemma, data_dir):
+    """Thai native labels share 'เชิง' on Gemma: the prompt is extended by the stem's tokens and the
+    prefix rule applies to the remainders (the paper's Thai case), checked against a plain forward."""
+    import torch
+
+    from polyalign.evaluate import prepare_language
+    from polyalign.prompts import PromptPack
+    from polyalign.scoring import Scorer, prefix_token_ids
+
+    model, tok = load_model(str(tiny_gemma))
+    cfg = cfg_for(tiny_gemma, data_dir, task="emotion", langs="th", mode="native", scoring="prefix", limit=3)
+    plain = prepare_language(cfg_for(tiny_gemma, data_dir, task="emotion", langs="th", mode="native", limit=3),
+                             PromptPack.load(PAPER_PACK), tok, "th")
+    prep = prepare_language(cfg, PromptPack.load(PAPER_PACK), tok, "th")
+    stem = prep.info["stem"]
+    assert stem["text"] == "เชิง" and stem["scored_words"] == {"positive": "บวก", "negative": "ลบ"}
+    assert prep.token_sets == {"positive": prefix_token_ids(tok, "บวก"), "negative": prefix_token_ids(tok, "ลบ")}
+    scores = Scorer(model, tok).score(prep.items, prep.shared, "prefix", prep.token_sets, batch_size=2)
+    for item, before in zip(prep.items, plain.items):
+        assert item.ids == before.ids + stem["ids"]
+        with torch.inference_mode():
+            probs = model(torch.tensor([item.ids])).logits[0, -1].float().softmax(-1)
+        for cls, ids in prep.token_sets.items():
+            assert scores[item.index][cls] == pytest.approx(float(probs[ids].sum()), abs=1e-5)
+    english = [prepare_language(cfg_for(tiny_gemma, data_dir, task="emotion", langs="th", scoring=rule, limit=3),
+                                PromptPack.load(PAPER_PACK), tok, "th") for rule in ("prefix", "exact")]
+    assert "stem" not in english[0].info and english[0].items[0].ids == english[1].items[0].ids  # no stem: unchanged
+
+
+def test_a_language_that_cannot_be_scored_is_reported_not_fatal(tiny_llama, data_dir, tmp_path, capsys):
+    """SmolLM's byte-level vocabulary leaves Thai's remainders บวก / ลบ the same single candidate: th is
+    recorded with its reason while the other languages are scored."""
+    out = tmp_path / "u"
+    code = main(["eval", "--model", str(tiny_llama), "--task", "emotion", "--langs", "en,th,zh", "--mode", "native",
+                 "--scoring", "prefix", "--limit", "3", "--data-dir", str(data_dir), "--prompts", str(PAPER_PACK),
+                 "--out", str(out)])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["languages"]) == {"en", "zh"} and set(results["unscorable"]) == {"th"}
+    assert "collide" in results["unscorable"]["th"]["reason"] and "th: not scored" in capsys.readouterr().out
+    assert not (out / "samples" / "emotion_th.jsonl").exists()
+    assert results["average"] == pytest.approx(sum(v["accuracy"] for v in results["languages"].values()) / 2)

@@ -50,6 +50,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     results = run_eval(cfg, model, tokenizer, Path(args.out), overwrite=args.overwrite)
     if results is not None:
         print(accuracy_table({args.model + (f" + {args.adapter}" if args.adapter else ""): results}))
+        for lang, entry in results.get("unscorable", {}).items():
+            print(f"{lang}: not scored: {entry['reason']}")
         print(f"results: {Path(args.out) / 'results.json'}")
     return 0
 

@@ -25,7 +25,7 @@ from polyalign.models import describe_model
 from polyalign.prompts import PromptPack, check_mode
 from polyalign.results import (SampleLog, atomic_write_json, atomic_write_text, predict, read_jsonl_tolerant,
                                read_samples, samples_text, summarize)
-from polyalign.scoring import Item, Scorer, check_distinguishable, continuation_ids, prefix_token_ids
+from polyalign.scoring import Indistinguishable, Item, Scorer, check_distinguishable, continuation_ids, prefix_sets
 from polyalign.tasks import gold_labels, load_task, load_test_records, resolve_data_dir, test_file_path
 
 RULES = ("exact", "prefix")
@@ -86,8 +86,12 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
-def prepare_language(cfg: EvalConfig, pack: PromptPack, tokenizer, lang: str) -> PreparedLanguage:
-    """Render, tokenize and check one language's items before any model call."""
+def prepare_language(cfg: EvalConfig, pack: PromptPack, tokenizer, lang: str, strict: bool = True) -> PreparedLanguage:
+    """Render, tokenize and check one language's items before any model call.
+
+    With `strict` off, label words the rule cannot tell apart leave this language unscored, its
+    reason in `info["unscorable"]` and no items: one such language must not stop the others.
+    """
     task = load_task(cfg.task)
     data_dir = resolve_data_dir(cfg.data_dir)
     records = load_test_records(task, lang, data_dir)
@@ -97,30 +101,45 @@ def prepare_language(cfg: EvalConfig, pack: PromptPack, tokenizer, lang: str) ->
     prefix_text, _ = pack.split(task, lang, cfg.mode)
     prefix_ids = tokenizer(prefix_text)["input_ids"]
     where = f"{task.name}/{lang} mode {cfg.mode}"
-    token_sets = None
-    if cfg.scoring == "prefix":
-        token_sets = {c: prefix_token_ids(tokenizer, w) for c, w in words.items()}
-        check_distinguishable(words, token_sets, "prefix", where)
-    items, shared = [], len(prefix_ids)
+    items, shared, first_prompt = [], len(prefix_ids), None
     for i in chosen.indices():
         prompt = pack.render(task, lang, cfg.mode, records[i])
         ids = tokenizer(prompt)["input_ids"]
         conts = {}
         if cfg.scoring == "exact":
             conts = {c: continuation_ids(tokenizer, ids, prompt, w) for c, w in words.items()}
-            check_distinguishable(words, conts, "exact", where)
         shared = min(shared, _common_prefix(prefix_ids, ids))
         items.append(Item(i, ids, conts))
+        first_prompt = first_prompt or prompt
+    info = {"label_words": words, "gold_mapping": gold.mapping, "inconsistent_file_labels": gold.inconsistent,
+            "shared_prefix_tokens": shared}
+    token_sets = None
+    try:
+        if cfg.scoring == "prefix":
+            token_sets = _prefix_rule(tokenizer, items, first_prompt, words, where, info)
+        for item in items if cfg.scoring == "exact" else []:
+            check_distinguishable(words, item.continuations, "exact", where)
+    except Indistinguishable as exc:
+        if strict:
+            raise
+        info["unscorable"] = str(exc)
     shown = token_sets if token_sets is not None else (items[0].continuations if items else {})
-    info = {
-        "label_words": words,
-        "label_tokens": {c: {"ids": ids, "tokens": tokenizer.convert_ids_to_tokens(ids)} for c, ids in shown.items()},
-        "gold_mapping": gold.mapping,
-        "inconsistent_file_labels": gold.inconsistent,
-        "shared_prefix_tokens": shared,
-    }
-    return PreparedLanguage(lang, items, shared, [gold.classes[i] for i in chosen.indices()], words, token_sets,
-                            info)
+    info["label_tokens"] = {c: {"ids": ids, "tokens": tokenizer.convert_ids_to_tokens(ids)} for c, ids in shown.items()}
+    kept = [] if "unscorable" in info else items
+    return PreparedLanguage(lang, kept, shared, [gold.classes[it.index] for it in kept], words, token_sets, info)
+
+
+def _prefix_rule(tokenizer, items: list[Item], prompt: str, words: dict[str, str], where: str, info: dict
+                 ) -> dict[str, list[int]]:
+    """Candidate sets of the prefix rule; labels with a shared token stem get it appended to every prompt."""
+    stem_ids, stem, sets = prefix_sets(tokenizer, items[0].ids, prompt, words)
+    if stem_ids:
+        info["stem"] = {"text": stem, "ids": stem_ids, "tokens": tokenizer.convert_ids_to_tokens(stem_ids),
+                        "scored_words": {c: w[len(stem):] for c, w in words.items()}}
+    check_distinguishable({c: w[len(stem):] for c, w in words.items()}, sets, "prefix", where)
+    for item in items:
+        item.ids = item.ids + stem_ids
+    return sets
 
 
 def check_config(cfg: EvalConfig) -> tuple:
@@ -168,7 +187,9 @@ def run_eval(cfg: EvalConfig, model, tokenizer, out: Path, overwrite: bool = Fal
     rank, world, barrier = _distributed()
     _check_run_dir(out, cfg, overwrite, rank)
     barrier()
-    prepared = [prepare_language(cfg, pack, tokenizer, lang) for lang in langs]  # fail before computing
+    # every language is prepared (and checked) before any computing; one whose labels the rule
+    # cannot tell apart is reported in results.json, not scored, and does not stop the others
+    prepared = [prepare_language(cfg, pack, tokenizer, lang, strict=False) for lang in langs]
     scorer = Scorer(model, tokenizer)
     partial_dir = out / "samples" / ".partial"
     final = {p.lang: out / "samples" / f"{task.name}_{p.lang}.jsonl" for p in prepared}
@@ -176,7 +197,7 @@ def run_eval(cfg: EvalConfig, model, tokenizer, out: Path, overwrite: bool = Fal
     bar = tqdm(total=todo_total, desc=f"{task.name} eval", unit="item", disable=not progress or rank != 0)
     scored, seconds = 0, 0.0
     for prep in prepared:
-        if final[prep.lang].exists():
+        if final[prep.lang].exists() or "unscorable" in prep.info:
             continue
         done = {r["index"] for f in partial_dir.glob(f"{task.name}_{prep.lang}.rank*.jsonl")
                 for r in read_jsonl_tolerant(f)}
@@ -215,8 +236,11 @@ def _finish(cfg: EvalConfig, task: str, pack: PromptPack, prepared: list[Prepare
             final: dict[str, Path], scored: int, seconds: float) -> dict:
     """Merge process logs into sorted sample files, then write results.json last."""
     partial_dir = out / "samples" / ".partial"
-    languages = {}
+    languages, unscorable = {}, {}
     for prep in prepared:
+        if "unscorable" in prep.info:
+            unscorable[prep.lang] = {"reason": prep.info["unscorable"], **prep.info}
+            continue
         if not final[prep.lang].exists():
             rows = {r["index"]: r for f in sorted(partial_dir.glob(f"{task}_{prep.lang}.rank*.jsonl"))
                     for r in read_jsonl_tolerant(f)}
@@ -234,6 +258,7 @@ def _finish(cfg: EvalConfig, task: str, pack: PromptPack, prepared: list[Prepare
         "prompts": cfg.prompts or "polyalign (built in)",
         "prompts_sha256": hashlib.sha256(Path(pack.source).read_bytes()).hexdigest(),
         "languages": languages,
+        "unscorable": unscorable,  # languages whose label words the rule cannot tell apart, with the reason
         "average": sum(accuracies) / len(accuracies) if accuracies else 0.0,
         "timing": {"seconds": round(seconds, 3), "items_scored": scored,
                    "items_per_second": round(scored / seconds, 3) if seconds > 0 else None},

@@ -216,7 +216,8 @@ class Runner:
                              adapter=adapter, limit=exp.limit, items=exp.items, data_dir=str(self.data_dir),
                              prompts=self.prompts, batch_size=exp.batch_size, allow_overlap=exp.allow_overlap)
             results = run_eval(cfg, net, tokenizer, folder / "eval", overwrite=True)
-            return {"dir": "eval", "average": results["average"], "langs": codes,
+            return {"dir": "eval", "average": results["average"], "langs": list(results["languages"]),
+                    "unscorable": sorted(results.get("unscorable", {})),
                     "n": sum(v["n"] for v in results["languages"].values())}
 
         def after(folder: Path, outputs: dict) -> None:

@@ -83,17 +83,50 @@ def continuation_ids(tokenizer, prompt_ids: list[int], prompt: str, word: str) -
     return tokenizer(word, add_special_tokens=False)["input_ids"]
 
 
+class Indistinguishable(PolyalignError):
+    """Label words a rule cannot tell apart in one language: that language is reported, not scored."""
+
+
 def check_distinguishable(words: dict[str, str], token_sets: dict[str, list[int]], rule: str, where: str) -> None:
     """Refuse label words the chosen rule cannot tell apart (or cannot score at all)."""
     for cls, ids in token_sets.items():
         if not ids:
-            raise PolyalignError(f"{where}: label '{words[cls]}' ({cls}) has no tokens under {rule} scoring")
+            raise Indistinguishable(f"{where}: label '{words[cls]}' ({cls}) has no tokens under {rule} scoring")
     classes = list(token_sets)
     for i, a in enumerate(classes):
         for b in classes[i + 1:]:
             if token_sets[a] == token_sets[b]:
-                raise PolyalignError(f"{where}: labels '{words[a]}' ({a}) and '{words[b]}' ({b}) collide after "
+                raise Indistinguishable(f"{where}: labels '{words[a]}' ({a}) and '{words[b]}' ({b}) collide after "
                                      f"tokenization under {rule} scoring (same tokens {token_sets[a][:8]})")
+
+
+def common_stem(tokenizer, prompt_ids: list[int], prompt: str, words: dict[str, str]) -> tuple[list[int], str]:
+    """The leading tokens every label word shares as read after the prompt, and their text.
+
+    Cut back to whole characters (the text must start every word) and never a whole word:
+    each label keeps a non-empty remainder. ([], "") when the labels share no leading token.
+    """
+    conts = [continuation_ids(tokenizer, prompt_ids, prompt, w) for w in words.values()]
+    n = 0
+    while all(len(c) > n and c[n] == conts[0][n] for c in conts):
+        n += 1
+    for k in range(n, 0, -1):
+        text = tokenizer.decode(conts[0][:k])
+        if text and all(w.startswith(text) and len(w) > len(text) for w in words.values()):
+            return conts[0][:k], text
+    return [], ""
+
+
+def prefix_sets(tokenizer, prompt_ids: list[int], prompt: str, words: dict[str, str]
+                ) -> tuple[list[int], str, dict[str, list[int]]]:
+    """The paper's prefix rule, generalised from its Thai case (เชิงบวก / เชิงลบ).
+
+    When the label words share a leading token stem, the prompt is extended by the stem's
+    tokens and the prefix rule applies to the remainders at the next position. Returns
+    (stem token ids to append to every prompt, stem text, candidate set per class).
+    """
+    stem_ids, stem = common_stem(tokenizer, prompt_ids, prompt, words)
+    return stem_ids, stem, {c: prefix_token_ids(tokenizer, w[len(stem):]) for c, w in words.items()}
 
 
 def _parts(model):
