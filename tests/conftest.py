@@ -1,4 +1,9 @@
-"""Shared fixtures: the real benchmark path, packaged tokenizers, tiny random models."""
+"""Shared fixtures: the real benchmark path, packaged tokenizers, tiny random models.
+
+Tiers: a test that loads a packaged model (gemma_dir, smollm_dir) or launches processes carries
+@pytest.mark.slow; `make test-fast` runs the rest. The tiny models need only the packaged tokenizers
+(helpers.packaged_tokenizer, no weights converted), so they are in the fast tier.
+"""
 from __future__ import annotations
 
 import os
@@ -7,17 +12,29 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import DATA, packaged_tokenizer
+
 # Exact numerics on any machine: a GPU would otherwise default to bf16 (test_cuda checks that default).
 os.environ.setdefault("POLYALIGN_DTYPE", "float32")
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("POLYALIGN_DATA", REPO.parent / "shared" / "data" / "multilingual-learner"))
-PAPER_PACK = DATA / "prompts.json"
+
+
+PACKAGED_MODEL_FIXTURES = {"gemma_dir", "smollm_dir"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """The tiers hold by construction: a test that loads a packaged model must be marked slow."""
+    unmarked = [item.nodeid for item in items
+                if PACKAGED_MODEL_FIXTURES & set(getattr(item, "fixturenames", ()))
+                and item.get_closest_marker("slow") is None]
+    if unmarked:
+        raise pytest.UsageError("these tests load a packaged model but are not marked slow: " + ", ".join(unmarked))
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     if not DATA.is_dir():
-        pytest.fail(f"benchmark data not found at {DATA}")
+        pytest.skip(f"benchmark data not found at {DATA}: put it at ../shared/data/multilingual-learner "
+                    "beside the checkout or set POLYALIGN_DATA")
     return DATA
 
 
@@ -36,15 +53,26 @@ def smollm_dir() -> Path:
     return materialize_alias("smollm2-135m")
 
 
+@pytest.fixture(scope="session")
+def gemma_tokenizer() -> Path:
+    """Only the tokenizer of the packaged gemma-3-270m (no weights converted)."""
+    return packaged_tokenizer("gemma-3-270m")
+
+
+@pytest.fixture(scope="session")
+def smollm_tokenizer() -> Path:
+    return packaged_tokenizer("smollm2-135m")
+
+
 def build_tiny(folder: Path, tokenizer_dir: Path, family: str) -> Path:
     """A seeded random model with a real tokenizer: mechanics only, seconds to run."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    real = AutoConfig.from_pretrained(tokenizer_dir)
-    common = dict(vocab_size=real.vocab_size, hidden_size=32, intermediate_size=64, num_attention_heads=2,
-                  num_key_value_heads=1, head_dim=16, bos_token_id=real.bos_token_id,
-                  eos_token_id=real.eos_token_id, pad_token_id=real.pad_token_id)
+    # The packaged models' configs use len(tokenizer) and the tokenizer's special ids.
+    common = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_attention_heads=2,
+                  num_key_value_heads=1, head_dim=16, bos_token_id=tokenizer.bos_token_id,
+                  eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     if family == "gemma3":
         from transformers import Gemma3TextConfig
 
@@ -63,10 +91,10 @@ def build_tiny(folder: Path, tokenizer_dir: Path, family: str) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_gemma(gemma_dir, tmp_path_factory) -> Path:
-    return build_tiny(tmp_path_factory.mktemp("tiny_gemma"), gemma_dir, "gemma3")
+def tiny_gemma(gemma_tokenizer, tmp_path_factory) -> Path:
+    return build_tiny(tmp_path_factory.mktemp("tiny_gemma"), gemma_tokenizer, "gemma3")
 
 
 @pytest.fixture(scope="session")
-def tiny_llama(smollm_dir, tmp_path_factory) -> Path:
-    return build_tiny(tmp_path_factory.mktemp("tiny_llama"), smollm_dir, "llama")
+def tiny_llama(smollm_tokenizer, tmp_path_factory) -> Path:
+    return build_tiny(tmp_path_factory.mktemp("tiny_llama"), smollm_tokenizer, "llama")

@@ -5,8 +5,7 @@ import json
 import pytest
 import torch
 
-from polyalign.alignment_data import (Seq2SeqTranslator, add_cli, build_pairs, question_file_records,
-                                      translate_records)
+from polyalign.alignment_data import Seq2SeqTranslator, add_cli, build_pairs, question_file_records, translate_records
 from polyalign.errors import PolyalignError
 from polyalign.prompts import PromptPack
 from polyalign.tasks import load_task, read_records

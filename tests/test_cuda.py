@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 
+from helpers import WORDS, make_items
 from polyalign.alignment_data import build_pairs, write_pairs
 from polyalign.evaluate import EvalConfig, run_eval
 from polyalign.lens import lens_logprobs, num_layers
@@ -15,7 +16,6 @@ from polyalign.models import load_model
 from polyalign.prompts import PromptPack
 from polyalign.scoring import Scorer, prefix_token_ids
 from polyalign.training import load_config, train
-from test_scoring import WORDS, make_items
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 

@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from conftest import PAPER_PACK
-from polyalign.cli import main
+from helpers import PAPER_PACK
 from polyalign import scoring
+from polyalign.cli import main
 from polyalign.evaluate import EvalConfig, run_eval
 from polyalign.models import load_model
 from polyalign.results import SampleLog
@@ -128,6 +128,7 @@ def test_prompt_command_prints_the_exact_prompt(data_dir, capsys):
     assert out.startswith("前提: 孩子们对着镜头微笑并挥手") and out.endswith('答案: "')
 
 
+@pytest.mark.slow  # launches two processes
 def test_accelerate_launch_shards_and_gathers(tiny_gemma, data_dir, tmp_path):
     model, tok = load_model(str(tiny_gemma))
     run_eval(cfg_for(tiny_gemma, data_dir), model, tok, tmp_path / "single", progress=False)

@@ -9,8 +9,14 @@ import pytest
 from polyalign.alignment_data import build_pairs
 from polyalign.cli import main
 from polyalign.errors import PolyalignError
-from polyalign.item_range import (ItemRange, check_overlap, evaluated_range, parse_items, read_provenance,
-                                  write_provenance)
+from polyalign.item_range import (
+    ItemRange,
+    check_overlap,
+    evaluated_range,
+    parse_items,
+    read_provenance,
+    write_provenance,
+)
 from polyalign.prompts import PromptPack
 from polyalign.tasks import load_task, load_test_records
 from polyalign.training import benchmark_provenance

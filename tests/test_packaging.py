@@ -18,6 +18,7 @@ from polyalign.experiment_files import packaged_names, resolve_experiment
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # launches a fresh interpreter
 def test_version_is_defined_once_and_needs_no_torch():
     assert version("polyalign") == polyalign.__version__
     code = ("import sys; from polyalign.cli import main; assert main(['--version']) == 0; "

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from conftest import PAPER_PACK
+from helpers import PAPER_PACK
 from polyalign.errors import PolyalignError
 from polyalign.languages import PAPER_LANGUAGES
 from polyalign.prompts import MODES, PromptPack

@@ -3,13 +3,12 @@ import json
 
 import pytest
 
-from conftest import PAPER_PACK
+from helpers import PAPER_PACK, naive_scores
 from polyalign.cli import main
 from polyalign.evaluate import EvalConfig, prepare_language
 from polyalign.models import load_model
 from polyalign.prompts import PromptPack
 from polyalign.scoring import Scorer
-from test_scoring import naive_scores
 
 pytestmark = pytest.mark.slow
 

@@ -106,6 +106,7 @@ def chromium() -> str | None:
     return "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else shutil.which("chromium")
 
 
+@pytest.mark.slow  # launches a headless browser
 @pytest.mark.skipif(chromium() is None, reason="chromium is not installed (CI installs it: apt-get install -y "
                                                "chromium); the HTML report cannot be rendered headless")
 def test_html_report_renders_in_a_headless_browser(tmp_path):

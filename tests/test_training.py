@@ -12,8 +12,17 @@ from polyalign.alignment_data import build_pairs, write_pairs
 from polyalign.errors import PolyalignError
 from polyalign.models import load_model
 from polyalign.prompts import PromptPack
-from polyalign.training import (IGNORE, PadCollator, TrainConfig, add_cli, default_config_path, load_config, merge,
-                                tokenize_pairs, train)
+from polyalign.training import (
+    IGNORE,
+    PadCollator,
+    TrainConfig,
+    add_cli,
+    default_config_path,
+    load_config,
+    merge,
+    tokenize_pairs,
+    train,
+)
 
 TINY = ["max_steps=4", "per_device_batch=2", "grad_accum=1", "eval_steps=2", "save_steps=2", "logging_steps=1",
         "val_size=0.25", "learning_rate=1e-3", "cutoff_len=256"]
@@ -156,6 +165,7 @@ def test_target_only_logits_keep_loss_and_gradients(tiny_gemma, pairs_file):
     assert len(grads[0]) == len(grads[1]) and all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
 
 
+@pytest.mark.slow  # launches two processes
 def test_accelerate_launch_trains_on_two_processes(tiny_llama, pairs_file, tmp_path):
     """No code change for several processes: 2 CPU processes (gloo) train one adapter together."""
     import os

@@ -1,0 +1,91 @@
+"""Helpers shared by several test modules (test modules never import each other)."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from polyalign.scoring import Item, continuation_ids, prefix_token_ids
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("POLYALIGN_DATA", REPO.parent / "shared" / "data" / "multilingual-learner"))
+PAPER_PACK = DATA / "prompts.json"  # the paper's prompt pack, shipped with the benchmark
+PREFIX = ("A long shared few-shot block that is longer than the sliding window of the tiny model, "
+          "so that the cached prefix crosses it.\nText: ")
+QUERIES = ["short one", "a somewhat longer query with more words in it than the first",
+           "mid length query here", "x", "another query that ends", "we need a few more of these items",
+           "seven", "the eighth and last query of the small set used for the checks"]
+WORDS = {"yes": "positive", "no": "negative overall", "maybe": "neutral ground"}
+
+
+def naive_scores(model, tokenizer, prompt, words, rule):
+    """One full forward per label with no cache, the paper's way."""
+    ids = tokenizer(prompt)["input_ids"]
+    out = {}
+    with torch.inference_mode():
+        logits = model(torch.tensor([ids], device=model.device)).logits[0].float()
+        for cls, word in words.items():
+            if rule == "prefix":
+                out[cls] = float(logits[-1].softmax(-1)[prefix_token_ids(tokenizer, word)].sum())
+                continue
+            cont = continuation_ids(tokenizer, ids, prompt, word)
+            full = model(torch.tensor([ids + cont], device=model.device)).logits[0].float().log_softmax(-1)
+            out[cls] = float(sum(full[len(ids) - 1 + j, t] for j, t in enumerate(cont)))
+    return out
+
+
+def make_items(tokenizer, words):
+    items = []
+    for i, q in enumerate(QUERIES):
+        prompt = PREFIX + q + '\nAnswer: "'
+        ids = tokenizer(prompt)["input_ids"]
+        items.append(Item(i, ids, {c: continuation_ids(tokenizer, ids, prompt, w) for c, w in words.items()}))
+    shared = len(tokenizer(PREFIX)["input_ids"]) - 1
+    return items, shared
+
+
+def packaged_tokenizer(alias: str) -> Path:
+    """Only the tokenizer of a packaged alias, as an HF folder in the cache: no weights are converted.
+
+    Copied from the converted model folder when that exists, else read once from the GGUF's metadata
+    (seconds); later calls return the cached folder at once.
+    """
+    from transformers import AutoTokenizer
+
+    from polyalign.models import ALIASES, _packaged_gguf, cache_dir
+
+    spec = ALIASES[alias]
+    name = f"{alias}-{spec.sha256[:12]}"
+    target = cache_dir() / "tokenizers" / name
+    if (target / "tokenizer_config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{alias}-") as tmp:
+        converted = cache_dir() / "models" / name
+        if (converted / "polyalign-source.json").is_file() and (converted / "tokenizer_config.json").is_file():
+            tokenizer = AutoTokenizer.from_pretrained(converted)
+        else:
+            gguf = _packaged_gguf(alias, spec, Path(tmp))
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        out = Path(tmp) / "tokenizer"
+        tokenizer.save_pretrained(out)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(out, target)
+    return target
+
+
+def random_lora(model_dir: Path, folder: Path, seed: int = 1) -> Path:
+    """A LoRA adapter with random (non-zero) A and B, so the adapted model really differs from the base."""
+    from peft import LoraConfig, get_peft_model
+
+    from polyalign.models import load_model
+
+    base, _ = load_model(str(model_dir))
+    torch.manual_seed(seed)
+    peft = get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft.save_pretrained(folder)
+    return folder
