@@ -18,9 +18,16 @@ def test_unknown_language_is_one_clear_error():
         parse_languages("en,xx")
 
 
-def test_user_added_language():
+def test_user_added_language(monkeypatch):
+    from polyalign import languages
+
+    # A copy of the registry for this test only: 'yo' must not leak into later tests.
+    monkeypatch.setattr(languages, "_REGISTRY", dict(languages._REGISTRY))
     register_language(Language("yo", "Yoruba", "Yorùbá", "Latin"))
     assert parse_languages("yo,en") == ["yo", "en"]
+    monkeypatch.undo()
+    with pytest.raises(PolyalignError, match="unknown language 'yo'"):
+        parse_languages("yo")
 
 
 @pytest.mark.parametrize("name,classes,shots", [("emotion", 2, 2), ("snli", 3, 6), ("paws", 2, 4)])

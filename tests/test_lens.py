@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from helpers import random_lora
 from polyalign import lens
 from polyalign.errors import PolyalignError
 from polyalign.lens import QUANTITIES, collect_states, lens_logprobs, num_layers, plot_from_dir, run_lens
@@ -16,10 +17,10 @@ from polyalign.scoring import _parts, prefix_token_ids, unembed
 from polyalign.tasks import load_task, load_test_records
 
 
-def load_lens_model(model_dir):
+def load_lens_model(model_dir, adapter=None):
     """A tiny model whose final norm has random weights: freshly initialized RMSNorms are
     idempotent, so without this a norm applied twice to the last layer would go unnoticed."""
-    model, tok = load_model(str(model_dir))
+    model, tok = load_model(str(model_dir), adapter=adapter)
     torch.manual_seed(2)
     with torch.no_grad():
         model.get_decoder().norm.weight.normal_(0.0, 0.5)
@@ -37,10 +38,12 @@ def lens_run(model_dir, data_dir, out, langs="es,zh", **kw):
 def gemma_lens(tiny_gemma, data_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("lens")
     model, tok = load_lens_model(tiny_gemma)
+    # A really different model to compare: the same base (and final norm) with a random LoRA adapter.
+    adapted, _ = load_lens_model(tiny_gemma, adapter=str(random_lora(tiny_gemma, tmp_path_factory.mktemp("lora"))))
     meta = run_lens(model, tok, "emotion", "es,zh", "native", 3, data_dir, None, out, batch_size=2,
-                    compare=[("adapter", model)])
+                    compare=[("adapter", adapted)])
     rows = [json.loads(line) for line in (out / "lens_items.jsonl").read_text().splitlines()]
-    return model, tok, meta, rows, out
+    return model, adapted, tok, meta, rows, out
 
 
 def naive_last(model, ids):
@@ -51,12 +54,14 @@ def naive_last(model, ids):
     return out.logits[0, -1].float().softmax(-1), [h[0, -1] for h in out.hidden_states]
 
 
-def check_last_layer(model, tok, rows, data_dir, langs):
+def check_last_layer(model, tok, rows, data_dir, langs, name="base", n_items=3):
     task, pack = load_task("emotion"), PromptPack.load()
     for lang in langs:
         records = load_test_records(task, lang, data_dir)
         native, english = pack.label_words(task, lang, "native"), pack.label_words(task, lang, "english")
-        for row in (r for r in rows if r["lang"] == lang and r["model"] == "base"):
+        mine = [r for r in rows if r["lang"] == lang and r["model"] == name]
+        assert len(mine) == n_items, (lang, name, len(mine))  # never passes on zero rows
+        for row in mine:
             probs, _ = naive_last(model, tok(pack.render(task, lang, "native", records[row["index"]]))["input_ids"])
             nsets = {c: prefix_token_ids(tok, w) for c, w in native.items()}
             esets = {c: prefix_token_ids(tok, w) for c, w in english.items()}
@@ -73,9 +78,12 @@ def check_last_layer(model, tok, rows, data_dir, langs):
 
 
 def test_last_layer_is_the_models_own_distribution_gemma(gemma_lens, data_dir):
-    model, tok, meta, rows, _ = gemma_lens
+    model, adapted, tok, meta, rows, _ = gemma_lens
     assert meta["layers"] == [1, 2, 3]
     check_last_layer(model, tok, rows, data_dir, ["es", "zh"])
+    check_last_layer(adapted, tok, rows, data_dir, ["es", "zh"], name="adapter")
+    by_model = {name: [r["p_input_answer"] for r in rows if r["model"] == name] for name in ("base", "adapter")}
+    assert all(a != b for a, b in zip(by_model["base"], by_model["adapter"]))  # the adapter is really applied
 
 
 def test_last_layer_is_the_models_own_distribution_llama(tiny_llama, data_dir, tmp_path):
@@ -109,7 +117,7 @@ def test_lens_distribution_per_layer_equals_naive_forward(family, request, data_
 
 
 def test_outputs_overlap_and_compare(gemma_lens):
-    _, tok, meta, rows, out = gemma_lens
+    _, _, tok, meta, rows, out = gemma_lens
     es = meta["languages"]["es"]
     # 'positivo' and 'positive' share prefix tokens: items are kept and the overlap is reported.
     assert es["n_items"] == 3 and len([r for r in rows if r["lang"] == "es" and r["model"] == "base"]) == 3
@@ -169,12 +177,7 @@ def test_bad_inputs(tiny_llama, data_dir, tmp_path, monkeypatch):
 
 
 def test_cli_with_compare_adapter(tiny_llama, data_dir, tmp_path):
-    from peft import LoraConfig, get_peft_model
-
-    base, _ = load_model(str(tiny_llama))
-    torch.manual_seed(1)
-    peft = get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
-    peft.save_pretrained(tmp_path / "aligned")
+    random_lora(tiny_llama, tmp_path / "aligned")
     parser = argparse.ArgumentParser()
     lens.add_cli(parser.add_subparsers())
     args = parser.parse_args(["lens", "--model", str(tiny_llama), "--compare-adapter", str(tmp_path / "aligned"),

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import random_lora
 from polyalign import pca
 from polyalign.errors import PolyalignError
 from polyalign.evaluate import EvalConfig, prepare_language
@@ -26,7 +27,8 @@ def direct_states(model, tok, data_dir, layer, pooling, limit):
         for item in prep.items:
             seen = []  # the final layer = what the unembedding reads (hidden_states[-1] is normed or
             # not depending on the transformers version), caught by a hook on the output head
-            hook = model.get_output_embeddings().register_forward_hook(lambda m, args, out: seen.append(args[0]))
+            hook = model.get_output_embeddings().register_forward_hook(
+                lambda m, args, out, seen=seen: seen.append(args[0]))
             with torch.inference_mode():
                 hs = model(torch.tensor([item.ids], device=model.device), output_hidden_states=True).hidden_states
             hook.remove()
@@ -104,12 +106,15 @@ def test_pooling_all_is_the_mean_over_every_prompt_position(family, request, dat
 
 def test_two_models_side_by_side_and_pivot_added(tiny_llama, data_dir, tmp_path):
     model, tok = load_model(str(tiny_llama))
+    adapted, _ = load_model(str(tiny_llama), adapter=str(random_lora(tiny_llama, tmp_path / "lora")))
     out = tmp_path / "two"
     meta = run_pca(model, tok, "emotion", "de,fr", ["last"], "mean", 3, data_dir, None, out,
-                   compare=[("aligned lora", model)])
+                   compare=[("aligned lora", adapted)])
     assert meta["files"] == {"base": "pca_base.npz", "aligned lora": "pca_aligned_lora.npz"}
     z = np.load(out / "pca_aligned_lora.npz")
     assert list(z["langs"]) == ["de", "fr"] and list(z["alignment_langs"]) == ["de", "fr"]  # en read, not plotted
+    base = np.load(out / "pca_base.npz")
+    assert not np.allclose(base["proj"], z["proj"])  # each model is projected from its own states
     md = (out / "pca_correlations.md").read_text()
     assert "## base, layer 2" in md and "## aligned lora, layer 2" in md
 

@@ -1,43 +1,10 @@
 """The cached, batched scorer against a naive full forward, on tiny random models."""
 import pytest
-import torch
 
+from helpers import PREFIX, QUERIES, WORDS, make_items, naive_scores
 from polyalign.errors import PolyalignError
 from polyalign.models import load_model
-from polyalign.scoring import Item, Scorer, check_distinguishable, continuation_ids, plan_batches, prefix_token_ids
-
-PREFIX = ("A long shared few-shot block that is longer than the sliding window of the tiny model, "
-          "so that the cached prefix crosses it.\nText: ")
-QUERIES = ["short one", "a somewhat longer query with more words in it than the first",
-           "mid length query here", "x", "another query that ends", "we need a few more of these items",
-           "seven", "the eighth and last query of the small set used for the checks"]
-WORDS = {"yes": "positive", "no": "negative overall", "maybe": "neutral ground"}
-
-
-def naive_scores(model, tokenizer, prompt, words, rule):
-    """One full forward per label with no cache, the paper's way."""
-    ids = tokenizer(prompt)["input_ids"]
-    out = {}
-    with torch.inference_mode():
-        logits = model(torch.tensor([ids], device=model.device)).logits[0].float()
-        for cls, word in words.items():
-            if rule == "prefix":
-                out[cls] = float(logits[-1].softmax(-1)[prefix_token_ids(tokenizer, word)].sum())
-                continue
-            cont = continuation_ids(tokenizer, ids, prompt, word)
-            full = model(torch.tensor([ids + cont], device=model.device)).logits[0].float().log_softmax(-1)
-            out[cls] = float(sum(full[len(ids) - 1 + j, t] for j, t in enumerate(cont)))
-    return out
-
-
-def make_items(tokenizer, words):
-    items = []
-    for i, q in enumerate(QUERIES):
-        prompt = PREFIX + q + '\nAnswer: "'
-        ids = tokenizer(prompt)["input_ids"]
-        items.append(Item(i, ids, {c: continuation_ids(tokenizer, ids, prompt, w) for c, w in words.items()}))
-    shared = len(tokenizer(PREFIX)["input_ids"]) - 1
-    return items, shared
+from polyalign.scoring import Indistinguishable, Scorer, check_distinguishable, plan_batches, prefix_token_ids
 
 
 @pytest.mark.parametrize("family", ["tiny_gemma", "tiny_llama"])
@@ -69,10 +36,10 @@ def test_batch_size_does_not_change_results(tiny_gemma, rule):
             assert abs(one[i][cls] - many[i][cls]) < 1e-4
 
 
-def test_prefix_sets_follow_the_papers_rule(gemma_dir):
+def test_prefix_sets_follow_the_papers_rule(gemma_tokenizer):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(gemma_dir)
+    tok = AutoTokenizer.from_pretrained(gemma_tokenizer)
     ids = prefix_token_ids(tok, "positive")
     strings = set(tok.convert_ids_to_tokens(ids))
     assert {"p", "positive", "\u2581positive"} <= strings
@@ -81,22 +48,48 @@ def test_prefix_sets_follow_the_papers_rule(gemma_dir):
     assert "积" in zh or "积极" in zh
 
 
-def test_byte_level_tokenizer_finds_non_ascii_labels(smollm_dir):
+def _byte_level_alphabet() -> dict[str, int]:
+    """GPT-2's byte-level alphabet, character -> byte."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("\u00a1"), ord("\u00ac") + 1),
+                 *range(ord("\u00ae"), ord("\u00ff") + 1)]
+    rest = [b for b in range(256) if b not in printable]
+    return {chr(b): b for b in printable} | {chr(256 + n): b for n, b in enumerate(rest)}
+
+
+def test_byte_level_tokenizer_finds_non_ascii_labels(smollm_tokenizer):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(smollm_dir)
-    assert prefix_token_ids(tok, "积极")  # first tokens of each prefix, as the paper's Qwen branch
+    from polyalign.scoring import is_byte_level
+
+    tok = AutoTokenizer.from_pretrained(smollm_tokenizer)
+    assert is_byte_level(tok)
+    word = "积极"
+    ids = prefix_token_ids(tok, word)
+    # The literal look-up finds nothing; the set is the first token of each prefix tokenized alone
+    # (the paper's Qwen branch), and each such token's bytes start the word's UTF-8 bytes.
+    firsts = {tok(word[:k], add_special_tokens=False)["input_ids"][0] for k in range(1, len(word) + 1)}
+    assert ids == sorted(firsts) and ids
+    byte_of = _byte_level_alphabet()
+    for token in tok.convert_ids_to_tokens(ids):
+        assert word.encode("utf-8").startswith(bytes(byte_of[c] for c in token)), token
+    # ASCII words keep the literal prefixes
+    assert set(tok.convert_ids_to_tokens(prefix_token_ids(tok, "positive"))) >= {"p", "positive"}
 
 
-def test_colliding_labels_are_refused(gemma_dir):
+def test_colliding_labels_are_refused(gemma_tokenizer):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(gemma_dir)
-    words = {"a": "positivo", "b": "positivx"}
+    tok = AutoTokenizer.from_pretrained(gemma_tokenizer)
+    # Two words that differ only past the longest vocabulary entry that starts them: the same prefix set.
+    words = {"a": "positivezqx", "b": "positivezqy"}
     sets = {c: prefix_token_ids(tok, w) for c, w in words.items()}
-    if sets["a"] == sets["b"]:
-        with pytest.raises(PolyalignError, match="collide after tokenization under prefix"):
-            check_distinguishable(words, sets, "prefix", "t")
+    assert sets["a"] == sets["b"] and "\u2581positive" in tok.convert_ids_to_tokens(sets["a"])
+    with pytest.raises(Indistinguishable, match="'positivezqx' \\(a\\) and 'positivezqy' \\(b\\) collide after "
+                                                "tokenization under prefix"):
+        check_distinguishable(words, sets, "prefix", "t")
+    check_distinguishable({"a": "positivo", "b": "positivx"},  # differ in the vocabulary: accepted
+                          {c: prefix_token_ids(tok, w) for c, w in {"a": "positivo", "b": "positivx"}.items()},
+                          "prefix", "t")
     with pytest.raises(PolyalignError, match="collide"):
         check_distinguishable({"a": "x", "b": "x"}, {"a": [5], "b": [5]}, "exact", "t")
     with pytest.raises(PolyalignError, match="has no tokens"):
