@@ -16,8 +16,9 @@ import json
 import os
 import random
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 from polyalign.errors import PolyalignError
 from polyalign.item_range import ItemRange, parse_items
@@ -79,6 +80,8 @@ def question_file_records(task: TaskSpec, lang: str, data_dir: Path, targets: li
     evaluation. Their `answer` must match the train-file record of the same index: that
     proves item-parallelism instead of assuming it.
     """
+    if task.question_file is None:
+        raise PolyalignError(f"task '{task.name}' ships no question files")
     path = data_dir / task.question_file.format(lang=lang)
     rows = read_records(path)
     if len(rows) != len(targets):
@@ -191,6 +194,7 @@ def build_pairs(task: TaskSpec | str, sources: list[str], target: str, per_langu
     from_train_file = not target_file and target == task.pivot
     pairs = []
     for lang in sources:
+        source: list[dict] | None
         if items is not None:
             source, where = records[lang], f"{task.name} test items {items}"
         else:
@@ -198,6 +202,7 @@ def build_pairs(task: TaskSpec | str, sources: list[str], target: str, per_langu
                                      translate is not None)
         indices = _sample(population, per_language, seed, lang)
         if source is None:
+            assert translate is not None  # _sources gives no records only when it can translate
             picked = translate([targets[i] for i in indices], target, lang)
             _check_fields(task, picked, where)
         else:
@@ -220,9 +225,11 @@ class Seq2SeqTranslator:
 
     def __init__(self, model: str, src: str, tgt: str, lang_codes: dict[str, str] | None = None,
                  device: str | None = None, max_new_tokens: int = 256):
-        self.model_id, self.src, self.tgt, self.codes = model, src, tgt, dict(lang_codes or {})
+        self.model_id, self.src, self.tgt = model, src, tgt
+        self.codes: dict[str, str | None] = dict(lang_codes or {})
         self.device, self.max_new_tokens = device, max_new_tokens
-        self.model = self.tokenizer = None
+        self.model: Any = None
+        self.tokenizer: Any = None
         self.batches: list[int] = []  # sizes of the batches actually sent to the model
 
     def _load(self) -> None:
@@ -239,13 +246,13 @@ class Seq2SeqTranslator:
         self.model.to(pick_device(self.device)).eval()
         tok = self.tokenizer
         unk = tok.unk_token_id
-        detected = {}
+        detected: dict[str, str | None] = {}
         if tok.convert_tokens_to_ids("eng_Latn") not in (None, unk):  # NLLB
             detected = {"src": NLLB_CODES.get(self.src), "tgt": NLLB_CODES.get(self.tgt)}
         elif tok.convert_tokens_to_ids("__en__") not in (None, unk):  # M2M100
             detected = {"src": self.src, "tgt": self.tgt}
         self.codes = {**detected, **self.codes}  # the user's codes win
-        self.forced_bos = None
+        self.forced_bos: int | None = None
         if self.codes.get("tgt"):
             code = self.codes["tgt"]
             ident = tok.get_lang_id(code) if hasattr(tok, "get_lang_id") else tok.convert_tokens_to_ids(code)
@@ -418,4 +425,4 @@ def add_cli(subparsers) -> None:
     p.add_argument("--translator-cache", help="JSONL translation cache (default: under $POLYALIGN_CACHE)")
     p.add_argument("--device", help="torch device for the translator")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    p.set_defaults(func=cmd_data_build)
+    p.set_defaults(func=cmd_data_build, out_is_file=True)

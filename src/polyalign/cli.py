@@ -38,7 +38,7 @@ def add_items_args(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from polyalign.evaluate import EvalConfig, check_config, run_eval
+    from polyalign.evaluate import EvalConfig, check_config, check_run_dir, run_eval
     from polyalign.models import load_model
     from polyalign.report import accuracy_table
 
@@ -46,6 +46,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                      adapter=args.adapter, limit=args.limit, items=args.items, data_dir=args.data_dir,
                      prompts=args.prompts, batch_size=args.batch_size, allow_overlap=args.allow_overlap)
     check_config(cfg)
+    check_run_dir(Path(args.out), cfg, args.overwrite)  # before the model is loaded
     model, tokenizer = load_model(args.model, args.adapter, args.device, args.dtype, args.trust_remote_code)
     results = run_eval(cfg, model, tokenizer, Path(args.out), overwrite=args.overwrite)
     if results is not None:
@@ -136,6 +137,11 @@ def main(argv: list[str] | None = None) -> int:
             from polyalign.languages import load_languages_file
 
             load_languages_file(args.languages_file)
+        if getattr(args, "out", None):
+            from polyalign.paths import check_output_path
+
+            # before any model is loaded or anything computed; out_is_file: data build and report
+            check_output_path(args.out, folder=not getattr(args, "out_is_file", False))
         return args.func(args)
     except PolyalignError as exc:
         print(f"polyalign: error: {exc}", file=sys.stderr)

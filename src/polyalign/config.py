@@ -57,13 +57,13 @@ def coerce(value, hint, where: str):
     if origin in (typing.Union, types.UnionType):
         if type(None) in args and (value is None or (isinstance(value, str) and value.strip().lower() in NONE)):
             return None
-        error = None
+        error: PolyalignError | None = None
         for option in (a for a in args if a is not type(None)):
             try:
                 return coerce(value, option, where)
             except PolyalignError as exc:
                 error = error or exc
-        raise error
+        raise error or PolyalignError(f"{where}: no type to check it against")
     if dataclasses.is_dataclass(hint):
         return build(hint, value, where)
     if origin is list:
@@ -102,6 +102,8 @@ def read_mapping(path: Path, what: str) -> dict:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise PolyalignError(f"{path}: cannot read {what}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise PolyalignError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except yaml.YAMLError as exc:
         raise PolyalignError(f"{path}: malformed YAML: {str(exc).splitlines()[0]}") from None
     raw = {} if raw is None else raw

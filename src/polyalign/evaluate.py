@@ -23,8 +23,16 @@ from polyalign.item_range import check_overlap, evaluated_range, parse_items, re
 from polyalign.languages import parse_languages
 from polyalign.models import describe_model
 from polyalign.prompts import PromptPack, check_mode
-from polyalign.results import (SampleLog, atomic_write_json, atomic_write_text, predict, read_jsonl_tolerant,
-                               read_samples, samples_text, summarize)
+from polyalign.results import (
+    SampleLog,
+    atomic_write_json,
+    atomic_write_text,
+    predict,
+    read_jsonl_tolerant,
+    read_samples,
+    samples_text,
+    summarize,
+)
 from polyalign.scoring import Indistinguishable, Item, Scorer, check_distinguishable, continuation_ids, prefix_sets
 from polyalign.tasks import gold_labels, load_task, load_test_records, resolve_data_dir, test_file_path
 
@@ -101,7 +109,7 @@ def prepare_language(cfg: EvalConfig, pack: PromptPack, tokenizer, lang: str, st
     prefix_text, _ = pack.split(task, lang, cfg.mode)
     prefix_ids = tokenizer(prefix_text)["input_ids"]
     where = f"{task.name}/{lang} mode {cfg.mode}"
-    items, shared, first_prompt = [], len(prefix_ids), None
+    items, shared, first_prompt = [], len(prefix_ids), ""
     for i in chosen.indices():
         prompt = pack.render(task, lang, cfg.mode, records[i])
         ids = tokenizer(prompt)["input_ids"]
@@ -168,20 +176,38 @@ def check_config(cfg: EvalConfig) -> tuple:
     return task, pack, langs
 
 
+def check_run_dir(out: Path, cfg: EvalConfig, overwrite: bool) -> bool:
+    """Whether `out` holds a different (or unreadable) run; refused unless `overwrite`. Reads only:
+    the CLI calls it before loading the model."""
+    run_file = out / "run.json"
+    if not run_file.exists():
+        return False
+    try:
+        previous = json.loads(run_file.read_text(encoding="utf-8"))
+        config = previous["config"] if isinstance(previous, dict) else None
+    except (OSError, ValueError, KeyError) as exc:
+        if overwrite:
+            return True
+        reason = f"no {exc} entry" if isinstance(exc, KeyError) else str(exc)
+        raise PolyalignError(f"{run_file}: unreadable ({reason}); fix or delete it, or use another --out or "
+                             "--overwrite") from None
+    if config == cfg.identity():
+        return False
+    if not overwrite:
+        raise PolyalignError(f"{out}: holds a different run ({run_file}); use another --out or --overwrite")
+    return True
+
+
 def _check_run_dir(out: Path, cfg: EvalConfig, overwrite: bool, rank: int) -> None:
     run_file = out / "run.json"
-    if run_file.exists():
-        previous = json.loads(run_file.read_text())
-        if previous.get("config") != cfg.identity():
-            if not overwrite:
-                raise PolyalignError(f"{out}: holds a different run ({run_file}); use another --out or --overwrite")
-            if rank == 0:
-                shutil.rmtree(out)
+    if check_run_dir(out, cfg, overwrite) and rank == 0:
+        shutil.rmtree(out)
     if rank == 0:
         atomic_write_json(run_file, {"config": cfg.identity()})
 
 
-def run_eval(cfg: EvalConfig, model, tokenizer, out: Path, overwrite: bool = False, progress: bool = True) -> dict | None:
+def run_eval(cfg: EvalConfig, model, tokenizer, out: Path, overwrite: bool = False,
+             progress: bool = True) -> dict | None:
     """Evaluate every language; returns results.json's content on the main process."""
     task, pack, langs = check_config(cfg)
     rank, world, barrier = _distributed()
@@ -248,8 +274,7 @@ def _finish(cfg: EvalConfig, task: str, pack: PromptPack, prepared: list[Prepare
             if missing:
                 raise PolyalignError(f"{task}/{prep.lang}: {len(missing)} items were not scored; run again to resume")
             atomic_write_text(final[prep.lang], samples_text([rows[it.index] for it in prep.items]))
-        rows = read_samples(final[prep.lang])
-        languages[prep.lang] = {**summarize(rows), **prep.info}
+        languages[prep.lang] = {**summarize(read_samples(final[prep.lang])), **prep.info}
     accuracies = [v["accuracy"] for v in languages.values()]
     results = {
         **describe_model(cfg.model, cfg.adapter),

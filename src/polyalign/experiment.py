@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import argparse
 import gc
+from collections.abc import Callable
 from dataclasses import asdict
 from importlib.resources import files
 from pathlib import Path
-from typing import Callable
 
 from polyalign.alignment_data import build_pairs, question_file_records, translate_records, write_pairs
 from polyalign.evaluate import EvalConfig, check_config, run_eval
-from polyalign.experiment_spec import AlignmentSetting, Experiment, load_experiment, train_config
+from polyalign.experiment_spec import AlignmentSetting, Experiment, LensSpec, PcaSpec, load_experiment, train_config
 from polyalign.lens import run_lens
+from polyalign.paths import check_output_path
 from polyalign.pca import run_pca
 from polyalign.prompts import PromptPack, default_pack_path
 from polyalign.results import read_samples
@@ -38,7 +39,8 @@ def validate_experiment(path: str | Path, overrides=(), data: bool = False) -> t
     if data:
         runner = Runner(exp, None, Path(path).resolve().parent)
         checks = [(t, exp.languages, m, exp.items) for t in exp.tasks for m in exp.modes]
-        for spec in [*exp.analyses.lens, *exp.analyses.pca]:
+        analyses: list[LensSpec | PcaSpec] = [*exp.analyses.lens, *exp.analyses.pca]
+        for spec in analyses:
             checks.append((spec.task, spec.langs, spec.mode, spec.items or exp.items))
         for task, langs, mode, items in checks:
             runner.eval_inputs(task, langs, mode, items)
@@ -52,7 +54,7 @@ def validate_experiment(path: str | Path, overrides=(), data: bool = False) -> t
 class Runner:
     """Plans an experiment's steps (all keys known before anything runs) and executes them."""
 
-    def __init__(self, exp: Experiment, run_dir: str | Path, base_dir: str | Path = "."):
+    def __init__(self, exp: Experiment, run_dir: str | Path | None, base_dir: str | Path = "."):
         self.exp, self.run_dir, self.base = exp, Path(run_dir or "."), Path(base_dir)
         self.data_dir = resolve_data_dir(exp.data_dir)
         self.prompts = str(self.resolve(exp.prompts)) if exp.prompts else None
@@ -121,15 +123,16 @@ class Runner:
 
     # the plan ------------------------------------------------------------------------------
     def plan(self) -> list[Step]:
-        exp, steps = self.exp, []
+        exp, steps = self.exp, list[Step]()
         data = {s.name: self.data_step(s) for s in exp.alignment}
         steps += data.values()
         for model in exp.models:
             mid = self.model_id(model)
             trained = {s.name: self.train_step(model, mid, s, data[s.name]) for s in exp.alignment}
             steps += trained.values()
-            adapters = {name: str(self.folder(t) / "train" / "adapter") for name, t in trained.items()}
-            keys = {name: t.key for name, t in trained.items()}
+            adapters: dict[str | None, str] = {name: str(self.folder(t) / "train" / "adapter")
+                                               for name, t in trained.items()}
+            keys: dict[str | None, str] = {name: t.key for name, t in trained.items()}
             variants = [("base", None, exp.tasks)] + [(s.name, s.name, s.tasks or exp.tasks) for s in exp.alignment]
             for setting, adapter, tasks in variants:
                 for task in tasks:
@@ -164,7 +167,7 @@ class Runner:
             sources = {lang: str(files_in[f"pair:{lang}"]) for lang in s.pair_files}
             target = str(files_in["target_file"]) if s.target_file else None
             if not target and s.items is None and s.target != task.pivot and self._has_question(task, s.target):
-                english = read_records(self.data_dir / task.train_file)  # question files are parallel to it
+                english = read_records(self.data_dir / task.train_file)  # type: ignore[operator]  # see _has_question
                 for lang in [s.target, *s.sources]:
                     if lang not in sources and self._has_question(task, lang):
                         path = folder / f"records_{lang}.jsonl"
@@ -184,11 +187,12 @@ class Runner:
                     (self.data_dir / task.question_file.format(lang=lang)).exists())
 
     def _translator(self, s: AlignmentSetting, task, folder: Path) -> Callable:
-        codes = s.translator_lang_codes
+        codes, translator = s.translator_lang_codes, s.translator
+        assert translator is not None  # only settings with a translator get here
 
         def translate(records: list[dict], src: str, tgt: str) -> list[dict]:
             chosen = {"src": codes.get("src", codes.get(src)), "tgt": codes.get("tgt", codes.get(tgt))}
-            return translate_records(records, task.fields, src, tgt, s.translator, 16, folder / "translations.jsonl",
+            return translate_records(records, task.fields, src, tgt, translator, 16, folder / "translations.jsonl",
                                      {k: v for k, v in chosen.items() if v}, device=self.exp.device)
 
         return translate
@@ -216,6 +220,7 @@ class Runner:
                              adapter=adapter, limit=exp.limit, items=exp.items, data_dir=str(self.data_dir),
                              prompts=self.prompts, batch_size=exp.batch_size, allow_overlap=exp.allow_overlap)
             results = run_eval(cfg, net, tokenizer, folder / "eval", overwrite=True)
+            assert results is not None  # experiments run on one process
             return {"dir": "eval", "average": results["average"], "langs": list(results["languages"]),
                     "unscorable": sorted(results.get("unscorable", {})),
                     "n": sum(v["n"] for v in results["languages"].values())}
@@ -275,6 +280,7 @@ def run_experiment(path: str | Path, run_dir: str | Path | None = None, override
     """Plan and run every step of the experiment at `path` that is not done yet."""
     exp = load_experiment(path, overrides)
     run_dir = Path(run_dir) if run_dir else Path("runs") / (exp.name or Path(path).stem)
+    check_output_path(run_dir)  # before anything is written or loaded
     runner = Runner(exp, run_dir, Path(path).resolve().parent)
     try:
         runner.execute(runner.plan(), log)

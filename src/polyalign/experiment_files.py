@@ -61,7 +61,7 @@ def _description(path: Path) -> str:
 
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return ""
     return str(raw.get("description", "")) if isinstance(raw, dict) else ""
 

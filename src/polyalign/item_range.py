@@ -36,7 +36,7 @@ class ItemRange:
     def indices(self) -> range:
         return range(self.start, self.stop)
 
-    def overlap(self, other: "ItemRange") -> "ItemRange | None":
+    def overlap(self, other: ItemRange) -> ItemRange | None:
         start, stop = max(self.start, other.start), min(self.stop, other.stop)
         return ItemRange(start, stop) if start < stop else None
 
@@ -88,7 +88,7 @@ def read_provenance(adapter_dir: str | Path | None) -> list[dict]:
     try:
         records = json.loads(path.read_text(encoding="utf-8"))["benchmark_items"]
         return [{"task": r["task"], "items": str(parse_items(r["items"], "provenance"))} for r in records]
-    except (json.JSONDecodeError, KeyError, TypeError, PolyalignError):
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, PolyalignError):
         raise PolyalignError(f"{path}: malformed provenance file; restore it or retrain the adapter") from None
 
 
@@ -97,7 +97,7 @@ def check_overlap(trained: list[dict], task: str, evaluated: ItemRange, what: st
     for record in trained:
         if record["task"] != task:
             continue
-        hit = parse_items(record["items"], "provenance").overlap(evaluated)
+        hit = parse_items(record["items"], "provenance").overlap(evaluated)  # type: ignore[union-attr]  # a str
         if hit and not allow:
             raise PolyalignError(f"{what} was trained on {task} items {record['items']}; evaluating items "
                                  f"{evaluated} overlaps {hit}: choose disjoint --items or pass --allow-overlap")

@@ -22,7 +22,7 @@ MODES = {"english": "english_labels", "native": "same_language", "agnostic": "ta
 
 
 def default_pack_path() -> Path:
-    return Path(str(files("polyalign").joinpath("packs", "polyalign.json")))
+    return Path(str(files("polyalign") / "packs" / "polyalign.json"))
 
 
 def check_mode(mode: str) -> str:
@@ -39,12 +39,14 @@ class PromptPack:
     source: str
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> "PromptPack":
+    def load(cls, path: str | Path | None = None) -> PromptPack:
         path = Path(path) if path else default_pack_path()
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
             raise PolyalignError(f"{path}: cannot read prompt pack: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise PolyalignError(f"{path}: not UTF-8 text (byte {exc.start})") from None
         except json.JSONDecodeError as exc:
             raise PolyalignError(f"{path}: malformed JSON ({exc.msg} at line {exc.lineno})") from None
         if not isinstance(data, dict):
@@ -125,7 +127,7 @@ class PromptPack:
         """The text shared by every item (few-shot block and fixed leading parts), and the rest."""
         parts = self.entry(task, lang)["query_parts"]
         fewshot = self.fewshot(task, lang, mode)
-        prefix = []
+        prefix: list[str] = []
         for i, part in enumerate(parts):
             if _placeholders([part]) and part != FEWSHOT:
                 return "".join(prefix), parts[i:]

@@ -342,5 +342,5 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="the folder of a `polyalign run` (holds results.sqlite)")
     p.add_argument("--format", choices=FORMATS, default="md", help="md, html (one self-contained file), csv, latex")
     p.add_argument("--out", help="output file (default: RUN_DIR/report.<ext>)")
-    p.set_defaults(func=cmd_report)
+    p.set_defaults(func=cmd_report, out_is_file=True)
     return p

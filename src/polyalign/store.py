@@ -22,9 +22,9 @@ import hashlib
 import json
 import sqlite3
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 from polyalign.errors import PolyalignError
 from polyalign.results import atomic_write_json
@@ -51,17 +51,25 @@ class Store:
         self.path = Path(run_dir) / STORE_NAME if run_dir is not None else None
         if self.path and not create and not self.path.is_file():
             raise PolyalignError(f"{run_dir}: no {STORE_NAME} here; is it the folder of a `polyalign run`?")
+        existed = bool(self.path and self.path.is_file())
         if self.path:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(str(self.path) if self.path else ":memory:")
         self.db.row_factory = sqlite3.Row
-        with self.db:
-            self.db.executescript(SCHEMA)
+        try:  # a corrupt store is reported, never written to
+            if existed and self.db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("integrity check failed")
+            with self.db:
+                self.db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            raise PolyalignError(f"{self.path}: unreadable store ({exc}); restore it, or move it away to start "
+                                 "the run over") from None
 
     def close(self) -> None:
         self.db.close()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -106,7 +114,7 @@ class Store:
         """Rows stored by `step` (under exactly these labels, when given)."""
         where, args = "step = ?", [step]
         for name in SAMPLE_COLUMNS[:5] if labels else ():
-            where, args = where + f" AND {name} = ?", args + [labels[name]]
+            where, args = where + f" AND {name} = ?", args + [labels[name]]  # type: ignore[index]
         return self.db.execute(f"SELECT COUNT(*) FROM samples WHERE {where}", args).fetchone()[0]
 
     def prune_samples(self, keep: Iterable[tuple[str, dict]]) -> int:

@@ -68,10 +68,10 @@ def load_task(name_or_path: str) -> TaskSpec:
         if name_or_path not in builtin_task_names():
             raise PolyalignError(f"unknown task '{name_or_path}' (built in: {', '.join(builtin_task_names())}; "
                                  f"or give the path of a task .yaml file)")
-        path = Path(str(files("polyalign").joinpath("tasks", f"{name_or_path}.yaml")))
+        path = Path(str(files("polyalign") / "tasks" / f"{name_or_path}.yaml"))
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise PolyalignError(f"{path}: cannot read task file: {exc}") from exc
     if not isinstance(raw, dict):
         raise PolyalignError(f"{path}: a task file must be a mapping")
@@ -122,7 +122,10 @@ def read_records(path: Path) -> list[dict]:
     """Records from a JSON list or a JSONL file, with a one-line error on bad content."""
     if not path.is_file():
         raise PolyalignError(f"{path}: file not found")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise PolyalignError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     if not text.strip():
         raise PolyalignError(f"{path}: file is empty")
     try:

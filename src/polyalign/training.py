@@ -18,6 +18,7 @@ import tempfile
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -61,7 +62,7 @@ class TrainConfig:
 
 
 def default_config_path() -> Path:
-    return Path(str(files("polyalign").joinpath("configs", "train_default.yaml")))
+    return Path(str(files("polyalign") / "configs" / "train_default.yaml"))
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple = ()) -> TrainConfig:
@@ -114,7 +115,8 @@ def benchmark_provenance(rows: list[dict]) -> list[dict]:
     from collections import Counter
 
     counts = Counter((r["task"], r["items"]) for r in rows if r.get("task") and r.get("items"))
-    return [provenance_record(task, parse_items(items, "pairs"), n) for (task, items), n in sorted(counts.items())]
+    return [provenance_record(task, parse_items(items, "pairs"), n)  # type: ignore[arg-type]  # items is a str
+            for (task, items), n in sorted(counts.items())]
 
 
 def tokenize_pairs(tokenizer, rows: list[dict], cutoff_len: int) -> list[dict]:
@@ -213,13 +215,28 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _held_config(config_path: Path, overwrite: bool) -> dict | None:
+    """The config.yaml a run folder holds (None: none, or unreadable and about to be overwritten)."""
+    if not config_path.exists():
+        return None
+    try:
+        held = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        if overwrite:
+            return None
+        reason = str(exc).splitlines()[0]
+        raise PolyalignError(f"{config_path}: unreadable ({reason}); fix or delete it, or pass --overwrite or "
+                             "choose another --out") from None
+    return held if isinstance(held, dict) else None
+
+
 def _prepare_run(out: Path, resolved: dict, resume: bool, overwrite: bool) -> str | None:
     """Check the folder holds this run (or nothing); return the checkpoint to resume from."""
     from transformers.trainer_utils import get_last_checkpoint
 
     config_path = out / "config.yaml"
     if out.exists() and any(out.iterdir()):
-        held = yaml.safe_load(config_path.read_text(encoding="utf-8")) if config_path.exists() else None
+        held = _held_config(config_path, overwrite)
         if held != resolved:
             if not overwrite:
                 what = "another run" if held else "files that are not a polyalign run"
@@ -263,9 +280,10 @@ def train(model: str, data: str | Path, out: str | Path, cfg: TrainConfig | None
     named = str(Path(model).resolve()) if Path(model).exists() else model  # same folder, same run
     resolved = {"model": named, "data": str(data.resolve()), "data_sha256": _sha256(data),
                 **dataclasses.asdict(cfg)}
-    if resume and not overwrite and (out / "summary.json").exists() and (out / "config.yaml").exists() \
-            and yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8")) == resolved:
+    if resume and not overwrite and (out / "summary.json").exists() and _held_config(out / "config.yaml", False) \
+            == resolved:
         return json.loads((out / "summary.json").read_text(encoding="utf-8"))  # finished: nothing to resume
+    tokenizer = load_tokenizer(model, cfg.trust_remote_code)  # the model is checked before anything is written
     state = PartialState(cpu=not torch.cuda.is_available())  # CPU: join the gloo group too
     last = None
     with state.main_process_first():  # the main process checks and prepares the folder first
@@ -275,7 +293,6 @@ def train(model: str, data: str | Path, out: str | Path, cfg: TrainConfig | None
             from transformers.trainer_utils import get_last_checkpoint
 
             last = get_last_checkpoint(str(out / "checkpoints")) if resume and (out / "checkpoints").is_dir() else None
-    tokenizer = load_tokenizer(model, cfg.trust_remote_code)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if pad_id is None:
         raise PolyalignError(f"{model}: tokenizer has neither a pad nor an eos token")
@@ -288,15 +305,16 @@ def train(model: str, data: str | Path, out: str | Path, cfg: TrainConfig | None
                                                    trust_remote_code=cfg.trust_remote_code)
         lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                           target_modules=list(cfg.target_modules), task_type="CAUSAL_LM")
-        net = get_peft_model(net, lora)
+        net = get_peft_model(net, lora)  # type: ignore[assignment]
     except (OSError, ValueError) as exc:
         raise PolyalignError(f"{model}: cannot set up LoRA training: {str(exc).splitlines()[0]}") from None
     if cfg.gradient_checkpointing:
         net.enable_input_require_grads()
     has_val = bool(val_rows)
     known = TrainingArguments.__dataclass_fields__  # names moved within transformers 5.x
-    extra = {"activation_checkpointing" if "activation_checkpointing" in known else "gradient_checkpointing":
-             cfg.gradient_checkpointing}
+    extra: dict[str, Any] = {
+        "activation_checkpointing" if "activation_checkpointing" in known else "gradient_checkpointing":
+        cfg.gradient_checkpointing}
     if "train_sampling_strategy" in known:
         extra["train_sampling_strategy"] = "group_by_length" if cfg.group_by_length else "random"
     else:
@@ -321,7 +339,8 @@ def train(model: str, data: str | Path, out: str | Path, cfg: TrainConfig | None
     summary = {"global_step": trainer.state.global_step, "resumed_from": last,
                "best_checkpoint": trainer.state.best_model_checkpoint, "best_eval_loss": trainer.state.best_metric,
                "n_train": len(train_rows), "n_val": len(val_rows), "bf16": bf16,
-               "world_size": args.world_size, "effective_batch": cfg.per_device_batch * cfg.grad_accum * args.world_size}
+               "world_size": args.world_size,
+               "effective_batch": cfg.per_device_batch * cfg.grad_accum * args.world_size}
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(out / "adapter"))
         write_provenance(out / "adapter", benchmark_provenance(rows))

@@ -1,0 +1,34 @@
+"""Output paths, checked before any work: one line up front instead of a traceback after the computation."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from polyalign.errors import PolyalignError
+
+
+def check_output_path(path: str | Path, folder: bool = True) -> None:
+    """Refuse an --out that cannot be written: a file in the way, no permission, a read-only disk.
+
+    `folder`: the output is a folder (else a file). Nothing is created: the nearest existing folder
+    on the way is probed with a temporary file that is removed at once.
+    """
+    path = Path(path).expanduser()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing == path and path.exists():
+        if folder and not path.is_dir():
+            raise PolyalignError(f"{path}: is a file, not a folder (choose another --out)")
+        if not folder and path.is_dir():
+            raise PolyalignError(f"{path}: is a folder, not a file (choose another --out)")
+        probe = path if path.is_dir() else path.parent
+    else:
+        if not existing.is_dir():
+            raise PolyalignError(f"{path}: cannot be created: {existing} is a file, not a folder")
+        probe = existing
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise PolyalignError(f"{path}: cannot write in {probe}: {exc.strerror or exc}") from None
