@@ -1,9 +1,19 @@
-# The two commands of the README.
-.PHONY: demo test
+# The two commands of the README (`make test` lints first), plus `make lint` and `make test-fast`.
+.PHONY: demo test lint test-fast
+LINT_PATHS = src tests scripts bench
 demo:
 	bash scripts/bootstrap.sh
 	.venv/bin/polyalign demo
-test:
+lint:
+	bash scripts/bootstrap.sh
+	.venv/bin/ruff check $(LINT_PATHS)
+	.venv/bin/mypy
+	@# TODO: add `.venv/bin/ruff format --check $(LINT_PATHS)` here after the one-shot `ruff format $(LINT_PATHS)`.
+# No packaged model, no extra process: under a minute.
+test-fast:
+	bash scripts/bootstrap.sh
+	.venv/bin/python -m pytest -q -ra -m "not slow"
+test: lint
 	bash scripts/bootstrap.sh
 	bash scripts/test-deps.sh
 	.venv/bin/python -m pytest -q -ra

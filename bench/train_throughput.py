@@ -84,8 +84,7 @@ def run_polyalign(model: str, data: Path, cfg: training.TrainConfig, work: Path)
 def run_baseline(model: str, rows: list[dict], cfg: training.TrainConfig, work: Path) -> dict:
     """The common recipe: prompt+completion as one text, causal-LM collator, random batches."""
     from peft import LoraConfig, get_peft_model
-    from transformers import (AutoModelForCausalLM, DataCollatorForLanguageModeling, Trainer,
-                              TrainingArguments)
+    from transformers import AutoModelForCausalLM, DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
     from polyalign.models import load_tokenizer, resolve_model_path
 
@@ -152,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     except PolyalignError as exc:
         print(f"train_throughput: error: {exc}", file=sys.stderr)
         return 2
-    print(f"\nmodel {args.model}, {len(rows)} pairs, {args.steps} steps x batch {args.batch} x accum {args.grad_accum}, "
+    print(f"\nmodel {args.model}, {len(rows)} pairs, {args.steps} steps x batch {args.batch} "
+          f"x accum {args.grad_accum}, "
           f"device {'cuda' if torch.cuda.is_available() else 'cpu'}")
     print(f"{'loop':<20} {'tokens/s':>10} {'padding':>8} {'seconds':>8}")
     for r in (base, ours):

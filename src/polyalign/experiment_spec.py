@@ -160,7 +160,7 @@ def check_experiment(exp: Experiment) -> None:
             parse_items(spec.items, f"analyses.{kind}.items")
             if spec.limit is not None and spec.limit < MIN_ITEMS:
                 raise PolyalignError(f"analyses.{kind}: limit must be at least {MIN_ITEMS}")
-            if kind == "pca" and spec.pooling not in POOLINGS:
+            if isinstance(spec, PcaSpec) and spec.pooling not in POOLINGS:
                 raise PolyalignError(f"analyses.pca: unknown pooling '{spec.pooling}' ({', '.join(POOLINGS)})")
 
 
@@ -169,7 +169,8 @@ def check_held_out(exp: Experiment) -> None:
     for s in (s for s in exp.alignment if s.items is not None):
         trained = [{"task": load_task(s.task).name, "items": s.items}]
         evaluations = [(t, exp.items, exp.limit) for t in s.tasks or exp.tasks]
-        evaluations += [(a.task, a.items or exp.items, a.limit) for a in [*exp.analyses.lens, *exp.analyses.pca]]
+        analyses: list[LensSpec | PcaSpec] = [*exp.analyses.lens, *exp.analyses.pca]
+        evaluations += [(a.task, a.items or exp.items, a.limit) for a in analyses]
         for task, items, limit in evaluations:
             chosen = evaluated_range(parse_items(items), limit, 10**9)  # without data: an unbounded file
             check_overlap(trained, load_task(task).name, chosen, f"alignment '{s.name}'", exp.allow_overlap)

@@ -91,7 +91,7 @@ def materialize_alias(alias: str) -> Path:
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
         # The GGUF weights are de-quantized to fp32 on load; drop the quantizer marker so
         # the model saves as ordinary safetensors.
-        model.hf_quantizer = None
+        model.hf_quantizer = None  # type: ignore[assignment]
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         out = tmp_path / "hf"
@@ -177,7 +177,7 @@ def load_model(model: str, adapter: str | None = None, device: str | None = None
         raise PolyalignError(f"{model}: cannot load model: {str(exc).splitlines()[0]}") from None
     if adapter:
         net = apply_adapter(net, adapter)
-    net.to(dev).eval()
+    net.to(dev).eval()  # type: ignore[arg-type]
     return net, tokenizer
 
 

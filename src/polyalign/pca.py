@@ -27,9 +27,10 @@ import numpy as np
 
 from polyalign.errors import PolyalignError
 from polyalign.evaluate import prepare_language
-from polyalign.lens import (check_cli_args, MIN_ITEMS, add_model_options, collect_states, load_models, setup_analysis)
+from polyalign.lens import MIN_ITEMS, add_model_options, check_cli_args, collect_states, load_models, setup_analysis
 from polyalign.results import atomic_write_json, atomic_write_text
 from polyalign.states import POOLINGS
+
 PIVOT = "en"
 
 
@@ -173,11 +174,11 @@ def run_pca(model, tokenizer, task: str, langs: str | list[str], layers: list[in
                   for lang, prep in prepared.items()}
         results[name] = analyse(states, codes, chosen)
         files[name] = f"pca_{safe_name(name)}.npz"
-        np.savez(out / files[name], layers=np.array(chosen), langs=np.array(codes), item_index=np.array([it.index for it in prepared[PIVOT].items]),
-                 **results[name])
+        np.savez(out / files[name], layers=np.array(chosen), langs=np.array(codes),
+                 item_index=np.array([it.index for it in prepared[PIVOT].items]), **results[name])
     write_tables(out, results, codes, chosen, n)
-    meta = {"task": spec.name, "mode": mode, "pooling": pooling, "limit": limit, "items": items, "n_items": n, "layers": chosen,
-            "num_layers": total, "langs": codes, "models": list(files), "files": files,
+    meta = {"task": spec.name, "mode": mode, "pooling": pooling, "limit": limit, "items": items, "n_items": n,
+            "layers": chosen, "num_layers": total, "langs": codes, "models": list(files), "files": files,
             "explained_variance": {m: r["explained"].tolist() for m, r in results.items()},
             "notes": "layer k is the output of decoder block k; the last layer is the model's final normed output. "
                      "pooling mean averages the item's tokens after the shared few-shot prefix; all averages "
@@ -207,7 +208,8 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     add_model_options(p)
     p.add_argument("--mode", default="english", help="prompt label words: english, native or agnostic")
     p.add_argument("--layers", default="last", help="comma-separated layers, e.g. 12,18,last (default: last)")
-    p.add_argument("--pooling", default="mean", choices=POOLINGS, help="mean: the item's tokens; all: every prompt position, few-shot "
-                   "block and BOS included (the paper's Figure 2); last: the answer position")
+    p.add_argument("--pooling", default="mean", choices=POOLINGS,
+                   help="mean: the item's tokens; all: every prompt position, few-shot block and BOS included "
+                        "(the paper's Figure 2); last: the answer position")
     p.set_defaults(func=cmd_pca)
     return p

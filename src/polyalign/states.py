@@ -6,7 +6,7 @@ positions are pooled.
 """
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from tqdm import tqdm
