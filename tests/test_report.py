@@ -1,5 +1,6 @@
 """`polyalign report` on a synthetic run store: table values, best marks, seen/unseen averages,
-the paired bootstrap test, every output format, and a headless-browser screenshot of the HTML."""
+the paired bootstrap and sign tests with their corrections, balanced accuracy, the label
+distribution, every output format, and a headless-browser screenshot of the HTML."""
 import csv
 import io
 import shutil
@@ -12,6 +13,7 @@ from matplotlib.figure import Figure
 
 from polyalign.errors import PolyalignError
 from polyalign.report import accuracy_table, build_tables, load_run, paired_bootstrap, write_report
+from polyalign.stats import benjamini_hochberg, holm
 from polyalign.store import Store
 
 N = 40
@@ -100,6 +102,90 @@ def test_formats_and_errors(tmp_path):
     # the `polyalign eval` table keeps its signature and output
     table = accuracy_table({"m": {"languages": {"en": {"accuracy": 0.5}}, "average": 0.5}})
     assert table == "| lang | m |\n|---|---|\n| en | 50.0 |\n| **avg** | 50.0 |"
+
+
+def two_class_run(run_dir: Path) -> Path:
+    """30 items, gold negative on every third; base always answers positive (item 1: a tie).
+    Aligned: en right but item 2 (fixed 11, broken 1), de = base, fr misses 5 negatives (fixed 6)."""
+    gold = ["negative" if i % 3 == 0 else "positive" for i in range(30)]
+    base = ["positive" if i != 1 else None for i in range(30)]
+    aligned = {"en": [g if i != 2 else "negative" for i, g in enumerate(gold)], "de": base,
+               "fr": [g if not (i % 3 == 0 and i < 15) else "positive" for i, g in enumerate(gold)]}
+    with Store(run_dir) as store:
+        store.set_meta("experiment", {"name": "two", "models": ["m"], "tasks": ["emotion"], "modes": ["english"],
+                                      "items": "0:30", "alignment": [{"name": "qa", "task": "emotion",
+                                                                      "sources": ["de"], "target": "en",
+                                                                      "items": "250:500"}]})
+        for setting in ("base", "qa"):
+            rows = [{"lang": lang, "idx": i, "gold": gold[i], "pred": (base if setting == "base" else aligned[lang])[i],
+                     "scores": {"positive": 0.0, "negative": -1.0}} for lang in ("en", "de", "fr") for i in range(30)]
+            store.replace_samples(f"step-{setting}", {"model": "m", "setting": setting, "task": "emotion",
+                                                      "mode": "english", "scoring": "exact"}, rows)
+    return run_dir
+
+
+def test_corrected_tests_balanced_accuracy_and_label_distribution(tmp_path):
+    tables = {t.name: t for t in build_tables(load_run(two_class_run(tmp_path / "run")))}
+    sig = tables["significance"]
+    assert sig.header[6:] == ["p boot", "p boot (Holm)", "fixed", "broken", "p sign", "p sign (Holm)", "p sign (BH)"]
+    by_lang = {r[1]: r for r in sig.rows}
+    assert [by_lang[lang][8:10] for lang in ("en", "de", "fr")] == [[11, 1], [0, 0], [6, 0]]
+    raw = [2 * 13 / 4096, 1.0, 2 / 64]  # 2 P(X <= 1 | n=12), no discordant items, 2 P(X = 0 | n=6)
+    assert [by_lang[lang][10] for lang in ("en", "de", "fr")] == pytest.approx(raw)
+    assert [by_lang[lang][11] for lang in ("en", "de", "fr")] == pytest.approx([3 * raw[0], 1.0, 2 * raw[2]])
+    assert [by_lang[lang][12] for lang in ("en", "de", "fr")] == pytest.approx([3 * raw[0], 1.0, 1.5 * raw[2]])
+    assert [r[7] for r in sig.rows] == pytest.approx(holm([r[6] for r in sig.rows]))
+    assert [r[12] for r in sig.rows] == pytest.approx(benjamini_hochberg([r[10] for r in sig.rows]))
+    rows = [r[1] for r in sig.rows]
+    assert (rows.index("en"), 5) in sig.best and (rows.index("fr"), 5) not in sig.best  # fr: Holm 0.0625
+    pooled = {r[1]: r for r in tables["pooled"].rows}
+    assert [pooled[g][9:11] for g in ("seen", "unseen", "all")] == [[11, 1], [6, 0], [17, 1]]
+    assert pooled["all"][11] == pytest.approx(2 * 19 / 2**18) and pooled["all"][2:4] == [3, 90]
+    delta, lo, hi = pooled["all"][6:9]
+    assert delta == pytest.approx(((29 - 19) + 0 + (25 - 19)) / 90) and 0 < lo < delta < hi
+    bal = tables["balanced"]
+    assert bal.header[1:4] == ["m / base acc", "m / base bal acc", "m / base macro-F1"]
+    en = bal.rows[0]
+    assert en[0] == "en †" and en[1:3] == [pytest.approx(19 / 30), pytest.approx((19 / 20 + 0) / 2)]
+    assert en[4:6] == [pytest.approx(29 / 30), pytest.approx((19 / 20 + 10 / 10) / 2)]
+    assert en[3] == pytest.approx((2 * 19 / (20 + 29) + 0) / 2)  # F1(positive), F1(negative) = 0
+    assert bal.rows[-1][0] == "average" and (0, 5) in bal.best and (0, 2) not in bal.best
+    dist = tables["label_distribution"]
+    assert dist.header == ["language — variant", "n", "positive", "negative", "tie"]
+    assert dist.rows[0] == ["all languages — gold", 90, pytest.approx(2 / 3), pytest.approx(1 / 3), 0.0]
+    by_row = {r[0]: r[1:] for r in dist.rows}
+    assert by_row["en — m / base"] == [30, pytest.approx(29 / 30), 0.0, pytest.approx(1 / 30)]
+    assert by_row["fr — m / qa"] == [30, pytest.approx(25 / 30), pytest.approx(5 / 30), 0.0]
+    assert by_row["all languages — m / qa"][0] == 90
+
+
+def test_new_tables_in_every_format(tmp_path):
+    run_dir = two_class_run(tmp_path / "run")
+    md = write_report(run_dir, "md").read_text()
+    assert "Evaluated items 0:30." in md and "Setting qa: emotion questions de → en, trained on emotion items " \
+                                               "250:500." in md
+    assert "| p sign | p sign (Holm) | p sign (BH) |" in md and "Holm-Bonferroni" in md
+    assert "| en | 30 | 63.3 | 96.7 | **+33.3** |" in md
+    assert "| en † | 63.3 | 47.5 | 38.8 | 96.7 | **97.5** |" in md
+    assert "| en — m / base | 30 | 96.7 | 0.0 | 3.3 |" in md
+    assert "not independent across languages" in md
+    rows = list(csv.DictReader(io.StringIO(write_report(run_dir, "csv").read_text())))
+    names = {r["table"] for r in rows}
+    assert {"significance", "pooled", "balanced", "label_distribution"} <= names
+    fr = [r for r in rows if r["table"] == "significance" and r["column"] == "language" and r["value"] == "fr"]
+    fr_cells = {r["column"]: r["value"] for r in rows if r["table"] == "significance"
+                and r["row_index"] == fr[0]["row_index"]}
+    assert fr_cells["fixed"] == "6" and fr_cells["broken"] == "0" and fr_cells["p sign (Holm)"] == "0.0625"
+    tie = [r for r in rows if r["table"] == "label_distribution" and r["row"] == "en — m / base"
+           and r["column"] == "tie"]
+    assert [r["value"] for r in tie] == ["0.0333333"]
+    tex = write_report(run_dir, "latex").read_text()
+    assert "Table 8 --- predicted-label distribution" in tex and "p sign (Holm)" in tex
+    page = write_report(run_dir, "html").read_text()
+    assert "<th>m / qa bal acc</th>" in page and "Table 7 — aligned vs base pooled" in page
+    # a store written before the item-range keys existed: no such header lines
+    old = write_report(fake_run(tmp_path / "old"), "md").read_text()
+    assert "Evaluated items" not in old and "trained on" not in old and "10 pairs per language" in old
 
 
 def chromium() -> str | None:

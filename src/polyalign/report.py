@@ -1,18 +1,23 @@
-"""Tables from saved results: every number here is recomputed from per-item samples."""
+"""`polyalign report RUN_DIR`: figures, header and output files; the tables come from
+polyalign.report_tables (every number recomputed from per-item samples)."""
 from __future__ import annotations
 
 import argparse
 import io
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from polyalign.errors import PolyalignError
-from polyalign.languages import PAPER_LANGUAGES
 from polyalign.report_formats import render_csv, render_html, render_latex, render_md
-from polyalign.results import atomic_write_text, read_samples, summarize
+from polyalign.report_tables import RunData, Table, _cname, build_tables, load_run, short
+from polyalign.results import atomic_write_text
+from polyalign.stats import paired_bootstrap
+
+__all__ = ["Table", "ReportFigure", "build_tables", "load_run", "paired_bootstrap", "write_report", "add_cli",
+           "accuracy_table"]  # Table, load_run, build_tables and paired_bootstrap live in report_tables / stats
 
 
 def accuracy_table(runs: dict[str, dict], fmt: str = "md") -> str:
@@ -32,40 +37,11 @@ def accuracy_table(runs: dict[str, dict], fmt: str = "md") -> str:
     return "\n".join(lines)
 
 
-def results_from_samples(out: Path, task: str, langs: list[str]) -> dict:
-    """Rebuild the languages/average part of results.json from the sample files alone."""
-    languages = {lang: summarize(read_samples(out / "samples" / f"{task}_{lang}.jsonl")) for lang in langs}
-    accs = [v["accuracy"] for v in languages.values()]
-    return {"languages": languages, "average": sum(accs) / len(accs) if accs else 0.0}
-
-
 # ---------------------------------------------------------------------------------------------
 # `polyalign report RUN_DIR`: the paper's tables, significance tests and figures from a run store.
 # ---------------------------------------------------------------------------------------------
 FORMATS = ("md", "html", "csv", "latex")
 EXTENSIONS = {"md": "md", "html": "html", "csv": "csv", "latex": "tex"}
-RESAMPLES, SEED, ALPHA = 1000, 0, 0.05
-
-
-@dataclass
-class Table:
-    """A rendered-agnostic table: `rows[i][0]` is the row label; `kinds[j]` formats column j
-    (acc, delta, p, int, text); `best` holds (row, column) cells to mark."""
-
-    name: str
-    title: str
-    header: list[str]
-    rows: list[list]
-    kinds: list[str]
-    best: set = field(default_factory=set)
-    note: str = ""
-
-    def cell(self, i: int, j: int) -> str:
-        value, kind = self.rows[i][j], self.kinds[j]
-        if value is None:
-            return "–"
-        return {"acc": lambda v: f"{100 * v:.1f}", "delta": lambda v: f"{100 * v:+.1f}",
-                "p": lambda v: f"{v:.3f}"}.get(kind, str)(value)
 
 
 @dataclass
@@ -75,175 +51,6 @@ class ReportFigure:
     name: str
     title: str
     png: bytes
-
-
-@dataclass
-class RunData:
-    """A run's current results: correct[(model, setting, task, mode, scoring)][lang][idx] = bool."""
-
-    run_dir: Path
-    experiment: dict
-    plan: list[dict]
-    correct: dict
-
-    def conditions(self) -> list[tuple[str, str, str]]:
-        return list(dict.fromkeys(k[2:] for k in self.correct))
-
-    def variants(self, condition=None) -> list[tuple[str, str]]:
-        return list(dict.fromkeys(k[:2] for k in self.correct if condition is None or k[2:] == condition))
-
-    def langs(self) -> list[str]:
-        found = {lang for by_lang in self.correct.values() for lang in by_lang}
-        return sorted(found, key=lambda c: (PAPER_LANGUAGES.index(c) if c in PAPER_LANGUAGES else 99, c))
-
-    def accuracy(self, variant, condition, lang) -> float | None:
-        items = self.correct.get((*variant, *condition), {}).get(lang)
-        return float(np.mean(list(items.values()))) if items else None
-
-    def average(self, variant, condition, langs=None) -> float | None:
-        langs = self.langs() if langs is None else langs
-        accs = [a for lang in langs if (a := self.accuracy(variant, condition, lang)) is not None]
-        return float(np.mean(accs)) if accs else None
-
-    def seen(self, setting: str) -> set[str]:
-        for s in self.experiment.get("alignment", []):
-            if s["name"] == setting:
-                return {*s["sources"], s["target"]}
-        return set()
-
-
-def load_run(run_dir: str | Path) -> RunData:
-    """Everything the report needs, from RUN_DIR/results.sqlite alone (plus analysis folders)."""
-    from polyalign.store import Store
-
-    run_dir = Path(run_dir)
-    with Store(run_dir, create=False) as store:
-        experiment, plan = store.get_meta("experiment", {}), store.get_meta("plan", [])
-        rows = list(store.samples())
-    order = {name: i for i, name in enumerate(["base"] + [s["name"] for s in experiment.get("alignment", [])])}
-    models = {m: i for i, m in enumerate(experiment.get("models", []))}
-    tasks = {t: i for i, t in enumerate(experiment.get("tasks", []))}
-    modes = {m: i for i, m in enumerate(experiment.get("modes", []))}
-    rows.sort(key=lambda r: (tasks.get(r["task"], 99), modes.get(r["mode"], 99), r["scoring"],
-                             models.get(r["model"], 99), order.get(r["setting"], 99)))
-    correct: dict = {}
-    for r in rows:
-        key = (r["model"], r["setting"], r["task"], r["mode"], r["scoring"])
-        hit = r["pred"] is not None and r["pred"] == r["gold"]  # a tie (pred None) counts as wrong
-        correct.setdefault(key, {}).setdefault(r["lang"], {})[r["idx"]] = hit
-    return RunData(run_dir, experiment, plan, correct)
-
-
-def paired_bootstrap(aligned: np.ndarray, base: np.ndarray, resamples: int = RESAMPLES,
-                     seed: int = SEED) -> tuple[float, float]:
-    """Accuracy difference (aligned - base) on the same items and its two-sided p-value.
-
-    Items are resampled with replacement (pairs kept together); the p-value is the share of
-    resampled differences at least |delta| away from delta (the null-centred bootstrap of
-    Berg-Kirkpatrick et al. 2012), with the +1 correction so it is never 0.
-    """
-    diff = np.asarray(aligned, dtype=float) - np.asarray(base, dtype=float)
-    if len(diff) == 0:
-        return 0.0, 1.0
-    delta = float(diff.mean())
-    picks = np.random.default_rng(seed).integers(0, len(diff), size=(resamples, len(diff)))
-    boot = diff[picks].mean(axis=1)
-    extreme = int(np.sum(np.abs(boot - delta) >= abs(delta) - 1e-12))
-    return delta, (1 + extreme) / (1 + resamples) if delta != 0 else 1.0
-
-
-def short(model: str) -> str:
-    path = Path(model)
-    return path.name if len(path.parts) > 1 and path.exists() else model
-
-
-def _vname(variant) -> str:
-    return f"{short(variant[0])} / {variant[1]}"
-
-
-def _cname(condition) -> str:
-    task, mode, scoring = condition
-    return f"{task} ({mode} labels, {scoring})"
-
-
-def _best(values: list, offset: int = 1) -> set[int]:
-    present = [v for v in values if v is not None]
-    return {j + offset for j, v in enumerate(values) if present and v is not None and v >= max(present) - 1e-12}
-
-
-def build_tables(run: RunData) -> list[Table]:
-    langs, tables = run.langs(), []
-    seen_any = set().union(*(run.seen(s["name"]) for s in run.experiment.get("alignment", [])))
-    for condition in run.conditions():  # Table 1: accuracy per language, best marked
-        variants = run.variants(condition)
-        rows, best = [], set()
-        for lang in langs + ["avg"]:
-            values = [run.average(v, condition) if lang == "avg" else run.accuracy(v, condition, lang)
-                      for v in variants]
-            best |= {(len(rows), j) for j in _best(values)}
-            rows.append([lang + (" †" if lang in seen_any else "") if lang != "avg" else "average", *values])
-        counts = sorted({len(i) for k, by in run.correct.items() if k[2:] == condition for i in by.values()})
-        tables.append(Table("per_language", f"Table 1 — accuracy (%) per language: {_cname(condition)}",
-                            ["language", *map(_vname, variants)], rows, ["text"] + ["acc"] * len(variants), best,
-                            f"Best per language in bold. † seen in alignment training. Items per language: "
-                            f"{', '.join(map(str, counts))}."))
-    variants, conditions = run.variants(), run.conditions()
-    rows = []
-    for v in variants:  # Table 2: averages per model and setting
-        values = [run.average(v, c) for c in conditions]
-        present = [x for x in values if x is not None]
-        rows.append([_vname(v), *values, float(np.mean(present)) if present else None])
-    best = {(i, j) for j in range(1, len(conditions) + 2) for i in _best([r[j] for r in rows], 0)}
-    tables.append(Table("per_model", "Table 2 — average accuracy (%) over languages, per model and setting",
-                        ["model / setting", *map(_cname, conditions), "mean"], rows,
-                        ["text"] + ["acc"] * (len(conditions) + 1), best, "Best per column in bold."))
-    tasks = list(dict.fromkeys(c[0] for c in conditions))
-    rows, best = [], set()
-    for task in tasks:  # Table 3: averages per task
-        values = []
-        for v in variants:
-            accs = [a for c in conditions if c[0] == task if (a := run.average(v, c)) is not None]
-            values.append(float(np.mean(accs)) if accs else None)
-        best |= {(len(rows), j) for j in _best(values)}
-        rows.append([task, *values])
-    tables.append(Table("per_task", "Table 3 — average accuracy (%) per task (over languages and modes)",
-                        ["task", *map(_vname, variants)], rows, ["text"] + ["acc"] * len(variants), best,
-                        "Best per task in bold."))
-    seen_rows, sig_rows, sig_best = [], [], set()
-    for condition in conditions:
-        for model, setting in run.variants(condition):
-            base = run.correct.get((model, "base", *condition))
-            if setting == "base" or base is None:
-                continue
-            aligned = run.correct[(model, setting, *condition)]
-            shared = [lang for lang in langs if lang in aligned and lang in base]
-            seen = [lang for lang in shared if lang in run.seen(setting)]
-            unseen = [lang for lang in shared if lang not in run.seen(setting)]
-            cells = []
-            for group in (seen, unseen):
-                b, a = run.average((model, "base"), condition, group), run.average((model, setting), condition, group)
-                cells += [b, a, a - b if group else None]
-            seen_rows.append([f"{_vname((model, setting))} — {_cname(condition)}", ",".join(seen) or "–", *cells])
-            for lang in shared:
-                idx = sorted(set(aligned[lang]) & set(base[lang]))
-                delta, p = paired_bootstrap(np.array([aligned[lang][i] for i in idx]),
-                                            np.array([base[lang][i] for i in idx]))
-                if p < ALPHA:
-                    sig_best.add((len(sig_rows), 5))
-                sig_rows.append([f"{_vname((model, setting))} — {_cname(condition)}", lang, len(idx),
-                                 run.accuracy((model, "base"), condition, lang),
-                                 run.accuracy((model, setting), condition, lang), delta, p])
-    tables.append(Table("seen_unseen", "Table 4 — languages seen vs unseen in alignment training (average %)",
-                        ["model / setting — condition", "seen", "base seen", "aligned seen", "Δ seen",
-                         "base unseen", "aligned unseen", "Δ unseen"], seen_rows,
-                        ["text", "text"] + ["acc", "acc", "delta"] * 2, set(),
-                        "Seen = the setting's source languages and its target."))
-    tables.append(Table("significance", f"Table 5 — aligned vs base per language: paired bootstrap "
-                                        f"({RESAMPLES} resamples, seed {SEED})",
-                        ["model / setting — condition", "language", "n", "base", "aligned", "Δ (pp)", "p"], sig_rows,
-                        ["text", "text", "int", "acc", "acc", "delta", "p"], sig_best,
-                        f"Items paired by index; two-sided p-value; Δ in bold where p < {ALPHA}."))
-    return [t for t in tables if t.rows]  # a run without adapters has no comparison tables
 
 
 def _png(fig) -> bytes:
@@ -300,11 +107,14 @@ def _header(run: RunData) -> tuple[str, list[str]]:
     exp = run.experiment
     title = f"polyalign report: {exp.get('name') or run.run_dir.name}"
     lines = [exp.get("description", "")] if exp.get("description") else []
+    evaluated = f" Evaluated items {exp['items']}." if exp.get("items") else ""
     lines.append(f"Run folder: {run.run_dir}. Models: {', '.join(map(short, exp.get('models', [])))}. "
-                 f"Languages: {', '.join(run.langs())}.")
-    for s in exp.get("alignment", []):
-        lines.append(f"Setting {s['name']}: {s['task']} questions {','.join(s['sources'])} → {s['target']}, "
-                     f"{s['per_language']} pairs per language.")
+                 f"Languages: {', '.join(run.langs())}.{evaluated}")
+    for s in exp.get("alignment", []):  # .get: stores written before a key existed still report
+        pairs = f", {s['per_language']} pairs per language" if s.get("per_language") is not None else ""
+        trained = f", trained on {s['task']} items {s['items']}" if s.get("items") else ""
+        lines.append(f"Setting {s['name']}: {s['task']} questions {','.join(s['sources'])} → {s['target']}"
+                     f"{pairs}{trained}.")
     return title, lines
 
 

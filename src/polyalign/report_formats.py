@@ -12,7 +12,8 @@ import io
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from polyalign.report import ReportFigure, Table
+    from polyalign.report import ReportFigure
+    from polyalign.report_tables import Table
 
 
 def render_md(title: str, lines: list[str], tables: list[Table], figures: list[ReportFigure],
@@ -54,17 +55,18 @@ def render_html(title: str, lines: list[str], tables: list[Table], figures: list
 
 
 def render_csv(tables: list[Table]) -> str:
-    """Tidy: one line per cell (table, row, column, value, best)."""
+    """Tidy: one line per cell (table, row, column, value, best, row_index); row_index tells the
+    rows of a table apart where their labels repeat (one comparison over many languages)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["table", "title", "row", "column", "value", "best"])
+    writer.writerow(["table", "title", "row", "column", "value", "best", "row_index"])
     for t in tables:
         for i, row in enumerate(t.rows):
             for j in range(1, len(t.header)):
                 value = row[j]
                 writer.writerow([t.name, t.title, row[0], t.header[j],
                                  "" if value is None else f"{value:.6g}" if isinstance(value, float) else value,
-                                 int((i, j) in t.best)])
+                                 int((i, j) in t.best), i])
     return buffer.getvalue()
 
 

@@ -1,0 +1,379 @@
+"""The report's tables, built from a run store's per-item samples (every number recomputed here).
+
+polyalign.report draws the figures and writes the file; polyalign.report_formats lays tables out;
+polyalign.stats holds the tests and scores.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from polyalign.languages import PAPER_LANGUAGES
+from polyalign.stats import (
+    RESAMPLES,
+    SEED,
+    balanced_accuracy,
+    benjamini_hochberg,
+    bootstrap_average_ci,
+    discordant,
+    holm,
+    label_distribution,
+    macro_f1,
+    paired_bootstrap,
+    sign_test,
+)
+
+ALPHA = 0.05
+
+
+@dataclass
+class Table:
+    """A rendered-agnostic table: `rows[i][0]` is the row label; `kinds[j]` formats column j
+    (acc, delta, p, int, text); `best` holds (row, column) cells to mark."""
+
+    name: str
+    title: str
+    header: list[str]
+    rows: list[list]
+    kinds: list[str]
+    best: set = field(default_factory=set)
+    note: str = ""
+
+    def cell(self, i: int, j: int) -> str:
+        value, kind = self.rows[i][j], self.kinds[j]
+        if value is None:
+            return "–"
+        return {"acc": lambda v: f"{100 * v:.1f}", "delta": lambda v: f"{100 * v:+.1f}",
+                "p": lambda v: f"{v:.3f}" if v >= 0.001 else f"{v:.1e}"}.get(kind, str)(value)
+
+
+@dataclass
+class RunData:
+    """A run's current results: labels[(model, setting, task, mode, scoring)][lang][idx] = (gold, pred),
+    correct[...][lang][idx] = bool (a tie, pred None, is wrong); class_order[(task, mode, scoring)]."""
+
+    run_dir: Path
+    experiment: dict
+    plan: list[dict]
+    correct: dict
+    labels: dict = field(default_factory=dict)
+    class_order: dict = field(default_factory=dict)
+
+    def conditions(self) -> list[tuple[str, str, str]]:
+        return list(dict.fromkeys(k[2:] for k in self.correct))
+
+    def variants(self, condition=None) -> list[tuple[str, str]]:
+        return list(dict.fromkeys(k[:2] for k in self.correct if condition is None or k[2:] == condition))
+
+    def langs(self) -> list[str]:
+        found = {lang for by_lang in self.correct.values() for lang in by_lang}
+        return sorted(found, key=lambda c: (PAPER_LANGUAGES.index(c) if c in PAPER_LANGUAGES else 99, c))
+
+    def accuracy(self, variant, condition, lang) -> float | None:
+        items = self.correct.get((*variant, *condition), {}).get(lang)
+        return float(np.mean(list(items.values()))) if items else None
+
+    def average(self, variant, condition, langs=None) -> float | None:
+        langs = self.langs() if langs is None else langs
+        accs = [a for lang in langs if (a := self.accuracy(variant, condition, lang)) is not None]
+        return float(np.mean(accs)) if accs else None
+
+    def pairs(self, variant, condition, lang) -> list[tuple]:
+        """(gold, pred) of each item, in index order."""
+        items = self.labels.get((*variant, *condition), {}).get(lang, {})
+        return [items[i] for i in sorted(items)]
+
+    def class_scores(self, variant, condition, lang) -> tuple[float | None, float | None]:
+        """(balanced accuracy, macro-F1) on one language."""
+        pairs = self.pairs(variant, condition, lang)
+        gold, pred = [g for g, _ in pairs], [p for _, p in pairs]
+        return balanced_accuracy(gold, pred), macro_f1(gold, pred)
+
+    def classes(self, condition) -> list[str]:
+        """The task's classes (score order), then any other gold or predicted label."""
+        found = {p for k, by in self.labels.items() if k[2:] == condition for it in by.values()
+                 for pair in it.values() for p in pair if p is not None}
+        known = list(self.class_order.get(condition, []))
+        return known + sorted(found - set(known))
+
+    def seen(self, setting: str) -> set[str]:
+        for s in self.experiment.get("alignment", []):
+            if s["name"] == setting:
+                return {*s["sources"], s["target"]}
+        return set()
+
+
+def load_run(run_dir: str | Path) -> RunData:
+    """Everything the report needs, from RUN_DIR/results.sqlite alone (plus analysis folders)."""
+    from polyalign.store import Store
+
+    run_dir = Path(run_dir)
+    with Store(run_dir, create=False) as store:
+        experiment, plan = store.get_meta("experiment", {}), store.get_meta("plan", [])
+        rows = list(store.samples())
+    order = {name: i for i, name in enumerate(["base"] + [s["name"] for s in experiment.get("alignment", [])])}
+    models = {m: i for i, m in enumerate(experiment.get("models", []))}
+    tasks = {t: i for i, t in enumerate(experiment.get("tasks", []))}
+    modes = {m: i for i, m in enumerate(experiment.get("modes", []))}
+    rows.sort(key=lambda r: (tasks.get(r["task"], 99), modes.get(r["mode"], 99), r["scoring"],
+                             models.get(r["model"], 99), order.get(r["setting"], 99)))
+    correct: dict = {}
+    labels: dict = {}
+    class_order: dict = {}
+    for r in rows:
+        key = (r["model"], r["setting"], r["task"], r["mode"], r["scoring"])
+        hit = r["pred"] is not None and r["pred"] == r["gold"]  # a tie (pred None) counts as wrong
+        correct.setdefault(key, {}).setdefault(r["lang"], {})[r["idx"]] = hit
+        labels.setdefault(key, {}).setdefault(r["lang"], {})[r["idx"]] = (r["gold"], r["pred"])
+        if key[2:] not in class_order and r.get("scores_json"):
+            class_order[key[2:]] = list(json.loads(r["scores_json"]) or {})
+    return RunData(run_dir, experiment, plan, correct, labels, class_order)
+
+
+def short(model: str) -> str:
+    path = Path(model)
+    return path.name if len(path.parts) > 1 and path.exists() else model
+
+
+def _vname(variant) -> str:
+    return f"{short(variant[0])} / {variant[1]}"
+
+
+def _cname(condition) -> str:
+    task, mode, scoring = condition
+    return f"{task} ({mode} labels, {scoring})"
+
+
+def _best(values: list, offset: int = 1) -> set[int]:
+    present = [v for v in values if v is not None]
+    return {j + offset for j, v in enumerate(values) if present and v is not None and v >= max(present) - 1e-12}
+
+
+def _mean(values) -> float | None:
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else None
+
+
+@dataclass
+class Comparison:
+    """One aligned setting vs the base model of the same model on one condition: the family of
+    per-language tests that a multiple-comparison correction runs over."""
+
+    model: str
+    setting: str
+    condition: tuple[str, str, str]
+    name: str
+    seen: set[str]
+    items: dict[str, tuple[list[int], np.ndarray, np.ndarray]]  # lang: (idx, aligned, base) on shared items
+
+
+def comparisons(run: RunData) -> Iterator[Comparison]:
+    for condition in run.conditions():
+        for model, setting in run.variants(condition):
+            base = run.correct.get((model, "base", *condition))
+            if setting == "base" or base is None:
+                continue
+            aligned = run.correct[(model, setting, *condition)]
+            items = {}
+            for lang in (lang for lang in run.langs() if lang in aligned and lang in base):
+                idx = sorted(set(aligned[lang]) & set(base[lang]))
+                if not idx:
+                    continue
+                items[lang] = (idx, np.array([aligned[lang][i] for i in idx], dtype=bool),
+                               np.array([base[lang][i] for i in idx], dtype=bool))
+            yield Comparison(model, setting, condition, f"{_vname((model, setting))} — {_cname(condition)}",
+                             run.seen(setting), items)
+
+
+def per_language_table(run: RunData, condition, seen_any: set[str]) -> Table:
+    """Table 1: accuracy per language, best marked."""
+    variants, best = run.variants(condition), set()
+    rows: list[list] = []
+    for lang in run.langs() + ["avg"]:
+        values = [run.average(v, condition) if lang == "avg" else run.accuracy(v, condition, lang) for v in variants]
+        best |= {(len(rows), j) for j in _best(values)}
+        rows.append([lang + (" †" if lang in seen_any else "") if lang != "avg" else "average", *values])
+    counts = sorted({len(i) for k, by in run.correct.items() if k[2:] == condition for i in by.values()})
+    return Table("per_language", f"Table 1 — accuracy (%) per language: {_cname(condition)}",
+                 ["language", *map(_vname, variants)], rows, ["text"] + ["acc"] * len(variants), best,
+                 f"Best per language in bold. † seen in alignment training. Items per language: "
+                 f"{', '.join(map(str, counts))}.")
+
+
+def averages_tables(run: RunData) -> list[Table]:
+    """Table 2 (averages per model and setting) and Table 3 (per task)."""
+    variants, conditions = run.variants(), run.conditions()
+    rows = []
+    for v in variants:
+        values = [run.average(v, c) for c in conditions]
+        rows.append([_vname(v), *values, _mean(values)])
+    best = {(i, j) for j in range(1, len(conditions) + 2) for i in _best([r[j] for r in rows], 0)}
+    t2 = Table("per_model", "Table 2 — average accuracy (%) over languages, per model and setting",
+               ["model / setting", *map(_cname, conditions), "mean"], rows,
+               ["text"] + ["acc"] * (len(conditions) + 1), best, "Best per column in bold.")
+    rows, best = [], set()
+    for task in dict.fromkeys(c[0] for c in conditions):
+        values = [_mean([run.average(v, c) for c in conditions if c[0] == task]) for v in variants]
+        best |= {(len(rows), j) for j in _best(values)}
+        rows.append([task, *values])
+    t3 = Table("per_task", "Table 3 — average accuracy (%) per task (over languages and modes)",
+               ["task", *map(_vname, variants)], rows, ["text"] + ["acc"] * len(variants), best,
+               "Best per task in bold.")
+    return [t2, t3]
+
+
+def seen_unseen_table(run: RunData) -> Table:
+    """Table 4: average accuracy over the languages seen vs unseen in alignment training."""
+    rows: list[list] = []
+    for c in comparisons(run):
+        seen = [lang for lang in c.items if lang in c.seen]
+        unseen = [lang for lang in c.items if lang not in c.seen]
+        cells = []
+        for group in (seen, unseen):
+            b = run.average((c.model, "base"), c.condition, group)
+            a = run.average((c.model, c.setting), c.condition, group)
+            cells += [b, a, a - b if a is not None and b is not None else None]
+        rows.append([c.name, ",".join(seen) or "–", *cells])
+    return Table("seen_unseen", "Table 4 — languages seen vs unseen in alignment training (average %)",
+                 ["model / setting — condition", "seen", "base seen", "aligned seen", "Δ seen",
+                  "base unseen", "aligned unseen", "Δ unseen"], rows,
+                 ["text", "text"] + ["acc", "acc", "delta"] * 2, set(),
+                 "Seen = the setting's source languages and its target.")
+
+
+def significance_table(run: RunData) -> Table:
+    """Table 5: per-language paired tests, Holm-corrected over the languages of each comparison."""
+    rows: list[list] = []
+    best: set = set()
+    for c in comparisons(run):
+        tests = []
+        for lang, (_, a, b) in c.items.items():
+            delta, p_boot = paired_bootstrap(a, b)
+            fixed, broken = discordant(a, b)
+            tests.append((lang, len(a), delta, p_boot, fixed, broken, sign_test(fixed, broken)))
+        boot_holm = holm([t[3] for t in tests])
+        sign_holm, sign_bh = holm([t[6] for t in tests]), benjamini_hochberg([t[6] for t in tests])
+        for k, (lang, n, delta, p_boot, fixed, broken, p_sign) in enumerate(tests):
+            best |= {(len(rows), j) for j in (5, 11) if sign_holm[k] < ALPHA} | (
+                {(len(rows), 7)} if boot_holm[k] < ALPHA else set())
+            rows.append([c.name, lang, n, run.accuracy((c.model, "base"), c.condition, lang),
+                         run.accuracy((c.model, c.setting), c.condition, lang), delta, p_boot, boot_holm[k],
+                         fixed, broken, p_sign, sign_holm[k], sign_bh[k]])
+    return Table("significance", f"Table 5 — aligned vs base per language: paired bootstrap ({RESAMPLES} "
+                                 f"resamples, seed {SEED}) and exact sign test",
+                 ["model / setting — condition", "language", "n", "base", "aligned", "Δ (pp)", "p boot",
+                  "p boot (Holm)", "fixed", "broken", "p sign", "p sign (Holm)", "p sign (BH)"], rows,
+                 ["text", "text", "int", "acc", "acc", "delta", "p", "p", "int", "int", "p", "p", "p"], best,
+                 "Items paired by index; two-sided p-values. fixed = items wrong in base and right aligned, "
+                 "broken = the reverse; p sign = exact sign test (McNemar exact) on them. Holm = Holm-Bonferroni "
+                 "adjustment over the languages of one comparison (family-wise error rate); BH = "
+                 f"Benjamini-Hochberg (false discovery rate), for reference. Bold where the Holm-adjusted p < {ALPHA}.")
+
+
+def pooled_table(run: RunData) -> Table:
+    """Table 7: seen / unseen / all languages pooled: sign test on the summed discordant counts and a
+    bootstrap CI of the average difference resampling items jointly across languages."""
+    rows: list[list] = []
+    best: set = set()
+    for c in comparisons(run):
+        groups = {"seen": [lang for lang in c.items if lang in c.seen],
+                  "unseen": [lang for lang in c.items if lang not in c.seen], "all": list(c.items)}
+        for group, langs in groups.items():
+            if not langs:
+                continue
+            columns = sorted({i for lang in langs for i in c.items[lang][0]})
+            where = {i: k for k, i in enumerate(columns)}
+            diff = np.full((len(langs), len(columns)), np.nan)
+            fixed = broken = 0
+            for row, lang in enumerate(langs):
+                idx, a, b = c.items[lang]
+                diff[row, [where[i] for i in idx]] = a.astype(float) - b.astype(float)
+                f, br = discordant(a, b)
+                fixed, broken = fixed + f, broken + br
+            delta, lo, hi = bootstrap_average_ci(diff)
+            p = sign_test(fixed, broken)
+            if p < ALPHA:
+                best.add((len(rows), 6))
+            rows.append([c.name, group, len(langs), int((~np.isnan(diff)).sum()),
+                         _mean([c.items[lang][2].mean() for lang in langs]),
+                         _mean([c.items[lang][1].mean() for lang in langs]), delta, lo, hi,
+                         fixed, broken, p])
+    return Table("pooled", f"Table 7 — aligned vs base pooled over languages: exact sign test and 95% "
+                           f"bootstrap CI of Δ ({RESAMPLES} resamples, seed {SEED})",
+                 ["model / setting — condition", "languages", "n langs", "n pairs", "base", "aligned", "Δ (pp)",
+                  "Δ CI low", "Δ CI high", "fixed", "broken", "p sign"], rows,
+                 ["text", "text", "int", "int", "acc", "acc", "delta", "delta", "delta", "int", "int", "p"], best,
+                 "Averages are means over languages of per-language accuracy on paired items. The CI resamples "
+                 "item indices jointly across languages (the test sets are item-parallel). fixed/broken and p sign "
+                 "pool every (language, item) pair, the headline test; but pooled pairs are not independent "
+                 "across languages (they are translations of the same reviews), so the per-language tests with "
+                 f"Holm correction (Table 5) are the conservative ones. Δ bold where p sign < {ALPHA}.")
+
+
+def balanced_table(run: RunData, condition, seen_any: set[str]) -> Table:
+    """Table 6: accuracy, balanced accuracy and macro-F1 side by side: a model that answers one
+    label everywhere keeps its accuracy on a skewed test set, not its balanced accuracy."""
+    variants, langs, best = run.variants(condition), run.langs(), set()
+    rows: list[list] = []
+    scores: dict[str, list[tuple]] = {
+        lang: [(run.accuracy(v, condition, lang), *run.class_scores(v, condition, lang)) for v in variants]
+        for lang in langs}
+    scores["average"] = [tuple(_mean([scores[lang][k][m] for lang in langs]) for m in range(3))
+                         for k in range(len(variants))]
+    for lang, values in scores.items():
+        best |= {(len(rows), 3 * j - 1) for j in _best([v[1] for v in values])}
+        rows.append([lang + (" †" if lang in seen_any else ""), *[x for v in values for x in v]])
+    header = [f"{_vname(v)} {m}" for v in variants for m in ("acc", "bal acc", "macro-F1")]
+    return Table("balanced", f"Table 6 — accuracy, balanced accuracy and macro-F1 (%) per language: "
+                             f"{_cname(condition)}", ["language", *header], rows,
+                 ["text"] + ["acc"] * len(header), best,
+                 "Balanced accuracy = mean over the gold classes present of per-class recall; macro-F1 = mean "
+                 "over the same classes of F1; a tie counts as wrong. Best balanced accuracy per row in bold; "
+                 "the average row is the mean over languages.")
+
+
+def distribution_table(run: RunData, condition) -> Table:
+    """Table 8: share of each predicted label per variant and language, against the gold shares."""
+    classes, variants, langs = run.classes(condition), run.variants(condition), run.langs()
+    preds = {(v, lang): [p for _, p in run.pairs(v, condition, lang)] for v in variants for lang in langs}
+    ties = any(p is None for ps in preds.values() for p in ps)
+    gold = {}
+    for lang in langs:
+        merged: dict = {}
+        for v in variants:
+            merged.update(run.labels.get((*v, *condition), {}).get(lang, {}))
+        gold[lang] = [g for g, _ in merged.values()]
+
+    def row(label: str, values: list) -> list:
+        shares = label_distribution(values, classes)
+        return [label, len(values), *(shares[c] for c in classes), *([shares[None]] if ties else [])]
+
+    if len({tuple(label_distribution(g, classes).items()) for g in gold.values()}) <= 1:
+        rows = [row("all languages — gold", [g for lang in langs for g in gold[lang]])]
+    else:
+        rows = [row(f"{lang} — gold", gold[lang]) for lang in langs]
+    for lang in langs + ["all languages"]:
+        for v in variants:
+            values = [p for x in langs for p in preds[(v, x)]] if lang == "all languages" else preds[(v, lang)]
+            if values:
+                rows.append(row(f"{lang} — {_vname(v)}", values))
+    return Table("label_distribution", f"Table 8 — predicted-label distribution (%): {_cname(condition)}",
+                 ["language — variant", "n", *classes, *(["tie"] if ties else [])], rows,
+                 ["text", "int"] + ["acc"] * (len(classes) + ties), set(),
+                 "Share of items predicted as each class; the gold row gives the test set's own shares (one row "
+                 "when every language has the same). " + ("tie = no single best label (counted wrong)." if ties
+                                                          else "No ties."))
+
+
+def build_tables(run: RunData) -> list[Table]:
+    seen_any = set().union(*(run.seen(s["name"]) for s in run.experiment.get("alignment", [])))
+    conditions = run.conditions()
+    tables = [per_language_table(run, c, seen_any) for c in conditions]
+    tables += averages_tables(run) + [seen_unseen_table(run), significance_table(run)]
+    tables += [balanced_table(run, c, seen_any) for c in conditions] + [pooled_table(run)]
+    tables += [distribution_table(run, c) for c in conditions]
+    return [t for t in tables if t.rows]  # a run without adapters has no comparison tables

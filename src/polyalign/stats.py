@@ -1,0 +1,139 @@
+"""Statistics of the report, from per-item outcomes only (pure numpy, no torch).
+
+Paired tests of an aligned model against the base model on the same items, multiple-comparison
+corrections over the languages of one comparison, and class-aware scores (balanced accuracy,
+macro-F1, predicted-label distribution) that expose a model that just predicts one label.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Hashable, Sequence
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+RESAMPLES, SEED = 1000, 0
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values: controls the family-wise error rate over the
+    languages of one comparison without assuming independence (monotone, capped at 1)."""
+    m = len(pvalues)
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(sorted(range(m), key=lambda k: pvalues[k])):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def benjamini_hochberg(pvalues: Sequence[float]) -> list[float]:
+    """Benjamini-Hochberg adjusted p-values (q-values): controls the false discovery rate, a
+    less conservative companion of Holm (monotone, capped at 1)."""
+    m = len(pvalues)
+    adjusted = [0.0] * m
+    running = 1.0
+    order = sorted(range(m), key=lambda k: pvalues[k])
+    for rank in range(m - 1, -1, -1):
+        i = order[rank]
+        running = min(running, m * pvalues[i] / (rank + 1))
+        adjusted[i] = min(1.0, running)
+    return adjusted
+
+
+def discordant(aligned: ArrayLike, base: ArrayLike) -> tuple[int, int]:
+    """(fixed, broken): items wrong in base and right in aligned, and the reverse."""
+    a, b = np.asarray(aligned, dtype=bool), np.asarray(base, dtype=bool)
+    return int(np.sum(a & ~b)), int(np.sum(~a & b))
+
+
+def sign_test(fixed: int, broken: int) -> float:
+    """Two-sided exact sign test (McNemar exact) on the discordant items:
+    p = min(1, 2 P(X <= min(fixed, broken))), X ~ Binomial(fixed + broken, 1/2).
+
+    Exact and easy to explain: under "alignment changes nothing", each item that changed is
+    equally likely to have been fixed or broken. Computed with integers, so it is exact for
+    any n (concordant items carry no information and are ignored)."""
+    n, k = fixed + broken, min(fixed, broken)
+    if n == 0:
+        return 1.0
+    term = tail = 1  # C(n, 0); C(n, j + 1) = C(n, j) (n - j) / (j + 1), exact in integers
+    for j in range(k):
+        term = term * (n - j) // (j + 1)
+        tail += term
+    return min(1.0, 2 * tail / 2**n)
+
+
+def paired_bootstrap(aligned: np.ndarray, base: np.ndarray, resamples: int = RESAMPLES,
+                     seed: int = SEED) -> tuple[float, float]:
+    """Accuracy difference (aligned - base) on the same items and its two-sided p-value.
+
+    Items are resampled with replacement (pairs kept together); the p-value is the share of
+    resampled differences at least |delta| away from delta (the null-centred bootstrap of
+    Berg-Kirkpatrick et al. 2012), with the +1 correction so it is never 0.
+    """
+    diff = np.asarray(aligned, dtype=float) - np.asarray(base, dtype=float)
+    if len(diff) == 0:
+        return 0.0, 1.0
+    delta = float(diff.mean())
+    picks = np.random.default_rng(seed).integers(0, len(diff), size=(resamples, len(diff)))
+    boot = diff[picks].mean(axis=1)
+    extreme = int(np.sum(np.abs(boot - delta) >= abs(delta) - 1e-12))
+    return delta, (1 + extreme) / (1 + resamples) if delta != 0 else 1.0
+
+
+def bootstrap_average_ci(diff: np.ndarray, resamples: int = RESAMPLES, seed: int = SEED,
+                         level: float = 0.95) -> tuple[float, float, float]:
+    """Mean over languages of the per-language accuracy difference, with a percentile CI.
+
+    `diff[lang, item]` is aligned - base correctness (NaN where a language lacks the item).
+    Items are parallel across languages (translations of one review), so item indices are
+    resampled jointly for every language: the CI keeps the cross-language correlation that
+    resampling (lang, item) pairs independently would hide."""
+    diff = np.atleast_2d(np.asarray(diff, dtype=float))
+    present = ~np.isnan(diff)
+    if not present.any():
+        return 0.0, 0.0, 0.0
+    values = np.where(present, diff, 0.0)
+    with np.errstate(invalid="ignore"):
+        delta = float(np.nanmean(values.sum(1) / present.sum(1)))
+        n = diff.shape[1]
+        picks = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+        rows = picks + n * np.arange(resamples)[:, None]  # how often each item is drawn, per resample
+        weights = np.bincount(rows.ravel(), minlength=resamples * n).reshape(resamples, n).astype(float)
+        per_lang = (weights @ values.T) / (weights @ present.T)  # (resamples, langs); NaN: no item drawn
+        boot = np.nanmean(per_lang, axis=1)
+    lo, hi = np.nanquantile(boot, [(1 - level) / 2, (1 + level) / 2])
+    return delta, float(lo), float(hi)
+
+
+def balanced_accuracy(gold: Sequence[Hashable], pred: Sequence[Hashable | None]) -> float | None:
+    """Mean over gold classes (those present) of per-class recall: a model that always answers
+    the majority class scores 1/k, whatever the class balance (a tie, pred None, is wrong)."""
+    totals = Counter(gold)
+    if not totals:
+        return None
+    hits = Counter(g for g, p in zip(gold, pred) if p == g)
+    return float(np.mean([hits[c] / totals[c] for c in totals]))
+
+
+def macro_f1(gold: Sequence[Hashable], pred: Sequence[Hashable | None]) -> float | None:
+    """Mean over gold classes (those present) of F1; a prediction outside them (or a tie) is a
+    miss for its gold class and a false positive of no scored class."""
+    totals = Counter(gold)
+    if not totals:
+        return None
+    hits = Counter(g for g, p in zip(gold, pred) if p == g)
+    predicted = Counter(pred)
+    scores = [2 * hits[c] / (totals[c] + predicted[c]) for c in totals]
+    return float(np.mean(scores))
+
+
+def label_distribution(labels: Sequence[Hashable | None], classes: Sequence[Hashable]) -> dict:
+    """Fraction of `labels` equal to each class, plus key None: the ties (no single prediction)
+    and any label outside `classes`."""
+    counts, n = Counter(labels), len(labels)
+    if n == 0:
+        return {**{c: None for c in classes}, None: None}
+    shares = {c: counts[c] / n for c in classes}
+    return {**shares, None: 1.0 - sum(counts[c] for c in classes) / n}
