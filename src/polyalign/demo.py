@@ -68,5 +68,16 @@ def run_demo(out: Path, data_dir: str | None = None, model: str = "gemma-3-270m"
     run_experiment(path, out)
     report = write_report(out, "html")
     write_report(out, "md")
-    print(f"[polyalign demo] report: {report.resolve()}")
+    print_headline(out)
+    print(f"[polyalign demo] report: {report.resolve()} (also report.md)")
     return 0
+
+
+def print_headline(run_dir: Path) -> None:
+    """The measured effect in the terminal: the pooled aligned-vs-base table of the report."""
+    from polyalign.report_formats import render_md
+    from polyalign.report_tables import load_run, pooled_table
+
+    table = pooled_table(load_run(run_dir))
+    text = render_md("polyalign demo: base vs aligned", [], [table], [], "")
+    print(text.split("## Figures")[0].rstrip())
