@@ -9,7 +9,7 @@ lint:
 	.venv/bin/ruff check $(LINT_PATHS)
 	.venv/bin/mypy
 	@# TODO: add `.venv/bin/ruff format --check $(LINT_PATHS)` here after the one-shot `ruff format $(LINT_PATHS)`.
-# No packaged model, no extra process: under a minute.
+# No model weights (packaged or tiny), no extra process: under a minute.
 test-fast:
 	bash scripts/bootstrap.sh
 	.venv/bin/python -m pytest -q -ra -m "not slow"

@@ -1,8 +1,9 @@
 """Shared fixtures: the real benchmark path, packaged tokenizers, tiny random models.
 
-Tiers: a test that loads a packaged model (gemma_dir, smollm_dir) or launches processes carries
-@pytest.mark.slow; `make test-fast` runs the rest. The tiny models need only the packaged tokenizers
-(helpers.packaged_tokenizer, no weights converted), so they are in the fast tier.
+Tiers: a test that loads a model (packaged: gemma_dir, smollm_dir; tiny random: tiny_gemma,
+tiny_llama) or launches processes carries @pytest.mark.slow; `make test-fast` runs the rest (no model
+weights, no process; tokenizers only), `make test` everything. The tiny models need only the packaged
+tokenizers (helpers.packaged_tokenizer: no weights converted).
 """
 from __future__ import annotations
 
@@ -18,16 +19,17 @@ from helpers import DATA, packaged_tokenizer
 os.environ.setdefault("POLYALIGN_DTYPE", "float32")
 
 
-PACKAGED_MODEL_FIXTURES = {"gemma_dir", "smollm_dir"}
+MODEL_FIXTURES = {"gemma_dir", "smollm_dir", "tiny_gemma", "tiny_llama"}
 
 
 def pytest_collection_modifyitems(config, items):
-    """The tiers hold by construction: a test that loads a packaged model must be marked slow."""
+    """The tiers hold by construction: a test that takes a model fixture must be marked slow
+    (one that calls request.getfixturevalue is marked by hand)."""
     unmarked = [item.nodeid for item in items
-                if PACKAGED_MODEL_FIXTURES & set(getattr(item, "fixturenames", ()))
+                if MODEL_FIXTURES & set(getattr(item, "fixturenames", ()))
                 and item.get_closest_marker("slow") is None]
     if unmarked:
-        raise pytest.UsageError("these tests load a packaged model but are not marked slow: " + ", ".join(unmarked))
+        raise pytest.UsageError("these tests load a model but are not marked slow: " + ", ".join(unmarked))
 
 
 @pytest.fixture(scope="session")

@@ -128,6 +128,7 @@ def tiny_seq2seq(tiny_llama, tmp_path_factory):
     return str(folder)
 
 
+@pytest.mark.slow
 def test_translator_batches_and_caches(tiny_seq2seq, tmp_path):
     records = [{"premise": f"A man number {i} holds a phone.", "hypothesis": "He is outside.", "answer": "x"}
                for i in range(5)]
@@ -172,6 +173,7 @@ def test_translation_resumes_after_interruption(tmp_path):
     assert len(cache.read_text().splitlines()) == 6
 
 
+@pytest.mark.slow
 def test_build_with_translator_for_languages_without_files(tiny_seq2seq, data_dir, tmp_path):
     calls = []
 

@@ -97,13 +97,14 @@ def pairs(data_dir, tmp_path):
     return path
 
 
-def test_train_checks_the_model_before_writing(pairs, tiny_llama, tmp_path, capsys):
+def test_train_checks_the_model_before_writing(pairs, tmp_path, capsys):
     out = tmp_path / "run"
     one_line_error(capsys, ["train", "--model", NO_MODEL, "--data", str(pairs), "--out", str(out)],
                    "model folder not found")
     assert not out.exists()  # so the corrected command runs into the same --out without --overwrite
 
 
+@pytest.mark.slow
 def test_train_folder_with_a_malformed_config_yaml(pairs, tiny_llama, tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
@@ -154,6 +155,7 @@ def test_corrupt_results_sqlite(damage, tmp_path, capsys):
     assert store.read_bytes() == before
 
 
+@pytest.mark.slow
 def test_transformers_rename_notices_are_silenced(tiny_llama):
     """`past_key_values` / `is_gradient_checkpointing` FutureWarnings and the `cache` rename notice."""
     from helpers import WORDS, make_items

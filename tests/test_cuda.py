@@ -17,7 +17,7 @@ from polyalign.prompts import PromptPack
 from polyalign.scoring import Scorer, prefix_token_ids
 from polyalign.training import load_config, train
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
 
 
 @pytest.mark.parametrize("family", ["tiny_gemma", "tiny_llama"])

@@ -25,6 +25,7 @@ def cfg_for(model_dir, data_dir, **kw):
     return EvalConfig(**base)
 
 
+@pytest.mark.slow
 def test_eval_writes_results_and_samples(tiny_gemma, data_dir, tmp_path):
     out = tmp_path / "e"
     code = main(["eval", "--model", str(tiny_gemma), "--task", "emotion", "--langs", "en,zh,th", "--mode", "english",
@@ -42,6 +43,7 @@ def test_eval_writes_results_and_samples(tiny_gemma, data_dir, tmp_path):
     assert not (out / "samples" / ".partial").exists()
 
 
+@pytest.mark.slow
 def test_results_do_not_depend_on_batch_size(tiny_gemma, data_dir, tmp_path):
     model, tok = load_model(str(tiny_gemma))
     one = run_eval(cfg_for(tiny_gemma, data_dir, batch_size=1), model, tok, tmp_path / "b1", progress=False)
@@ -55,6 +57,7 @@ def test_results_do_not_depend_on_batch_size(tiny_gemma, data_dir, tmp_path):
     assert one["average"] == many["average"]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_identical_files(tiny_gemma, data_dir, tmp_path, monkeypatch):
     model, tok = load_model(str(tiny_gemma))
     cfg = cfg_for(tiny_gemma, data_dir, batch_size=2)
@@ -85,6 +88,7 @@ def test_killed_run_resumes_to_identical_files(tiny_gemma, data_dir, tmp_path, m
     assert len(scored) == 18 - saved  # only what was missing was scored again
 
 
+@pytest.mark.slow
 def test_folder_with_a_different_run_is_refused(tiny_gemma, data_dir, tmp_path, capsys):
     args = ["eval", "--model", str(tiny_gemma), "--task", "paws", "--langs", "en", "--limit", "2",
             "--data-dir", str(data_dir), "--out", str(tmp_path / "o")]
@@ -93,6 +97,7 @@ def test_folder_with_a_different_run_is_refused(tiny_gemma, data_dir, tmp_path, 
     assert "holds a different run" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra,message", [
     (["--langs", "en,xx"], "unknown language 'xx'"),
     (["--task", "nope"], "unknown task 'nope'"),
@@ -115,6 +120,7 @@ def test_unreadable_model_folder(tmp_path, capsys):
     assert "not a model folder" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_missing_data_dir_says_where_to_get_it(tiny_gemma, tmp_path, capsys):
     assert main(["eval", "--model", str(tiny_gemma), "--task", "emotion", "--data-dir", str(tmp_path / "none"),
                  "--out", str(tmp_path / "o")]) == 2
@@ -155,6 +161,7 @@ def test_accelerate_launch_shards_and_gathers(tiny_gemma, data_dir, tmp_path):
         assert all(abs(x["scores"][c] - y["scores"][c]) < 1e-4 for x, y in zip(a, b) for c in x["scores"])
 
 
+@pytest.mark.slow
 def test_labels_with_a_shared_stem_are_scored_after_the_stem(tiny_gemma, data_dir):
     """Thai native labels share 'เชิง' on Gemma: the prompt is extended by the stem's tokens and the
     prefix rule applies to the remainders (the paper's Thai case), checked against a plain forward."""
@@ -184,6 +191,7 @@ def test_labels_with_a_shared_stem_are_scored_after_the_stem(tiny_gemma, data_di
     assert "stem" not in english[0].info and english[0].items[0].ids == english[1].items[0].ids  # no stem: unchanged
 
 
+@pytest.mark.slow
 def test_a_language_that_cannot_be_scored_is_reported_not_fatal(tiny_llama, data_dir, tmp_path, capsys):
     """SmolLM's byte-level vocabulary leaves Thai's remainders บวก / ลบ the same single candidate: th is
     recorded with its reason while the other languages are scored."""

@@ -85,6 +85,7 @@ def run_state(exp_file, tmp_path_factory):
     return state
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_without_redoing_steps(run_state):
     assert run_state["first"] == {"build_pairs": 1, "train": 1, "run_eval": 0, "run_lens": 0, "run_pca": 0}
     assert run_state["markers_after_crash"] == ["data", "train"]  # the eval step never completed
@@ -101,6 +102,7 @@ def test_interrupted_run_resumes_without_redoing_steps(run_state):
     assert pca["models"] == ["base", "zh-es_en"] and pca["n_items"] == 3
 
 
+@pytest.mark.slow
 def test_store_holds_every_item(run_state):
     with sqlite3.connect(run_state["run_dir"] / "results.sqlite") as db:
         columns = [r[1] for r in db.execute("PRAGMA table_info(samples)")]
@@ -125,6 +127,7 @@ def test_store_holds_every_item(run_state):
     assert stored == [(r["index"], r["gold"], r["pred"]) for r in rows]
 
 
+@pytest.mark.slow
 def test_rerun_does_nothing_and_limit_edit_reruns_only_evals(run_state, exp_file, tmp_path, monkeypatch):
     run_dir = tmp_path / "copy"
     shutil.copytree(run_state["run_dir"], run_dir)  # a moved run folder is still the same run
@@ -154,6 +157,7 @@ def test_rerun_does_nothing_and_limit_edit_reruns_only_evals(run_state, exp_file
         assert dict(db.execute("SELECT setting, COUNT(*) FROM samples GROUP BY setting")) == {"base": 24, "renamed": 24}
 
 
+@pytest.mark.slow
 def test_report_of_the_run_in_every_format(run_state, tmp_path):
     run_dir = run_state["run_dir"]
     outs = {}
@@ -177,6 +181,7 @@ def test_report_of_the_run_in_every_format(run_state, tmp_path):
     assert cli(["report", run_dir]) == 0 and (run_dir / "report.md").is_file()  # default output
 
 
+@pytest.mark.slow
 def test_non_english_target_from_question_files(data_dir, tiny_llama, tmp_path):
     """zh,es => it: both sides parsed from the benchmark's parallel question files."""
     path = tmp_path / "it.yaml"
@@ -195,6 +200,7 @@ def test_non_english_target_from_question_files(data_dir, tiny_llama, tmp_path):
     runner.store.close()
 
 
+@pytest.mark.slow
 def test_bad_experiment_files_fail_in_one_line(exp_file, tmp_path):
     spec = yaml.safe_load(exp_file.read_text())
     cases = [({"modles": ["x"]}, "unknown key"), ({"alignment": [{**spec["alignment"][0], "lr": 1}]}, "unknown key"),

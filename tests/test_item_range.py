@@ -105,6 +105,7 @@ def _eval(model: Path, data_dir: Path, out: Path, *extra: str) -> int:
                  "--out", str(out), *extra])
 
 
+@pytest.mark.slow
 def test_eval_items_scores_exactly_that_range(tiny_gemma, data_dir, tmp_path):
     assert _eval(tiny_gemma, data_dir, tmp_path / "a", "--items", "100:106") == 0
     results = json.loads((tmp_path / "a" / "results.json").read_text())
@@ -119,6 +120,7 @@ def test_eval_items_scores_exactly_that_range(tiny_gemma, data_dir, tmp_path):
     assert [json.loads(r)["index"] for r in rows] == [100, 101]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("items,message", [
     ("500:250", "start must be below stop"), ("0:9999", "out of range"), ("a:b", "expected START:STOP"),
 ])
@@ -139,6 +141,7 @@ def _adapter(base: Path, folder: Path, task: str, items: str) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_leak_guard_refuses_overlap_unless_allowed(tiny_gemma, data_dir, tmp_path, capsys):
     adapter = _adapter(tiny_gemma, tmp_path / "adapter", "emotion", "250:500")
     out = tmp_path / "o"
@@ -156,6 +159,7 @@ def test_leak_guard_refuses_overlap_unless_allowed(tiny_gemma, data_dir, tmp_pat
     assert results["trained_on"] == [{"task": "emotion", "items": "250:500"}]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["lens", "pca"])
 def test_leak_guard_in_lens_and_pca(tiny_gemma, data_dir, tmp_path, capsys, command):
     adapter = _adapter(tiny_gemma, tmp_path / "adapter", "emotion", "0:50")

@@ -77,6 +77,7 @@ def check_last_layer(model, tok, rows, data_dir, langs, name="base", n_items=3):
                 assert row[q][-1] == pytest.approx(float(want[q]), abs=1e-5, rel=1e-5), (lang, row["index"], q)
 
 
+@pytest.mark.slow
 def test_last_layer_is_the_models_own_distribution_gemma(gemma_lens, data_dir):
     model, adapted, tok, meta, rows, _ = gemma_lens
     assert meta["layers"] == [1, 2, 3]
@@ -86,11 +87,13 @@ def test_last_layer_is_the_models_own_distribution_gemma(gemma_lens, data_dir):
     assert all(a != b for a, b in zip(by_model["base"], by_model["adapter"]))  # the adapter is really applied
 
 
+@pytest.mark.slow
 def test_last_layer_is_the_models_own_distribution_llama(tiny_llama, data_dir, tmp_path):
     model, tok, meta, rows = lens_run(tiny_llama, data_dir, tmp_path / "l", langs="ja")
     check_last_layer(model, tok, rows, data_dir, ["ja"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["tiny_gemma", "tiny_llama"])
 def test_lens_distribution_per_layer_equals_naive_forward(family, request, data_dir):
     """Full vocabulary: last layer = softmax(logits); others = unembed(final_norm(h_k)), normed once."""
@@ -116,6 +119,7 @@ def test_lens_distribution_per_layer_equals_naive_forward(family, request, data_
                 assert torch.allclose(got.exp(), want.exp(), atol=1e-5) and torch.allclose(got, want, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_outputs_overlap_and_compare(gemma_lens):
     _, _, tok, meta, rows, out = gemma_lens
     es = meta["languages"]["es"]
@@ -142,11 +146,13 @@ def test_outputs_overlap_and_compare(gemma_lens):
     assert (out / "lens.png").exists()
 
 
+@pytest.mark.slow
 def test_layer_subset(tiny_llama, data_dir, tmp_path):
     _, _, meta, rows = lens_run(tiny_llama, data_dir, tmp_path / "s", langs="fr", layers=["last", 1])
     assert meta["layers"] == [1, 2] and all(r["layers"] == [1, 2] for r in rows)
 
 
+@pytest.mark.slow
 def test_bad_inputs(tiny_llama, data_dir, tmp_path, monkeypatch):
     model, tok = load_model(str(tiny_llama))
 
@@ -176,6 +182,7 @@ def test_bad_inputs(tiny_llama, data_dir, tmp_path, monkeypatch):
     assert not (tmp_path / "bad").exists()  # every check runs before any file is written
 
 
+@pytest.mark.slow
 def test_cli_with_compare_adapter(tiny_llama, data_dir, tmp_path):
     random_lora(tiny_llama, tmp_path / "aligned")
     parser = argparse.ArgumentParser()

@@ -38,6 +38,7 @@ def direct_states(model, tok, data_dir, layer, pooling, limit):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family,pooling", [("tiny_llama", "mean"), ("tiny_gemma", "last"), ("tiny_gemma", "all")])
 def test_projections_correlations_alignment_equal_numpy(family, pooling, request, data_dir, tmp_path):
     model, tok = load_model(str(request.getfixturevalue(family)))
@@ -80,6 +81,7 @@ def test_projections_correlations_alignment_equal_numpy(family, pooling, request
     assert (out / "pca_scatter.pdf").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["tiny_gemma", "tiny_llama"])
 def test_pooling_all_is_the_mean_over_every_prompt_position(family, request, data_dir):
     """'all' (the paper's notebook) = mean of a plain forward's hidden states over BOS, few-shot block and item;
@@ -104,6 +106,7 @@ def test_pooling_all_is_the_mean_over_every_prompt_position(family, request, dat
         assert not np.allclose(got["mean", item.index], want, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_two_models_side_by_side_and_pivot_added(tiny_llama, data_dir, tmp_path):
     model, tok = load_model(str(tiny_llama))
     adapted, _ = load_model(str(tiny_llama), adapter=str(random_lora(tiny_llama, tmp_path / "lora")))
@@ -119,6 +122,7 @@ def test_two_models_side_by_side_and_pivot_added(tiny_llama, data_dir, tmp_path)
     assert "## base, layer 2" in md and "## aligned lora, layer 2" in md
 
 
+@pytest.mark.slow
 def test_bad_inputs(tiny_llama, data_dir, tmp_path):
     model, tok = load_model(str(tiny_llama))
 

@@ -7,6 +7,7 @@ from polyalign.models import load_model
 from polyalign.scoring import Indistinguishable, Scorer, check_distinguishable, plan_batches, prefix_token_ids
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["tiny_gemma", "tiny_llama"])
 @pytest.mark.parametrize("rule", ["exact", "prefix"])
 def test_cached_batched_scores_equal_naive_forward(family, rule, request):
@@ -21,6 +22,7 @@ def test_cached_batched_scores_equal_naive_forward(family, rule, request):
             assert got[i][cls] == pytest.approx(want[cls], abs=1e-4, rel=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rule", ["exact", "prefix"])
 def test_batch_size_does_not_change_results(tiny_gemma, rule):
     model, tokenizer = load_model(str(tiny_gemma))
@@ -36,10 +38,16 @@ def test_batch_size_does_not_change_results(tiny_gemma, rule):
             assert abs(one[i][cls] - many[i][cls]) < 1e-4
 
 
-def test_prefix_sets_follow_the_papers_rule(gemma_tokenizer):
+@pytest.fixture(scope="module")
+def gemma_tok(gemma_tokenizer):
+    """The packaged Gemma tokenizer (262k entries: loaded once for this module)."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(gemma_tokenizer)
+    return AutoTokenizer.from_pretrained(gemma_tokenizer)
+
+
+def test_prefix_sets_follow_the_papers_rule(gemma_tok):
+    tok = gemma_tok
     ids = prefix_token_ids(tok, "positive")
     strings = set(tok.convert_ids_to_tokens(ids))
     assert {"p", "positive", "\u2581positive"} <= strings
@@ -76,10 +84,8 @@ def test_byte_level_tokenizer_finds_non_ascii_labels(smollm_tokenizer):
     assert set(tok.convert_ids_to_tokens(prefix_token_ids(tok, "positive"))) >= {"p", "positive"}
 
 
-def test_colliding_labels_are_refused(gemma_tokenizer):
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(gemma_tokenizer)
+def test_colliding_labels_are_refused(gemma_tok):
+    tok = gemma_tok
     # Two words that differ only past the longest vocabulary entry that starts them: the same prefix set.
     words = {"a": "positivezqx", "b": "positivezqy"}
     sets = {c: prefix_token_ids(tok, w) for c, w in words.items()}
@@ -123,6 +129,7 @@ def test_plan_batches_separates_a_long_row_from_short_ones():
     assert len(plan_batches([50] * 20, max_rows=16, overhead=32)) == 2  # fewest batches when no padding
 
 
+@pytest.mark.slow
 def test_resumed_scoring_replays_the_whole_plan(tiny_gemma, monkeypatch):
     """Items already done are skipped; the rest get bit-identical scores to an uninterrupted run."""
     from polyalign import scoring

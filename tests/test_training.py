@@ -68,6 +68,7 @@ def test_config_file_and_typed_overrides(tmp_path):
         load_config(user)
 
 
+@pytest.mark.slow
 def test_labels_mask_exactly_the_prompt(tiny_llama, pairs_file):
     tok = AutoTokenizer.from_pretrained(tiny_llama)
     rows = [json.loads(line) for line in pairs_file.read_text().splitlines()][:4]
@@ -106,6 +107,7 @@ def run(tiny_llama, pairs_file, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_resume_continues_and_keeps_the_best_checkpoint(run):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["resumed_from"].endswith("checkpoint-2") and summary["global_step"] == 4
@@ -122,6 +124,7 @@ def test_resume_continues_and_keeps_the_best_checkpoint(run):
     assert state["global_step"] == 4
 
 
+@pytest.mark.slow
 def test_run_folder_guards(run, tiny_llama, pairs_file):
     with pytest.raises(PolyalignError, match="differs in learning_rate"):
         train(str(tiny_llama), pairs_file, run, load_config(None, TINY + ["learning_rate=2e-3"]))
@@ -130,6 +133,7 @@ def test_run_folder_guards(run, tiny_llama, pairs_file):
     assert train(str(tiny_llama), pairs_file, run, load_config(None, TINY), resume=True)["global_step"] == 4
 
 
+@pytest.mark.slow
 def test_adapter_loads_and_merge_matches_it(run, tiny_llama, pairs_file, tmp_path):
     base, tok = load_model(str(tiny_llama))
     tuned, _ = load_model(str(tiny_llama), adapter=str(run / "adapter"))
@@ -146,6 +150,7 @@ def test_adapter_loads_and_merge_matches_it(run, tiny_llama, pairs_file, tmp_pat
         run_cli(["merge", "--model", str(tiny_llama), "--adapter", str(run / "adapter"), "--out", str(merged_dir)])
 
 
+@pytest.mark.slow
 def test_target_only_logits_keep_loss_and_gradients(tiny_gemma, pairs_file):
     """The collator's logits_to_keep/shift_labels trick changes cost, not the loss or its gradient."""
     tok = AutoTokenizer.from_pretrained(tiny_gemma)
