@@ -61,8 +61,6 @@ def process_tokens(token_str, tokenizer, model_size):
 # model_size as the paper's scripts would name each tokenizer's family: SmolLM2's byte-level BPE is the
 # case the paper's Qwen branch exists for, Gemma's SentencePiece vocabulary the Mistral/Llama case.
 TOKENIZERS = {"gemma-3-270m": "gemma", "smollm2-135m": "Qwen-like byte-level"}
-# load_tokenizer(alias) materializes the packaged models (converted once, sha256-checked); ~45 s on CPU
-pytestmark = pytest.mark.slow
 # Differences that are listed in docs/deviations_prefix_rule.md: (tokenizer, task, lang, mode) -> reason.
 KNOWN: dict[tuple[str, str, str, str], str] = {}
 
