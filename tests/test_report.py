@@ -141,6 +141,9 @@ def test_corrected_tests_balanced_accuracy_and_label_distribution(tmp_path):
     pooled = {r[1]: r for r in tables["pooled"].rows}
     assert [pooled[g][9:11] for g in ("seen", "unseen", "all")] == [[11, 1], [6, 0], [17, 1]]
     assert pooled["all"][11] == pytest.approx(2 * 19 / 2**18) and pooled["all"][2:4] == [3, 90]
+    # the item as the unit: net languages fixed per item; 0,3,..,12: +1 (en); 15..27 and 1: +2; 2: -1
+    assert pooled["all"][12:14] == [11, 1] and pooled["all"][14] == pytest.approx(2 * 13 / 4096)
+    assert pooled["unseen"][12:15] == [6, 0, pytest.approx(2 / 64)]
     delta, lo, hi = pooled["all"][6:9]
     assert delta == pytest.approx(((29 - 19) + 0 + (25 - 19)) / 90) and 0 < lo < delta < hi
     bal = tables["balanced"]
