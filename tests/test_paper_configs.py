@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from polyalign.experiment import validate_experiment
+from polyalign.experiment_spec import train_config
 from polyalign.languages import PAPER_LANGUAGES
 from polyalign.training import TrainConfig
 
@@ -96,6 +97,9 @@ def test_table_configs_use_the_papers_settings(name, data_dir, monkeypatch):
     assert (exp.tasks, exp.modes, exp.scoring) == (tasks, modes, scoring)
     assert sorted(parse_languages(exp.languages)) == sorted(langs)
     assert [(s.task, s.sources, s.target) for s in exp.alignment] == alignment
+    for s in exp.alignment:  # the paper's training: final weights, no length grouping (spec section 5)
+        cfg = train_config(s)
+        assert (cfg.keep, cfg.group_by_length) == ("final", False)
 
 
 @pytest.mark.parametrize("name", sorted(PAPER_FIGURES))

@@ -25,7 +25,7 @@ from polyalign.training import (
 )
 
 TINY = ["max_steps=4", "per_device_batch=2", "grad_accum=1", "eval_steps=2", "save_steps=2", "logging_steps=1",
-        "val_size=0.25", "learning_rate=1e-3", "cutoff_len=256"]
+        "val_size=0.25", "learning_rate=1e-3", "cutoff_len=256", "keep=best"]
 
 
 def run_cli(argv):
@@ -48,6 +48,7 @@ def test_default_yaml_is_the_paper_recipe():
     assert (cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules) == (8, 16, 0.0, ["q_proj", "v_proj"])
     assert (cfg.epochs, cfg.learning_rate, cfg.lr_scheduler, cfg.warmup_ratio) == (3.0, 5e-5, "cosine", 0.1)
     assert cfg.per_device_batch * cfg.grad_accum == 16 and cfg.val_size == 0.05 and cfg.cutoff_len == 2048
+    assert (cfg.keep, cfg.template) == ("final", "none")  # the paper's runs kept their last weights
 
 
 def test_config_file_and_typed_overrides(tmp_path):
@@ -59,7 +60,7 @@ def test_config_file_and_typed_overrides(tmp_path):
     assert cfg.target_modules == ["q_proj", "k_proj", "v_proj"] and cfg.group_by_length is False
     assert cfg.epochs == 1.0 and isinstance(cfg.epochs, float) and cfg.save_total_limit is None
     for bad, message in [(["lora_rnak=4"], "unknown key"), (["lora_rank=big"], "not a valid int"),
-                         (["group_by_length=maybe"], "not a valid bool"), (["save_steps=3"], "multiple of"),
+                         (["group_by_length=maybe"], "not a valid bool"), (["keep=best", "save_steps=3"], "multiple of"),
                          (["val_size=1"], "val_size"), (["lora_rank"], "key=value")]:
         with pytest.raises(PolyalignError, match=message):
             load_config(None, bad)

@@ -2,7 +2,7 @@
 
 The loss is on the completion (target-language question) only: the model learns to
 produce the aligned question, not to reproduce its prompt. A run folder is resumable and
-self-describing: resolved config, per-step log, loss curve, the best adapter.
+self-describing: resolved config, per-step log, loss curve, the adapter (final or best weights).
 Hugging Face's Trainer does the loop, so `accelerate launch` works without code change.
 """
 from __future__ import annotations
@@ -12,7 +12,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import random
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -26,9 +25,7 @@ from polyalign.config import apply_overrides, build, read_mapping
 from polyalign.errors import PolyalignError
 from polyalign.item_range import parse_items, provenance_record, write_provenance
 from polyalign.results import atomic_write_text, read_jsonl_tolerant
-
-IGNORE = -100  # label value the loss skips
-
+from polyalign.training_data import IGNORE, TEMPLATES, PadCollator, split_pairs, tokenize_pairs  # noqa: F401
 
 @dataclass
 class TrainConfig:
@@ -50,7 +47,9 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     precision: str = "auto"  # auto: bf16 on CUDA with bf16, else fp32
     gradient_checkpointing: bool = False
-    val_size: float = 0.05  # held-out fraction; best checkpoint by its loss
+    val_size: float = 0.05  # held-out fraction, evaluated every eval_steps
+    keep: str = "final"  # final: the last weights (the paper's runs); best: reload the lowest eval loss
+    template: str = "none"  # none: plain prompt -> completion; chat: the tokenizer's chat template
     cutoff_len: int = 2048  # max tokens of prompt + completion
     group_by_length: bool = True  # batches of similar length: less padding
     seed: int = 0
@@ -89,7 +88,11 @@ def check_config(cfg: TrainConfig) -> None:
         raise PolyalignError(f"val_size must be in [0, 1) (got {cfg.val_size})")
     if cfg.learning_rate <= 0 or not 0 <= cfg.warmup_ratio < 1 or not 0 <= cfg.lora_dropout < 1:
         raise PolyalignError("learning_rate must be > 0, warmup_ratio and lora_dropout in [0, 1)")
-    if cfg.val_size > 0 and cfg.save_steps % cfg.eval_steps:
+    if cfg.keep not in ("final", "best"):
+        raise PolyalignError(f"keep must be final or best (got '{cfg.keep}')")
+    if cfg.template not in TEMPLATES:
+        raise PolyalignError(f"template must be one of {', '.join(TEMPLATES)} (got '{cfg.template}')")
+    if cfg.keep == "best" and cfg.val_size > 0 and cfg.save_steps % cfg.eval_steps:
         raise PolyalignError(f"save_steps ({cfg.save_steps}) must be a multiple of eval_steps ({cfg.eval_steps}) "
                              f"to keep the best checkpoint")
     if cfg.precision not in ("auto", "bf16", "fp32"):
@@ -117,65 +120,6 @@ def benchmark_provenance(rows: list[dict]) -> list[dict]:
     counts = Counter((r["task"], r["items"]) for r in rows if r.get("task") and r.get("items"))
     return [provenance_record(task, parse_items(items, "pairs"), n)  # type: ignore[arg-type]  # items is a str
             for (task, items), n in sorted(counts.items())]
-
-
-def tokenize_pairs(tokenizer, rows: list[dict], cutoff_len: int) -> list[dict]:
-    """input_ids = prompt (with the tokenizer's own BOS) + completion + EOS; labels mask the prompt.
-
-    Over-long pairs are cut proportionally on both sides (as LLaMA-Factory does) so
-    that neither the question nor its translation disappears entirely.
-    """
-    prompts = tokenizer([r["prompt"] for r in rows], add_special_tokens=True)["input_ids"]
-    completions = tokenizer([r["completion"] for r in rows], add_special_tokens=False)["input_ids"]
-    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    out = []
-    for p, c in zip(prompts, completions):
-        c = c + eos
-        if len(p) + len(c) > cutoff_len:
-            keep_p = max(1, min(len(p) - 1, cutoff_len * len(p) // (len(p) + len(c))))
-            p, c = p[:keep_p], c[:cutoff_len - keep_p]
-        out.append({"input_ids": p + c, "attention_mask": [1] * (len(p) + len(c)),
-                    "labels": [IGNORE] * len(p) + c})
-    return out
-
-
-def split_pairs(rows: list, val_size: float, seed: int) -> tuple[list, list]:
-    """Seeded held-out split; at least one item each side when val_size > 0."""
-    order = list(range(len(rows)))
-    random.Random(seed).shuffle(order)
-    n_val = 0 if val_size <= 0 else max(1, round(len(rows) * val_size))
-    if len(rows) - n_val < 1:
-        raise PolyalignError(f"{len(rows)} pairs are too few for val_size {val_size}")
-    return [rows[i] for i in sorted(order[n_val:])], [rows[i] for i in sorted(order[:n_val])]
-
-
-class PadCollator:
-    """Right-pads a batch: pad id for inputs, 0 for the mask, IGNORE for labels.
-
-    With `targets_only`, the model computes logits only at positions that predict a target
-    token in some row (`logits_to_keep` as an index tensor, with matching `shift_labels`):
-    the loss is unchanged, but the prompt side no longer pays the vocabulary projection,
-    which dominates small models with large vocabularies (Gemma: 262k x 640).
-    """
-
-    def __init__(self, pad_id: int, targets_only: bool = True):
-        self.pad_id = pad_id
-        self.targets_only = targets_only
-
-    def __call__(self, batch: list[dict]) -> dict:
-        import torch
-
-        width = max(len(b["input_ids"]) for b in batch)
-        pads = {"input_ids": self.pad_id, "attention_mask": 0, "labels": IGNORE}
-        out = {k: torch.tensor([b[k] + [v] * (width - len(b[k])) for b in batch]) for k, v in pads.items()}
-        if self.targets_only:
-            next_labels = torch.cat([out["labels"][:, 1:], torch.full((len(batch), 1), IGNORE)], 1)
-            keep = (next_labels != IGNORE).any(0).nonzero().flatten()
-            if len(keep) == 0:
-                keep = torch.tensor([width - 1])
-            out["logits_to_keep"] = keep
-            out["shift_labels"] = next_labels[:, keep]
-        return out
 
 
 def _log_callback(log_path: Path):
@@ -296,7 +240,9 @@ def train(model: str, data: str | Path, out: str | Path, cfg: TrainConfig | None
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if pad_id is None:
         raise PolyalignError(f"{model}: tokenizer has neither a pad nor an eos token")
-    train_rows, val_rows = split_pairs(tokenize_pairs(tokenizer, rows, cfg.cutoff_len), cfg.val_size, cfg.seed)
+    train_rows, val_rows = split_pairs(tokenize_pairs(tokenizer, rows, cfg.cutoff_len, cfg.template), cfg.val_size,
+                                       cfg.seed)
+    chat = cfg.template == "chat" and bool(getattr(tokenizer, "chat_template", None))
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and torch.cuda.is_available()
                                        and torch.cuda.is_bf16_supported())
     try:
@@ -327,7 +273,7 @@ def train(model: str, data: str | Path, out: str | Path, cfg: TrainConfig | None
         max_grad_norm=cfg.max_grad_norm, bf16=bf16,
         logging_steps=cfg.logging_steps, eval_strategy="steps" if has_val else "no", eval_steps=cfg.eval_steps,
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit,
-        load_best_model_at_end=has_val, metric_for_best_model="eval_loss", greater_is_better=False,
+        load_best_model_at_end=has_val and cfg.keep == "best", metric_for_best_model="eval_loss", greater_is_better=False,
         seed=cfg.seed, data_seed=cfg.seed, report_to="none", remove_unused_columns=False,
         dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(), label_names=["labels"],
         use_cpu=not torch.cuda.is_available())
@@ -335,10 +281,11 @@ def train(model: str, data: str | Path, out: str | Path, cfg: TrainConfig | None
                       data_collator=PadCollator(pad_id), processing_class=tokenizer,
                       callbacks=[_log_callback(out / "log.jsonl"), *(callbacks or [])])
     trainer.train(resume_from_checkpoint=last)
-    trainer.save_model(str(out / "adapter"))  # the best adapter when there is a validation split
+    trainer.save_model(str(out / "adapter"))  # the last weights, or the best ones with keep: best
     summary = {"global_step": trainer.state.global_step, "resumed_from": last,
                "best_checkpoint": trainer.state.best_model_checkpoint, "best_eval_loss": trainer.state.best_metric,
                "n_train": len(train_rows), "n_val": len(val_rows), "bf16": bf16,
+               "kept": "best" if has_val and cfg.keep == "best" else "final", "template": "chat" if chat else "none",
                "world_size": args.world_size,
                "effective_batch": cfg.per_device_batch * cfg.grad_accum * args.world_size}
     if trainer.is_world_process_zero():
