@@ -205,3 +205,24 @@ def test_a_language_that_cannot_be_scored_is_reported_not_fatal(tiny_llama, data
     assert "collide" in results["unscorable"]["th"]["reason"] and "th: not scored" in capsys.readouterr().out
     assert not (out / "samples" / "emotion_th.jsonl").exists()
     assert results["average"] == pytest.approx(sum(v["accuracy"] for v in results["languages"].values()) / 2)
+
+
+@pytest.mark.slow
+def test_run_identity_is_recorded_and_a_resume_keeps_dtype_and_device(tiny_gemma, data_dir, tmp_path):
+    import torch
+
+    from polyalign.errors import PolyalignError
+
+    model, tok = load_model(str(tiny_gemma))
+    out = tmp_path / "r"
+    cfg = cfg_for(tiny_gemma, data_dir, langs="en", limit=3, batch_size=2)
+    results = run_eval(cfg, model, tok, out, progress=False)
+    want = {"dtype": "float32", "device": "cpu", "batch_size": 2, "world_size": 1}
+    assert results["runtime"] == want and json.loads((out / "run.json").read_text())["runtime"] == want
+    again = run_eval(cfg_for(tiny_gemma, data_dir, langs="en", limit=3, batch_size=8), model, tok, out,
+                     progress=False)  # another batch size resumes (nothing left to score)
+    assert again["runtime"]["batch_size"] == 8 and again["languages"] == results["languages"]
+    with pytest.raises(PolyalignError, match=r"was evaluated with dtype float32; resuming with dtype bfloat16") as e:
+        run_eval(cfg, model.to(torch.bfloat16), tok, out, progress=False)
+    assert "\n" not in str(e.value)
+    assert run_eval(cfg, model, tok, out, overwrite=True, progress=False)["runtime"]["dtype"] == "bfloat16"

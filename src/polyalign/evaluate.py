@@ -176,9 +176,18 @@ def check_config(cfg: EvalConfig) -> tuple:
     return task, pack, langs
 
 
-def check_run_dir(out: Path, cfg: EvalConfig, overwrite: bool) -> bool:
-    """Whether `out` holds a different (or unreadable) run; refused unless `overwrite`. Reads only:
-    the CLI calls it before loading the model."""
+def run_identity(model, batch_size: int, world_size: int) -> dict:
+    """How a run computes: dtype and device type change scores, so a resume must keep them; batch
+    size and world size may change (fp32 results are batch-invariant, tested)."""
+    weights = next(model.parameters())
+    return {"dtype": str(weights.dtype).removeprefix("torch."), "device": weights.device.type,
+            "batch_size": batch_size, "world_size": world_size}
+
+
+def check_run_dir(out: Path, cfg: EvalConfig, overwrite: bool, runtime: dict | None = None) -> bool:
+    """Whether `out` holds a different (or unreadable) run, or one computed with another dtype or
+    device than `runtime`; refused unless `overwrite`. Reads only: the CLI calls it (without
+    `runtime`) before loading the model."""
     run_file = out / "run.json"
     if not run_file.exists():
         return False
@@ -192,18 +201,24 @@ def check_run_dir(out: Path, cfg: EvalConfig, overwrite: bool) -> bool:
         raise PolyalignError(f"{run_file}: unreadable ({reason}); fix or delete it, or use another --out or "
                              "--overwrite") from None
     if config == cfg.identity():
-        return False
+        held = previous.get("runtime") or {}
+        moved = [k for k in ("dtype", "device") if runtime and k in held and held[k] != runtime[k]]
+        if moved and not overwrite:
+            was, now = (", ".join(f"{k} {r[k]}" for k in moved) for r in (held, runtime))
+            raise PolyalignError(f"{out}: was evaluated with {was}; resuming with {now} would mix results "
+                                 f"(use the same --dtype/--device, another --out or --overwrite)")
+        return bool(moved)
     if not overwrite:
         raise PolyalignError(f"{out}: holds a different run ({run_file}); use another --out or --overwrite")
     return True
 
 
-def _check_run_dir(out: Path, cfg: EvalConfig, overwrite: bool, rank: int) -> None:
+def _check_run_dir(out: Path, cfg: EvalConfig, overwrite: bool, rank: int, runtime: dict) -> None:
     run_file = out / "run.json"
-    if check_run_dir(out, cfg, overwrite) and rank == 0:
+    if check_run_dir(out, cfg, overwrite, runtime) and rank == 0:
         shutil.rmtree(out)
     if rank == 0:
-        atomic_write_json(run_file, {"config": cfg.identity()})
+        atomic_write_json(run_file, {"config": cfg.identity(), "runtime": runtime})
 
 
 def run_eval(cfg: EvalConfig, model, tokenizer, out: Path, overwrite: bool = False,
@@ -211,7 +226,8 @@ def run_eval(cfg: EvalConfig, model, tokenizer, out: Path, overwrite: bool = Fal
     """Evaluate every language; returns results.json's content on the main process."""
     task, pack, langs = check_config(cfg)
     rank, world, barrier = _distributed()
-    _check_run_dir(out, cfg, overwrite, rank)
+    runtime = run_identity(model, cfg.batch_size, world)
+    _check_run_dir(out, cfg, overwrite, rank, runtime)
     barrier()
     # every language is prepared (and checked) before any computing; one whose labels the rule
     # cannot tell apart is reported in results.json, not scored, and does not stop the others
@@ -255,11 +271,11 @@ def run_eval(cfg: EvalConfig, model, tokenizer, out: Path, overwrite: bool = Fal
     barrier()
     if rank != 0:
         return None
-    return _finish(cfg, task.name, pack, prepared, out, final, scored, seconds)
+    return _finish(cfg, task.name, pack, prepared, out, final, scored, seconds, runtime)
 
 
 def _finish(cfg: EvalConfig, task: str, pack: PromptPack, prepared: list[PreparedLanguage], out: Path,
-            final: dict[str, Path], scored: int, seconds: float) -> dict:
+            final: dict[str, Path], scored: int, seconds: float, runtime: dict) -> dict:
     """Merge process logs into sorted sample files, then write results.json last."""
     partial_dir = out / "samples" / ".partial"
     languages, unscorable = {}, {}
@@ -285,6 +301,7 @@ def _finish(cfg: EvalConfig, task: str, pack: PromptPack, prepared: list[Prepare
         "languages": languages,
         "unscorable": unscorable,  # languages whose label words the rule cannot tell apart, with the reason
         "average": sum(accuracies) / len(accuracies) if accuracies else 0.0,
+        "runtime": runtime,  # dtype and device type of the weights, batch size, processes (last session)
         "timing": {"seconds": round(seconds, 3), "items_scored": scored,
                    "items_per_second": round(scored / seconds, 3) if seconds > 0 else None},
     }
