@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from polyalign.models import ALIASES, cache_dir, file_sha256
+from polyalign.models import ALIASES, cache_dir
+from polyalign.results import file_sha256
 
 
 def main(bundle: Path) -> None:

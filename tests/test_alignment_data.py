@@ -5,10 +5,12 @@ import json
 import pytest
 import torch
 
-from polyalign.alignment_data import Seq2SeqTranslator, add_cli, build_pairs, question_file_records, translate_records
+from polyalign.alignment_data import add_cli, build_pairs, question_file_records
 from polyalign.errors import PolyalignError
 from polyalign.prompts import PromptPack
-from polyalign.tasks import load_task, read_records
+from polyalign.results import read_records
+from polyalign.tasks import load_task
+from polyalign.translation import Seq2SeqTranslator, translate_records
 
 PACK = PromptPack.load()
 SNLI = load_task("snli")

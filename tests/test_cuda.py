@@ -11,11 +11,11 @@ import torch
 from helpers import WORDS, make_items
 from polyalign.alignment_data import build_pairs, write_pairs
 from polyalign.evaluate import EvalConfig, run_eval
-from polyalign.lens import lens_logprobs, num_layers
 from polyalign.models import load_model
 from polyalign.prompts import PromptPack
 from polyalign.scoring import Scorer, prefix_token_ids
 from polyalign.training import load_config, train
+from polyalign.unembed import Unembed, num_layers
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
 
@@ -84,5 +84,5 @@ def test_cuda_last_layer_lens_is_the_models_distribution(tiny_gemma):
     with torch.inference_mode():
         out = model(**ids, output_hidden_states=True)
         last = num_layers(model)
-        lens = lens_logprobs(model, out.hidden_states[last][0, -1:], last)
+        lens = Unembed(model).log_probs(out.hidden_states[last][None, 0, -1:], [last])
     torch.testing.assert_close(lens[0], out.logits[0, -1].float().log_softmax(-1), atol=1e-4, rtol=0)

@@ -4,7 +4,8 @@ import pytest
 
 from polyalign.errors import PolyalignError
 from polyalign.languages import PAPER_LANGUAGES, Language, get_language, parse_languages, register_language
-from polyalign.tasks import gold_labels, load_task, load_test_records, read_records
+from polyalign.results import read_records
+from polyalign.tasks import gold_labels, load_task, load_test_records
 
 
 def test_registry_has_the_papers_20_languages():

@@ -8,13 +8,15 @@ import pytest
 import torch
 
 from helpers import random_lora
-from polyalign import lens
+from polyalign import cli_args, lens
 from polyalign.errors import PolyalignError
-from polyalign.lens import QUANTITIES, collect_states, lens_logprobs, num_layers, plot_from_dir, run_lens
+from polyalign.lens import QUANTITIES, plot_from_dir, run_lens
 from polyalign.models import load_model
 from polyalign.prompts import PromptPack
-from polyalign.scoring import _parts, prefix_token_ids, unembed
+from polyalign.scoring import prefix_token_ids
+from polyalign.states import collect_states
 from polyalign.tasks import load_task, load_test_records
+from polyalign.unembed import Unembed, num_layers
 
 
 def load_lens_model(model_dir, adapter=None):
@@ -96,7 +98,8 @@ def test_last_layer_is_the_models_own_distribution_llama(tiny_llama, data_dir, t
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["tiny_gemma", "tiny_llama"])
 def test_lens_distribution_per_layer_equals_naive_forward(family, request, data_dir):
-    """Full vocabulary: last layer = softmax(logits); others = unembed(final_norm(h_k)), normed once."""
+    """Full vocabulary, through the production path (`Unembed.log_probs` on all layers at once):
+    last layer = softmax(logits); others = head(final_norm(h_k)), normed once."""
     model, tok = load_lens_model(request.getfixturevalue(family))
     from polyalign.evaluate import EvalConfig, prepare_language
 
@@ -104,19 +107,26 @@ def test_lens_distribution_per_layer_equals_naive_forward(family, request, data_
     prep = prepare_language(cfg, PromptPack.load(), tok, "de")
     total = num_layers(model)
     layers = list(range(1, total + 1))
-    decoder, head, cap = _parts(model)
+    unembed = Unembed(model)
+    head, norm = model.get_output_embeddings(), model.get_decoder().norm
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    checked = 0
     for indices, states in collect_states(model, tok, prep.items, prep.shared, layers, "last", batch_size=2):
+        logp = unembed.log_probs(states, layers).view(len(layers), len(indices), -1)
         for b, index in enumerate(indices):
             probs, hidden = naive_last(model, prep.items[index].ids)
             # Probabilities of a random tiny model are ~1/vocabulary, so log-probabilities are
             # compared too: atol 1e-5 on probabilities alone would miss a norm applied twice.
-            got = lens_logprobs(model, states[-1][b:b + 1], total)[0]
+            got = logp[-1, b]
             assert torch.allclose(got.exp(), probs, atol=1e-5) and torch.allclose(got, probs.log(), atol=1e-4)
             for k in range(1, total):
                 with torch.inference_mode():
-                    want = unembed(head, cap, decoder.norm(hidden[k])).log_softmax(-1)
-                got = lens_logprobs(model, states[k - 1][b:b + 1], k)[0]
+                    logits = head(norm(hidden[k])).float()
+                    want = (torch.tanh(logits / cap) * cap if cap else logits).log_softmax(-1)
+                got = logp[k - 1, b]
                 assert torch.allclose(got.exp(), want.exp(), atol=1e-5) and torch.allclose(got, want, atol=1e-4)
+            checked += 1
+    assert checked == 3
 
 
 @pytest.mark.slow
@@ -186,7 +196,7 @@ def test_bad_inputs(tiny_llama, data_dir, tmp_path, monkeypatch):
 def test_cli_with_compare_adapter(tiny_llama, data_dir, tmp_path):
     random_lora(tiny_llama, tmp_path / "aligned")
     parser = argparse.ArgumentParser()
-    lens.add_cli(parser.add_subparsers())
+    cli_args.add_analysis_cli(parser.add_subparsers())
     args = parser.parse_args(["lens", "--model", str(tiny_llama), "--compare-adapter", str(tmp_path / "aligned"),
                               "--task", "emotion", "--langs", "en,ru", "--limit", "3", "--out", str(tmp_path / "o"),
                               "--data-dir", str(data_dir), "--layers", "1,last"])
@@ -207,12 +217,9 @@ def test_cli_with_compare_adapter(tiny_llama, data_dir, tmp_path):
 
 @pytest.mark.slow
 def test_real_gemma_lens_and_pca_commands(gemma_dir, data_dir, tmp_path):
-    from polyalign import pca
-
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers()
-    lens.add_cli(sub)
-    pca.add_cli(sub)
+    cli_args.add_analysis_cli(sub)
     common = ["--model", str(gemma_dir), "--task", "emotion", "--langs", "en,es", "--limit", "3",
               "--data-dir", str(data_dir)]
     args = parser.parse_args(["lens", *common, "--out", str(tmp_path / "lens")])

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from helpers import random_lora
-from polyalign import pca
+from polyalign import cli_args
 from polyalign.errors import PolyalignError
 from polyalign.evaluate import EvalConfig, prepare_language
 from polyalign.models import load_model
@@ -143,7 +143,7 @@ def test_bad_inputs(tiny_llama, data_dir, tmp_path):
                 compare=[("base", model)])
     assert not (tmp_path / "b").exists()
     parser = argparse.ArgumentParser()
-    pca.add_cli(parser.add_subparsers())
+    cli_args.add_analysis_cli(parser.add_subparsers())
     with pytest.raises(SystemExit):
         parser.parse_args(["pca", "--task", "emotion", "--langs", "en", "--out", "x", "--pooling", "max"])
     args = parser.parse_args(["pca", "--model", str(tiny_llama), "--task", "emotion", "--langs", "en,de",

@@ -60,8 +60,9 @@ def test_config_file_and_typed_overrides(tmp_path):
     assert cfg.target_modules == ["q_proj", "k_proj", "v_proj"] and cfg.group_by_length is False
     assert cfg.epochs == 1.0 and isinstance(cfg.epochs, float) and cfg.save_total_limit is None
     for bad, message in [(["lora_rnak=4"], "unknown key"), (["lora_rank=big"], "not a valid int"),
-                         (["group_by_length=maybe"], "not a valid bool"), (["keep=best", "save_steps=3"], "multiple of"),
-                         (["val_size=1"], "val_size"), (["lora_rank"], "key=value")]:
+                         (["group_by_length=maybe"], "not a valid bool"),
+                         (["keep=best", "save_steps=3"], "multiple of"), (["val_size=1"], "val_size"),
+                         (["lora_rank"], "key=value")]:
         with pytest.raises(PolyalignError, match=message):
             load_config(None, bad)
     user.write_text("bogus: 1\n")

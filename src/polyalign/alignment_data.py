@@ -11,27 +11,21 @@ files (task `question_file`), or (c) a seq2seq machine translator (`--translator
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import os
 import random
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from polyalign.errors import PolyalignError
 from polyalign.item_range import ItemRange, parse_items
 from polyalign.languages import get_language, parse_languages
+from polyalign.paths import slug
 from polyalign.prompts import PromptPack
-from polyalign.results import atomic_write_json, atomic_write_text, read_jsonl_tolerant
-from polyalign.tasks import TaskSpec, load_task, load_test_records, read_records, resolve_data_dir
+from polyalign.results import atomic_write_json, read_records, write_jsonl
+from polyalign.tasks import TaskSpec, load_task, load_test_records, resolve_data_dir
+from polyalign.translation import records_translator
 
-# NLLB-200 codes of the paper's 20 languages (Norwegian: Bokmål; Malay: Standard Malay).
-NLLB_CODES = {"en": "eng_Latn", "zh": "zho_Hans", "de": "deu_Latn", "fr": "fra_Latn", "es": "spa_Latn",
-              "it": "ita_Latn", "nl": "nld_Latn", "ja": "jpn_Jpan", "ru": "rus_Cyrl", "sv": "swe_Latn",
-              "sl": "slv_Latn", "pl": "pol_Latn", "bg": "bul_Cyrl", "no": "nob_Latn", "ms": "zsm_Latn",
-              "is": "isl_Latn", "hi": "hin_Deva", "th": "tha_Thai", "sw": "swh_Latn", "bn": "ben_Beng"}
 FORMATS = ("jsonl", "llamafactory")
 # "<label>: text" with an ASCII or full-width colon; labels themselves never hold a colon.
 _LABELLED = re.compile(r"^[^:：]*[:：] ?(.*)$", re.S)
@@ -155,6 +149,21 @@ def _test_item_records(task: TaskSpec, langs: list[str], data_dir, items: ItemRa
     return out
 
 
+def _check_mixture(sources: list[str], target: str, per_language: int, source_files: dict, mixed: bool) -> None:
+    """What build_pairs refuses before reading any file; `mixed`: --items with other record sources."""
+    get_language(target)
+    if target in sources:
+        raise PolyalignError(f"source language '{target}' is the target language; pairs need two languages")
+    stray = sorted(set(source_files) - set(sources))
+    if stray:
+        raise PolyalignError(f"--pair-file given for {', '.join(stray)}, not among the sources {','.join(sources)}")
+    if per_language < 1:
+        raise PolyalignError(f"--per-language must be at least 1 (got {per_language})")
+    if mixed:
+        raise PolyalignError("--items takes questions from the benchmark's test files; it cannot be combined "
+                             "with --pair-file, --target-file or --translator")
+
+
 def build_pairs(task: TaskSpec | str, sources: list[str], target: str, per_language: int, seed: int,
                 data_dir: str | Path | None, pack: PromptPack, source_files: dict | None = None,
                 target_file: str | Path | None = None, translate: Callable | None = None,
@@ -171,18 +180,9 @@ def build_pairs(task: TaskSpec | str, sources: list[str], target: str, per_langu
     items = parse_items(items) if isinstance(items, str) else items
     source_files = dict(source_files or {})
     sources = parse_languages(list(sources))
-    get_language(target)
-    if target in sources:
-        raise PolyalignError(f"source language '{target}' is the target language; pairs need two languages")
-    stray = sorted(set(source_files) - set(sources))
-    if stray:
-        raise PolyalignError(f"--pair-file given for {', '.join(stray)}, not among the sources {','.join(sources)}")
-    if per_language < 1:
-        raise PolyalignError(f"--per-language must be at least 1 (got {per_language})")
+    _check_mixture(sources, target, per_language, source_files, items is not None and bool(
+        source_files or target_file or translate))
     if items is not None:
-        if source_files or target_file or translate:
-            raise PolyalignError("--items takes questions from the benchmark's test files; it cannot be combined "
-                                 "with --pair-file, --target-file or --translator")
         records = _test_item_records(task, [target, *sources], data_dir, items)
         targets, population = records[target], list(items.indices())
     else:
@@ -219,120 +219,13 @@ def build_pairs(task: TaskSpec | str, sources: list[str], target: str, per_langu
     return pairs
 
 
-class Seq2SeqTranslator:
-    """Greedy batched translation with a Hugging Face seq2seq model, loaded on first use
-    (so a run served fully from the cache never loads it)."""
-
-    def __init__(self, model: str, src: str, tgt: str, lang_codes: dict[str, str] | None = None,
-                 device: str | None = None, max_new_tokens: int = 256):
-        self.model_id, self.src, self.tgt = model, src, tgt
-        self.codes: dict[str, str | None] = dict(lang_codes or {})
-        self.device, self.max_new_tokens = device, max_new_tokens
-        self.model: Any = None
-        self.tokenizer: Any = None
-        self.batches: list[int] = []  # sizes of the batches actually sent to the model
-
-    def _load(self) -> None:
-        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-
-        from polyalign.models import pick_device, resolve_model_path
-
-        path = resolve_model_path(self.model_id)
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
-            self.model = AutoModelForSeq2SeqLM.from_pretrained(path)
-        except (OSError, ValueError) as exc:
-            raise PolyalignError(f"{self.model_id}: cannot load translator: {str(exc).splitlines()[0]}") from None
-        self.model.to(pick_device(self.device)).eval()
-        tok = self.tokenizer
-        unk = tok.unk_token_id
-        detected: dict[str, str | None] = {}
-        if tok.convert_tokens_to_ids("eng_Latn") not in (None, unk):  # NLLB
-            detected = {"src": NLLB_CODES.get(self.src), "tgt": NLLB_CODES.get(self.tgt)}
-        elif tok.convert_tokens_to_ids("__en__") not in (None, unk):  # M2M100
-            detected = {"src": self.src, "tgt": self.tgt}
-        self.codes = {**detected, **self.codes}  # the user's codes win
-        self.forced_bos: int | None = None
-        if self.codes.get("tgt"):
-            code = self.codes["tgt"]
-            ident = tok.get_lang_id(code) if hasattr(tok, "get_lang_id") else tok.convert_tokens_to_ids(code)
-            if ident in (None, unk):
-                raise PolyalignError(f"{self.model_id}: translator has no language code '{code}' "
-                                     f"(set --translator-lang-codes src=...,tgt=...)")
-            self.forced_bos = ident
-            if self.codes.get("src") and hasattr(tok, "src_lang"):
-                tok.src_lang = self.codes["src"]
-
-    def __call__(self, texts: list[str]) -> list[str]:
-        import torch
-
-        if self.model is None:
-            self._load()
-        self.batches.append(len(texts))
-        batch = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True).to(self.model.device)
-        extra = {"forced_bos_token_id": self.forced_bos} if self.forced_bos is not None else {}
-        with torch.no_grad():
-            out = self.model.generate(**batch, do_sample=False, num_beams=1, max_new_tokens=self.max_new_tokens,
-                                      **extra)
-        return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
-
-
-def cache_key(model: str, src: str, tgt: str, text: str) -> str:
-    return hashlib.sha256(json.dumps([model, src, tgt, text], ensure_ascii=False).encode()).hexdigest()
-
-
-def translate_records(records: list[dict], fields, src: str, tgt: str, model_id_or_path: str,
-                      batch_size: int = 16, cache_path: str | Path | None = None,
-                      lang_codes: dict[str, str] | None = None, translator: Callable | None = None,
-                      device: str | None = None) -> list[dict]:
-    """Copies of `records` with `fields` translated src -> tgt.
-
-    Each finished batch is appended to the JSONL cache and fsynced, keyed by sha256 of
-    (model, src, tgt, text): an interrupted run resumes where it stopped, a repeated run
-    costs no model calls, and identical texts are translated once.
-    """
-    if batch_size < 1:
-        raise PolyalignError(f"translator batch size must be at least 1 (got {batch_size})")
-    translator = translator or Seq2SeqTranslator(model_id_or_path, src, tgt, lang_codes, device)
-    done: dict[str, str] = {}
-    handle = None
-    if cache_path:
-        cache_path = Path(cache_path)
-        rows = read_jsonl_tolerant(cache_path)
-        if cache_path.exists():  # drop a line torn by a crash so appends start clean
-            atomic_write_text(cache_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-        done = {r["key"]: r["text"] for r in rows if isinstance(r, dict) and "key" in r and "text" in r}
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        handle = cache_path.open("a", encoding="utf-8")
-    try:
-        texts = list(dict.fromkeys(r[f] for r in records for f in fields))
-        todo = sorted((t for t in texts if cache_key(model_id_or_path, src, tgt, t) not in done), key=len)
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start:start + batch_size]
-            outputs = translator(chunk)
-            if len(outputs) != len(chunk):
-                raise PolyalignError(f"{model_id_or_path}: translator returned {len(outputs)} texts for {len(chunk)}")
-            for text, out in zip(chunk, outputs):
-                key = cache_key(model_id_or_path, src, tgt, text)
-                done[key] = out
-                if handle:
-                    handle.write(json.dumps({"key": key, "text": out}, ensure_ascii=False) + "\n")
-            if handle:
-                handle.flush()
-                os.fsync(handle.fileno())
-    finally:
-        if handle:
-            handle.close()
-    return [{**r, **{f: done[cache_key(model_id_or_path, src, tgt, r[f])] for f in fields}} for r in records]
-
-
 def write_pairs(records: list[dict], out: str | Path, fmt: str = "jsonl") -> list[Path]:
     """Write the pairs as JSONL (atomically); `llamafactory` also writes an alpaca JSON list
     and registers it in dataset_info.json next to it (merged, so other datasets stay)."""
     if fmt not in FORMATS:
         raise PolyalignError(f"unknown format '{fmt}' (choose from {', '.join(FORMATS)})")
     out = Path(out)
-    atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    write_jsonl(out, records)
     written = [out]
     if fmt == "llamafactory":
         name = out.name[:-len(out.suffix)] if out.suffix else out.name
@@ -370,20 +263,15 @@ def cmd_data_build(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise PolyalignError(f"{out} exists; pass --overwrite to replace it")
+    task = load_task(args.task)
     translate = None
     if args.translator:
         codes = _pairs_arg(args.translator_lang_codes.split(",") if args.translator_lang_codes else [],
                            "--translator-lang-codes")
         cache = Path(args.translator_cache) if args.translator_cache else \
-            cache_dir() / "translations" / (re.sub(r"[^\w.-]", "_", args.translator) + ".jsonl")
-
-        def translate(records, src, tgt):
-            lang_codes = {"src": codes.get("src", codes.get(src)), "tgt": codes.get("tgt", codes.get(tgt))}
-            print(f"translating {len(records)} {src}->{tgt} records with {args.translator} (cache {cache})")
-            return translate_records(records, task.fields, src, tgt, args.translator, args.translator_batch_size,
-                                     cache, {k: v for k, v in lang_codes.items() if v}, device=args.device)
-
-    task = load_task(args.task)
+            cache_dir() / "translations" / (slug(args.translator) + ".jsonl")
+        translate = records_translator(args.translator, task.fields, codes, cache, args.translator_batch_size,
+                                       args.device, announce=True)
     pairs = build_pairs(task, parse_languages(args.sources), args.target, args.per_language, args.seed,
                         args.data_dir, PromptPack.load(args.prompts), _pairs_arg(args.pair_file, "--pair-file"),
                         args.target_file, translate, parse_items(args.items))

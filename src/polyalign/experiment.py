@@ -18,17 +18,16 @@ from dataclasses import asdict
 from importlib.resources import files
 from pathlib import Path
 
-from polyalign.alignment_data import build_pairs, question_file_records, translate_records, write_pairs
-from polyalign.evaluate import EvalConfig, check_config, run_eval
+from polyalign.alignment_data import build_pairs, question_file_records, write_pairs
 from polyalign.experiment_spec import AlignmentSetting, Experiment, LensSpec, PcaSpec, load_experiment, train_config
-from polyalign.lens import run_lens
+from polyalign.inputs import check_inputs
 from polyalign.paths import check_output_path
-from polyalign.pca import run_pca
 from polyalign.prompts import PromptPack, default_pack_path
-from polyalign.results import read_samples
+from polyalign.results import read_records, read_samples
 from polyalign.store import Step, Store, execute_steps, step_folder, step_key
-from polyalign.tasks import load_task, read_records, resolve_data_dir, test_file_path
+from polyalign.tasks import load_task, resolve_data_dir, test_file_path
 from polyalign.training import train
+from polyalign.translation import records_translator
 
 
 def validate_experiment(path: str | Path, overrides=(), data: bool = False) -> tuple[Experiment, list[str]]:
@@ -96,8 +95,7 @@ class Runner:
         """Resolved language codes (checked against data, item range and pack) and the test files' hashes."""
         key = (task, tuple(langs), mode, items)
         if key not in self.checked:
-            spec, _, codes = check_config(EvalConfig(model="-", task=task, langs=",".join(langs), mode=mode,
-                                                     items=items, data_dir=str(self.data_dir), prompts=self.prompts))
+            spec, _, codes = check_inputs(task, langs, mode, items, data_dir=self.data_dir, prompts=self.prompts)
             tests = {lang: self.store.digest(test_file_path(spec, lang, self.data_dir))
                      for lang in [*codes, spec.pivot]}
             self.checked[key] = codes, {**self.task_id(task), "tests": tests}
@@ -175,7 +173,7 @@ class Runner:
                         sources[lang] = str(path)
                 target = sources.pop(s.target)
             pairs = build_pairs(task, s.sources, s.target, s.per_language, s.seed, self.data_dir, pack, sources,
-                                target, self._translator(s, task, folder) if s.translator else None, s.items)
+                                target, self._translator(s, task, folder), s.items)
             write_pairs(pairs, folder / "pairs.jsonl")
             return {"pairs": "pairs.jsonl", "n": len(pairs)}
 
@@ -186,16 +184,11 @@ class Runner:
         return bool(task.question_file and task.train_file and
                     (self.data_dir / task.question_file.format(lang=lang)).exists())
 
-    def _translator(self, s: AlignmentSetting, task, folder: Path) -> Callable:
-        codes, translator = s.translator_lang_codes, s.translator
-        assert translator is not None  # only settings with a translator get here
-
-        def translate(records: list[dict], src: str, tgt: str) -> list[dict]:
-            chosen = {"src": codes.get("src", codes.get(src)), "tgt": codes.get("tgt", codes.get(tgt))}
-            return translate_records(records, task.fields, src, tgt, translator, 16, folder / "translations.jsonl",
-                                     {k: v for k, v in chosen.items() if v}, device=self.exp.device)
-
-        return translate
+    def _translator(self, s: AlignmentSetting, task, folder: Path) -> Callable | None:
+        if not s.translator:
+            return None
+        return records_translator(s.translator, task.fields, s.translator_lang_codes, folder / "translations.jsonl",
+                                  device=self.exp.device)
 
     def train_step(self, model: str, mid: dict, s: AlignmentSetting, data: Step) -> Step:
         cfg = train_config(s, self.exp.trust_remote_code)
@@ -215,6 +208,8 @@ class Runner:
         labels = {"model": model, "setting": setting, "task": inputs["task"], "mode": mode, "scoring": exp.scoring}
 
         def run(folder: Path) -> dict:
+            from polyalign.evaluate import EvalConfig, run_eval  # torch: only when a step runs
+
             net, tokenizer = self.model(model, adapter)
             cfg = EvalConfig(model=model, task=task, langs=",".join(codes), mode=mode, scoring=exp.scoring,
                              adapter=adapter, limit=exp.limit, items=exp.items, data_dir=str(self.data_dir),
@@ -248,6 +243,9 @@ class Runner:
         needs = ((model, None), *((model, a) for a in adapters.values()))
 
         def run(folder: Path) -> dict:
+            from polyalign.lens import run_lens  # torch: only when a step runs
+            from polyalign.pca import run_pca
+
             net, tokenizer = self.model(model)
             compare = [(name, self.model(model, path)[0]) for name, path in adapters.items()]
             common = dict(label="base", compare=compare, mode=spec.mode, batch_size=min(self.exp.batch_size, 8),

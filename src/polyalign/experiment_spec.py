@@ -10,13 +10,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from polyalign.config import apply_overrides, build, read_mapping
+from polyalign.declarations import (
+    DTYPE_NAMES,
+    POOLINGS,
+    RULES,
+    check_analysis_limit,
+    check_choice,
+    check_layer_names,
+)
 from polyalign.errors import PolyalignError
-from polyalign.evaluate import RULES
 from polyalign.item_range import check_overlap, evaluated_range, parse_items
 from polyalign.languages import get_language, parse_languages
-from polyalign.lens import MIN_ITEMS
-from polyalign.models import DTYPES
-from polyalign.pca import POOLINGS
 from polyalign.prompts import check_mode
 from polyalign.tasks import load_task
 from polyalign.training import TrainConfig, load_config
@@ -107,20 +111,13 @@ def train_config(setting: AlignmentSetting, trust_remote_code: bool = False) -> 
     return cfg
 
 
-def _check_layers(layers, where: str) -> None:
-    for layer in layers or []:
-        if layer != "last" and not (isinstance(layer, int) and layer >= 1):
-            raise PolyalignError(f"{where}: layer {layer!r} is not a layer number (1, 2, ...) or 'last'")
-
-
 def check_experiment(exp: Experiment) -> None:
     """Everything that needs neither models nor data: names, languages, tasks, modes, training keys."""
     if not exp.models or len(set(exp.models)) != len(exp.models):
         raise PolyalignError("models: give at least one model, each once")
-    if exp.scoring not in RULES:
-        raise PolyalignError(f"scoring: unknown '{exp.scoring}' (choose from {', '.join(RULES)})")
-    if exp.dtype is not None and exp.dtype not in DTYPES:
-        raise PolyalignError(f"dtype: unknown '{exp.dtype}' (choose from {', '.join(DTYPES)})")
+    check_choice(exp.scoring, RULES, "scoring")
+    if exp.dtype is not None:
+        check_choice(exp.dtype, DTYPE_NAMES, "dtype")
     if (exp.limit is not None and exp.limit < 1) or exp.batch_size < 1:
         raise PolyalignError("limit and batch_size must be at least 1")
     if len(set(exp.tasks)) != len(exp.tasks) or len(set(exp.modes)) != len(exp.modes):
@@ -156,12 +153,11 @@ def check_experiment(exp: Experiment) -> None:
             load_task(spec.task)
             parse_languages(spec.langs)
             check_mode(spec.mode)
-            _check_layers(spec.layers, f"analyses.{kind}")
+            check_layer_names(spec.layers, f"analyses.{kind}")
             parse_items(spec.items, f"analyses.{kind}.items")
-            if spec.limit is not None and spec.limit < MIN_ITEMS:
-                raise PolyalignError(f"analyses.{kind}: limit must be at least {MIN_ITEMS}")
-            if isinstance(spec, PcaSpec) and spec.pooling not in POOLINGS:
-                raise PolyalignError(f"analyses.pca: unknown pooling '{spec.pooling}' ({', '.join(POOLINGS)})")
+            check_analysis_limit(spec.limit, kind, f"analyses.{kind}: limit")
+            if isinstance(spec, PcaSpec):
+                check_choice(spec.pooling, POOLINGS, "pooling")
 
 
 def check_held_out(exp: Experiment) -> None:

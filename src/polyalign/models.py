@@ -6,7 +6,6 @@ so every later load is a plain `from_pretrained` of a local folder.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import json
@@ -18,7 +17,9 @@ from pathlib import Path
 
 import torch
 
+from polyalign.declarations import DTYPE_NAMES
 from polyalign.errors import PolyalignError
+from polyalign.results import file_sha256
 
 
 @dataclass(frozen=True)
@@ -45,19 +46,10 @@ ALIASES: dict[str, PackagedModel] = {
                                   "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
                                   "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
-DEFAULT_MODEL = "gemma-3-270m"
 
 
 def cache_dir() -> Path:
     return Path(os.environ.get("POLYALIGN_CACHE", Path.home() / ".cache" / "polyalign"))
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _packaged_gguf(alias: str, spec: PackagedModel, workdir: Path) -> Path:
@@ -136,7 +128,7 @@ def pick_device(device: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in DTYPE_NAMES}
 
 
 def pick_dtype(device: torch.device, dtype: str | None = None) -> torch.dtype:

@@ -1,6 +1,7 @@
 """Output paths, checked before any work: one line up front instead of a traceback after the computation."""
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 
@@ -32,3 +33,8 @@ def check_output_path(path: str | Path, folder: bool = True) -> None:
             pass
     except OSError as exc:
         raise PolyalignError(f"{path}: cannot write in {probe}: {exc.strerror or exc}") from None
+
+
+def slug(text: str) -> str:
+    """`text` as a file-name part: runs of anything but ASCII letters, digits, '_', '.' and '-' become '_'."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text) or "_"

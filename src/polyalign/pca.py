@@ -17,19 +17,19 @@ Files written to the output folder:
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import io
-import re
 from pathlib import Path
 
 import numpy as np
 
+from polyalign.declarations import MIN_ITEMS, POOLINGS, check_choice
 from polyalign.errors import PolyalignError
 from polyalign.evaluate import prepare_language
-from polyalign.lens import MIN_ITEMS, add_model_options, check_cli_args, collect_states, load_models, setup_analysis
+from polyalign.paths import slug
+from polyalign.report_formats import md_table
 from polyalign.results import atomic_write_json, atomic_write_text
-from polyalign.states import POOLINGS
+from polyalign.states import collect_states, setup_analysis
 
 PIVOT = "en"
 
@@ -62,10 +62,6 @@ def nearest_pivot_accuracy(x: np.ndarray, pivot: np.ndarray) -> float:
     xn = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     pn = pivot / np.maximum(np.linalg.norm(pivot, axis=1, keepdims=True), 1e-12)
     return float(((xn @ pn.T).argmax(1) == np.arange(len(x))).mean())
-
-
-def safe_name(label: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", label) or "model"
 
 
 def item_states(model, tokenizer, prep, layers: list[int], pooling: str, batch_size: int) -> np.ndarray:
@@ -117,10 +113,9 @@ def write_tables(out: Path, results: dict[str, dict], langs: list[str], layers: 
     md = ["# PC1 projections: Pearson r between languages, paired by item", ""]
     for model, res in results.items():
         for k, layer in enumerate(layers):
-            md += [f"## {model}, layer {layer}", "", "| | " + " | ".join(langs) + " |",
-                   "|---" * (len(langs) + 1) + "|"]
+            cells = [[la, *(_fmt(res["pc1_corr"][k, a, b]) for b in range(len(langs)))] for a, la in enumerate(langs)]
+            md += [f"## {model}, layer {layer}", "", *md_table(["", *langs], cells)]
             for a, la in enumerate(langs):
-                md.append(f"| {la} | " + " | ".join(_fmt(res["pc1_corr"][k, a, b]) for b in range(len(langs))) + " |")
                 corr_rows += [[model, layer, la, langs[b], _fmt(res["pc1_corr"][k, a, b]), n]
                               for b in range(a + 1, len(langs))]
             md.append("")
@@ -153,8 +148,7 @@ def run_pca(model, tokenizer, task: str, langs: str | list[str], layers: list[in
             label: str = "base", compare: list[tuple[str, object]] | None = None, mode: str = "english",
             batch_size: int = 8, items: str | None = None) -> dict:
     """PCA, PC1 correlations and alignment for `model` (and each (label, model) in `compare`)."""
-    if pooling not in POOLINGS:
-        raise PolyalignError(f"unknown pooling '{pooling}' (choose from {', '.join(POOLINGS)})")
+    check_choice(pooling, POOLINGS, "pooling")
     models = [(label, model)] + list(compare or [])
     cfg, spec, pack, codes, total, chosen = setup_analysis("PCA", models, task, langs, mode, limit, data_dir,
                                                            prompts, layers, batch_size, items)
@@ -173,7 +167,7 @@ def run_pca(model, tokenizer, task: str, langs: str | list[str], layers: list[in
         states = {lang: item_states(net, tokenizer, prep, chosen, pooling, batch_size)
                   for lang, prep in prepared.items()}
         results[name] = analyse(states, codes, chosen)
-        files[name] = f"pca_{safe_name(name)}.npz"
+        files[name] = f"pca_{slug(name)}.npz"
         np.savez(out / files[name], layers=np.array(chosen), langs=np.array(codes),
                  item_index=np.array([it.index for it in prepared[PIVOT].items]), **results[name])
     write_tables(out, results, codes, chosen, n)
@@ -187,29 +181,3 @@ def run_pca(model, tokenizer, task: str, langs: str | list[str], layers: list[in
     atomic_write_json(out / "pca.json", meta)
     meta["figures"] = [str(p) for p in plot_from_dir(out)]
     return meta
-
-
-def cmd_pca(args: argparse.Namespace) -> int:
-    if args.pooling not in POOLINGS:
-        raise PolyalignError(f"unknown pooling '{args.pooling}' (choose from {', '.join(POOLINGS)})")
-    layers = check_cli_args(args, "PCA")
-    model, tokenizer, label, compare = load_models(args)
-    meta = run_pca(model, tokenizer, args.task, args.langs, layers, args.pooling, args.limit, args.data_dir,
-                   args.prompts, args.out, label=label, compare=compare, mode=args.mode, batch_size=args.batch_size,
-                   items=args.items)
-    print(f"pca: {meta['n_items']} items x {len(meta['langs'])} languages, layers {meta['layers']}; "
-          f"{Path(args.out) / 'pca_correlations.md'}")
-    return 0
-
-
-def add_cli(subparsers) -> argparse.ArgumentParser:
-    """Register `polyalign pca`."""
-    p = subparsers.add_parser("pca", help="PCA of intermediate representations across languages")
-    add_model_options(p)
-    p.add_argument("--mode", default="english", help="prompt label words: english, native or agnostic")
-    p.add_argument("--layers", default="last", help="comma-separated layers, e.g. 12,18,last (default: last)")
-    p.add_argument("--pooling", default="mean", choices=POOLINGS,
-                   help="mean: the item's tokens; all: every prompt position, few-shot block and BOS included "
-                        "(the paper's Figure 2); last: the answer position")
-    p.set_defaults(func=cmd_pca)
-    return p

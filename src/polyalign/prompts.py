@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import cached_property
 from importlib.resources import files
 from pathlib import Path
 
@@ -52,10 +51,6 @@ class PromptPack:
         if not isinstance(data, dict):
             raise PolyalignError(f"{path}: a prompt pack must be a JSON object")
         return cls(data, str(path))
-
-    @cached_property
-    def name(self) -> str:
-        return str(self.data.get("_meta", {}).get("name", Path(self.source).stem))
 
     def languages(self, task: str) -> list[str]:
         return [code for code, entry in self.data.get(task, {}).items() if isinstance(entry, dict)]

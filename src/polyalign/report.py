@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import io
-import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from polyalign.errors import PolyalignError
-from polyalign.report_formats import render_csv, render_html, render_latex, render_md
+from polyalign.paths import slug
+from polyalign.report_formats import ReportFigure, md_table, render_csv, render_html, render_latex, render_md
 from polyalign.report_tables import RunData, Table, _cname, build_tables, load_run, short
 from polyalign.results import atomic_write_text
 from polyalign.stats import paired_bootstrap
@@ -26,15 +25,14 @@ def accuracy_table(runs: dict[str, dict], fmt: str = "md") -> str:
     for results in runs.values():
         langs += [lang for lang in results["languages"] if lang not in langs]
     names = list(runs)
-    lines = ["| lang | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-    for lang in langs:
-        cells = []
-        for name in names:
-            entry = runs[name]["languages"].get(lang)
-            cells.append("" if entry is None else f"{100 * entry['accuracy']:.1f}")
-        lines.append(f"| {lang} | " + " | ".join(cells) + " |")
-    lines.append("| **avg** | " + " | ".join(f"{100 * runs[n]['average']:.1f}" for n in names) + " |")
-    return "\n".join(lines)
+
+    def cell(name: str, lang: str) -> str:
+        entry = runs[name]["languages"].get(lang)
+        return "" if entry is None else f"{100 * entry['accuracy']:.1f}"
+
+    rows = [[lang, *(cell(name, lang) for name in names)] for lang in langs]
+    rows.append(["**avg**", *(f"{100 * runs[n]['average']:.1f}" for n in names)])
+    return "\n".join(md_table(["lang", *names], rows))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -42,15 +40,6 @@ def accuracy_table(runs: dict[str, dict], fmt: str = "md") -> str:
 # ---------------------------------------------------------------------------------------------
 FORMATS = ("md", "html", "csv", "latex")
 EXTENSIONS = {"md": "md", "html": "html", "csv": "csv", "latex": "tex"}
-
-
-@dataclass
-class ReportFigure:
-    """A PNG for the report; `name` is its file stem when written next to md/latex output."""
-
-    name: str
-    title: str
-    png: bytes
 
 
 def _png(fig) -> bytes:
@@ -84,8 +73,7 @@ def build_figures(run: RunData) -> list[ReportFigure]:
             ax.set_title(f"{short(model)}: {_cname(condition)}", fontsize=10)
             ax.legend(fontsize=8, ncol=len(settings), loc="upper right")
             ax.grid(axis="y", alpha=0.3)
-            slug = re.sub(r"[^A-Za-z0-9]+", "_", short(model))
-            figures.append(ReportFigure(f"bars_{len(figures):02d}_{slug}_{condition[0]}_{condition[1]}",
+            figures.append(ReportFigure(f"bars_{len(figures):02d}_{slug(short(model))}_{condition[0]}_{condition[1]}",
                                         f"Accuracy per language — {short(model)}, {_cname(condition)}", _png(fig)))
     for entry in run.plan:
         if entry["kind"] not in ("lens", "pca"):

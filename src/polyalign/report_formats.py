@@ -9,21 +9,35 @@ import base64
 import csv
 import html
 import io
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from polyalign.report import ReportFigure
     from polyalign.report_tables import Table
+
+
+@dataclass
+class ReportFigure:
+    """A PNG for the report; `name` is its file stem when written next to md/latex output."""
+
+    name: str
+    title: str
+    png: bytes
+
+
+def md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """The lines of a Markdown table (the report, `eval`'s summary, PCA correlations)."""
+    return (["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+            + ["| " + " | ".join(row) + " |" for row in rows])
 
 
 def render_md(title: str, lines: list[str], tables: list[Table], figures: list[ReportFigure],
               files_dir: str) -> str:
     out = [f"# {title}", "", *lines, ""]
     for t in tables:
-        out += [f"## {t.title}", "", "| " + " | ".join(t.header) + " |", "|---" * len(t.header) + "|"]
-        for i in range(len(t.rows)):
-            cells = [t.cell(i, j) for j in range(len(t.header))]
-            out.append("| " + " | ".join(f"**{c}**" if (i, j) in t.best else c for j, c in enumerate(cells)) + " |")
+        cells = [[f"**{t.cell(i, j)}**" if (i, j) in t.best else t.cell(i, j) for j in range(len(t.header))]
+                 for i in range(len(t.rows))]
+        out += [f"## {t.title}", "", *md_table(t.header, cells)]
         out += ["", t.note, ""] if t.note else [""]
     out += ["## Figures", ""] + [f"![{f.title}]({files_dir}/{f.name}.png)\n" for f in figures]
     return "\n".join(out)

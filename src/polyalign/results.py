@@ -5,6 +5,7 @@ recomputed from them.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -35,6 +36,24 @@ def atomic_write_json(path: Path, data) -> None:
     atomic_write_text(path, json.dumps(data, ensure_ascii=False, indent=2) + "\n")
 
 
+def file_sha256(path: Path) -> str:
+    """Content hash of a file, read in blocks (model weights do not fit in memory twice)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def jsonl_text(rows) -> str:
+    """One JSON object per line, UTF-8 kept as is."""
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
+def write_jsonl(path: Path, rows) -> None:
+    atomic_write_text(path, jsonl_text(rows))
+
+
 def read_jsonl_tolerant(path: Path) -> list[dict]:
     """Lines of a log that may end in a line cut short by a crash (that line is dropped)."""
     if not path.exists():
@@ -48,6 +67,30 @@ def read_jsonl_tolerant(path: Path) -> list[dict]:
     return rows
 
 
+def read_records(path: Path) -> list[dict]:
+    """Records from a JSON list or a JSONL file, with a one-line error on bad content."""
+    if not path.is_file():
+        raise PolyalignError(f"{path}: file not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise PolyalignError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    if not text.strip():
+        raise PolyalignError(f"{path}: file is empty")
+    try:
+        if path.suffix == ".jsonl":
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        else:
+            records = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PolyalignError(f"{path}: malformed JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(records, list) or not records:
+        raise PolyalignError(f"{path}: expected a non-empty list of records")
+    if not all(isinstance(r, dict) for r in records):
+        raise PolyalignError(f"{path}: every record must be a JSON object")
+    return records
+
+
 def read_samples(path: Path) -> list[dict]:
     """A finished samples file, strictly parsed."""
     try:
@@ -56,22 +99,21 @@ def read_samples(path: Path) -> list[dict]:
         raise PolyalignError(f"{path}: unreadable samples file: {exc}") from None
 
 
-class SampleLog:
-    """Append-only log of finished items; survives being killed mid-run."""
+class JsonlLog:
+    """Append-only JSONL log (translation caches, per-item samples) that survives being killed mid-run.
+
+    `rows`: what an earlier, interrupted run had written; a line it tore is dropped.
+    """
 
     def __init__(self, path: Path):
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        rows = read_jsonl_tolerant(path)
-        # Rewrite without any torn last line so appends start on a clean line.
-        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-        self.done = {row["index"]: row for row in rows}
+        self.rows = read_jsonl_tolerant(path)
+        write_jsonl(path, self.rows)  # without any torn last line, so appends start on a clean line
         self._handle = path.open("a", encoding="utf-8")
 
     def append(self, rows: list[dict]) -> None:
-        for row in rows:
-            self._handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-            self.done[row["index"]] = row
+        self._handle.write(jsonl_text(rows))
         self._handle.flush()
         os.fsync(self._handle.fileno())
 
@@ -79,8 +121,20 @@ class SampleLog:
         self._handle.close()
 
 
+class SampleLog(JsonlLog):
+    """The log of finished items of one evaluation shard; `done` maps an item index to its row."""
+
+    def __init__(self, path: Path):
+        super().__init__(path)
+        self.done = {row["index"]: row for row in self.rows}
+
+    def append(self, rows: list[dict]) -> None:
+        super().append(rows)
+        self.done.update((row["index"], row) for row in rows)
+
+
 def samples_text(rows: list[dict]) -> str:
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in sorted(rows, key=lambda r: r["index"]))
+    return jsonl_text(sorted(rows, key=lambda r: r["index"]))
 
 
 def bootstrap_ci(correct: np.ndarray, resamples: int = 1000, seed: int = 0) -> tuple[float, float]:

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
+from collections.abc import Container
 from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
 
 from polyalign.errors import PolyalignError
+from polyalign.unembed import Unembed
 
 WORD_START = "\u2581"  # SentencePiece's word-start marker
 # Scored positions gathered before one unembedding: enough to read the (large) output matrix
@@ -129,22 +131,6 @@ def prefix_sets(tokenizer, prompt_ids: list[int], prompt: str, words: dict[str, 
     return stem_ids, stem, {c: prefix_token_ids(tokenizer, w[len(stem):]) for c, w in words.items()}
 
 
-def _parts(model):
-    """Decoder (returns the final-normed hidden state), unembedding and logit soft-cap."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    cap = getattr(base.config, "final_logit_softcapping", None) or getattr(
-        getattr(base.config, "text_config", None), "final_logit_softcapping", None)
-    return base.get_decoder(), base.get_output_embeddings(), cap
-
-
-def unembed(head, cap: float | None, hidden: torch.Tensor) -> torch.Tensor:
-    """Logits in fp32 from final-normed hidden states (soft-capped where the model does)."""
-    logits = head(hidden).float()
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return logits
-
-
 def plan_batches(lengths: list[int], max_rows: int, overhead: int) -> list[int]:
     """Batch boundaries for rows sorted longest first: the contiguous split with the least cost.
 
@@ -185,7 +171,8 @@ class Scorer:
     def __init__(self, model, tokenizer):
         self.model = model
         self.tokenizer = tokenizer
-        self.decoder, self.head, self.cap = _parts(model)
+        self.unembed = Unembed(model)
+        self.decoder = self.unembed.decoder
         self.device = next(model.parameters()).device
         # Per-batch cost in tokens for plan_batches, measured on gemma-3-270m: on 2 CPU cores a
         # 1 x 90-token batch runs ~30% slower per token than 4 x 90; on a GPU a launch costs more.
@@ -200,7 +187,7 @@ class Scorer:
 
     @torch.inference_mode()
     def score(self, items: list[Item], shared: int, rule: str, token_sets: dict[str, list[int]] | None,
-              batch_size: int, on_batch=None, done: frozenset[int] | set[int] = frozenset()
+              batch_size: int, on_batch=None, done: Container[int] = frozenset()
               ) -> dict[int, dict[str, float]]:
         """Scores per item: summed label log-prob (exact) or label probability mass (prefix).
 
@@ -238,7 +225,7 @@ class Scorer:
                 buffered.extend(zip(rows[start:stop], self._hidden(rows[start:stop], cache)))
             # One matmul for many batches' scored positions: the unembedding matrix (262k x d
             # for Gemma, 671 MB in fp32) is read once per flush, not once per small batch.
-            logprobs = unembed(self.head, self.cap, torch.cat([h for _, h in buffered])).log_softmax(-1)
+            logprobs = self.unembed.forward(torch.cat([h for _, h in buffered])).log_softmax(-1)
             finished = []
             for (row, _), lp in zip(buffered, logprobs.split([len(h) for _, h in buffered])):
                 index, cls = row[0], row[1]

@@ -1,4 +1,4 @@
-"""Hidden states of every item, per layer, for the logit lens and PCA.
+"""Hidden states of every item, per layer, and the checks shared by the logit lens and PCA.
 
 Why a module of its own: the lens and PCA read the same forward (shared few-shot prefix
 computed once, its KV cache copied per batch, as in scoring) and differ only in how
@@ -7,22 +7,44 @@ positions are pooled.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
+from polyalign.declarations import POOLINGS, check_analysis_limit, check_choice, resolve_layers
 from polyalign.errors import PolyalignError
+from polyalign.evaluate import EvalConfig
+from polyalign.inputs import check_inputs
+from polyalign.paths import slug
+from polyalign.prompts import PromptPack
 from polyalign.scoring import Item, Scorer
-
-# last: the answer position; mean: the item's own tokens (after the shared prefix);
-# all: every prompt position, BOS and few-shot block included (the paper's Figure 2 notebook).
-POOLINGS = ("mean", "last", "all")
+from polyalign.tasks import TaskSpec
+from polyalign.unembed import num_layers
 
 
-def num_layers(model) -> int:
-    """Decoder blocks of a (possibly PEFT-wrapped, possibly multimodal) model."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return int(base.config.get_text_config().num_hidden_layers)
+def setup_analysis(what: str, models: list[tuple[str, object]], task: str, langs: str | list[str], mode: str,
+                   limit: int | None, data_dir: str | Path | None, prompts: str | Path | None,
+                   layers: list[int | str] | None, batch_size: int, items: str | None = None
+                   ) -> tuple[EvalConfig, TaskSpec, PromptPack, list[str], int, list[int]]:
+    """Checks shared by the lens and PCA: distinct labels, enough items, same depth, valid layers.
+
+    Returns (the config items are prepared with, task spec, pack, language codes, number of
+    layers, chosen layers).
+    """
+    if len({slug(label) for label, _ in models}) != len(models):
+        raise PolyalignError(f"model labels must differ ({', '.join(m[0] for m in models)})")
+    check_analysis_limit(limit, what)
+    if batch_size < 1:
+        raise PolyalignError("--batch-size must be at least 1")
+    spec, pack, codes = check_inputs(task, langs, mode, items, limit, data_dir, prompts)
+    cfg = EvalConfig(model=models[0][0], task=task, langs=",".join(codes), mode=mode, scoring="exact", limit=limit,
+                     items=items, data_dir=str(data_dir) if data_dir else None,
+                     prompts=str(prompts) if prompts else None, batch_size=batch_size)
+    total = num_layers(models[0][1])
+    if any(num_layers(m) != total for _, m in models):
+        raise PolyalignError("compared models have different numbers of layers")
+    return cfg, spec, pack, codes, total, resolve_layers(layers, total)
 
 
 def _layer(out, layer: int, total: int) -> torch.Tensor:
@@ -54,8 +76,7 @@ def collect_states(model, tokenizer, items: list[Item], shared: int, layers: lis
     The final layer is the decoder's `last_hidden_state` (already normed); HF also puts it at
     hidden_states[-1], but reading it directly does not depend on that convention.
     """
-    if pooling not in POOLINGS:
-        raise PolyalignError(f"unknown pooling '{pooling}' (choose from {', '.join(POOLINGS)})")
+    check_choice(pooling, POOLINGS, "pooling")
     scorer = Scorer(model, tokenizer)
     total = num_layers(model)
     cache, prefix_sums = _prefix(scorer, items[0].ids[:shared] if items else [], layers, total, pooling)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from polyalign.errors import PolyalignError
-from polyalign.results import atomic_write_json
+from polyalign.results import atomic_write_json, file_sha256
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS samples(model TEXT NOT NULL, setting TEXT NOT NULL, task TEXT NOT NULL, mode TEXT NOT NULL,
@@ -147,11 +147,7 @@ class Store:
         row = self.db.execute("SELECT size, mtime_ns, sha256 FROM digests WHERE path = ?", (str(path),)).fetchone()
         if row and row["size"] == stat.st_size and row["mtime_ns"] == stat.st_mtime_ns:
             return row["sha256"]
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        value = digest.hexdigest()
+        value = file_sha256(path)
         with self.db:
             self.db.execute("INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?)",
                             (str(path), stat.st_size, stat.st_mtime_ns, value))

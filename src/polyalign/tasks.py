@@ -7,7 +7,6 @@ translated files (SNLI ja/bn/no in the paper's data) and reports them instead.
 """
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from polyalign.errors import PolyalignError
+from polyalign.results import read_records
 
 CHECKOUT_DATA = Path("../shared/data/multilingual-learner")  # relative to a source checkout's root
 DATA_HELP = ("pass --data-dir or set POLYALIGN_DATA to the benchmark folder (the data/ folder of the paper's "
@@ -116,30 +116,6 @@ def resolve_data_dir(data_dir: str | Path | None) -> Path:
     if not candidate.is_dir():
         raise PolyalignError(f"benchmark data not found at {candidate} ({origin}); {DATA_HELP}")
     return candidate
-
-
-def read_records(path: Path) -> list[dict]:
-    """Records from a JSON list or a JSONL file, with a one-line error on bad content."""
-    if not path.is_file():
-        raise PolyalignError(f"{path}: file not found")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise PolyalignError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
-    if not text.strip():
-        raise PolyalignError(f"{path}: file is empty")
-    try:
-        if path.suffix == ".jsonl":
-            records = [json.loads(line) for line in text.splitlines() if line.strip()]
-        else:
-            records = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PolyalignError(f"{path}: malformed JSON ({exc.msg} at line {exc.lineno})") from None
-    if not isinstance(records, list) or not records:
-        raise PolyalignError(f"{path}: expected a non-empty list of records")
-    if not all(isinstance(r, dict) for r in records):
-        raise PolyalignError(f"{path}: every record must be a JSON object")
-    return records
 
 
 def test_file_path(task: TaskSpec, lang: str, data_dir: Path) -> Path:

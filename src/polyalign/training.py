@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -22,10 +21,12 @@ from typing import Any
 import yaml
 
 from polyalign.config import apply_overrides, build, read_mapping
+from polyalign.declarations import DEFAULT_MODEL
 from polyalign.errors import PolyalignError
 from polyalign.item_range import parse_items, provenance_record, write_provenance
-from polyalign.results import atomic_write_text, read_jsonl_tolerant
+from polyalign.results import atomic_write_text, file_sha256, read_jsonl_tolerant, read_records, write_jsonl
 from polyalign.training_data import IGNORE, TEMPLATES, PadCollator, split_pairs, tokenize_pairs  # noqa: F401
+
 
 @dataclass
 class TrainConfig:
@@ -103,8 +104,6 @@ def check_config(cfg: TrainConfig) -> None:
 
 def read_pairs(path: str | Path) -> list[dict]:
     """Pairs written by `polyalign data build` (any JSONL/JSON with prompt and completion)."""
-    from polyalign.tasks import read_records
-
     rows = read_records(Path(path))
     for i, row in enumerate(rows):
         if not (isinstance(row.get("prompt"), str) and isinstance(row.get("completion"), str)
@@ -155,10 +154,6 @@ def plot_loss(log_path: Path, png: Path) -> None:
     fig.savefig(png, dpi=100)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _held_config(config_path: Path, overwrite: bool) -> dict | None:
     """The config.yaml a run folder holds (None: none, or unreadable and about to be overwritten)."""
     if not config_path.exists():
@@ -199,7 +194,7 @@ def _prepare_run(out: Path, resolved: dict, resume: bool, overwrite: bool) -> st
             last = get_last_checkpoint(str(out / "checkpoints"))
             step = int(Path(last).name.split("-")[-1])
             rows = [r for r in read_jsonl_tolerant(out / "log.jsonl") if r.get("step", 0) <= step]
-            atomic_write_text(out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+            write_jsonl(out / "log.jsonl", rows)
             return last
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(config_path, yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True))
@@ -209,42 +204,92 @@ def _prepare_run(out: Path, resolved: dict, resume: bool, overwrite: bool) -> st
 
 def train(model: str, data: str | Path, out: str | Path, cfg: TrainConfig | None = None, resume: bool = False,
           overwrite: bool = False, callbacks: list | None = None) -> dict:
-    """Train a LoRA adapter on prompt->completion pairs; returns the run summary."""
-    import torch
-    from accelerate import PartialState
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
+    """Train a LoRA adapter on prompt->completion pairs; returns the run summary.
 
-    from polyalign.models import load_tokenizer, resolve_model_path
+    Recipe-style: the folder, the data, the model and the Trainer's arguments are each set up
+    by their own function; the model is checked before anything is written.
+    """
+    from transformers import Trainer
+
+    from polyalign.models import load_tokenizer
 
     cfg = cfg or load_config()
     check_config(cfg)
     out, data = Path(out), Path(data)
     rows = read_pairs(data)
     named = str(Path(model).resolve()) if Path(model).exists() else model  # same folder, same run
-    resolved = {"model": named, "data": str(data.resolve()), "data_sha256": _sha256(data),
+    resolved = {"model": named, "data": str(data.resolve()), "data_sha256": file_sha256(data),
                 **dataclasses.asdict(cfg)}
     if resume and not overwrite and (out / "summary.json").exists() and _held_config(out / "config.yaml", False) \
             == resolved:
         return json.loads((out / "summary.json").read_text(encoding="utf-8"))  # finished: nothing to resume
     tokenizer = load_tokenizer(model, cfg.trust_remote_code)  # the model is checked before anything is written
+    last = _setup_folder(out, resolved, resume, overwrite)
+    train_rows, val_rows, collator = _setup_data(tokenizer, rows, cfg, model)
+    bf16 = _use_bf16(cfg)
+    net = _setup_model(model, cfg, bf16)
+    args = _training_args(cfg, out, bf16, has_val=bool(val_rows))
+    trainer = Trainer(model=net, args=args, train_dataset=train_rows, eval_dataset=val_rows or None,
+                      data_collator=collator, processing_class=tokenizer,
+                      callbacks=[_log_callback(out / "log.jsonl"), *(callbacks or [])])
+    trainer.train(resume_from_checkpoint=last)
+    trainer.save_model(str(out / "adapter"))  # the last weights, or the best ones with keep: best
+    chat = cfg.template == "chat" and bool(getattr(tokenizer, "chat_template", None))
+    summary = {"global_step": trainer.state.global_step, "resumed_from": last,
+               "best_checkpoint": trainer.state.best_model_checkpoint, "best_eval_loss": trainer.state.best_metric,
+               "n_train": len(train_rows), "n_val": len(val_rows), "bf16": bf16,
+               "kept": "best" if val_rows and cfg.keep == "best" else "final", "template": "chat" if chat else "none",
+               "world_size": args.world_size,
+               "effective_batch": cfg.per_device_batch * cfg.grad_accum * args.world_size}
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(str(out / "adapter"))
+        write_provenance(out / "adapter", benchmark_provenance(rows))
+        plot_loss(out / "log.jsonl", out / "loss.png")
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _setup_folder(out: Path, resolved: dict, resume: bool, overwrite: bool) -> str | None:
+    """The main process checks and prepares the run folder first; returns the checkpoint to resume from."""
+    import torch
+    from accelerate import PartialState
+    from transformers.trainer_utils import get_last_checkpoint
+
     state = PartialState(cpu=not torch.cuda.is_available())  # CPU: join the gloo group too
     last = None
-    with state.main_process_first():  # the main process checks and prepares the folder first
+    with state.main_process_first():
         if state.is_main_process:
             last = _prepare_run(out, resolved, resume, overwrite)
-        else:
-            from transformers.trainer_utils import get_last_checkpoint
+        elif resume and (out / "checkpoints").is_dir():
+            last = get_last_checkpoint(str(out / "checkpoints"))
+    return last
 
-            last = get_last_checkpoint(str(out / "checkpoints")) if resume and (out / "checkpoints").is_dir() else None
+
+def _setup_data(tokenizer, rows: list[dict], cfg: TrainConfig, model: str) -> tuple[list, list, PadCollator]:
+    """Tokenized training and validation rows, and the collator that pads them."""
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if pad_id is None:
         raise PolyalignError(f"{model}: tokenizer has neither a pad nor an eos token")
     train_rows, val_rows = split_pairs(tokenize_pairs(tokenizer, rows, cfg.cutoff_len, cfg.template), cfg.val_size,
                                        cfg.seed)
-    chat = cfg.template == "chat" and bool(getattr(tokenizer, "chat_template", None))
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and torch.cuda.is_available()
+    return train_rows, val_rows, PadCollator(pad_id)
+
+
+def _use_bf16(cfg: TrainConfig) -> bool:
+    import torch
+
+    return cfg.precision == "bf16" or (cfg.precision == "auto" and torch.cuda.is_available()
                                        and torch.cuda.is_bf16_supported())
+
+
+def _setup_model(model: str, cfg: TrainConfig, bf16: bool):
+    """The base model with fresh LoRA weights on `cfg.target_modules`."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from polyalign.models import resolve_model_path
+
     try:
         net = AutoModelForCausalLM.from_pretrained(resolve_model_path(model), use_safetensors=True,
                                                    dtype=torch.bfloat16 if bf16 else torch.float32,
@@ -256,7 +301,14 @@ def train(model: str, data: str | Path, out: str | Path, cfg: TrainConfig | None
         raise PolyalignError(f"{model}: cannot set up LoRA training: {str(exc).splitlines()[0]}") from None
     if cfg.gradient_checkpointing:
         net.enable_input_require_grads()
-    has_val = bool(val_rows)
+    return net
+
+
+def _training_args(cfg: TrainConfig, out: Path, bf16: bool, has_val: bool):
+    """The Trainer's arguments for `cfg`, across the transformers versions that renamed some."""
+    import torch
+    from transformers import TrainingArguments
+
     known = TrainingArguments.__dataclass_fields__  # names moved within transformers 5.x
     extra: dict[str, Any] = {
         "activation_checkpointing" if "activation_checkpointing" in known else "gradient_checkpointing":
@@ -265,7 +317,7 @@ def train(model: str, data: str | Path, out: str | Path, cfg: TrainConfig | None
         extra["train_sampling_strategy"] = "group_by_length" if cfg.group_by_length else "random"
     else:
         extra["group_by_length"] = cfg.group_by_length
-    args = TrainingArguments(**extra,
+    return TrainingArguments(**extra,
         output_dir=str(out / "checkpoints"), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
         per_device_train_batch_size=cfg.per_device_batch, per_device_eval_batch_size=cfg.per_device_eval_batch,
         gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.learning_rate,
@@ -273,27 +325,10 @@ def train(model: str, data: str | Path, out: str | Path, cfg: TrainConfig | None
         max_grad_norm=cfg.max_grad_norm, bf16=bf16,
         logging_steps=cfg.logging_steps, eval_strategy="steps" if has_val else "no", eval_steps=cfg.eval_steps,
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit,
-        load_best_model_at_end=has_val and cfg.keep == "best", metric_for_best_model="eval_loss", greater_is_better=False,
-        seed=cfg.seed, data_seed=cfg.seed, report_to="none", remove_unused_columns=False,
+        load_best_model_at_end=has_val and cfg.keep == "best", metric_for_best_model="eval_loss",
+        greater_is_better=False, seed=cfg.seed, data_seed=cfg.seed, report_to="none", remove_unused_columns=False,
         dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(), label_names=["labels"],
         use_cpu=not torch.cuda.is_available())
-    trainer = Trainer(model=net, args=args, train_dataset=train_rows, eval_dataset=val_rows or None,
-                      data_collator=PadCollator(pad_id), processing_class=tokenizer,
-                      callbacks=[_log_callback(out / "log.jsonl"), *(callbacks or [])])
-    trainer.train(resume_from_checkpoint=last)
-    trainer.save_model(str(out / "adapter"))  # the last weights, or the best ones with keep: best
-    summary = {"global_step": trainer.state.global_step, "resumed_from": last,
-               "best_checkpoint": trainer.state.best_model_checkpoint, "best_eval_loss": trainer.state.best_metric,
-               "n_train": len(train_rows), "n_val": len(val_rows), "bf16": bf16,
-               "kept": "best" if has_val and cfg.keep == "best" else "final", "template": "chat" if chat else "none",
-               "world_size": args.world_size,
-               "effective_batch": cfg.per_device_batch * cfg.grad_accum * args.world_size}
-    if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(str(out / "adapter"))
-        write_provenance(out / "adapter", benchmark_provenance(rows))
-        plot_loss(out / "log.jsonl", out / "loss.png")
-        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-    return summary
 
 
 def merge(model: str, adapter: str | Path, out: str | Path, overwrite: bool = False,
@@ -343,8 +378,6 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 def add_cli(subparsers) -> None:
     """Register `polyalign train` and `polyalign merge` on the top-level subparsers."""
-    from polyalign.models import DEFAULT_MODEL
-
     p = subparsers.add_parser("train", help="LoRA question-alignment training on `data build` pairs")
     p.add_argument("--model", default=DEFAULT_MODEL, help="HF id, local folder, or packaged alias")
     p.add_argument("--data", required=True, help="pairs JSONL from `polyalign data build`")

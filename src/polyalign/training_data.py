@@ -29,7 +29,8 @@ def tokenize_pairs(tokenizer, rows: list[dict], cutoff_len: int, template: str =
     else:
         prompts = tokenizer([r["prompt"] for r in rows], add_special_tokens=True)["input_ids"]
         eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-        completions = [c + eos for c in tokenizer([r["completion"] for r in rows], add_special_tokens=False)["input_ids"]]
+        completion_ids = tokenizer([r["completion"] for r in rows], add_special_tokens=False)["input_ids"]
+        completions = [c + eos for c in completion_ids]
     out = []
     for p, c in zip(prompts, completions):
         if len(p) + len(c) > cutoff_len:

@@ -1,0 +1,36 @@
+"""The inputs of an evaluation or analysis, checked before any model is loaded.
+
+Why a module of its own: `eval`, the lens, PCA and an experiment's dry run all check the same
+things (task, languages, prompt pack, item range, benchmark files, held-out items), and none of
+them should import torch or build an evaluation config to do it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from polyalign.item_range import check_overlap, evaluated_range, parse_items, read_provenance
+from polyalign.languages import parse_languages
+from polyalign.prompts import PromptPack, check_mode
+from polyalign.tasks import TaskSpec, load_task, load_test_records, resolve_data_dir, test_file_path
+
+
+def check_inputs(task: str, langs: str | list[str], mode: str, items: str | None = None, limit: int | None = None,
+                 data_dir: str | Path | None = None, prompts: str | Path | None = None, adapter: str | None = None,
+                 allow_overlap: bool = False) -> tuple[TaskSpec, PromptPack, list[str]]:
+    """(task, pack, language codes), once every chosen item renders and no adapter was trained on it."""
+    check_mode(mode)
+    spec = load_task(task)
+    pack = PromptPack.load(prompts)
+    codes = parse_languages(langs, pack.languages(spec.name))
+    chosen_items = parse_items(items)
+    folder = resolve_data_dir(data_dir)
+    trained = read_provenance(adapter)
+    for lang in codes:
+        records = load_test_records(spec, lang, folder)
+        if chosen_items is not None:
+            chosen_items.check_within(len(records), f"{test_file_path(spec, lang, folder)}")
+        chosen = evaluated_range(chosen_items, limit, len(records))
+        check_overlap(trained, spec.name, chosen, f"adapter {adapter}", allow_overlap)
+        pack.render(spec, lang, mode, records[chosen.start])
+        pack.label_words(spec, lang, mode)
+    return spec, pack, codes
