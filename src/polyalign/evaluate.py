@@ -3,6 +3,7 @@
 Layout of an output folder:
   run.json                      the configuration (a different run refuses to reuse the folder)
   samples/.partial/*.jsonl      per-process logs of finished items (resume reads these)
+  samples/.partial/fp32/*.jsonl float32 re-scores of a verified bf16/fp16 run (polyalign.verify)
   samples/{task}_{lang}.jsonl   final per-item results, sorted by index
   results.json                  summary, written last and atomically
 """
@@ -13,17 +14,17 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
-from polyalign.declarations import RULES
 from polyalign.errors import PolyalignError
-from polyalign.inputs import check_inputs
-from polyalign.item_range import evaluated_range, parse_items, read_provenance
+from polyalign.item_range import check_overlap, evaluated_range, parse_items, read_provenance
+from polyalign.languages import parse_languages
 from polyalign.models import describe_model
-from polyalign.prompts import PromptPack
+from polyalign.prompts import PromptPack, check_mode
 from polyalign.results import (
     SampleLog,
     atomic_write_json,
@@ -35,7 +36,10 @@ from polyalign.results import (
     summarize,
 )
 from polyalign.scoring import Indistinguishable, Item, Scorer, check_distinguishable, continuation_ids, prefix_sets
-from polyalign.tasks import gold_labels, load_task, load_test_records, resolve_data_dir
+from polyalign.tasks import gold_labels, load_task, load_test_records, resolve_data_dir, test_file_path
+from polyalign.verify import Verifier, language_stats, merge, reference_loader, summary, threshold_in_effect
+
+RULES = ("exact", "prefix")
 
 
 @dataclass
@@ -54,9 +58,16 @@ class EvalConfig:
     prompts: str | None = None
     batch_size: int = 16
     allow_overlap: bool = False  # score items the adapter's training questions came from
+    # bf16/fp16 weights: re-score in float32 the items whose top-two margin is under the threshold
+    # (None: on; default threshold polyalign.verify.THRESHOLD). Ignored for float32 weights.
+    verify: bool | None = None
+    verify_threshold: float | None = None
 
     def identity(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k not in ("batch_size", "allow_overlap")}
+        # verification is not part of it: the merge at the end follows the settings in effect
+        # (polyalign.verify), so a run resumed with other settings still writes consistent files
+        skip = ("batch_size", "allow_overlap", "verify", "verify_threshold")
+        return {k: v for k, v in asdict(self).items() if k not in skip}
 
 
 @dataclass
@@ -153,12 +164,26 @@ def check_config(cfg: EvalConfig) -> tuple:
     """Validate everything that needs no model (call before loading one): (task, pack, languages)."""
     if cfg.scoring not in RULES:
         raise PolyalignError(f"unknown scoring '{cfg.scoring}' (choose from {', '.join(RULES)})")
+    check_mode(cfg.mode)
     if cfg.limit is not None and cfg.limit < 1:
         raise PolyalignError("--limit must be at least 1")
     if cfg.batch_size < 1:
         raise PolyalignError("--batch-size must be at least 1")
-    return check_inputs(cfg.task, cfg.langs, cfg.mode, cfg.items, cfg.limit, cfg.data_dir, cfg.prompts, cfg.adapter,
-                        cfg.allow_overlap)
+    task = load_task(cfg.task)
+    pack = PromptPack.load(cfg.prompts)
+    langs = parse_languages(cfg.langs, pack.languages(task.name))
+    items = parse_items(cfg.items)
+    data_dir = resolve_data_dir(cfg.data_dir)
+    trained = read_provenance(cfg.adapter)
+    for lang in langs:
+        records = load_test_records(task, lang, data_dir)
+        if items is not None:
+            items.check_within(len(records), f"{test_file_path(task, lang, data_dir)}")
+        chosen = evaluated_range(items, cfg.limit, len(records))
+        check_overlap(trained, task.name, chosen, f"adapter {cfg.adapter}", cfg.allow_overlap)
+        pack.render(task, lang, cfg.mode, records[chosen.start])
+        pack.label_words(task, lang, cfg.mode)
+    return task, pack, langs
 
 
 def run_identity(model, batch_size: int, world_size: int) -> dict:
@@ -189,7 +214,7 @@ def check_run_dir(out: Path, cfg: EvalConfig, overwrite: bool, runtime: dict | N
         held = previous.get("runtime") or {}
         moved = [k for k in ("dtype", "device") if runtime and k in held and held[k] != runtime[k]]
         if moved and not overwrite:
-            was, now = (", ".join(f"{k} {r[k]}" for k in moved) for r in (held, runtime))
+            was, now = (", ".join(f"{k} {r[k]}" for k in moved) for r in (held, runtime or {}))
             raise PolyalignError(f"{out}: was evaluated with {was}; resuming with {now} would mix results "
                                  f"(use the same --dtype/--device, another --out or --overwrite)")
         return bool(moved)
@@ -207,18 +232,27 @@ def _check_run_dir(out: Path, cfg: EvalConfig, overwrite: bool, rank: int, runti
 
 
 def run_eval(cfg: EvalConfig, model, tokenizer, out: Path, overwrite: bool = False,
-             progress: bool = True) -> dict | None:
-    """Evaluate every language; returns results.json's content on the main process."""
+             progress: bool = True, load_reference: Callable[[], object] | None = None) -> dict | None:
+    """Evaluate every language; returns results.json's content on the main process.
+
+    A verified run (bf16/fp16 weights, see polyalign.verify) calls `load_reference()` for its
+    float32 model when some item needs it (default: `cfg.model` and `cfg.adapter` from disk).
+    """
     task, pack, langs = check_config(cfg)
     rank, world, barrier = _distributed()
     runtime = run_identity(model, cfg.batch_size, world)
+    threshold = threshold_in_effect(cfg.verify, cfg.verify_threshold, runtime["dtype"])
     _check_run_dir(out, cfg, overwrite, rank, runtime)
     barrier()
     # every language is prepared (and checked) before any computing; one whose labels the rule
     # cannot tell apart is reported in results.json, not scored, and does not stop the others
     prepared = [prepare_language(cfg, pack, tokenizer, lang, strict=False) for lang in langs]
     scorer = Scorer(model, tokenizer)
-    partial_dir = out / "samples" / ".partial"
+    verifier = None
+    if threshold is not None:
+        device = str(next(model.parameters()).device)
+        verifier = Verifier(threshold, runtime["dtype"], load_reference or reference_loader(cfg.model, cfg.adapter,
+                            device), tokenizer, cfg.scoring, cfg.batch_size)
     final = {p.lang: out / "samples" / f"{task.name}_{p.lang}.jsonl" for p in prepared}
     todo_total = sum(len(p.items) for p in prepared if not final[p.lang].exists())
     bar = tqdm(total=todo_total, desc=f"{task.name} eval", unit="item", disable=not progress or rank != 0)
@@ -226,41 +260,64 @@ def run_eval(cfg: EvalConfig, model, tokenizer, out: Path, overwrite: bool = Fal
     for prep in prepared:
         if final[prep.lang].exists() or "unscorable" in prep.info:
             continue
-        done = {r["index"] for f in partial_dir.glob(f"{task.name}_{prep.lang}.rank*.jsonl")
-                for r in read_jsonl_tolerant(f)}
-        bar.update(len(done) if rank == 0 else 0)
-        mine = [it for it in prep.items if it.index % world == rank]  # planned whole: see Scorer.score
-        log = SampleLog(partial_dir / f"{task.name}_{prep.lang}.rank{rank}.jsonl")
-        bar.set_postfix_str(prep.lang)
-
-        gold_of = {it.index: g for it, g in zip(prep.items, prep.golds)}
-
-        def save(batch_scores: dict[int, dict[str, float]], gold_of=gold_of, log=log) -> None:
-            rows = []
-            for index, scores in sorted(batch_scores.items()):
-                pred, tied = predict(scores)
-                row = {"index": index, "gold": gold_of[index], "pred": pred, "scores": scores}
-                if tied:
-                    row["tied"] = tied
-                rows.append(row)
-            log.append(rows)
-            bar.update(len(rows) * world)
-
         start = time.perf_counter()
-        if any(it.index not in done for it in mine):
-            scorer.score(mine, prep.shared, cfg.scoring, prep.token_sets, cfg.batch_size, on_batch=save, done=done)
+        scored += _score_language(cfg, task.name, prep, scorer, verifier, out / "samples" / ".partial",
+                                  (rank, world), bar)
         seconds += time.perf_counter() - start
-        scored += sum(it.index not in done for it in mine)
-        log.close()
     bar.close()
     barrier()
     if rank != 0:
         return None
-    return _finish(cfg, task.name, pack, prepared, out, final, scored, seconds, runtime)
+    return _finish(cfg, task.name, pack, prepared, out, final, scored, seconds, runtime, threshold, verifier)
+
+
+def sample_row(index: int, gold: str, scores: dict[str, float]) -> dict:
+    """One item's row of a samples file."""
+    pred, tied = predict(scores)
+    row = {"index": index, "gold": gold, "pred": pred, "scores": scores}
+    if tied:
+        row["tied"] = tied
+    return row
+
+
+def _score_language(cfg: EvalConfig, task: str, prep: PreparedLanguage, scorer: Scorer, verifier: Verifier | None,
+                    partial_dir: Path, shard: tuple[int, int], bar) -> int:
+    """Score this process's share of one language (resuming its log), then verify it; items scored."""
+    rank, world = shard
+    done = {r["index"]: r for f in partial_dir.glob(f"{task}_{prep.lang}.rank*.jsonl") for r in read_jsonl_tolerant(f)}
+    bar.update(len(done) if rank == 0 else 0)
+    mine = [it for it in prep.items if it.index % world == rank]  # planned whole: see Scorer.score
+    log = SampleLog(partial_dir / f"{task}_{prep.lang}.rank{rank}.jsonl")
+    bar.set_postfix_str(prep.lang)
+    gold_of = {it.index: g for it, g in zip(prep.items, prep.golds)}
+
+    def make_row(index: int, scores: dict[str, float]) -> dict:
+        return sample_row(index, gold_of[index], scores)
+
+    fresh: dict[int, dict] = {}
+
+    def save(batch_scores: dict[int, dict[str, float]]) -> None:
+        rows = [make_row(index, scores) for index, scores in sorted(batch_scores.items())]
+        log.append(rows)
+        fresh.update((row["index"], row) for row in rows)
+        bar.update(len(rows) * world)
+
+    try:
+        if any(it.index not in done for it in mine):
+            scorer.score(mine, prep.shared, cfg.scoring, prep.token_sets, cfg.batch_size, on_batch=save,
+                         done=set(done))
+    finally:
+        log.close()
+    if verifier is not None:
+        bar.set_postfix_str(f"{prep.lang} float32 check")
+        verifier.run(mine, {**done, **fresh}, prep.shared, prep.token_sets, partial_dir, task, prep.lang, rank,
+                     make_row)
+    return sum(it.index not in done for it in mine)
 
 
 def _finish(cfg: EvalConfig, task: str, pack: PromptPack, prepared: list[PreparedLanguage], out: Path,
-            final: dict[str, Path], scored: int, seconds: float, runtime: dict) -> dict:
+            final: dict[str, Path], scored: int, seconds: float, runtime: dict, threshold: float | None,
+            verifier: Verifier | None) -> dict:
     """Merge process logs into sorted sample files, then write results.json last."""
     partial_dir = out / "samples" / ".partial"
     languages, unscorable = {}, {}
@@ -274,8 +331,13 @@ def _finish(cfg: EvalConfig, task: str, pack: PromptPack, prepared: list[Prepare
             missing = [it.index for it in prep.items if it.index not in rows]
             if missing:
                 raise PolyalignError(f"{task}/{prep.lang}: {len(missing)} items were not scored; run again to resume")
+            if threshold is not None:
+                merge(rows, partial_dir, task, prep.lang, threshold, cfg.scoring)
             atomic_write_text(final[prep.lang], samples_text([rows[it.index] for it in prep.items]))
-        languages[prep.lang] = {**summarize(read_samples(final[prep.lang])), **prep.info}
+        samples = read_samples(final[prep.lang])
+        languages[prep.lang] = {**summarize(samples), **prep.info}
+        if threshold is not None:
+            languages[prep.lang]["verify"] = language_stats(samples)
     accuracies = [v["accuracy"] for v in languages.values()]
     results = {
         **describe_model(cfg.model, cfg.adapter),
@@ -287,6 +349,8 @@ def _finish(cfg: EvalConfig, task: str, pack: PromptPack, prepared: list[Prepare
         "unscorable": unscorable,  # languages whose label words the rule cannot tell apart, with the reason
         "average": sum(accuracies) / len(accuracies) if accuracies else 0.0,
         "runtime": runtime,  # dtype and device type of the weights, batch size, processes (last session)
+        # bf16/fp16 runs: threshold, items re-scored in float32 (in total and per language); else None
+        "verify": summary(threshold, runtime["dtype"], languages, verifier),
         "timing": {"seconds": round(seconds, 3), "items_scored": scored,
                    "items_per_second": round(scored / seconds, 3) if seconds > 0 else None},
     }
