@@ -1,8 +1,9 @@
-"""Side-by-side base vs aligned table from two `polyalign eval` output folders (per-item samples).
+"""Base vs aligned tables from two `polyalign eval` output folders, through the report's own tables.
 
 usage: python scripts/compare_runs.py BASE_DIR ALIGNED_DIR --seen zh,es,en
-Prints a Markdown table: accuracy per language, difference, paired-bootstrap p, the average,
-and the averages over languages seen and unseen in alignment training.
+Prints Markdown: accuracy per language, languages seen vs unseen in alignment training, and the
+per-language paired tests (polyalign.report_tables; a `polyalign run` folder gets them all from
+`polyalign report`).
 """
 from __future__ import annotations
 
@@ -10,38 +11,39 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
-from polyalign.report import paired_bootstrap
+from polyalign.report_formats import render_md
+from polyalign.report_tables import RunData, per_language_table, seen_unseen_table, significance_table
 from polyalign.results import read_samples
 
 
-def correct(run: Path, task: str, lang: str) -> np.ndarray:
-    return np.array([r["pred"] == r["gold"] for r in read_samples(run / "samples" / f"{task}_{lang}.jsonl")], float)
+def eval_run(base: Path, aligned: Path, seen: list[str]) -> RunData:
+    """The two folders as a run of one model with settings 'base' and 'aligned'."""
+    meta = json.loads((base / "results.json").read_text(encoding="utf-8"))
+    condition = (meta["task"], meta["mode"], meta["scoring"])
+    correct: dict = {}
+    labels: dict = {}
+    for setting, folder in (("base", base), ("aligned", aligned)):
+        for lang in meta["languages"]:
+            rows = read_samples(folder / "samples" / f"{meta['task']}_{lang}.jsonl")
+            key = (meta["model"], setting, *condition)
+            correct.setdefault(key, {})[lang] = {r["index"]: r["pred"] is not None and r["pred"] == r["gold"]
+                                                 for r in rows}
+            labels.setdefault(key, {})[lang] = {r["index"]: (r["gold"], r["pred"]) for r in rows}
+    experiment = {"models": [meta["model"]], "alignment": [{"name": "aligned", "sources": seen, "target": seen[-1]}]}
+    return RunData(base, experiment, [], correct, labels)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("base", type=Path)
     parser.add_argument("aligned", type=Path)
-    parser.add_argument("--seen", default="zh,es,en")
+    parser.add_argument("--seen", default="zh,es,en", help="languages of the alignment pairs (the last: target)")
     args = parser.parse_args()
-    seen = set(args.seen.split(","))
-    meta = json.loads((args.base / "results.json").read_text())
-    task, langs = meta["task"], list(meta["languages"])
-    print("| lang | base % | aligned % | delta (pp) | p |\n|---|---|---|---|---|")
-    acc = {}
-    for lang in langs:
-        b, a = correct(args.base, task, lang), correct(args.aligned, task, lang)
-        delta, p = paired_bootstrap(a, b)
-        acc[lang] = (b.mean(), a.mean())
-        mark = " (seen)" if lang in seen else ""
-        print(f"| {lang}{mark} | {100 * b.mean():.1f} | {100 * a.mean():.1f} | {100 * delta:+.1f} | {p:.3f} |")
-    for name, group in (("average", langs), ("average, seen", [l for l in langs if l in seen]),
-                        ("average, unseen", [l for l in langs if l not in seen])):
-        b = np.mean([acc[l][0] for l in group])
-        a = np.mean([acc[l][1] for l in group])
-        print(f"| **{name}** ({len(group)}) | {100 * b:.1f} | {100 * a:.1f} | {100 * (a - b):+.1f} | |")
+    run = eval_run(args.base, args.aligned, args.seen.split(","))
+    condition = run.conditions()[0]
+    tables = [per_language_table(run, condition, run.seen("aligned")), seen_unseen_table(run),
+              significance_table(run)]
+    print(render_md(f"{args.base} vs {args.aligned}", [], tables, [], ""))
 
 
 if __name__ == "__main__":
