@@ -6,35 +6,9 @@ import sys
 from pathlib import Path
 
 from polyalign import __version__
+from polyalign.cli_args import add_analysis_cli, add_data_args, add_items_args, add_model_args
+from polyalign.declarations import DEFAULT_MODEL
 from polyalign.errors import PolyalignError
-
-
-def _add_model_args(parser: argparse.ArgumentParser) -> None:
-    from polyalign.models import DEFAULT_MODEL, DTYPES
-
-    parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help="Hugging Face id, local folder, or packaged alias (gemma-3-270m, smollm2-135m)")
-    parser.add_argument("--adapter", help="LoRA adapter folder applied on top of the model")
-    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--dtype", choices=list(DTYPES),
-                        help="weights dtype (default: POLYALIGN_DTYPE, else fp32 on CPU, bf16 on GPU)")
-    parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off)")
-
-
-def _add_data_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", help="benchmark folder (default: $POLYALIGN_DATA; in a source checkout "
-                                           "../shared/data/multilingual-learner beside it)")
-    parser.add_argument("--prompts", help="prompt pack JSON (default: polyalign's own pack)")
-    parser.add_argument("--languages-file", help="JSON list of extra languages {code, name, native, script}")
-
-
-def add_items_args(parser: argparse.ArgumentParser) -> None:
-    """--items / --allow-overlap, shared by eval, lens and pca."""
-    parser.add_argument("--items", metavar="START:STOP",
-                        help="benchmark item indices [START, STOP) per language, e.g. 0:250 (with --limit N: the "
-                             "first N of them)")
-    parser.add_argument("--allow-overlap", action="store_true",
-                        help="score items whose questions the adapter was trained on (refused by default)")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -83,15 +57,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from polyalign.models import DEFAULT_MODEL
-
     parser = argparse.ArgumentParser(prog="polyalign", description=__doc__)
     parser.add_argument("-V", "--version", action="version", version=f"polyalign {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("eval", help="few-shot constrained evaluation in many languages")
-    _add_model_args(p)
-    _add_data_args(p)
+    add_model_args(p)
+    add_data_args(p)
     p.add_argument("--task", required=True, help="emotion, snli, paws, or a task .yaml file")
     p.add_argument("--langs", default="all", help="'all' or comma-separated codes (en,zh,...)")
     p.add_argument("--mode", default="english", help="label words: english, native or agnostic")
@@ -110,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("prompt", help="print the exact prompt of one test item")
-    _add_data_args(p)
+    add_data_args(p)
     p.add_argument("--task", required=True)
     p.add_argument("--lang", required=True)
     p.add_argument("--mode", default="english")
@@ -125,9 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="fewer items, for a smoke test")
     p.set_defaults(func=cmd_demo)
 
-    from polyalign import alignment_data, experiment, experiment_files, lens, pca, report, training
+    from polyalign import alignment_data, experiment, experiment_files, report, training
 
-    for module in (alignment_data, training, lens, pca, experiment, experiment_files, report):
+    alignment_data.add_cli(sub)
+    training.add_cli(sub)
+    add_analysis_cli(sub)
+    for module in (experiment, experiment_files, report):
         module.add_cli(sub)
     return parser
 

@@ -20,11 +20,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from polyalign.declarations import RULES
 from polyalign.errors import PolyalignError
-from polyalign.item_range import check_overlap, evaluated_range, parse_items, read_provenance
-from polyalign.languages import parse_languages
+from polyalign.inputs import check_inputs
+from polyalign.item_range import evaluated_range, parse_items, read_provenance
 from polyalign.models import describe_model
-from polyalign.prompts import PromptPack, check_mode
+from polyalign.prompts import PromptPack
 from polyalign.results import (
     SampleLog,
     atomic_write_json,
@@ -36,10 +37,8 @@ from polyalign.results import (
     summarize,
 )
 from polyalign.scoring import Indistinguishable, Item, Scorer, check_distinguishable, continuation_ids, prefix_sets
-from polyalign.tasks import gold_labels, load_task, load_test_records, resolve_data_dir, test_file_path
+from polyalign.tasks import gold_labels, load_task, load_test_records, resolve_data_dir
 from polyalign.verify import Verifier, language_stats, merge, reference_loader, summary, threshold_in_effect
-
-RULES = ("exact", "prefix")
 
 
 @dataclass
@@ -164,26 +163,12 @@ def check_config(cfg: EvalConfig) -> tuple:
     """Validate everything that needs no model (call before loading one): (task, pack, languages)."""
     if cfg.scoring not in RULES:
         raise PolyalignError(f"unknown scoring '{cfg.scoring}' (choose from {', '.join(RULES)})")
-    check_mode(cfg.mode)
     if cfg.limit is not None and cfg.limit < 1:
         raise PolyalignError("--limit must be at least 1")
     if cfg.batch_size < 1:
         raise PolyalignError("--batch-size must be at least 1")
-    task = load_task(cfg.task)
-    pack = PromptPack.load(cfg.prompts)
-    langs = parse_languages(cfg.langs, pack.languages(task.name))
-    items = parse_items(cfg.items)
-    data_dir = resolve_data_dir(cfg.data_dir)
-    trained = read_provenance(cfg.adapter)
-    for lang in langs:
-        records = load_test_records(task, lang, data_dir)
-        if items is not None:
-            items.check_within(len(records), f"{test_file_path(task, lang, data_dir)}")
-        chosen = evaluated_range(items, cfg.limit, len(records))
-        check_overlap(trained, task.name, chosen, f"adapter {cfg.adapter}", cfg.allow_overlap)
-        pack.render(task, lang, cfg.mode, records[chosen.start])
-        pack.label_words(task, lang, cfg.mode)
-    return task, pack, langs
+    return check_inputs(cfg.task, cfg.langs, cfg.mode, cfg.items, cfg.limit, cfg.data_dir, cfg.prompts, cfg.adapter,
+                        cfg.allow_overlap)
 
 
 def run_identity(model, batch_size: int, world_size: int) -> dict:
