@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from polyalign.errors import PolyalignError
+from polyalign.results import read_text
 
 TRUE, FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 NONE = ("none", "null", "~", "")
@@ -98,12 +99,9 @@ def build(cls, raw, where: str):
 
 def read_mapping(path: Path, what: str) -> dict:
     """A YAML file that must hold a mapping (an empty file is an empty one)."""
+    text = read_text(path, what)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise PolyalignError(f"{path}: cannot read {what}: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise PolyalignError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise PolyalignError(f"{path}: malformed YAML: {str(exc).splitlines()[0]}") from None
     raw = {} if raw is None else raw

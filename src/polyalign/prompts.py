@@ -13,6 +13,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from polyalign.errors import PolyalignError
+from polyalign.results import read_text
 from polyalign.tasks import TaskSpec
 
 FEWSHOT = "<FEWSHOT>"
@@ -40,12 +41,9 @@ class PromptPack:
     @classmethod
     def load(cls, path: str | Path | None = None) -> PromptPack:
         path = Path(path) if path else default_pack_path()
+        text = read_text(path, "prompt pack")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise PolyalignError(f"{path}: cannot read prompt pack: {exc.strerror}") from None
-        except UnicodeDecodeError as exc:
-            raise PolyalignError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+            data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise PolyalignError(f"{path}: malformed JSON ({exc.msg} at line {exc.lineno})") from None
         if not isinstance(data, dict):

@@ -36,6 +36,16 @@ def atomic_write_json(path: Path, data) -> None:
     atomic_write_text(path, json.dumps(data, ensure_ascii=False, indent=2) + "\n")
 
 
+def read_text(path: Path, what: str) -> str:
+    """A UTF-8 file's text, or one line saying why it cannot be read."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolyalignError(f"{path}: cannot read {what}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise PolyalignError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+
+
 def file_sha256(path: Path) -> str:
     """Content hash of a file, read in blocks (model weights do not fit in memory twice)."""
     digest = hashlib.sha256()
