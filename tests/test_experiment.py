@@ -11,10 +11,12 @@ import sqlite3
 import pytest
 import yaml
 
-from polyalign import experiment, report
+from polyalign import evaluate, experiment, lens, pca, report
 from polyalign.errors import PolyalignError
 
-COUNTED = ("build_pairs", "train", "run_eval", "run_lens", "run_pca")
+# Where each step's real work is looked up when the step runs (the torch-heavy engines are
+# imported by experiment only then, so that a dry run imports no torch).
+COUNTED = {"build_pairs": experiment, "train": experiment, "run_eval": evaluate, "run_lens": lens, "run_pca": pca}
 TRAIN = {"max_steps": 2, "per_device_batch": 2, "grad_accum": 1, "eval_steps": 1, "save_steps": 1,
          "logging_steps": 1, "val_size": 0.25, "cutoff_len": 256, "learning_rate": 1e-3}
 
@@ -31,14 +33,14 @@ def cli(argv):
 def counting(monkeypatch) -> dict:
     """Wrap the functions that do each step's real work; calls[name] counts them."""
     calls = dict.fromkeys(COUNTED, 0)
-    for name in COUNTED:
-        real = getattr(experiment, name)
+    for name, module in COUNTED.items():
+        real = getattr(module, name)
 
         def wrapper(*args, _real=real, _name=name, **kwargs):
             calls[_name] += 1
             return _real(*args, **kwargs)
 
-        monkeypatch.setattr(experiment, name, wrapper)
+        monkeypatch.setattr(module, name, wrapper)
     return calls
 
 
@@ -70,7 +72,7 @@ def run_state(exp_file, tmp_path_factory):
         def interrupted(*args, **kwargs):
             raise KeyboardInterrupt
 
-        mp.setattr(experiment, "run_eval", interrupted)
+        mp.setattr(evaluate, "run_eval", interrupted)
         with pytest.raises(KeyboardInterrupt):
             cli(["run", exp_file, "--out", run_dir])
         state["first"] = dict(calls)
