@@ -177,7 +177,8 @@ def test_report_of_the_run_in_every_format(run_state, tmp_path):
     rows = list(csv.DictReader(io.StringIO(outs["csv"].read_text())))
     per_lang = [r for r in rows if r["table"] == "per_language" and r["row"].startswith("fr")]
     assert len(per_lang) == 4 and all(0 <= float(r["value"]) <= 1 for r in per_lang)
-    assert {r["table"] for r in rows} == {"per_language", "per_model", "per_task", "seen_unseen", "significance"}
+    assert {r["table"] for r in rows} == {"per_language", "per_model", "per_task", "seen_unseen", "significance",
+                                         "pooled", "balanced", "label_distribution"}
     tex = outs["latex"].read_text()
     assert tex.startswith("\\documentclass") and "\\begin{tabular}" in tex and "r_files/" in tex
     assert cli(["report", run_dir]) == 0 and (run_dir / "report.md").is_file()  # default output
