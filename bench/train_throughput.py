@@ -105,7 +105,8 @@ def run_baseline(model: str, rows: list[dict], cfg: training.TrainConfig, work: 
                              lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio, bf16=bf16,
                              logging_steps=cfg.logging_steps, save_strategy="no", report_to="none",
                              seed=cfg.seed, dataloader_num_workers=0,
-                             dataloader_pin_memory=torch.cuda.is_available())
+                             dataloader_pin_memory=torch.cuda.is_available(),
+                             use_cpu=not torch.cuda.is_available())
     counter, clock = Counter(DataCollatorForLanguageModeling(tok, mlm=False)), Clock()
     Trainer(model=net, args=args, train_dataset=dataset, data_collator=counter, processing_class=tok,
             callbacks=[clock]).train()
