@@ -18,6 +18,7 @@ lm-eval scores log-likelihoods only: it runs with --scoring exact.
 
 Exits 0 whether or not the speed targets are met; non-zero only on errors.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -117,7 +118,7 @@ def label_tokens(tokenizer, prompt_ids: list[int], prompt: str, word: str) -> li
     """Label tokens as read right after the prompt (tokenize prompt+word, keep the tail)."""
     joint = tokenizer(prompt + word)["input_ids"]
     if joint[: len(prompt_ids)] == prompt_ids and len(joint) > len(prompt_ids):
-        return joint[len(prompt_ids):]
+        return joint[len(prompt_ids) :]
     return tokenizer(word, add_special_tokens=False)["input_ids"]
 
 
@@ -165,8 +166,11 @@ def run_lm_eval(model_path: str, items: Items, device: str = "cpu", dtype: str =
 
     lm = HFLM(pretrained=model_path, batch_size=8, device=device, dtype=dtype)
     classes = list(items.words[0])
-    requests = [Instance(request_type="loglikelihood", doc={}, arguments=(p, w[c]), idx=j)
-                for p, w in zip(items.prompts, items.words) for j, c in enumerate(classes)]
+    requests = [
+        Instance(request_type="loglikelihood", doc={}, arguments=(p, w[c]), idx=j)
+        for p, w in zip(items.prompts, items.words)
+        for j, c in enumerate(classes)
+    ]
     with torch.inference_mode():
         lm.loglikelihood(requests[:1], disable_tqdm=True)  # warm-up, untimed (first-call overhead)
         start = time.perf_counter()
@@ -174,7 +178,7 @@ def run_lm_eval(model_path: str, items: Items, device: str = "cpu", dtype: str =
         seconds = time.perf_counter() - start
     del lm
     lls = [float(ll) for ll, _greedy in results]
-    scores = [dict(zip(classes, lls[i * len(classes):(i + 1) * len(classes)])) for i in range(len(items.prompts))]
+    scores = [dict(zip(classes, lls[i * len(classes) : (i + 1) * len(classes)])) for i in range(len(items.prompts))]
     return Outcome("lm-eval HFLM", seconds, scores)
 
 
@@ -193,20 +197,31 @@ class Run:
 
 def run_polyalign(model, tokenizer, run: Run, out_dir: Path, name: str = "polyalign") -> tuple[Outcome, list[str]]:
     """polyalign's own run_eval, timed whole (it renders and tokenizes, then scores)."""
-    cfg = EvalConfig(model=run.model, task=TASK, langs=",".join(run.langs), mode=MODE, scoring=run.scoring,
-                     limit=run.count, prompts=str(run.data_dir / "prompts.json"), data_dir=str(run.data_dir),
-                     batch_size=16, verify=run.verify)
+    cfg = EvalConfig(
+        model=run.model,
+        task=TASK,
+        langs=",".join(run.langs),
+        mode=MODE,
+        scoring=run.scoring,
+        limit=run.count,
+        prompts=str(run.data_dir / "prompts.json"),
+        data_dir=str(run.data_dir),
+        batch_size=16,
+        verify=run.verify,
+    )
     start = time.perf_counter()
     with torch.inference_mode():
-        results = run_eval(cfg, model, tokenizer, out_dir, overwrite=True, progress=False,
-                           load_reference=run.load_reference)
+        results = run_eval(
+            cfg, model, tokenizer, out_dir, overwrite=True, progress=False, load_reference=run.load_reference
+        )
     seconds = time.perf_counter() - start
     scores, golds = [], []
     for lang in run.langs:
         rows = read_samples(out_dir / "samples" / f"{TASK}_{lang}.jsonl")
         if [r["index"] for r in rows] != list(range(len(rows))):
-            raise PolyalignError(f"polyalign samples of {lang}: indices {[r['index'] for r in rows][:5]}..., "
-                                 f"not 0..{len(rows) - 1}")
+            raise PolyalignError(
+                f"polyalign samples of {lang}: indices {[r['index'] for r in rows][:5]}..., not 0..{len(rows) - 1}"
+            )
         scores += [r["scores"] for r in rows]
         golds += [r["gold"] for r in rows]
     outcome = Outcome(name, seconds, scores)
@@ -220,26 +235,36 @@ def summarize(outcomes: list[Outcome], ref: Outcome, golds: list[str]) -> list[d
     rows = []
     for o in outcomes:
         diffs = [abs(o.scores[i][c] - ref.scores[i][c]) for i in range(n) for c in ref.scores[i]]
-        rows.append({
-            "method": o.name, "items": n, "seconds": round(o.seconds, 3),
-            "items_per_s": round(n / o.seconds, 3), "polyalign_speedup": round(o.seconds / ref.seconds, 2),
-            "agreement": round(sum(p == q for p, q in zip(o.preds, ref.preds)) / n, 4),
-            "accuracy": round(sum(p == g for p, g in zip(o.preds, golds)) / n, 4),
-            "max_abs_score_diff": max(diffs),
-            "disagreements": [i for i in range(n) if o.preds[i] != ref.preds[i]],
-            **({"rescored": o.verify["rescored"], "threshold": o.verify["threshold"]} if o.verify else {}),
-        })
+        rows.append(
+            {
+                "method": o.name,
+                "items": n,
+                "seconds": round(o.seconds, 3),
+                "items_per_s": round(n / o.seconds, 3),
+                "polyalign_speedup": round(o.seconds / ref.seconds, 2),
+                "agreement": round(sum(p == q for p, q in zip(o.preds, ref.preds)) / n, 4),
+                "accuracy": round(sum(p == g for p, g in zip(o.preds, golds)) / n, 4),
+                "max_abs_score_diff": max(diffs),
+                "disagreements": [i for i in range(n) if o.preds[i] != ref.preds[i]],
+                **({"rescored": o.verify["rescored"], "threshold": o.verify["threshold"]} if o.verify else {}),
+            }
+        )
     return rows
 
 
 def table(rows: list[dict]) -> str:
     """Markdown table of the summary rows."""
-    lines = ["| method | items | seconds | items/s | polyalign speed-up | agreement w/ polyalign | accuracy "
-             "| max abs score diff |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| method | items | seconds | items/s | polyalign speed-up | agreement w/ polyalign | accuracy "
+        "| max abs score diff |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['method']} | {r['items']} | {r['seconds']:.2f} | {r['items_per_s']:.2f} "
-                     f"| {r['polyalign_speedup']:.2f}x | {r['agreement']:.3f} | {r['accuracy']:.3f} "
-                     f"| {r['max_abs_score_diff']:.2e} |")
+        lines.append(
+            f"| {r['method']} | {r['items']} | {r['seconds']:.2f} | {r['items_per_s']:.2f} "
+            f"| {r['polyalign_speedup']:.2f}x | {r['agreement']:.3f} | {r['accuracy']:.3f} "
+            f"| {r['max_abs_score_diff']:.2e} |"
+        )
     return "\n".join(lines)
 
 
@@ -253,19 +278,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--items", type=int, default=40, help="items per language (the first N)")
     parser.add_argument("--langs", default=LANG, help="'all' (the task's languages in the pack) or codes en,zh,...")
     parser.add_argument("--scoring", default="exact", choices=["exact", "prefix"])
-    parser.add_argument("--task", default=TASK, choices=["emotion", "snli", "paws"],
-                        help="emotion is the target's task; snli shows a long shared few-shot block")
-    parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-                                                  / "multilingual-learner"))
+    parser.add_argument(
+        "--task",
+        default=TASK,
+        choices=["emotion", "snli", "paws"],
+        help="emotion is the target's task; snli shows a long shared few-shot block",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=str(Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "multilingual-learner"),
+    )
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "eval_throughput.json"))
     parser.add_argument("--model", default=MODEL, help="alias, folder or HF id (default: the embedded gemma-3-270m)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
-                        help="weights of every method (the targets are for float32 on CPU)")
-    parser.add_argument("--also-bf16", action="store_true",
-                        help="add a polyalign row with bfloat16 weights (inexact: agreement is reported)")
-    parser.add_argument("--bf16-verify", action="store_true",
-                        help="add bf16+verify: bfloat16 weights, float32 re-scoring under polyalign.verify.THRESHOLD")
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16"],
+        help="weights of every method (the targets are for float32 on CPU)",
+    )
+    parser.add_argument(
+        "--also-bf16",
+        action="store_true",
+        help="add a polyalign row with bfloat16 weights (inexact: agreement is reported)",
+    )
+    parser.add_argument(
+        "--bf16-verify",
+        action="store_true",
+        help="add bf16+verify: bfloat16 weights, float32 re-scoring under polyalign.verify.THRESHOLD",
+    )
     parser.add_argument("--skip-lm-eval", action="store_true", help="where lm-eval is not installed")
     args = parser.parse_args(argv)
     if args.items < 1:
@@ -287,8 +328,15 @@ def bf16_variants(args, model, tokenizer, run: Run) -> list[Outcome]:
         if args.bf16_verify:
             # the folder, not the alias: an alias's load re-hashes its weights (seconds that are not scoring)
             folder = resolve_model_path(args.model)
-            verified = Run(run.data_dir, run.langs, run.count, run.scoring, args.model, verify=True,
-                           load_reference=lambda: load_model(folder, device=args.device, dtype="float32")[0])
+            verified = Run(
+                run.data_dir,
+                run.langs,
+                run.count,
+                run.scoring,
+                args.model,
+                verify=True,
+                load_reference=lambda: load_model(folder, device=args.device, dtype="float32")[0],
+            )
             out.append(run_polyalign(model, tokenizer, verified, Path(tmp) / "verify", "bf16+verify")[0])
     return out
 
@@ -302,11 +350,18 @@ def verify_check(variants: list[Outcome], ref: Outcome, ratios: dict) -> dict:
     same = sum(p == q for p, q in zip(v.preds, ref.preds))
     speed = ratios[v.name][ref.name]
     ok = same == len(ref.preds) and speed >= VERIFY_TARGET
-    print(f"{'PASS' if ok else 'FAIL'}: bf16+verify gives fp32's predictions on {same}/{len(ref.preds)} items "
-          f"(rescored {v.verify['rescored'] if v.verify else '?'}) at {speed:.2f}x {ref.name} "
-          f"(required: all, {VERIFY_TARGET}x)")
-    return {"bf16+verify": {"required": {"agreement": 1.0, "speedup_vs_fp32": VERIFY_TARGET},
-                            "measured": {"agreement": same / len(ref.preds), "speedup_vs_fp32": speed}, "pass": ok}}
+    print(
+        f"{'PASS' if ok else 'FAIL'}: bf16+verify gives fp32's predictions on {same}/{len(ref.preds)} items "
+        f"(rescored {v.verify['rescored'] if v.verify else '?'}) at {speed:.2f}x {ref.name} "
+        f"(required: all, {VERIFY_TARGET}x)"
+    )
+    return {
+        "bf16+verify": {
+            "required": {"agreement": 1.0, "speedup_vs_fp32": VERIFY_TARGET},
+            "measured": {"agreement": same / len(ref.preds), "speedup_vs_fp32": speed},
+            "pass": ok,
+        }
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -325,9 +380,12 @@ def main(argv: list[str] | None = None) -> int:
     model_path = resolve_model_path(args.model)
     with torch.inference_mode():  # untimed warm-up so no method pays torch's first-call cost
         model(torch.tensor([tokenizer(items.prompts[0])["input_ids"]], device=model.device))
-    print(f"{n} items of {TASK} in {len(langs)} languages ({MODE} labels, {args.scoring} scoring), model "
-          f"{args.model} ({args.dtype}) on {model.device}, torch {torch.__version__} with "
-          f"{torch.get_num_threads()} threads", file=sys.stderr)
+    print(
+        f"{n} items of {TASK} in {len(langs)} languages ({MODE} labels, {args.scoring} scoring), model "
+        f"{args.model} ({args.dtype}) on {model.device}, torch {torch.__version__} with "
+        f"{torch.get_num_threads()} threads",
+        file=sys.stderr,
+    )
 
     run = Run(data_dir, langs, args.items, args.scoring, args.model)
     with tempfile.TemporaryDirectory(prefix="polyalign-bench-") as tmp:
@@ -361,18 +419,40 @@ def main(argv: list[str] | None = None) -> int:
     checks.update(verify_check(variants, ours, ratios))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "task": TASK, "langs": langs, "mode": MODE, "scoring": args.scoring, "model": args.model,
-        "items_per_language": args.items, "items": n,
-        "label_words": dict(zip(items.langs, items.words)),
-        "versions": {"torch": torch.__version__, "transformers": version("transformers"),
-                     "lm_eval": None if args.skip_lm_eval else version("lm_eval")},
-        "model_arg": args.model, "device": args.device, "dtype": args.dtype,
-        "torch_threads": torch.get_num_threads(), "load_avg_after": loads, "results": rows, "speedups": ratios,
-        "targets": checks,
-        "per_item": {"lang": items.langs, "gold": items.golds,
-                     **{o.name: {"pred": o.preds, "scores": o.scores} for o in baselines + variants}},
-    }, indent=2) + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "task": TASK,
+                "langs": langs,
+                "mode": MODE,
+                "scoring": args.scoring,
+                "model": args.model,
+                "items_per_language": args.items,
+                "items": n,
+                "label_words": dict(zip(items.langs, items.words)),
+                "versions": {
+                    "torch": torch.__version__,
+                    "transformers": version("transformers"),
+                    "lm_eval": None if args.skip_lm_eval else version("lm_eval"),
+                },
+                "model_arg": args.model,
+                "device": args.device,
+                "dtype": args.dtype,
+                "torch_threads": torch.get_num_threads(),
+                "load_avg_after": loads,
+                "results": rows,
+                "speedups": ratios,
+                "targets": checks,
+                "per_item": {
+                    "lang": items.langs,
+                    "gold": items.golds,
+                    **{o.name: {"pred": o.preds, "scores": o.scores} for o in baselines + variants},
+                },
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {out}", file=sys.stderr)
     return 0
 

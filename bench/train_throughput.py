@@ -11,6 +11,7 @@ of each, so the effect of length grouping is measured rather than assumed.
 
 Exits 0 whatever the ratio; non-zero only on errors.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,9 +59,13 @@ class Clock(TrainerCallback):
 
 
 def result(name: str, counter: Counter, clock: Clock) -> dict:
-    return {"name": name, "seconds": clock.seconds, "real_tokens": counter.real,
-            "tokens_per_second": counter.real / clock.seconds,
-            "padding_fraction": 1 - counter.real / max(counter.total, 1)}
+    return {
+        "name": name,
+        "seconds": clock.seconds,
+        "real_tokens": counter.real,
+        "tokens_per_second": counter.real / clock.seconds,
+        "padding_fraction": 1 - counter.real / max(counter.total, 1),
+    }
 
 
 def run_polyalign(model: str, data: Path, cfg: training.TrainConfig, work: Path) -> dict:
@@ -93,23 +98,43 @@ def run_baseline(model: str, rows: list[dict], cfg: training.TrainConfig, work: 
         tok.pad_token = tok.eos_token
     texts = [r["prompt"] + r["completion"] + (tok.eos_token or "") for r in rows]
     dataset = [{"input_ids": ids} for ids in tok(texts, truncation=True, max_length=cfg.cutoff_len)["input_ids"]]
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and torch.cuda.is_available()
-                                       and torch.cuda.is_bf16_supported())
-    net = AutoModelForCausalLM.from_pretrained(resolve_model_path(model),
-                                               dtype=torch.bfloat16 if bf16 else torch.float32)
-    net = get_peft_model(net, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                                         target_modules=cfg.target_modules, task_type="CAUSAL_LM"))
-    args = TrainingArguments(output_dir=str(work / "baseline"), max_steps=cfg.max_steps,
-                             per_device_train_batch_size=cfg.per_device_batch,
-                             gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.learning_rate,
-                             lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio, bf16=bf16,
-                             logging_steps=cfg.logging_steps, save_strategy="no", report_to="none",
-                             seed=cfg.seed, dataloader_num_workers=0,
-                             dataloader_pin_memory=torch.cuda.is_available(),
-                             use_cpu=not torch.cuda.is_available())
+    bf16 = cfg.precision == "bf16" or (
+        cfg.precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    )
+    net = AutoModelForCausalLM.from_pretrained(
+        resolve_model_path(model), dtype=torch.bfloat16 if bf16 else torch.float32
+    )
+    net = get_peft_model(
+        net,
+        LoraConfig(
+            r=cfg.lora_rank,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=cfg.target_modules,
+            task_type="CAUSAL_LM",
+        ),
+    )
+    args = TrainingArguments(
+        output_dir=str(work / "baseline"),
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.per_device_batch,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_ratio,
+        bf16=bf16,
+        logging_steps=cfg.logging_steps,
+        save_strategy="no",
+        report_to="none",
+        seed=cfg.seed,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        use_cpu=not torch.cuda.is_available(),
+    )
     counter, clock = Counter(DataCollatorForLanguageModeling(tok, mlm=False)), Clock()
-    Trainer(model=net, args=args, train_dataset=dataset, data_collator=counter, processing_class=tok,
-            callbacks=[clock]).train()
+    Trainer(
+        model=net, args=args, train_dataset=dataset, data_collator=counter, processing_class=tok, callbacks=[clock]
+    ).train()
     return result("HF Trainer + PEFT", counter, clock)
 
 
@@ -123,9 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cutoff", type=int, default=512)
     parser.add_argument("--data-dir")
     parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"], help="both loops")
-    parser.add_argument("--demo", action="store_true",
-                        help="the demo's pairs: emotion questions of held-out items 250:500, zh/es => en, paper "
-                             "prompts, on gemma-3-270m (overrides --model)")
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="the demo's pairs: emotion questions of held-out items 250:500, zh/es => en, paper "
+        "prompts, on gemma-3-270m (overrides --model)",
+    )
     parser.add_argument("--out", help="also write the results as JSON here")
     args = parser.parse_args(argv)
     try:
@@ -135,15 +163,25 @@ def main(argv: list[str] | None = None) -> int:
 
             args.model = "gemma-3-270m"
             pack = PromptPack.load(str(resolve_data_dir(args.data_dir) / "prompts.json"))
-            rows = build_pairs("emotion", ["zh", "es"], "en", max(1, args.pairs // 2), 0, args.data_dir, pack,
-                               items=TRAIN_ITEMS)
+            rows = build_pairs(
+                "emotion", ["zh", "es"], "en", max(1, args.pairs // 2), 0, args.data_dir, pack, items=TRAIN_ITEMS
+            )
         else:
             per_language = max(1, args.pairs // len(SOURCES))
             rows = build_pairs("snli", SOURCES, "en", per_language, 0, args.data_dir, PromptPack.load())
-        cfg = training.load_config(None, [f"max_steps={args.steps}", f"per_device_batch={args.batch}",
-                                          f"grad_accum={args.grad_accum}", f"cutoff_len={args.cutoff}",
-                                          "val_size=0", f"save_steps={10 ** 6}", f"logging_steps={10 ** 6}",
-                                          f"precision={args.precision}"])
+        cfg = training.load_config(
+            None,
+            [
+                f"max_steps={args.steps}",
+                f"per_device_batch={args.batch}",
+                f"grad_accum={args.grad_accum}",
+                f"cutoff_len={args.cutoff}",
+                "val_size=0",
+                f"save_steps={10**6}",
+                f"logging_steps={10**6}",
+                f"precision={args.precision}",
+            ],
+        )
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
             write_pairs(rows, work / "pairs.jsonl")
@@ -152,9 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     except PolyalignError as exc:
         print(f"train_throughput: error: {exc}", file=sys.stderr)
         return 2
-    print(f"\nmodel {args.model}, {len(rows)} pairs, {args.steps} steps x batch {args.batch} "
-          f"x accum {args.grad_accum}, "
-          f"device {'cuda' if torch.cuda.is_available() else 'cpu'}")
+    print(
+        f"\nmodel {args.model}, {len(rows)} pairs, {args.steps} steps x batch {args.batch} "
+        f"x accum {args.grad_accum}, "
+        f"device {'cuda' if torch.cuda.is_available() else 'cpu'}"
+    )
     print(f"{'loop':<20} {'tokens/s':>10} {'padding':>8} {'seconds':>8}")
     for r in (base, ours):
         print(f"{r['name']:<20} {r['tokens_per_second']:>10.1f} {r['padding_fraction']:>8.1%} {r['seconds']:>8.2f}")
@@ -162,8 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"polyalign / baseline tokens/s: {ratio:.2f}x")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"config": vars(args), "baseline": base, "polyalign": ours,
-                                              "ratio": ratio}, indent=2) + "\n")
+        Path(args.out).write_text(
+            json.dumps({"config": vars(args), "baseline": base, "polyalign": ours, "ratio": ratio}, indent=2) + "\n"
+        )
     return 0
 
 

@@ -25,6 +25,7 @@ exact-rule labels tie in bf16 on 6% of items). polyalign.verify.THRESHOLD = 0.5,
 largest shift seen: a flip needs a shift larger than the bf16 margin, so every item whose
 prediction could change is re-scored; it sends about a quarter of emotion items back to float32.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,15 +64,26 @@ def compare(fp32: list[dict], bf16: list[dict], rule: str) -> dict:
         shifts.append(max(abs((la[x] - la[y]) - (lb[x] - lb[y])) for x in classes for y in classes if x != y))
         fast_margins.append(margin(b["scores"], rule))
         if a["pred"] != b["pred"]:
-            flips.append({"lang": a["lang"], "index": a["index"], "fp32_pred": a["pred"], "bf16_pred": b["pred"],
-                          "bf16_margin": round(fast_margins[-1], 4),
-                          "fp32_margin": round(margin(a["scores"], rule), 4)})
+            flips.append(
+                {
+                    "lang": a["lang"],
+                    "index": a["index"],
+                    "fp32_pred": a["pred"],
+                    "bf16_pred": b["pred"],
+                    "bf16_margin": round(fast_margins[-1], 4),
+                    "fp32_margin": round(margin(a["scores"], rule), 4),
+                }
+            )
     shifts.sort()
     n = len(shifts)
-    return {"items": n, "flips": flips, "max_margin_shift": round(shifts[-1], 4),
-            "p99_margin_shift": round(shifts[min(n - 1, int(0.99 * n))], 4),
-            "median_margin_shift": round(shifts[n // 2], 4),
-            "share_under": {str(t): round(sum(m < t for m in fast_margins) / n, 3) for t in CANDIDATES}}
+    return {
+        "items": n,
+        "flips": flips,
+        "max_margin_shift": round(shifts[-1], 4),
+        "p99_margin_shift": round(shifts[min(n - 1, int(0.99 * n))], 4),
+        "median_margin_shift": round(shifts[n // 2], 4),
+        "share_under": {str(t): round(sum(m < t for m in fast_margins) / n, 3) for t in CANDIDATES},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,24 +93,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", default="20:30", help="benchmark items START:STOP per language")
     parser.add_argument("--mode", default="english")
     parser.add_argument("--rules", default="exact,prefix")
-    parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-                                                  / "multilingual-learner"))
+    parser.add_argument(
+        "--data-dir",
+        default=str(Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "multilingual-learner"),
+    )
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "verify_margins.json"))
     args = parser.parse_args(argv)
     prompts = str(Path(args.data_dir) / "prompts.json")
-    report: dict = {"model": args.model, "langs": args.langs, "items": args.items, "mode": args.mode,
-                    "torch": torch.__version__, "threads": torch.get_num_threads(), "rules": {}}
+    report: dict = {
+        "model": args.model,
+        "langs": args.langs,
+        "items": args.items,
+        "mode": args.mode,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "rules": {},
+    }
     models = {dtype: load_model(args.model, device="cpu", dtype=dtype) for dtype in ("float32", "bfloat16")}
     for rule in args.rules.split(","):
         rows = {}
         for dtype, (model, tokenizer) in models.items():
-            cfg = EvalConfig(model=args.model, task="emotion", langs=args.langs, mode=args.mode, scoring=rule,
-                             items=args.items, data_dir=args.data_dir, prompts=prompts, verify=False)
+            cfg = EvalConfig(
+                model=args.model,
+                task="emotion",
+                langs=args.langs,
+                mode=args.mode,
+                scoring=rule,
+                items=args.items,
+                data_dir=args.data_dir,
+                prompts=prompts,
+                verify=False,
+            )
             start = time.perf_counter()
             with tempfile.TemporaryDirectory(prefix="polyalign-margins-") as tmp:
                 run_eval(cfg, model, tokenizer, Path(tmp), progress=False)
-                rows[dtype] = [{**r, "lang": lang} for lang in args.langs.split(",")
-                               for r in read_samples(Path(tmp) / "samples" / f"emotion_{lang}.jsonl")]
+                rows[dtype] = [
+                    {**r, "lang": lang}
+                    for lang in args.langs.split(",")
+                    for r in read_samples(Path(tmp) / "samples" / f"emotion_{lang}.jsonl")
+                ]
             report.setdefault("seconds", {})[f"{rule} {dtype}"] = round(time.perf_counter() - start, 2)
         report["rules"][rule] = compare(rows["float32"], rows["bfloat16"], rule)
         print(f"{rule}: {json.dumps(report['rules'][rule])}", file=sys.stderr)

@@ -5,6 +5,7 @@ Prints Markdown: accuracy per language, languages seen vs unseen in alignment tr
 per-language paired tests (polyalign.report_tables; a `polyalign run` folder gets them all from
 `polyalign report`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,9 @@ def eval_run(base: Path, aligned: Path, seen: list[str]) -> RunData:
         for lang in meta["languages"]:
             rows = read_samples(folder / "samples" / f"{meta['task']}_{lang}.jsonl")
             key = (meta["model"], setting, *condition)
-            correct.setdefault(key, {})[lang] = {r["index"]: r["pred"] is not None and r["pred"] == r["gold"]
-                                                 for r in rows}
+            correct.setdefault(key, {})[lang] = {
+                r["index"]: r["pred"] is not None and r["pred"] == r["gold"] for r in rows
+            }
             labels.setdefault(key, {})[lang] = {r["index"]: (r["gold"], r["pred"]) for r in rows}
     experiment = {"models": [meta["model"]], "alignment": [{"name": "aligned", "sources": seen, "target": seen[-1]}]}
     return RunData(base, experiment, [], correct, labels)
@@ -41,8 +43,7 @@ def main() -> None:
     args = parser.parse_args()
     run = eval_run(args.base, args.aligned, args.seen.split(","))
     condition = run.conditions()[0]
-    tables = [per_language_table(run, condition, run.seen("aligned")), seen_unseen_table(run),
-              significance_table(run)]
+    tables = [per_language_table(run, condition, run.seen("aligned")), seen_unseen_table(run), significance_table(run)]
     print(render_md(f"{args.base} vs {args.aligned}", [], tables, [], ""))
 
 

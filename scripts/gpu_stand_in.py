@@ -8,6 +8,7 @@ accuracies are meaningless. Used only by scripts/gpu_check.sh.
 
     python scripts/gpu_stand_in.py BUNDLE_DIR
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,9 @@ def main(bundle: Path) -> None:
         model.save_pretrained(target)
         AutoTokenizer.from_pretrained(source).save_pretrained(target)
         weights = {p.name: file_sha256(p) for p in sorted(target.glob("*.safetensors"))}
-        (target / "polyalign-source.json").write_text(json.dumps(
-            {"alias": alias, "stand_in": "random weights", "weights_sha256": weights}, indent=2))
+        (target / "polyalign-source.json").write_text(
+            json.dumps({"alias": alias, "stand_in": "random weights", "weights_sha256": weights}, indent=2)
+        )
         print(f"{alias}: random-weight stand-in at {target}")
 
 

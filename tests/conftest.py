@@ -5,6 +5,7 @@ tiny_llama) or launches processes carries @pytest.mark.slow; `make test-fast` ru
 weights, no process; tokenizers only), `make test` everything. The tiny models need only the packaged
 tokenizers (helpers.packaged_tokenizer: no weights converted).
 """
+
 from __future__ import annotations
 
 import os
@@ -25,9 +26,11 @@ MODEL_FIXTURES = {"gemma_dir", "smollm_dir", "tiny_gemma", "tiny_llama"}
 def pytest_collection_modifyitems(config, items):
     """The tiers hold by construction: a test that takes a model fixture must be marked slow
     (one that calls request.getfixturevalue is marked by hand)."""
-    unmarked = [item.nodeid for item in items
-                if MODEL_FIXTURES & set(getattr(item, "fixturenames", ()))
-                and item.get_closest_marker("slow") is None]
+    unmarked = [
+        item.nodeid
+        for item in items
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())) and item.get_closest_marker("slow") is None
+    ]
     if unmarked:
         raise pytest.UsageError("these tests load a model but are not marked slow: " + ", ".join(unmarked))
 
@@ -35,8 +38,10 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     if not DATA.is_dir():
-        pytest.skip(f"benchmark data not found at {DATA}: put it at ../shared/data/multilingual-learner "
-                    "beside the checkout or set POLYALIGN_DATA")
+        pytest.skip(
+            f"benchmark data not found at {DATA}: put it at ../shared/data/multilingual-learner "
+            "beside the checkout or set POLYALIGN_DATA"
+        )
     return DATA
 
 
@@ -72,15 +77,27 @@ def build_tiny(folder: Path, tokenizer_dir: Path, family: str) -> Path:
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     # The packaged models' configs use len(tokenizer) and the tokenizer's special ids.
-    common = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_attention_heads=2,
-                  num_key_value_heads=1, head_dim=16, bos_token_id=tokenizer.bos_token_id,
-                  eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    common = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     if family == "gemma3":
         from transformers import Gemma3TextConfig
 
         # Tiny sliding window so that cached prefixes cross it: the hard case for KV reuse.
-        config = Gemma3TextConfig(num_hidden_layers=3, sliding_window=16,
-                                  layer_types=["sliding_attention", "sliding_attention", "full_attention"], **common)
+        config = Gemma3TextConfig(
+            num_hidden_layers=3,
+            sliding_window=16,
+            layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+            **common,
+        )
     else:
         from transformers import LlamaConfig
 

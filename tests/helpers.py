@@ -1,4 +1,5 @@
 """Helpers shared by several test modules (test modules never import each other)."""
+
 from __future__ import annotations
 
 import os
@@ -13,11 +14,20 @@ from polyalign.scoring import Item, continuation_ids, prefix_token_ids
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("POLYALIGN_DATA", REPO.parent / "shared" / "data" / "multilingual-learner"))
 PAPER_PACK = DATA / "prompts.json"  # the paper's prompt pack, shipped with the benchmark
-PREFIX = ("A long shared few-shot block that is longer than the sliding window of the tiny model, "
-          "so that the cached prefix crosses it.\nText: ")
-QUERIES = ["short one", "a somewhat longer query with more words in it than the first",
-           "mid length query here", "x", "another query that ends", "we need a few more of these items",
-           "seven", "the eighth and last query of the small set used for the checks"]
+PREFIX = (
+    "A long shared few-shot block that is longer than the sliding window of the tiny model, "
+    "so that the cached prefix crosses it.\nText: "
+)
+QUERIES = [
+    "short one",
+    "a somewhat longer query with more words in it than the first",
+    "mid length query here",
+    "x",
+    "another query that ends",
+    "we need a few more of these items",
+    "seven",
+    "the eighth and last query of the small set used for the checks",
+]
 WORDS = {"yes": "positive", "no": "negative overall", "maybe": "neutral ground"}
 
 

@@ -1,4 +1,5 @@
 """`polyalign data build`: pairs from the real SNLI question files, mixtures, writers, bad input, translator."""
+
 import argparse
 import json
 
@@ -67,15 +68,18 @@ def test_explicit_pair_files(tmp_path):
     assert all(p["prompt"].endswith("from English to German:\n") for p in back)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(sources=["zh"], target="en", per_language=20000), "more than the 10000"),
-    (dict(sources=["en"], target="en"), "is the target language"),
-    (dict(sources=["xx"], target="en"), "unknown language 'xx'"),
-    (dict(sources=["fr"], target="en"), "--pair-file fr=PATH"),
-    (dict(sources=["zh"], target="de"), "--target-file"),
-    (dict(sources=["zh"], target="en", per_language=0), "at least 1"),
-    (dict(sources=["zh"], target="en", source_files={"de": "de.json"}), "not among the sources"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(sources=["zh"], target="en", per_language=20000), "more than the 10000"),
+        (dict(sources=["en"], target="en"), "is the target language"),
+        (dict(sources=["xx"], target="en"), "unknown language 'xx'"),
+        (dict(sources=["fr"], target="en"), "--pair-file fr=PATH"),
+        (dict(sources=["zh"], target="de"), "--target-file"),
+        (dict(sources=["zh"], target="en", per_language=0), "at least 1"),
+        (dict(sources=["zh"], target="en", source_files={"de": "de.json"}), "not among the sources"),
+    ],
+)
 def test_bad_requests(data_dir, kwargs, message):
     args = dict(task="snli", per_language=3, seed=0, data_dir=data_dir, pack=PACK) | kwargs
     with pytest.raises(PolyalignError, match=message):
@@ -95,16 +99,33 @@ def test_bad_files(tmp_path):
 
 def test_cli_writes_llamafactory_files_and_refuses_overwrite(data_dir, tmp_path, capsys):
     out = tmp_path / "mix.jsonl"
-    argv = ["build", "--task", "snli", "--sources", "zh,sw", "--per-language", "3", "--seed", "7",
-            "--data-dir", str(data_dir), "--out", str(out), "--format", "llamafactory"]
+    argv = [
+        "build",
+        "--task",
+        "snli",
+        "--sources",
+        "zh,sw",
+        "--per-language",
+        "3",
+        "--seed",
+        "7",
+        "--data-dir",
+        str(data_dir),
+        "--out",
+        str(out),
+        "--format",
+        "llamafactory",
+    ]
     assert run_cli(["data", *argv]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert rows == build_pairs("snli", ["zh", "sw"], "en", 3, 7, data_dir, PACK)
     alpaca = json.loads((tmp_path / "mix.alpaca.json").read_text())
     assert alpaca == [{"instruction": r["prompt"], "input": "", "output": r["completion"]} for r in rows]
     info = json.loads((tmp_path / "dataset_info.json").read_text())
-    assert info["mix"] == {"file_name": "mix.alpaca.json",
-                           "columns": {"prompt": "instruction", "query": "input", "response": "output"}}
+    assert info["mix"] == {
+        "file_name": "mix.alpaca.json",
+        "columns": {"prompt": "instruction", "query": "input", "response": "output"},
+    }
     with pytest.raises(PolyalignError, match="--overwrite"):
         run_cli(["data", *argv])
     assert run_cli(["data", *argv, "--overwrite", "--format", "jsonl"]) == 0
@@ -118,11 +139,23 @@ def tiny_seq2seq(tiny_llama, tmp_path_factory):
     from transformers import AutoTokenizer, BartConfig, BartForConditionalGeneration
 
     tok = AutoTokenizer.from_pretrained(tiny_llama)
-    config = BartConfig(vocab_size=len(tok), d_model=16, encoder_layers=1, decoder_layers=1,
-                        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
-                        max_position_embeddings=256, init_std=0.5, pad_token_id=tok.pad_token_id,
-                        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                        decoder_start_token_id=tok.bos_token_id, forced_eos_token_id=None)
+    config = BartConfig(
+        vocab_size=len(tok),
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        max_position_embeddings=256,
+        init_std=0.5,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        decoder_start_token_id=tok.bos_token_id,
+        forced_eos_token_id=None,
+    )
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("tiny_bart")
     BartForConditionalGeneration(config).save_pretrained(folder)
@@ -132,19 +165,22 @@ def tiny_seq2seq(tiny_llama, tmp_path_factory):
 
 @pytest.mark.slow
 def test_translator_batches_and_caches(tiny_seq2seq, tmp_path):
-    records = [{"premise": f"A man number {i} holds a phone.", "hypothesis": "He is outside.", "answer": "x"}
-               for i in range(5)]
+    records = [
+        {"premise": f"A man number {i} holds a phone.", "hypothesis": "He is outside.", "answer": "x"} for i in range(5)
+    ]
     cache = tmp_path / "cache.jsonl"
     first = Seq2SeqTranslator(tiny_seq2seq, "en", "fr", max_new_tokens=4)
-    out = translate_records(records, ["premise", "hypothesis"], "en", "fr", tiny_seq2seq, batch_size=2,
-                            cache_path=cache, translator=first)
+    out = translate_records(
+        records, ["premise", "hypothesis"], "en", "fr", tiny_seq2seq, batch_size=2, cache_path=cache, translator=first
+    )
     assert first.batches == [2, 2, 2]  # 6 distinct texts (the repeated hypothesis once), batches of 2
     assert len(cache.read_text().splitlines()) == 6
     assert all(r["answer"] == "x" and isinstance(r["premise"], str) for r in out)
     assert len({r["hypothesis"] for r in out}) == 1
     second = Seq2SeqTranslator(tiny_seq2seq, "en", "fr", max_new_tokens=4)
-    again = translate_records(records, ["premise", "hypothesis"], "en", "fr", tiny_seq2seq, batch_size=2,
-                              cache_path=cache, translator=second)
+    again = translate_records(
+        records, ["premise", "hypothesis"], "en", "fr", tiny_seq2seq, batch_size=2, cache_path=cache, translator=second
+    )
     assert again == out and second.batches == [] and second.model is None  # cache only: never loaded
     other = Seq2SeqTranslator(tiny_seq2seq, "en", "de", max_new_tokens=4)
     translate_records(records[:1], ["premise"], "en", "de", tiny_seq2seq, cache_path=cache, translator=other)
@@ -168,8 +204,16 @@ def test_translation_resumes_after_interruption(tmp_path):
         handle.write('{"key": "torn')  # killed mid-line
     done = {t for batch in calls[:1] for t in batch}
     calls.clear()
-    out = translate_records(records, ["input"], "en", "de", "m", batch_size=2, cache_path=cache,
-                            translator=lambda texts: (calls.append(list(texts)), [t.upper() for t in texts])[1])
+    out = translate_records(
+        records,
+        ["input"],
+        "en",
+        "de",
+        "m",
+        batch_size=2,
+        cache_path=cache,
+        translator=lambda texts: (calls.append(list(texts)), [t.upper() for t in texts])[1],
+    )
     assert [r["input"] for r in out] == [f"TEXT {i}" for i in range(6)]
     assert not done & {t for batch in calls for t in batch} and sum(map(len, calls)) == 4
     assert len(cache.read_text().splitlines()) == 6
@@ -181,8 +225,16 @@ def test_build_with_translator_for_languages_without_files(tiny_seq2seq, data_di
 
     def translate(records, src, tgt):
         calls.append((len(records), src, tgt))
-        return translate_records(records, SNLI.fields, src, tgt, tiny_seq2seq, 4, tmp_path / "c.jsonl",
-                                 translator=Seq2SeqTranslator(tiny_seq2seq, src, tgt, max_new_tokens=4))
+        return translate_records(
+            records,
+            SNLI.fields,
+            src,
+            tgt,
+            tiny_seq2seq,
+            4,
+            tmp_path / "c.jsonl",
+            translator=Seq2SeqTranslator(tiny_seq2seq, src, tgt, max_new_tokens=4),
+        )
 
     pairs = build_pairs("snli", ["fr", "zh"], "en", 3, 0, data_dir, PACK, translate=translate)
     assert calls == [(3, "en", "fr")]  # zh comes from its question file

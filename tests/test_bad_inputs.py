@@ -1,4 +1,5 @@
 """Bad inputs end in one line and exit 2, before any model is loaded, and lose nothing."""
+
 from __future__ import annotations
 
 import importlib
@@ -31,8 +32,19 @@ def commands(data_dir, out: str) -> dict[str, list[str]]:
         "lens": ["lens", *analysis],
         "pca": ["pca", *analysis],
         "train": ["train", "--model", NO_MODEL, "--data", "pairs.jsonl", "--out", out],
-        "data build": ["data", "build", "--task", "snli", "--sources", "zh", "--per-language", "3", *data,
-                       "--out", out + ".jsonl"],
+        "data build": [
+            "data",
+            "build",
+            "--task",
+            "snli",
+            "--sources",
+            "zh",
+            "--per-language",
+            "3",
+            *data,
+            "--out",
+            out + ".jsonl",
+        ],
         "run": ["run", "experiment.yaml", "--out", out],
         "report": ["report", "run_dir", "--out", out + ".md"],
         "merge": ["merge", "--model", NO_MODEL, "--adapter", "adapter", "--out", out],
@@ -75,9 +87,14 @@ def test_run_default_folder_is_checked(tmp_path, monkeypatch, capsys):
     one_line_error(capsys, ["run", "e.yaml"], "runs/e: cannot be created: runs is a file, not a folder")
 
 
-@pytest.mark.parametrize("content,match", [("{bad", "unreadable (Expecting property name"),
-                                           ('{"x": 1}', "unreadable (no 'config' entry)"),
-                                           ('{"config": {}}', "holds a different run")])
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        ("{bad", "unreadable (Expecting property name"),
+        ('{"x": 1}', "unreadable (no 'config' entry)"),
+        ('{"config": {}}', "holds a different run"),
+    ],
+)
 def test_eval_folder_with_a_bad_run_json_is_refused_before_loading(content, match, data_dir, tmp_path, capsys):
     out = tmp_path / "ev"
     (out / "samples").mkdir(parents=True)
@@ -99,8 +116,9 @@ def pairs(data_dir, tmp_path):
 
 def test_train_checks_the_model_before_writing(pairs, tmp_path, capsys):
     out = tmp_path / "run"
-    one_line_error(capsys, ["train", "--model", NO_MODEL, "--data", str(pairs), "--out", str(out)],
-                   "model folder not found")
+    one_line_error(
+        capsys, ["train", "--model", NO_MODEL, "--data", str(pairs), "--out", str(out)], "model folder not found"
+    )
     assert not out.exists()  # so the corrected command runs into the same --out without --overwrite
 
 
@@ -190,4 +208,3 @@ def test_transformers_rename_notices_are_silenced(tiny_llama):
     finally:
         logger.removeHandler(handler)
     assert [r.getMessage() for r in records] == ["another notice"]
-

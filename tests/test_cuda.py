@@ -3,6 +3,7 @@
 Skipped where no CUDA device is present (CI has none); run on a GPU machine with
 `python -m pytest tests/test_cuda.py`.
 """
+
 import json
 
 import pytest
@@ -52,11 +53,22 @@ def test_cuda_eval_matches_cpu_eval(tiny_gemma, data_dir, tmp_path):
     samples = {}
     for device in ("cpu", "cuda"):
         model, tok = load_model(str(tiny_gemma), device=device, dtype="float32")
-        cfg = EvalConfig(model=str(tiny_gemma), task="snli", langs="en,zh,sw", mode="english", scoring="exact",
-                         limit=8, data_dir=str(data_dir), batch_size=4)
+        cfg = EvalConfig(
+            model=str(tiny_gemma),
+            task="snli",
+            langs="en,zh,sw",
+            mode="english",
+            scoring="exact",
+            limit=8,
+            data_dir=str(data_dir),
+            batch_size=4,
+        )
         run_eval(cfg, model, tok, tmp_path / device, progress=False)
-        samples[device] = [json.loads(line) for lang in ("en", "zh", "sw")
-                           for line in (tmp_path / device / "samples" / f"snli_{lang}.jsonl").read_text().splitlines()]
+        samples[device] = [
+            json.loads(line)
+            for lang in ("en", "zh", "sw")
+            for line in (tmp_path / device / "samples" / f"snli_{lang}.jsonl").read_text().splitlines()
+        ]
     assert [r["pred"] for r in samples["cpu"]] == [r["pred"] for r in samples["cuda"]]
     for a, b in zip(samples["cpu"], samples["cuda"]):
         assert all(abs(a["scores"][c] - b["scores"][c]) < 1e-4 for c in a["scores"])
@@ -65,12 +77,27 @@ def test_cuda_eval_matches_cpu_eval(tiny_gemma, data_dir, tmp_path):
 def test_cuda_training_in_bf16_gives_a_usable_adapter(tiny_llama, data_dir, tmp_path):
     pairs = tmp_path / "pairs.jsonl"
     write_pairs(build_pairs("snli", ["zh", "es"], "en", 8, 0, data_dir, PromptPack.load()), pairs)
-    cfg = load_config(None, ["max_steps=4", "per_device_batch=4", "grad_accum=1", "eval_steps=2", "save_steps=2",
-                             "logging_steps=1", "val_size=0.25", "learning_rate=1e-3", "cutoff_len=256"])
+    cfg = load_config(
+        None,
+        [
+            "max_steps=4",
+            "per_device_batch=4",
+            "grad_accum=1",
+            "eval_steps=2",
+            "save_steps=2",
+            "logging_steps=1",
+            "val_size=0.25",
+            "learning_rate=1e-3",
+            "cutoff_len=256",
+        ],
+    )
     summary = train(str(tiny_llama), pairs, tmp_path / "run", cfg)
     assert summary["bf16"] is True and summary["global_step"] == 4
-    losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
-              if "loss" in json.loads(line)]
+    losses = [
+        json.loads(line)["loss"]
+        for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+        if "loss" in json.loads(line)
+    ]
     assert len(losses) == 4 and all(loss == loss and loss > 0 for loss in losses)  # finite, positive
     model, tokenizer = load_model(str(tiny_llama), adapter=str(tmp_path / "run" / "adapter"), device="cuda")
     items, shared = make_items(tokenizer, WORDS)

@@ -1,4 +1,5 @@
 """The README's main job: the demo's experiment is the paper's in-domain setting on held-out items."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """`polyalign eval` end to end on real benchmark files: outputs, resume, sharding, bad input."""
+
 import json
 import os
 import subprocess
@@ -19,8 +20,17 @@ def files_of(out):
 
 
 def cfg_for(model_dir, data_dir, **kw):
-    base = dict(model=str(model_dir), task="snli", langs="en,ja,no", mode="english", scoring="exact", limit=6,
-                data_dir=str(data_dir), prompts=str(PAPER_PACK), batch_size=4)
+    base = dict(
+        model=str(model_dir),
+        task="snli",
+        langs="en,ja,no",
+        mode="english",
+        scoring="exact",
+        limit=6,
+        data_dir=str(data_dir),
+        prompts=str(PAPER_PACK),
+        batch_size=4,
+    )
     base.update(kw)
     return EvalConfig(**base)
 
@@ -28,8 +38,27 @@ def cfg_for(model_dir, data_dir, **kw):
 @pytest.mark.slow
 def test_eval_writes_results_and_samples(tiny_gemma, data_dir, tmp_path):
     out = tmp_path / "e"
-    code = main(["eval", "--model", str(tiny_gemma), "--task", "emotion", "--langs", "en,zh,th", "--mode", "english",
-                 "--scoring", "prefix", "--limit", "5", "--data-dir", str(data_dir), "--out", str(out)])
+    code = main(
+        [
+            "eval",
+            "--model",
+            str(tiny_gemma),
+            "--task",
+            "emotion",
+            "--langs",
+            "en,zh,th",
+            "--mode",
+            "english",
+            "--scoring",
+            "prefix",
+            "--limit",
+            "5",
+            "--data-dir",
+            str(data_dir),
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     assert set(results["languages"]) == {"en", "zh", "th"}
@@ -90,24 +119,51 @@ def test_killed_run_resumes_to_identical_files(tiny_gemma, data_dir, tmp_path, m
 
 @pytest.mark.slow
 def test_folder_with_a_different_run_is_refused(tiny_gemma, data_dir, tmp_path, capsys):
-    args = ["eval", "--model", str(tiny_gemma), "--task", "paws", "--langs", "en", "--limit", "2",
-            "--data-dir", str(data_dir), "--out", str(tmp_path / "o")]
+    args = [
+        "eval",
+        "--model",
+        str(tiny_gemma),
+        "--task",
+        "paws",
+        "--langs",
+        "en",
+        "--limit",
+        "2",
+        "--data-dir",
+        str(data_dir),
+        "--out",
+        str(tmp_path / "o"),
+    ]
     assert main(args) == 0
     assert main(args[:-4] + ["--limit", "3", "--out", str(tmp_path / "o")]) == 2
     assert "holds a different run" in capsys.readouterr().err
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("extra,message", [
-    (["--langs", "en,xx"], "unknown language 'xx'"),
-    (["--task", "nope"], "unknown task 'nope'"),
-    (["--mode", "loud"], "unknown mode 'loud'"),
-    (["--scoring", "vibes"], "unknown scoring 'vibes'"),
-    (["--mode", "native", "--prompts", str(PAPER_PACK), "--task", "snli"], "no few-shot block for mode 'native'"),
-])
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--langs", "en,xx"], "unknown language 'xx'"),
+        (["--task", "nope"], "unknown task 'nope'"),
+        (["--mode", "loud"], "unknown mode 'loud'"),
+        (["--scoring", "vibes"], "unknown scoring 'vibes'"),
+        (["--mode", "native", "--prompts", str(PAPER_PACK), "--task", "snli"], "no few-shot block for mode 'native'"),
+    ],
+)
 def test_bad_arguments_give_one_line_and_exit_2(tiny_gemma, data_dir, tmp_path, capsys, extra, message):
-    args = ["eval", "--model", str(tiny_gemma), "--task", "emotion", "--limit", "2", "--data-dir", str(data_dir),
-            "--out", str(tmp_path / "o")] + extra
+    args = [
+        "eval",
+        "--model",
+        str(tiny_gemma),
+        "--task",
+        "emotion",
+        "--limit",
+        "2",
+        "--data-dir",
+        str(data_dir),
+        "--out",
+        str(tmp_path / "o"),
+    ] + extra
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
@@ -122,14 +178,46 @@ def test_unreadable_model_folder(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_missing_data_dir_says_where_to_get_it(tiny_gemma, tmp_path, capsys):
-    assert main(["eval", "--model", str(tiny_gemma), "--task", "emotion", "--data-dir", str(tmp_path / "none"),
-                 "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(tiny_gemma),
+                "--task",
+                "emotion",
+                "--data-dir",
+                str(tmp_path / "none"),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     assert "Shimao-Zhang/LLM-Multilingual-Learner" in capsys.readouterr().err
 
 
 def test_prompt_command_prints_the_exact_prompt(data_dir, capsys):
-    assert main(["prompt", "--task", "snli", "--lang", "zh", "--mode", "english", "--index", "3",
-                 "--prompts", str(PAPER_PACK), "--data-dir", str(data_dir)]) == 0
+    assert (
+        main(
+            [
+                "prompt",
+                "--task",
+                "snli",
+                "--lang",
+                "zh",
+                "--mode",
+                "english",
+                "--index",
+                "3",
+                "--prompts",
+                str(PAPER_PACK),
+                "--data-dir",
+                str(data_dir),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert out.startswith("前提: 孩子们对着镜头微笑并挥手") and out.endswith('答案: "')
 
@@ -141,11 +229,39 @@ def test_accelerate_launch_shards_and_gathers(tiny_gemma, data_dir, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")  # CPU processes (gloo)
     # On a CPU-only machine `--multi_gpu` is what makes accelerate start N processes (via torchrun);
     # `--cpu --num_processes 2` silently starts one.
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "-m", "polyalign.cli", "eval", "--model", str(tiny_gemma), "--task", "snli", "--langs", "en,ja,no",
-           "--limit", "6", "--batch-size", "4", "--data-dir", str(data_dir), "--prompts", str(PAPER_PACK),
-           "--out", str(tmp_path / "multi")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "polyalign.cli",
+        "eval",
+        "--model",
+        str(tiny_gemma),
+        "--task",
+        "snli",
+        "--langs",
+        "en,ja,no",
+        "--limit",
+        "6",
+        "--batch-size",
+        "4",
+        "--data-dir",
+        str(data_dir),
+        "--prompts",
+        str(PAPER_PACK),
+        "--out",
+        str(tmp_path / "multi"),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("results:") == 1  # only the main process writes and reports
@@ -173,8 +289,12 @@ def test_labels_with_a_shared_stem_are_scored_after_the_stem(tiny_gemma, data_di
 
     model, tok = load_model(str(tiny_gemma))
     cfg = cfg_for(tiny_gemma, data_dir, task="emotion", langs="th", mode="native", scoring="prefix", limit=3)
-    plain = prepare_language(cfg_for(tiny_gemma, data_dir, task="emotion", langs="th", mode="native", limit=3),
-                             PromptPack.load(PAPER_PACK), tok, "th")
+    plain = prepare_language(
+        cfg_for(tiny_gemma, data_dir, task="emotion", langs="th", mode="native", limit=3),
+        PromptPack.load(PAPER_PACK),
+        tok,
+        "th",
+    )
     prep = prepare_language(cfg, PromptPack.load(PAPER_PACK), tok, "th")
     stem = prep.info["stem"]
     assert stem["text"] == "เชิง" and stem["scored_words"] == {"positive": "บวก", "negative": "ลบ"}
@@ -186,8 +306,15 @@ def test_labels_with_a_shared_stem_are_scored_after_the_stem(tiny_gemma, data_di
             probs = model(torch.tensor([item.ids])).logits[0, -1].float().softmax(-1)
         for cls, ids in prep.token_sets.items():
             assert scores[item.index][cls] == pytest.approx(float(probs[ids].sum()), abs=1e-5)
-    english = [prepare_language(cfg_for(tiny_gemma, data_dir, task="emotion", langs="th", scoring=rule, limit=3),
-                                PromptPack.load(PAPER_PACK), tok, "th") for rule in ("prefix", "exact")]
+    english = [
+        prepare_language(
+            cfg_for(tiny_gemma, data_dir, task="emotion", langs="th", scoring=rule, limit=3),
+            PromptPack.load(PAPER_PACK),
+            tok,
+            "th",
+        )
+        for rule in ("prefix", "exact")
+    ]
     assert "stem" not in english[0].info and english[0].items[0].ids == english[1].items[0].ids  # no stem: unchanged
 
 
@@ -196,9 +323,29 @@ def test_a_language_that_cannot_be_scored_is_reported_not_fatal(tiny_llama, data
     """SmolLM's byte-level vocabulary leaves Thai's remainders บวก / ลบ the same single candidate: th is
     recorded with its reason while the other languages are scored."""
     out = tmp_path / "u"
-    code = main(["eval", "--model", str(tiny_llama), "--task", "emotion", "--langs", "en,th,zh", "--mode", "native",
-                 "--scoring", "prefix", "--limit", "3", "--data-dir", str(data_dir), "--prompts", str(PAPER_PACK),
-                 "--out", str(out)])
+    code = main(
+        [
+            "eval",
+            "--model",
+            str(tiny_llama),
+            "--task",
+            "emotion",
+            "--langs",
+            "en,th,zh",
+            "--mode",
+            "native",
+            "--scoring",
+            "prefix",
+            "--limit",
+            "3",
+            "--data-dir",
+            str(data_dir),
+            "--prompts",
+            str(PAPER_PACK),
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     assert set(results["languages"]) == {"en", "zh"} and set(results["unscorable"]) == {"th"}
@@ -219,8 +366,9 @@ def test_run_identity_is_recorded_and_a_resume_keeps_dtype_and_device(tiny_gemma
     results = run_eval(cfg, model, tok, out, progress=False)
     want = {"dtype": "float32", "device": "cpu", "batch_size": 2, "world_size": 1}
     assert results["runtime"] == want and json.loads((out / "run.json").read_text())["runtime"] == want
-    again = run_eval(cfg_for(tiny_gemma, data_dir, langs="en", limit=3, batch_size=8), model, tok, out,
-                     progress=False)  # another batch size resumes (nothing left to score)
+    again = run_eval(
+        cfg_for(tiny_gemma, data_dir, langs="en", limit=3, batch_size=8), model, tok, out, progress=False
+    )  # another batch size resumes (nothing left to score)
     assert again["runtime"]["batch_size"] == 8 and again["languages"] == results["languages"]
     with pytest.raises(PolyalignError, match=r"was evaluated with dtype float32; resuming with dtype bfloat16") as e:
         run_eval(cfg, model.to(torch.bfloat16), tok, out, progress=False)

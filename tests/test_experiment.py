@@ -1,6 +1,7 @@
 """`polyalign run` end to end on a tiny random model and the real benchmark: every step, the
 store, resuming after an interruption, skipping finished steps, re-running only what an edit
 touches, and the report of the run in every format."""
+
 import argparse
 import csv
 import io
@@ -17,8 +18,17 @@ from polyalign.errors import PolyalignError
 # Where each step's real work is looked up when the step runs (the torch-heavy engines are
 # imported by experiment only then, so that a dry run imports no torch).
 COUNTED = {"build_pairs": experiment, "train": experiment, "run_eval": evaluate, "run_lens": lens, "run_pca": pca}
-TRAIN = {"max_steps": 2, "per_device_batch": 2, "grad_accum": 1, "eval_steps": 1, "save_steps": 1,
-         "logging_steps": 1, "val_size": 0.25, "cutoff_len": 256, "learning_rate": 1e-3}
+TRAIN = {
+    "max_steps": 2,
+    "per_device_batch": 2,
+    "grad_accum": 1,
+    "eval_steps": 1,
+    "save_steps": 1,
+    "logging_steps": 1,
+    "val_size": 0.25,
+    "cutoff_len": 256,
+    "learning_rate": 1e-3,
+}
 
 
 def cli(argv):
@@ -49,12 +59,26 @@ def exp_file(tiny_llama, data_dir, tmp_path_factory):
     spec = {
         "name": "tiny",
         "models": [str(tiny_llama)],
-        "alignment": [{"name": "zh-es_en", "task": "snli", "sources": ["zh", "es"], "target": "en",
-                       "per_language": 8, "train": TRAIN}],
-        "tasks": ["snli", "emotion"], "modes": ["english"], "languages": ["en", "zh", "fr"], "limit": 4,
-        "data_dir": str(data_dir), "batch_size": 4,
-        "analyses": {"lens": {"task": "emotion", "langs": ["es", "zh"], "mode": "native", "limit": 3},
-                     "pca": {"task": "emotion", "langs": ["es", "zh"], "layers": [1, "last"], "limit": 3}},
+        "alignment": [
+            {
+                "name": "zh-es_en",
+                "task": "snli",
+                "sources": ["zh", "es"],
+                "target": "en",
+                "per_language": 8,
+                "train": TRAIN,
+            }
+        ],
+        "tasks": ["snli", "emotion"],
+        "modes": ["english"],
+        "languages": ["en", "zh", "fr"],
+        "limit": 4,
+        "data_dir": str(data_dir),
+        "batch_size": 4,
+        "analyses": {
+            "lens": {"task": "emotion", "langs": ["es", "zh"], "mode": "native", "limit": 3},
+            "pca": {"task": "emotion", "langs": ["es", "zh"], "layers": [1, "last"], "limit": 3},
+        },
     }
     path = tmp_path_factory.mktemp("exp") / "tiny.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -78,8 +102,9 @@ def run_state(exp_file, tmp_path_factory):
         state["first"] = dict(calls)
         state["markers_after_crash"] = sorted(p.parent.name.split("-")[0] for p in run_dir.glob("steps/*/done.json"))
         with sqlite3.connect(run_dir / "results.sqlite") as db:
-            state["status_after_crash"] = dict(db.execute("SELECT kind || ':' || status, COUNT(*) FROM steps "
-                                                          "GROUP BY kind, status").fetchall())
+            state["status_after_crash"] = dict(
+                db.execute("SELECT kind || ':' || status, COUNT(*) FROM steps GROUP BY kind, status").fetchall()
+            )
     with pytest.MonkeyPatch.context() as mp:
         calls = counting(mp)
         assert cli(["run", exp_file, "--out", run_dir]) == 0
@@ -108,24 +133,41 @@ def test_interrupted_run_resumes_without_redoing_steps(run_state):
 def test_store_holds_every_item(run_state):
     with sqlite3.connect(run_state["run_dir"] / "results.sqlite") as db:
         columns = [r[1] for r in db.execute("PRAGMA table_info(samples)")]
-        assert columns[:10] == ["model", "setting", "task", "mode", "scoring", "lang", "idx", "gold", "pred",
-                                "scores_json"]
+        assert columns[:10] == [
+            "model",
+            "setting",
+            "task",
+            "mode",
+            "scoring",
+            "lang",
+            "idx",
+            "gold",
+            "pred",
+            "scores_json",
+        ]
         groups = db.execute("SELECT setting, task, lang, COUNT(*) FROM samples GROUP BY 1, 2, 3").fetchall()
         assert len(groups) == 2 * 2 * 3 and {g[3] for g in groups} == {4}
         gold, scores = db.execute("SELECT gold, scores_json FROM samples WHERE task = 'snli' LIMIT 1").fetchone()
-        assert gold in {"entailment", "neutral", "contradiction"} and set(json.loads(scores)) == \
-            {"entailment", "neutral", "contradiction"}
+        assert gold in {"entailment", "neutral", "contradiction"} and set(json.loads(scores)) == {
+            "entailment",
+            "neutral",
+            "contradiction",
+        }
         steps = db.execute("SELECT kind, status, config_json FROM steps").fetchall()
         assert {(k, s) for k, s, _ in steps} == {(k, "done") for k in ("data", "train", "eval", "lens", "pca")}
         assert all(json.loads(c) for _, _, c in steps)
     # the per-step samples files and the store agree
-    eval_dir = next(d for d in run_state["run_dir"].glob("steps/eval-*")
-                    if json.loads((d / "done.json").read_text())["config"]["labels"]["setting"] == "base"
-                    and json.loads((d / "done.json").read_text())["config"]["labels"]["task"] == "emotion")
+    eval_dir = next(
+        d
+        for d in run_state["run_dir"].glob("steps/eval-*")
+        if json.loads((d / "done.json").read_text())["config"]["labels"]["setting"] == "base"
+        and json.loads((d / "done.json").read_text())["config"]["labels"]["task"] == "emotion"
+    )
     rows = [json.loads(line) for line in (eval_dir / "eval" / "samples" / "emotion_zh.jsonl").read_text().splitlines()]
     with sqlite3.connect(run_state["run_dir"] / "results.sqlite") as db:
-        stored = db.execute("SELECT idx, gold, pred FROM samples WHERE setting='base' AND task='emotion' "
-                            "AND lang='zh' ORDER BY idx").fetchall()
+        stored = db.execute(
+            "SELECT idx, gold, pred FROM samples WHERE setting='base' AND task='emotion' AND lang='zh' ORDER BY idx"
+        ).fetchall()
     assert stored == [(r["index"], r["gold"], r["pred"]) for r in rows]
 
 
@@ -177,8 +219,16 @@ def test_report_of_the_run_in_every_format(run_state, tmp_path):
     rows = list(csv.DictReader(io.StringIO(outs["csv"].read_text())))
     per_lang = [r for r in rows if r["table"] == "per_language" and r["row"].startswith("fr")]
     assert len(per_lang) == 4 and all(0 <= float(r["value"]) <= 1 for r in per_lang)
-    assert {r["table"] for r in rows} == {"per_language", "per_model", "per_task", "seen_unseen", "significance",
-                                         "pooled", "balanced", "label_distribution"}
+    assert {r["table"] for r in rows} == {
+        "per_language",
+        "per_model",
+        "per_task",
+        "seen_unseen",
+        "significance",
+        "pooled",
+        "balanced",
+        "label_distribution",
+    }
     tex = outs["latex"].read_text()
     assert tex.startswith("\\documentclass") and "\\begin{tabular}" in tex and "r_files/" in tex
     assert cli(["report", run_dir]) == 0 and (run_dir / "report.md").is_file()  # default output
@@ -188,9 +238,18 @@ def test_report_of_the_run_in_every_format(run_state, tmp_path):
 def test_non_english_target_from_question_files(data_dir, tiny_llama, tmp_path):
     """zh,es => it: both sides parsed from the benchmark's parallel question files."""
     path = tmp_path / "it.yaml"
-    path.write_text(yaml.safe_dump({"models": [str(tiny_llama)], "tasks": [], "data_dir": str(data_dir),
-                                    "alignment": [{"name": "zh-es_it", "task": "snli", "sources": ["zh", "es"],
-                                                   "target": "it", "per_language": 5}]}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "models": [str(tiny_llama)],
+                "tasks": [],
+                "data_dir": str(data_dir),
+                "alignment": [
+                    {"name": "zh-es_it", "task": "snli", "sources": ["zh", "es"], "target": "it", "per_language": 5}
+                ],
+            }
+        )
+    )
     runner = experiment.Runner(experiment.load_experiment(path), tmp_path / "run", tmp_path)
     data = runner.plan()[0]
     assert data.kind == "data"
@@ -206,12 +265,17 @@ def test_non_english_target_from_question_files(data_dir, tiny_llama, tmp_path):
 @pytest.mark.slow
 def test_bad_experiment_files_fail_in_one_line(exp_file, tmp_path):
     spec = yaml.safe_load(exp_file.read_text())
-    cases = [({"modles": ["x"]}, "unknown key"), ({"alignment": [{**spec["alignment"][0], "lr": 1}]}, "unknown key"),
-             ({"alignment": [{**spec["alignment"][0], "train": {"lora_rnak": 2}}]}, "unknown key"),
-             ({"languages": ["en", "xx"]}, "unknown language"), ({"tasks": ["nope"]}, "unknown task"),
-             ({"modes": ["loud"]}, "unknown mode"), ({"models": [3]}, "is not a valid str"),
-             ({"analyses": {"lens": {"task": "emotion", "langs": ["zh"], "limit": 2}}}, "at least 3"),
-             ({"analyses": {"pca": {"task": "emotion", "langs": ["zh"], "layers": [0]}}}, "layer 0")]
+    cases = [
+        ({"modles": ["x"]}, "unknown key"),
+        ({"alignment": [{**spec["alignment"][0], "lr": 1}]}, "unknown key"),
+        ({"alignment": [{**spec["alignment"][0], "train": {"lora_rnak": 2}}]}, "unknown key"),
+        ({"languages": ["en", "xx"]}, "unknown language"),
+        ({"tasks": ["nope"]}, "unknown task"),
+        ({"modes": ["loud"]}, "unknown mode"),
+        ({"models": [3]}, "is not a valid str"),
+        ({"analyses": {"lens": {"task": "emotion", "langs": ["zh"], "limit": 2}}}, "at least 3"),
+        ({"analyses": {"pca": {"task": "emotion", "langs": ["zh"], "layers": [0]}}}, "layer 0"),
+    ]
     for change, message in cases:
         path = tmp_path / "bad.yaml"
         path.write_text(yaml.safe_dump({**spec, **change}))

@@ -1,4 +1,5 @@
 """Held-out benchmark items: data build --items, eval --items, and the leak guard."""
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,13 @@ def test_parse_items_and_overlap():
     assert evaluated_range(None, 20, 500) == ItemRange(0, 20)
     assert evaluated_range(ItemRange(100, 200), 20, 500) == ItemRange(100, 120)
     assert evaluated_range(None, None, 500) == ItemRange(0, 500)
-    for bad, message in (("500:250", "start must be below stop"), ("a:b", "expected START:STOP"),
-                         ("3", "expected START:STOP"), ("-1:4", "expected START:STOP"), ("5:5", "below stop")):
+    for bad, message in (
+        ("500:250", "start must be below stop"),
+        ("a:b", "expected START:STOP"),
+        ("3", "expected START:STOP"),
+        ("-1:4", "expected START:STOP"),
+        ("5:5", "below stop"),
+    ):
         with pytest.raises(PolyalignError, match=message):
             parse_items(bad)
 
@@ -52,8 +58,9 @@ def test_pairs_from_held_out_items_are_the_same_item_in_both_languages(data_dir,
     # per language: distinct items; any target language among the 20 works too
     assert len({(r["source_lang"], r["index"]) for r in pairs}) == 80
     other = build_pairs(spec, ["de"], "ja", 5, 0, data_dir, pack, items="0:10")
-    assert all(r["completion"] == pack.query(spec, "ja", load_test_records(spec, "ja", data_dir)[r["index"]])
-               for r in other)
+    assert all(
+        r["completion"] == pack.query(spec, "ja", load_test_records(spec, "ja", data_dir)[r["index"]]) for r in other
+    )
 
 
 def test_provenance_is_carried_from_pairs_to_the_adapter(data_dir, tmp_path):
@@ -71,38 +78,125 @@ def test_provenance_is_carried_from_pairs_to_the_adapter(data_dir, tmp_path):
         read_provenance(tmp_path)
 
 
-@pytest.mark.parametrize("items,message", [
-    ("500:250", "start must be below stop"), ("0:9999", "out of range"), ("a:b", "expected START:STOP"),
-])
+@pytest.mark.parametrize(
+    "items,message",
+    [
+        ("500:250", "start must be below stop"),
+        ("0:9999", "out of range"),
+        ("a:b", "expected START:STOP"),
+    ],
+)
 def test_data_build_bad_ranges_one_line(data_dir, tmp_path, capsys, items, message):
     out = tmp_path / "p.jsonl"
-    code = main(["data", "build", "--task", "emotion", "--sources", "zh,es", "--items", items, "--per-language", "5",
-                 "--data-dir", str(data_dir), "--out", str(out)])
+    code = main(
+        [
+            "data",
+            "build",
+            "--task",
+            "emotion",
+            "--sources",
+            "zh,es",
+            "--items",
+            items,
+            "--per-language",
+            "5",
+            "--data-dir",
+            str(data_dir),
+            "--out",
+            str(out),
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and len(err.splitlines()) == 1 and not out.exists()
 
 
 def test_data_build_without_items_says_the_task_ships_no_questions(data_dir, tmp_path, capsys):
-    code = main(["data", "build", "--task", "emotion", "--sources", "zh", "--per-language", "5",
-                 "--data-dir", str(data_dir), "--out", str(tmp_path / "p.jsonl")])
+    code = main(
+        [
+            "data",
+            "build",
+            "--task",
+            "emotion",
+            "--sources",
+            "zh",
+            "--per-language",
+            "5",
+            "--data-dir",
+            str(data_dir),
+            "--out",
+            str(tmp_path / "p.jsonl"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "ships no emotion training questions" in err and "--items" in err
 
 
 def test_data_build_cli_with_items(data_dir, tmp_path, capsys):
     out = tmp_path / "p.jsonl"
-    assert main(["data", "build", "--task", "emotion", "--sources", "zh,es", "--items", "250:500",
-                 "--per-language", "250", "--data-dir", str(data_dir), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "build",
+                "--task",
+                "emotion",
+                "--sources",
+                "zh,es",
+                "--items",
+                "250:500",
+                "--per-language",
+                "250",
+                "--data-dir",
+                str(data_dir),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert len(rows) == 500 and {r["index"] for r in rows} == set(range(250, 500))
-    assert main(["data", "build", "--task", "emotion", "--sources", "zh", "--items", "250:300",
-                 "--per-language", "51", "--data-dir", str(data_dir), "--out", str(tmp_path / "q.jsonl")]) == 2
+    assert (
+        main(
+            [
+                "data",
+                "build",
+                "--task",
+                "emotion",
+                "--sources",
+                "zh",
+                "--items",
+                "250:300",
+                "--per-language",
+                "51",
+                "--data-dir",
+                str(data_dir),
+                "--out",
+                str(tmp_path / "q.jsonl"),
+            ]
+        )
+        == 2
+    )
     assert "more than the 50 parallel records available in items 250:300" in capsys.readouterr().err
 
 
 def _eval(model: Path, data_dir: Path, out: Path, *extra: str) -> int:
-    return main(["eval", "--model", str(model), "--task", "emotion", "--langs", "en,zh", "--data-dir", str(data_dir),
-                 "--out", str(out), *extra])
+    return main(
+        [
+            "eval",
+            "--model",
+            str(model),
+            "--task",
+            "emotion",
+            "--langs",
+            "en,zh",
+            "--data-dir",
+            str(data_dir),
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
 
 
 @pytest.mark.slow
@@ -121,9 +215,14 @@ def test_eval_items_scores_exactly_that_range(tiny_gemma, data_dir, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("items,message", [
-    ("500:250", "start must be below stop"), ("0:9999", "out of range"), ("a:b", "expected START:STOP"),
-])
+@pytest.mark.parametrize(
+    "items,message",
+    [
+        ("500:250", "start must be below stop"),
+        ("0:9999", "out of range"),
+        ("a:b", "expected START:STOP"),
+    ],
+)
 def test_eval_bad_ranges_one_line(tiny_gemma, data_dir, tmp_path, capsys, items, message):
     assert _eval(tiny_gemma, data_dir, tmp_path / "o", "--items", items) == 2
     err = capsys.readouterr().err.strip()
@@ -134,8 +233,10 @@ def _adapter(base: Path, folder: Path, task: str, items: str) -> Path:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    net = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
-                         LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    net = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base),
+        LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    )
     net.save_pretrained(folder)
     write_provenance(folder, [{"task": task, "items": items, "pairs": 10}])
     return folder
@@ -153,8 +254,10 @@ def test_leak_guard_refuses_overlap_unless_allowed(tiny_gemma, data_dir, tmp_pat
     assert _eval(tiny_gemma, data_dir, out, "--adapter", str(adapter)) == 2
     assert "overlaps 250:500" in capsys.readouterr().err
     assert _eval(tiny_gemma, data_dir, out, "--adapter", str(adapter), "--items", "240:260", "--limit", "3") == 0
-    assert _eval(tiny_gemma, data_dir, tmp_path / "p", "--adapter", str(adapter), "--items", "248:252",
-                 "--allow-overlap") == 0
+    assert (
+        _eval(tiny_gemma, data_dir, tmp_path / "p", "--adapter", str(adapter), "--items", "248:252", "--allow-overlap")
+        == 0
+    )
     results = json.loads((tmp_path / "p" / "results.json").read_text())
     assert results["trained_on"] == [{"task": "emotion", "items": "250:500"}]
 
@@ -163,8 +266,23 @@ def test_leak_guard_refuses_overlap_unless_allowed(tiny_gemma, data_dir, tmp_pat
 @pytest.mark.parametrize("command", ["lens", "pca"])
 def test_leak_guard_in_lens_and_pca(tiny_gemma, data_dir, tmp_path, capsys, command):
     adapter = _adapter(tiny_gemma, tmp_path / "adapter", "emotion", "0:50")
-    args = [command, "--model", str(tiny_gemma), "--compare-adapter", str(adapter), "--task", "emotion",
-            "--langs", "en,zh", "--limit", "3", "--data-dir", str(data_dir), "--out", str(tmp_path / "o")]
+    args = [
+        command,
+        "--model",
+        str(tiny_gemma),
+        "--compare-adapter",
+        str(adapter),
+        "--task",
+        "emotion",
+        "--langs",
+        "en,zh",
+        "--limit",
+        "3",
+        "--data-dir",
+        str(data_dir),
+        "--out",
+        str(tmp_path / "o"),
+    ]
     assert main(args) == 2
     assert "overlaps 0:3" in capsys.readouterr().err and not (tmp_path / "o").exists()
     assert main(args + ["--items", "50:53"]) == 0
@@ -173,9 +291,14 @@ def test_leak_guard_in_lens_and_pca(tiny_gemma, data_dir, tmp_path, capsys, comm
 def _experiment(tmp_path: Path, **top) -> Path:
     import yaml
 
-    spec = {"models": ["gemma-3-270m"], "tasks": ["emotion"],
-            "alignment": [{"name": "zh-es", "task": "emotion", "sources": ["zh", "es"], "items": "250:500",
-                           "per_language": 250}], **top}
+    spec = {
+        "models": ["gemma-3-270m"],
+        "tasks": ["emotion"],
+        "alignment": [
+            {"name": "zh-es", "task": "emotion", "sources": ["zh", "es"], "items": "250:500", "per_language": 250}
+        ],
+        **top,
+    }
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump(spec), encoding="utf-8")
     return path
@@ -188,8 +311,11 @@ def test_experiment_guard_and_dry_run(data_dir, tmp_path, capsys):
     with pytest.raises(PolyalignError, match="trained on emotion items 250:500.*overlaps 250:500"):
         load_experiment(_experiment(tmp_path))  # every item: overlaps
     with pytest.raises(PolyalignError, match="overlaps 250:260"):
-        load_experiment(_experiment(tmp_path, items="0:250", analyses={"lens": {"task": "emotion", "langs": ["zh"],
-                                                                                  "items": "240:260"}}))
+        load_experiment(
+            _experiment(
+                tmp_path, items="0:250", analyses={"lens": {"task": "emotion", "langs": ["zh"], "items": "240:260"}}
+            )
+        )
     load_experiment(_experiment(tmp_path, allow_overlap=True))
     with pytest.raises(PolyalignError, match="items a:b: expected START:STOP"):
         load_experiment(_experiment(tmp_path, items="a:b"))

@@ -63,15 +63,15 @@ def test_task_declared_as_a_user_file_with_jsonl_records(tmp_path):
         rows = [{"text": f"{lang} item {i}", "answer": words[i % 2]} for i in range(4)]
         (tmp_path / "t" / f"mini_{lang}.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     spec = tmp_path / "mini.yaml"
-    spec.write_text("name: mini\nclasses: [good, bad]\nfields: [text]\nshots: 0\n"
-                    "test_file: 't/mini_{lang}.jsonl'\n")
+    spec.write_text("name: mini\nclasses: [good, bad]\nfields: [text]\nshots: 0\ntest_file: 't/mini_{lang}.jsonl'\n")
     task = load_task(str(spec))
     records = load_test_records(task, "fr", tmp_path)
     assert gold_labels(task, "fr", records, tmp_path).classes == ["good", "bad", "good", "bad"]
 
 
-@pytest.mark.parametrize("content,message", [("", "empty"), ("[{", "malformed JSON"), ("{}", "non-empty list"),
-                                             ("[1, 2]", "JSON object")])
+@pytest.mark.parametrize(
+    "content,message", [("", "empty"), ("[{", "malformed JSON"), ("{}", "non-empty list"), ("[1, 2]", "JSON object")]
+)
 def test_bad_record_files(tmp_path, content, message):
     path = tmp_path / "x.json"
     path.write_text(content)

@@ -1,4 +1,5 @@
 """Layering of the package: no import cycles, small modules and functions, torch only where needed."""
+
 import ast
 import subprocess
 import sys
@@ -38,7 +39,7 @@ def test_no_import_cycles():
         state[name] = "grey"
         for other in sorted(graph[name]):
             if state.get(other) == "grey":
-                cycle = path[path.index(other):] + [other]
+                cycle = path[path.index(other) :] + [other]
                 pytest.fail(f"import cycle: {' -> '.join(cycle)}")
             if other not in state:
                 visit(other, path + [other])
@@ -75,11 +76,11 @@ print(code, "torch" in sys.modules)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("argv", [["--help"], ["run", "examples/emotion_study", "--dry-run"]],
-                         ids=["help", "dry-run"])
+@pytest.mark.parametrize("argv", [["--help"], ["run", "examples/emotion_study", "--dry-run"]], ids=["help", "dry-run"])
 def test_declarations_import_no_torch(argv, data_dir):
     """`polyalign --help` and a dry run only read declarations: no torch (seconds saved on every call)."""
     argv = [*argv, "--data-dir", str(data_dir)] if "--dry-run" in argv else argv
-    out = subprocess.run([sys.executable, "-c", TORCH_FREE.format(argv=argv)], capture_output=True, text=True,
-                         check=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", TORCH_FREE.format(argv=argv)], capture_output=True, text=True, check=True, timeout=120
+    )
     assert out.stdout.split()[-2:] == ["0", "False"], out.stdout[-500:] + out.stderr[-2000:]

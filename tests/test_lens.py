@@ -1,4 +1,5 @@
 """The logit lens against naive full forwards on tiny random models and real benchmark items."""
+
 import argparse
 import csv
 import json
@@ -42,8 +43,9 @@ def gemma_lens(tiny_gemma, data_dir, tmp_path_factory):
     model, tok = load_lens_model(tiny_gemma)
     # A really different model to compare: the same base (and final norm) with a random LoRA adapter.
     adapted, _ = load_lens_model(tiny_gemma, adapter=str(random_lora(tiny_gemma, tmp_path_factory.mktemp("lora"))))
-    meta = run_lens(model, tok, "emotion", "es,zh", "native", 3, data_dir, None, out, batch_size=2,
-                    compare=[("adapter", adapted)])
+    meta = run_lens(
+        model, tok, "emotion", "es,zh", "native", 3, data_dir, None, out, batch_size=2, compare=[("adapter", adapted)]
+    )
     rows = [json.loads(line) for line in (out / "lens_items.jsonl").read_text().splitlines()]
     return model, adapted, tok, meta, rows, out
 
@@ -140,8 +142,9 @@ def test_outputs_overlap_and_compare(gemma_lens):
     assert meta["languages"]["zh"]["n_items"] == 3
     for row in rows:
         assert all(not math.isnan(v) for q in QUANTITIES for v in row[q])
-        assert all(row["p_shared_answer"][k] <= min(row["p_input_answer"][k], row["p_en_answer"][k]) + 1e-7
-                   for k in range(3))
+        assert all(
+            row["p_shared_answer"][k] <= min(row["p_input_answer"][k], row["p_en_answer"][k]) + 1e-7 for k in range(3)
+        )
         assert all(row["p_input_answer"][k] <= row["p_input_labels"][k] + 1e-7 for k in range(3))
     with (out / "lens_es.csv").open() as handle:
         table = list(csv.DictReader(handle))
@@ -197,9 +200,27 @@ def test_cli_with_compare_adapter(tiny_llama, data_dir, tmp_path):
     random_lora(tiny_llama, tmp_path / "aligned")
     parser = argparse.ArgumentParser()
     cli_args.add_analysis_cli(parser.add_subparsers())
-    args = parser.parse_args(["lens", "--model", str(tiny_llama), "--compare-adapter", str(tmp_path / "aligned"),
-                              "--task", "emotion", "--langs", "en,ru", "--limit", "3", "--out", str(tmp_path / "o"),
-                              "--data-dir", str(data_dir), "--layers", "1,last"])
+    args = parser.parse_args(
+        [
+            "lens",
+            "--model",
+            str(tiny_llama),
+            "--compare-adapter",
+            str(tmp_path / "aligned"),
+            "--task",
+            "emotion",
+            "--langs",
+            "en,ru",
+            "--limit",
+            "3",
+            "--out",
+            str(tmp_path / "o"),
+            "--data-dir",
+            str(data_dir),
+            "--layers",
+            "1,last",
+        ]
+    )
     assert args.func(args) == 0
     meta = json.loads((tmp_path / "o" / "lens.json").read_text())
     assert meta["models"] == ["base", "aligned"] and meta["layers"] == [1, 2]
@@ -209,8 +230,23 @@ def test_cli_with_compare_adapter(tiny_llama, data_dir, tmp_path):
     assert base_en != lora_en  # the adapter is really applied
     en = meta["languages"]["en"]["overlap"]
     assert en["count"] == len(set(sum(meta["languages"]["en"]["tokens_en"].values(), [])))
-    args = parser.parse_args(["lens", "--model", str(tiny_llama), "--task", "emotion", "--langs", "en",
-                              "--limit", "3", "--out", str(tmp_path / "p"), "--layers", "2,x"])
+    args = parser.parse_args(
+        [
+            "lens",
+            "--model",
+            str(tiny_llama),
+            "--task",
+            "emotion",
+            "--langs",
+            "en",
+            "--limit",
+            "3",
+            "--out",
+            str(tmp_path / "p"),
+            "--layers",
+            "2,x",
+        ]
+    )
     with pytest.raises(PolyalignError, match="'x' is not a layer"):
         args.func(args)
 
@@ -220,17 +256,37 @@ def test_real_gemma_lens_and_pca_commands(gemma_dir, data_dir, tmp_path):
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers()
     cli_args.add_analysis_cli(sub)
-    common = ["--model", str(gemma_dir), "--task", "emotion", "--langs", "en,es", "--limit", "3",
-              "--data-dir", str(data_dir)]
+    common = [
+        "--model",
+        str(gemma_dir),
+        "--task",
+        "emotion",
+        "--langs",
+        "en,es",
+        "--limit",
+        "3",
+        "--data-dir",
+        str(data_dir),
+    ]
     args = parser.parse_args(["lens", *common, "--out", str(tmp_path / "lens")])
     assert args.func(args) == 0
-    args = parser.parse_args(["pca", *common, "--layers", "6,12,last", "--pooling", "mean",
-                              "--out", str(tmp_path / "pca")])
+    args = parser.parse_args(
+        ["pca", *common, "--layers", "6,12,last", "--pooling", "mean", "--out", str(tmp_path / "pca")]
+    )
     assert args.func(args) == 0
     for name in ("lens.json", "lens_items.jsonl", "lens_en.csv", "lens_es.csv", "lens.png", "lens.pdf"):
         assert (tmp_path / "lens" / name).stat().st_size > 0, name
-    for name in ("pca.json", "pca_base.npz", "pca_correlations.csv", "pca_correlations.md", "pca_alignment.csv",
-                 "pca_scatter.png", "pca_scatter.pdf", "pca_alignment.png", "pca_alignment.pdf"):
+    for name in (
+        "pca.json",
+        "pca_base.npz",
+        "pca_correlations.csv",
+        "pca_correlations.md",
+        "pca_alignment.csv",
+        "pca_scatter.png",
+        "pca_scatter.pdf",
+        "pca_alignment.png",
+        "pca_alignment.pdf",
+    ):
         assert (tmp_path / "pca" / name).stat().st_size > 0, name
     meta = json.loads((tmp_path / "lens" / "lens.json").read_text())
     assert meta["num_layers"] == 18 and len(meta["layers"]) == 18

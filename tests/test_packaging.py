@@ -1,5 +1,6 @@
 """The package as users outside the repository get it: --version, packaged experiment configs,
 and where the benchmark is looked for (scripts/wheel_check.sh checks the built wheel itself)."""
+
 from __future__ import annotations
 
 import subprocess
@@ -21,8 +22,10 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.slow  # launches a fresh interpreter
 def test_version_is_defined_once_and_needs_no_torch():
     assert version("polyalign") == polyalign.__version__
-    code = ("import sys; from polyalign.cli import main; assert main(['--version']) == 0; "
-            "assert 'torch' not in sys.modules, 'torch imported'")
+    code = (
+        "import sys; from polyalign.cli import main; assert main(['--version']) == 0; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out == f"polyalign {polyalign.__version__}\n"
 
@@ -77,8 +80,10 @@ def test_data_dir_outside_a_checkout_is_one_line_and_never_the_cwd(tmp_path, mon
         decoy.parent.mkdir(parents=True)
         decoy.symlink_to(data_dir, target_is_directory=True)
     monkeypatch.chdir(cwd)
-    for argv in (["prompt", "--task", "snli", "--lang", "zh", "--index", "3"],
-                 ["run", "paper/table3_tasks", "--dry-run"]):
+    for argv in (
+        ["prompt", "--task", "snli", "--lang", "zh", "--index", "3"],
+        ["run", "paper/table3_tasks", "--dry-run"],
+    ):
         assert main(argv) == 2
         captured = capsys.readouterr()
         assert captured.out == "" and len(captured.err.splitlines()) == 1

@@ -1,5 +1,6 @@
 """configs/paper/*.yaml: one experiment per result of the paper, validated with the loader that
 `polyalign run` uses (and checked against the benchmark data), without running anything."""
+
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,16 @@ from polyalign.training import TrainConfig
 
 PAPER = Path(__file__).resolve().parents[1] / "configs" / "paper"
 FILES = sorted(PAPER.glob("*.yaml"))
-EXPECTED = {"table1_emotion", "table2_model_sizes", "table3_tasks", "table4_target_language", "table5_cross_task",
-            "table6_output_types", "figure1_lens", "figure2_pca"}
+EXPECTED = {
+    "table1_emotion",
+    "table2_model_sizes",
+    "table3_tasks",
+    "table4_target_language",
+    "table5_cross_task",
+    "table6_output_types",
+    "figure1_lens",
+    "figure2_pca",
+}
 
 
 def load(name, data_dir, monkeypatch):
@@ -44,13 +53,22 @@ def test_paper_settings(data_dir, monkeypatch):
     assert sorted(PAPER_LANGUAGES) == sorted(ALL20)  # the registry's paper languages are the paper's
     assert [(s.sources, s.target) for s in t1.alignment] == [(["zh", "es"], "en")]
     assert any("Qwen1.5" in m for m in t1.models) and "mistralai/Mistral-7B-v0.1" in t1.models
-    assert exp["table2_model_sizes"].models == ["Qwen/Qwen1.5-1.8B", "Qwen/Qwen1.5-4B", "Qwen/Qwen1.5-14B",
-                                                "mistralai/Mistral-7B-v0.1"]
+    assert exp["table2_model_sizes"].models == [
+        "Qwen/Qwen1.5-1.8B",
+        "Qwen/Qwen1.5-4B",
+        "Qwen/Qwen1.5-14B",
+        "mistralai/Mistral-7B-v0.1",
+    ]
     t3 = exp["table3_tasks"]
-    assert t3.tasks == ["emotion", "snli", "paws"] and [(s.task, s.tasks) for s in t3.alignment] == \
-        [("emotion", ["emotion"]), ("snli", ["snli"]), ("paws", ["paws"])]
-    assert {(tuple(s.sources), s.target) for s in exp["table4_target_language"].alignment} >= \
-        {(("zh", "es"), "it"), (("ja", "it"), "zh")}
+    assert t3.tasks == ["emotion", "snli", "paws"] and [(s.task, s.tasks) for s in t3.alignment] == [
+        ("emotion", ["emotion"]),
+        ("snli", ["snli"]),
+        ("paws", ["paws"]),
+    ]
+    assert {(tuple(s.sources), s.target) for s in exp["table4_target_language"].alignment} >= {
+        (("zh", "es"), "it"),
+        (("ja", "it"), "zh"),
+    }
     t5 = exp["table5_cross_task"]
     assert [s.task for s in t5.alignment] == ["snli"] and {"emotion", "paws"} <= set(t5.tasks)
     assert exp["table6_output_types"].modes == ["english", "native", "agnostic"]
@@ -64,17 +82,46 @@ def test_paper_settings(data_dir, monkeypatch):
 # the authors' scripts (../shared/reference/original-repo-spec.md), not from the configs:
 # result -> (evaluated tasks, label-word modes, scoring rule, languages, alignment settings as
 # (task, sources, target)). Every table scores with the first-token prefix rule over 20 languages.
-ALL20 = ["en", "zh", "ja", "hi", "sw", "bn", "it", "no", "es", "is", "bg", "sv", "sl", "ms", "th", "pl", "ru",
-         "de", "fr", "nl"]
+ALL20 = [
+    "en",
+    "zh",
+    "ja",
+    "hi",
+    "sw",
+    "bn",
+    "it",
+    "no",
+    "es",
+    "is",
+    "bg",
+    "sv",
+    "sl",
+    "ms",
+    "th",
+    "pl",
+    "ru",
+    "de",
+    "fr",
+    "nl",
+]
 ZH_ES_EN = ("emotion", ["zh", "es"], "en")
 PAPER_TABLES = {
     "table1_emotion": (["emotion"], ["english"], "prefix", ALL20, [ZH_ES_EN]),
     "table2_model_sizes": (["emotion"], ["english"], "prefix", ALL20, [ZH_ES_EN]),
-    "table3_tasks": (["emotion", "snli", "paws"], ["english"], "prefix", ALL20,
-                     [ZH_ES_EN, ("snli", ["zh", "es"], "en"), ("paws", ["zh", "es"], "en")]),
-    "table4_target_language": (["snli"], ["english"], "prefix", ALL20,
-                               [("snli", ["zh", "es"], "en"), ("snli", ["zh", "es"], "it"),
-                                ("snli", ["ja", "it"], "zh")]),
+    "table3_tasks": (
+        ["emotion", "snli", "paws"],
+        ["english"],
+        "prefix",
+        ALL20,
+        [ZH_ES_EN, ("snli", ["zh", "es"], "en"), ("paws", ["zh", "es"], "en")],
+    ),
+    "table4_target_language": (
+        ["snli"],
+        ["english"],
+        "prefix",
+        ALL20,
+        [("snli", ["zh", "es"], "en"), ("snli", ["zh", "es"], "it"), ("snli", ["ja", "it"], "zh")],
+    ),
     "table5_cross_task": (["emotion", "paws", "snli"], ["english"], "prefix", ALL20, [("snli", ["zh", "es"], "en")]),
     "table6_output_types": (["emotion"], ["english", "native", "agnostic"], "prefix", ALL20, [ZH_ES_EN]),
 }

@@ -1,4 +1,5 @@
 """PCA, PC1 correlations and alignment against a direct numpy computation on tiny models."""
+
 import argparse
 import csv
 
@@ -28,12 +29,13 @@ def direct_states(model, tok, data_dir, layer, pooling, limit):
             seen = []  # the final layer = what the unembedding reads (hidden_states[-1] is normed or
             # not depending on the transformers version), caught by a hook on the output head
             hook = model.get_output_embeddings().register_forward_hook(
-                lambda m, args, out, seen=seen: seen.append(args[0]))
+                lambda m, args, out, seen=seen: seen.append(args[0])
+            )
             with torch.inference_mode():
                 hs = model(torch.tensor([item.ids], device=model.device), output_hidden_states=True).hidden_states
             hook.remove()
             h = (seen[0] if layer == len(hs) - 1 else hs[layer])[0].double().cpu().numpy()
-            rows.append({"mean": h[prep.shared:].mean(0), "all": h.mean(0), "last": h[-1]}[pooling])
+            rows.append({"mean": h[prep.shared :].mean(0), "all": h.mean(0), "last": h[-1]}[pooling])
         out[lang] = np.stack(rows)
     return out
 
@@ -43,8 +45,7 @@ def direct_states(model, tok, data_dir, layer, pooling, limit):
 def test_projections_correlations_alignment_equal_numpy(family, pooling, request, data_dir, tmp_path):
     model, tok = load_model(str(request.getfixturevalue(family)))
     out = tmp_path / "p"
-    meta = run_pca(model, tok, "emotion", ",".join(LANGS), [1, "last"], pooling, 4, data_dir, None, out,
-                   batch_size=3)
+    meta = run_pca(model, tok, "emotion", ",".join(LANGS), [1, "last"], pooling, 4, data_dir, None, out, batch_size=3)
     total = meta["num_layers"]
     assert meta["layers"] == [1, total] and meta["n_items"] == 4
     z = np.load(out / "pca_base.npz", allow_pickle=False)
@@ -61,7 +62,7 @@ def test_projections_correlations_alignment_equal_numpy(family, pooling, request
         for c in range(2):  # a component's sign is arbitrary
             sign = np.sign((want[..., c] * got[..., c]).sum())
             assert np.allclose(got[..., c], sign * want[..., c], atol=1e-4 * np.abs(want).max())
-        assert np.allclose(z["explained"][k], (s ** 2)[:2] / (s ** 2).sum(), atol=1e-5)
+        assert np.allclose(z["explained"][k], (s**2)[:2] / (s**2).sum(), atol=1e-5)
         for a, la in enumerate(LANGS):
             for b, lb in enumerate(LANGS):
                 r = np.corrcoef(want[a, :, 0], want[b, :, 0])[0, 1]
@@ -73,8 +74,15 @@ def test_projections_correlations_alignment_equal_numpy(family, pooling, request
             xs = states[str(lang)] / np.linalg.norm(states[str(lang)], axis=1, keepdims=True)
             assert z["alignment"][k, j] == pytest.approx(((xs @ en.T).argmax(1) == np.arange(4)).mean())
     assert list(z["alignment_langs"]) == ["de", "zh"]
-    for name in ("pca.json", "pca_correlations.md", "pca_alignment.csv", "pca_scatter.png", "pca_scatter.pdf",
-                 "pca_alignment.png", "pca_alignment.pdf"):
+    for name in (
+        "pca.json",
+        "pca_correlations.md",
+        "pca_alignment.csv",
+        "pca_scatter.png",
+        "pca_scatter.pdf",
+        "pca_alignment.png",
+        "pca_alignment.pdf",
+    ):
         assert (out / name).stat().st_size > 0
     (out / "pca_scatter.pdf").unlink()
     plot_from_dir(out)
@@ -111,8 +119,9 @@ def test_two_models_side_by_side_and_pivot_added(tiny_llama, data_dir, tmp_path)
     model, tok = load_model(str(tiny_llama))
     adapted, _ = load_model(str(tiny_llama), adapter=str(random_lora(tiny_llama, tmp_path / "lora")))
     out = tmp_path / "two"
-    meta = run_pca(model, tok, "emotion", "de,fr", ["last"], "mean", 3, data_dir, None, out,
-                   compare=[("aligned lora", adapted)])
+    meta = run_pca(
+        model, tok, "emotion", "de,fr", ["last"], "mean", 3, data_dir, None, out, compare=[("aligned lora", adapted)]
+    )
     assert meta["files"] == {"base": "pca_base.npz", "aligned lora": "pca_aligned_lora.npz"}
     z = np.load(out / "pca_aligned_lora.npz")
     assert list(z["langs"]) == ["de", "fr"] and list(z["alignment_langs"]) == ["de", "fr"]  # en read, not plotted
@@ -139,14 +148,31 @@ def test_bad_inputs(tiny_llama, data_dir, tmp_path):
     with pytest.raises(PolyalignError, match="unknown language 'xx'"):
         run(langs="en,xx")
     with pytest.raises(PolyalignError, match="model labels must differ"):
-        run_pca(model, tok, "emotion", "en", ["last"], "mean", 3, data_dir, None, tmp_path / "b",
-                compare=[("base", model)])
+        run_pca(
+            model, tok, "emotion", "en", ["last"], "mean", 3, data_dir, None, tmp_path / "b", compare=[("base", model)]
+        )
     assert not (tmp_path / "b").exists()
     parser = argparse.ArgumentParser()
     cli_args.add_analysis_cli(parser.add_subparsers())
     with pytest.raises(SystemExit):
         parser.parse_args(["pca", "--task", "emotion", "--langs", "en", "--out", "x", "--pooling", "max"])
-    args = parser.parse_args(["pca", "--model", str(tiny_llama), "--task", "emotion", "--langs", "en,de",
-                              "--limit", "3", "--layers", "1,last", "--out", str(tmp_path / "cli"),
-                              "--data-dir", str(data_dir)])
+    args = parser.parse_args(
+        [
+            "pca",
+            "--model",
+            str(tiny_llama),
+            "--task",
+            "emotion",
+            "--langs",
+            "en,de",
+            "--limit",
+            "3",
+            "--layers",
+            "1,last",
+            "--out",
+            str(tmp_path / "cli"),
+            "--data-dir",
+            str(data_dir),
+        ]
+    )
     assert args.func(args) == 0 and (tmp_path / "cli" / "pca_alignment.csv").exists()

@@ -4,6 +4,7 @@ Every task x language x mode of the paper's pack, on both packaged tokenizers (t
 no weights). Every difference is either fixed or listed, with its reason, in
 docs/deviations_prefix_rule.md; KNOWN holds the listed ones so that a new difference fails.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,7 @@ def token_prefixes(token_str):
 
 
 def add_spaces(tokens):
-    return ['\u2581' + t for t in tokens] + tokens
+    return ["\u2581" + t for t in tokens] + tokens
 
 
 def capitalizations(tokens):
@@ -32,8 +33,8 @@ def capitalizations(tokens):
 
 
 def unicode_prefix_tokid(zh_char, tokenizer):
-    start = zh_char.encode().__str__()[2:-1].split('\\x')[1]
-    unicode_format = '<0x%s>'
+    start = zh_char.encode().__str__()[2:-1].split("\\x")[1]
+    unicode_format = "<0x%s>"
     start_key = unicode_format % start.upper()
     if start_key in tokenizer.get_vocab():
         return tokenizer.get_vocab()[start_key]
@@ -54,8 +55,10 @@ def process_tokens(token_str, tokenizer, model_size):
             final_tokens.append(tokid)
     if "Qwen" in model_size:
         for tok in with_prefixes:
-            final_tokens.append(tokenizer([tok])['input_ids'][0][0])
+            final_tokens.append(tokenizer([tok])["input_ids"][0][0])
     return list(set(final_tokens))
+
+
 # ------------------------------------------------------------------------------------------------------
 
 # model_size as the paper's scripts would name each tokenizer's family: SmolLM2's byte-level BPE is the
@@ -124,11 +127,11 @@ def test_prefix_rule_equals_the_papers_process_tokens(tokenizer, data_dir):
             differences[(name, task_name, lang, mode)] = {
                 "stem": (stem, paper_stem),
                 "only_ours": {c: tok.convert_ids_to_tokens(sorted(set(ours[c]) - set(paper[c]))) for c in ours},
-                "only_paper": {c: tok.convert_ids_to_tokens(sorted(set(paper[c]) - set(ours[c]))) for c in ours}}
+                "only_paper": {c: tok.convert_ids_to_tokens(sorted(set(paper[c]) - set(ours[c]))) for c in ours},
+            }
     assert stems == [("emotion", "th", "native")]  # the paper's Thai case is compared, stem and all
     assert (byte_tokens > 0) == (name == "gemma-3-270m")  # the byte-fallback branch is exercised on Gemma
     unexplained = {k: v for k, v in differences.items() if k not in KNOWN}
-    assert not unexplained, json.dumps({" ".join(k): v for k, v in unexplained.items()}, ensure_ascii=False,
-                                       indent=1)
+    assert not unexplained, json.dumps({" ".join(k): v for k, v in unexplained.items()}, ensure_ascii=False, indent=1)
     stale = [k for k in KNOWN if k[0] == name and k not in differences]
     assert not stale, f"listed differences that no longer occur: {stale}"

@@ -17,8 +17,20 @@ def paper_script_prompt(entry: dict, fewshot: str, task: str, record: dict) -> s
     if task == "emotion":
         return fewshot + "\n" + record["input"] + "\n" + labels["answer"] + ' "'
     first, second = ("premise", "hypothesis") if task == "snli" else ("sentence1", "sentence2")
-    return (fewshot + "\n" + labels[first] + " " + record[first] + "\n" + labels[second] + " " + record[second]
-            + "\n" + labels["answer"] + ' "')
+    return (
+        fewshot
+        + "\n"
+        + labels[first]
+        + " "
+        + record[first]
+        + "\n"
+        + labels[second]
+        + " "
+        + record[second]
+        + "\n"
+        + labels["answer"]
+        + ' "'
+    )
 
 
 def test_paper_pack_renders_byte_identical_prompts_everywhere(data_dir):

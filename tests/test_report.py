@@ -1,6 +1,7 @@
 """`polyalign report` on a synthetic run store: table values, best marks, seen/unseen averages,
 the paired bootstrap and sign tests with their corrections, balanced accuracy, the label
 distribution, every output format, and a headless-browser screenshot of the HTML."""
+
 import csv
 import io
 import shutil
@@ -18,31 +19,64 @@ from polyalign.store import Store
 
 N = 40
 # accuracy per (setting, lang): the adapter helps zh (seen) a lot and fr (unseen) a little
-ACC = {("base", "en"): 0.8, ("base", "zh"): 0.4, ("base", "fr"): 0.5,
-       ("al", "en"): 0.8, ("al", "zh"): 0.9, ("al", "fr"): 0.6}
+ACC = {
+    ("base", "en"): 0.8,
+    ("base", "zh"): 0.4,
+    ("base", "fr"): 0.5,
+    ("al", "en"): 0.8,
+    ("al", "zh"): 0.9,
+    ("al", "fr"): 0.6,
+}
 
 
 def fake_run(run_dir: Path) -> Path:
     with Store(run_dir) as store:
-        store.set_meta("experiment", {"name": "synthetic", "models": ["org/m1"], "tasks": ["emotion"],
-                                      "modes": ["english"], "alignment": [{"name": "al", "task": "snli",
-                                                                          "sources": ["zh"], "target": "en",
-                                                                          "per_language": 10}]})
+        store.set_meta(
+            "experiment",
+            {
+                "name": "synthetic",
+                "models": ["org/m1"],
+                "tasks": ["emotion"],
+                "modes": ["english"],
+                "alignment": [{"name": "al", "task": "snli", "sources": ["zh"], "target": "en", "per_language": 10}],
+            },
+        )
         folder = run_dir / "steps" / "lens-abc" / "lens"
         folder.mkdir(parents=True)
         fig = Figure(figsize=(3, 2))
         fig.add_subplot().plot([1, 2, 3], [0.1, 0.5, 0.9])
         fig.savefig(folder / "lens.png")
-        store.set_meta("plan", [{"kind": "lens", "key": "abc" * 10, "label": "org/m1 emotion zh",
-                                 "dir": "steps/lens-abc", "labels": None}])
+        store.set_meta(
+            "plan",
+            [
+                {
+                    "kind": "lens",
+                    "key": "abc" * 10,
+                    "label": "org/m1 emotion zh",
+                    "dir": "steps/lens-abc",
+                    "labels": None,
+                }
+            ],
+        )
         for setting in ("base", "al"):
             rows = []
             for lang in ("en", "zh", "fr"):
                 right = int(ACC[(setting, lang)] * N)
-                rows += [{"lang": lang, "idx": i, "gold": "positive", "pred": "positive" if i < right else "negative",
-                          "scores": {"positive": 0.0, "negative": -1.0}} for i in range(N)]
-            store.replace_samples(f"step-{setting}", {"model": "org/m1", "setting": setting, "task": "emotion",
-                                                      "mode": "english", "scoring": "exact"}, rows)
+                rows += [
+                    {
+                        "lang": lang,
+                        "idx": i,
+                        "gold": "positive",
+                        "pred": "positive" if i < right else "negative",
+                        "scores": {"positive": 0.0, "negative": -1.0},
+                    }
+                    for i in range(N)
+                ]
+            store.replace_samples(
+                f"step-{setting}",
+                {"model": "org/m1", "setting": setting, "task": "emotion", "mode": "english", "scoring": "exact"},
+                rows,
+            )
     return run_dir
 
 
@@ -90,8 +124,10 @@ def test_formats_and_errors(tmp_path):
     assert (run_dir / "report_files" / "bars_00_org_m1_emotion_english.png").is_file()
     rows = list(csv.DictReader(io.StringIO(write_report(run_dir, "csv").read_text())))
     zh = [r for r in rows if r["table"] == "per_language" and r["row"] == "zh †"]
-    assert [(r["column"], r["value"], r["best"]) for r in zh] == [("org/m1 / base", "0.4", "0"),
-                                                                   ("org/m1 / al", "0.9", "1")]
+    assert [(r["column"], r["value"], r["best"]) for r in zh] == [
+        ("org/m1 / base", "0.4", "0"),
+        ("org/m1 / al", "0.9", "1"),
+    ]
     tex = write_report(run_dir, "latex", tmp_path / "paper.tex").read_text()
     assert "\\textbf{90.0}" in tex and "paper_files/bars_00" in tex and "$\\Delta$" in tex
     with pytest.raises(PolyalignError, match="unknown report format"):
@@ -109,18 +145,40 @@ def two_class_run(run_dir: Path) -> Path:
     Aligned: en right but item 2 (fixed 11, broken 1), de = base, fr misses 5 negatives (fixed 6)."""
     gold = ["negative" if i % 3 == 0 else "positive" for i in range(30)]
     base = ["positive" if i != 1 else None for i in range(30)]
-    aligned = {"en": [g if i != 2 else "negative" for i, g in enumerate(gold)], "de": base,
-               "fr": [g if not (i % 3 == 0 and i < 15) else "positive" for i, g in enumerate(gold)]}
+    aligned = {
+        "en": [g if i != 2 else "negative" for i, g in enumerate(gold)],
+        "de": base,
+        "fr": [g if not (i % 3 == 0 and i < 15) else "positive" for i, g in enumerate(gold)],
+    }
     with Store(run_dir) as store:
-        store.set_meta("experiment", {"name": "two", "models": ["m"], "tasks": ["emotion"], "modes": ["english"],
-                                      "items": "0:30", "alignment": [{"name": "qa", "task": "emotion",
-                                                                      "sources": ["de"], "target": "en",
-                                                                      "items": "250:500"}]})
+        store.set_meta(
+            "experiment",
+            {
+                "name": "two",
+                "models": ["m"],
+                "tasks": ["emotion"],
+                "modes": ["english"],
+                "items": "0:30",
+                "alignment": [{"name": "qa", "task": "emotion", "sources": ["de"], "target": "en", "items": "250:500"}],
+            },
+        )
         for setting in ("base", "qa"):
-            rows = [{"lang": lang, "idx": i, "gold": gold[i], "pred": (base if setting == "base" else aligned[lang])[i],
-                     "scores": {"positive": 0.0, "negative": -1.0}} for lang in ("en", "de", "fr") for i in range(30)]
-            store.replace_samples(f"step-{setting}", {"model": "m", "setting": setting, "task": "emotion",
-                                                      "mode": "english", "scoring": "exact"}, rows)
+            rows = [
+                {
+                    "lang": lang,
+                    "idx": i,
+                    "gold": gold[i],
+                    "pred": (base if setting == "base" else aligned[lang])[i],
+                    "scores": {"positive": 0.0, "negative": -1.0},
+                }
+                for lang in ("en", "de", "fr")
+                for i in range(30)
+            ]
+            store.replace_samples(
+                f"step-{setting}",
+                {"model": "m", "setting": setting, "task": "emotion", "mode": "english", "scoring": "exact"},
+                rows,
+            )
     return run_dir
 
 
@@ -165,8 +223,10 @@ def test_corrected_tests_balanced_accuracy_and_label_distribution(tmp_path):
 def test_new_tables_in_every_format(tmp_path):
     run_dir = two_class_run(tmp_path / "run")
     md = write_report(run_dir, "md").read_text()
-    assert "Evaluated items 0:30." in md and "Setting qa: emotion questions de → en, trained on emotion items " \
-                                               "250:500." in md
+    assert (
+        "Evaluated items 0:30." in md
+        and "Setting qa: emotion questions de → en, trained on emotion items 250:500." in md
+    )
     assert "| p sign | p sign (Holm) | p sign (BH) |" in md and "Holm-Bonferroni" in md
     assert "| en | 30 | 63.3 | 96.7 | **+33.3** |" in md
     assert "| en † | 63.3 | 47.5 | 38.8 | 96.7 | **97.5** |" in md
@@ -176,11 +236,13 @@ def test_new_tables_in_every_format(tmp_path):
     names = {r["table"] for r in rows}
     assert {"significance", "pooled", "balanced", "label_distribution"} <= names
     fr = [r for r in rows if r["table"] == "significance" and r["column"] == "language" and r["value"] == "fr"]
-    fr_cells = {r["column"]: r["value"] for r in rows if r["table"] == "significance"
-                and r["row_index"] == fr[0]["row_index"]}
+    fr_cells = {
+        r["column"]: r["value"] for r in rows if r["table"] == "significance" and r["row_index"] == fr[0]["row_index"]
+    }
     assert fr_cells["fixed"] == "6" and fr_cells["broken"] == "0" and fr_cells["p sign (Holm)"] == "0.0625"
-    tie = [r for r in rows if r["table"] == "label_distribution" and r["row"] == "en — m / base"
-           and r["column"] == "tie"]
+    tie = [
+        r for r in rows if r["table"] == "label_distribution" and r["row"] == "en — m / base" and r["column"] == "tie"
+    ]
     assert [r["value"] for r in tie] == ["0.0333333"]
     tex = write_report(run_dir, "latex").read_text()
     assert "Table 8 --- predicted-label distribution" in tex and "p sign (Holm)" in tex
@@ -196,8 +258,11 @@ def chromium() -> str | None:
 
 
 @pytest.mark.slow  # launches a headless browser
-@pytest.mark.skipif(chromium() is None, reason="chromium is not installed (CI installs it: apt-get install -y "
-                                               "chromium); the HTML report cannot be rendered headless")
+@pytest.mark.skipif(
+    chromium() is None,
+    reason="chromium is not installed (CI installs it: apt-get install -y "
+    "chromium); the HTML report cannot be rendered headless",
+)
 def test_html_report_renders_in_a_headless_browser(tmp_path):
     from matplotlib.image import imread
 
@@ -206,11 +271,22 @@ def test_html_report_renders_in_a_headless_browser(tmp_path):
     text = page.read_text()
     assert text.count("data:image/png;base64,") == 2 and "<link" not in text and "src='http" not in text
     shot = tmp_path / "shot.png"
-    cmd = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           "--disable-dev-shm-usage",  # containers often have a tiny /dev/shm
-           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1200,1600",
-           page.resolve().as_uri()]
+    cmd = [
+        chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",  # containers often have a tiny /dev/shm
+        f"--user-data-dir={tmp_path / 'profile'}",
+        f"--screenshot={shot}",
+        "--window-size=1200,1600",
+        page.resolve().as_uri(),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert shot.is_file() and shot.stat().st_size > 20_000, done.stderr[-2000:]
     pixels = imread(shot)[..., :3]

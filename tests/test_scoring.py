@@ -1,4 +1,5 @@
 """The cached, batched scorer against a naive full forward, on tiny random models."""
+
 import pytest
 
 from helpers import PREFIX, QUERIES, WORDS, make_items, naive_scores
@@ -58,8 +59,11 @@ def test_prefix_sets_follow_the_papers_rule(gemma_tok):
 
 def _byte_level_alphabet() -> dict[str, int]:
     """GPT-2's byte-level alphabet, character -> byte."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("\u00a1"), ord("\u00ac") + 1),
-                 *range(ord("\u00ae"), ord("\u00ff") + 1)]
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("\u00a1"), ord("\u00ac") + 1),
+        *range(ord("\u00ae"), ord("\u00ff") + 1),
+    ]
     rest = [b for b in range(256) if b not in printable]
     return {chr(b): b for b in printable} | {chr(256 + n): b for n, b in enumerate(rest)}
 
@@ -90,12 +94,17 @@ def test_colliding_labels_are_refused(gemma_tok):
     words = {"a": "positivezqx", "b": "positivezqy"}
     sets = {c: prefix_token_ids(tok, w) for c, w in words.items()}
     assert sets["a"] == sets["b"] and "\u2581positive" in tok.convert_ids_to_tokens(sets["a"])
-    with pytest.raises(Indistinguishable, match="'positivezqx' \\(a\\) and 'positivezqy' \\(b\\) collide after "
-                                                "tokenization under prefix"):
+    with pytest.raises(
+        Indistinguishable,
+        match="'positivezqx' \\(a\\) and 'positivezqy' \\(b\\) collide after tokenization under prefix",
+    ):
         check_distinguishable(words, sets, "prefix", "t")
-    check_distinguishable({"a": "positivo", "b": "positivx"},  # differ in the vocabulary: accepted
-                          {c: prefix_token_ids(tok, w) for c, w in {"a": "positivo", "b": "positivx"}.items()},
-                          "prefix", "t")
+    check_distinguishable(
+        {"a": "positivo", "b": "positivx"},  # differ in the vocabulary: accepted
+        {c: prefix_token_ids(tok, w) for c, w in {"a": "positivo", "b": "positivx"}.items()},
+        "prefix",
+        "t",
+    )
     with pytest.raises(PolyalignError, match="collide"):
         check_distinguishable({"a": "x", "b": "x"}, {"a": [5], "b": [5]}, "exact", "t")
     with pytest.raises(PolyalignError, match="has no tokens"):
@@ -112,15 +121,19 @@ def test_plan_batches_is_the_cheapest_split(seed):
     """Against every split of a small sorted length list, brute force."""
     import itertools
     import random
+
     rng = random.Random(seed)
     lengths = sorted((rng.randint(1, 300) for _ in range(rng.randint(1, 9))), reverse=True)
     max_rows, overhead = rng.randint(1, 5), rng.choice([0, 32, 500])
     starts = plan_batches(lengths, max_rows, overhead)
     stops = starts[1:] + [len(lengths)]
     assert starts[0] == 0 and all(0 < b - a <= max_rows for a, b in zip(starts, stops))
-    best = min(_split_cost(lengths, [0, *cuts], overhead)
-               for k in range(len(lengths)) for cuts in itertools.combinations(range(1, len(lengths)), k)
-               if all(0 < b - a <= max_rows for a, b in zip([0, *cuts], [*cuts, len(lengths)])))
+    best = min(
+        _split_cost(lengths, [0, *cuts], overhead)
+        for k in range(len(lengths))
+        for cuts in itertools.combinations(range(1, len(lengths)), k)
+        if all(0 < b - a <= max_rows for a, b in zip([0, *cuts], [*cuts, len(lengths)]))
+    )
     assert _split_cost(lengths, starts, overhead) == best
 
 
@@ -133,13 +146,15 @@ def test_plan_batches_separates_a_long_row_from_short_ones():
 def test_resumed_scoring_replays_the_whole_plan(tiny_gemma, monkeypatch):
     """Items already done are skipped; the rest get bit-identical scores to an uninterrupted run."""
     from polyalign import scoring
+
     monkeypatch.setattr(scoring, "UNEMBED_POSITIONS", 2)
     model, tokenizer = load_model(str(tiny_gemma))
     items, shared = make_items(tokenizer, WORDS)
     whole = Scorer(model, tokenizer).score(items, shared, "exact", None, batch_size=3)
     done = {1, 4, 6}
     flushed = []
-    rest = Scorer(model, tokenizer).score(items, shared, "exact", None, batch_size=3, done=done,
-                                          on_batch=lambda got: flushed.extend(got))
+    rest = Scorer(model, tokenizer).score(
+        items, shared, "exact", None, batch_size=3, done=done, on_batch=lambda got: flushed.extend(got)
+    )
     assert set(rest) == set(whole) - done and sorted(flushed) == sorted(rest)
     assert all(rest[i] == whole[i] for i in rest)

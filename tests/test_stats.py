@@ -1,5 +1,6 @@
 """polyalign.stats against values worked out by hand: the Holm and Benjamini-Hochberg corrections,
 the exact sign test, balanced accuracy, macro-F1, the label distribution and the joint bootstrap CI."""
+
 from math import exp, lgamma, log
 
 import numpy as np

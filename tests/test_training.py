@@ -1,4 +1,5 @@
 """`polyalign train` / `merge` on a tiny random model: config, target-only loss, best checkpoint, resume, merge."""
+
 import argparse
 import dataclasses
 import json
@@ -24,8 +25,18 @@ from polyalign.training import (
     train,
 )
 
-TINY = ["max_steps=4", "per_device_batch=2", "grad_accum=1", "eval_steps=2", "save_steps=2", "logging_steps=1",
-        "val_size=0.25", "learning_rate=1e-3", "cutoff_len=256", "keep=best"]
+TINY = [
+    "max_steps=4",
+    "per_device_batch=2",
+    "grad_accum=1",
+    "eval_steps=2",
+    "save_steps=2",
+    "logging_steps=1",
+    "val_size=0.25",
+    "learning_rate=1e-3",
+    "cutoff_len=256",
+    "keep=best",
+]
 
 
 def run_cli(argv):
@@ -54,15 +65,27 @@ def test_default_yaml_is_the_paper_recipe():
 def test_config_file_and_typed_overrides(tmp_path):
     user = tmp_path / "my.yaml"
     user.write_text("lora_rank: 16\nlearning_rate: 1e-4\n")
-    cfg = load_config(user, ["target_modules=q_proj,k_proj,v_proj", "group_by_length=false", "epochs=1",
-                             "save_total_limit=none", "warmup_ratio=0"])
+    cfg = load_config(
+        user,
+        [
+            "target_modules=q_proj,k_proj,v_proj",
+            "group_by_length=false",
+            "epochs=1",
+            "save_total_limit=none",
+            "warmup_ratio=0",
+        ],
+    )
     assert cfg.lora_rank == 16 and cfg.learning_rate == 1e-4 and cfg.lora_alpha == 16
     assert cfg.target_modules == ["q_proj", "k_proj", "v_proj"] and cfg.group_by_length is False
     assert cfg.epochs == 1.0 and isinstance(cfg.epochs, float) and cfg.save_total_limit is None
-    for bad, message in [(["lora_rnak=4"], "unknown key"), (["lora_rank=big"], "not a valid int"),
-                         (["group_by_length=maybe"], "not a valid bool"),
-                         (["keep=best", "save_steps=3"], "multiple of"), (["val_size=1"], "val_size"),
-                         (["lora_rank"], "key=value")]:
+    for bad, message in [
+        (["lora_rnak=4"], "unknown key"),
+        (["lora_rank=big"], "not a valid int"),
+        (["group_by_length=maybe"], "not a valid bool"),
+        (["keep=best", "save_steps=3"], "multiple of"),
+        (["val_size=1"], "val_size"),
+        (["lora_rank"], "key=value"),
+    ]:
         with pytest.raises(PolyalignError, match=message):
             load_config(None, bad)
     user.write_text("bogus: 1\n")
@@ -104,8 +127,10 @@ def run(tiny_llama, pairs_file, tmp_path_factory):
     assert 3 in [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
     with pytest.raises(PolyalignError, match="--resume"):
         train(str(tiny_llama), pairs_file, out, load_config(None, TINY))
-    assert run_cli(["train", "--model", str(tiny_llama), "--data", str(pairs_file), "--out", str(out),
-                    "--resume", *TINY]) == 0
+    assert (
+        run_cli(["train", "--model", str(tiny_llama), "--data", str(pairs_file), "--out", str(out), "--resume", *TINY])
+        == 0
+    )
     return out
 
 
@@ -180,10 +205,35 @@ def test_accelerate_launch_trains_on_two_processes(tiny_llama, pairs_file, tmp_p
     import sys
 
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "polyalign.cli",
-           "train", "--model", str(tiny_llama), "--data", str(pairs_file), "--out", str(out), "max_steps=2",
-           "per_device_batch=2", "grad_accum=1", "eval_steps=1", "save_steps=1", "logging_steps=1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "polyalign.cli",
+        "train",
+        "--model",
+        str(tiny_llama),
+        "--data",
+        str(pairs_file),
+        "--out",
+        str(out),
+        "max_steps=2",
+        "per_device_batch=2",
+        "grad_accum=1",
+        "eval_steps=1",
+        "save_steps=1",
+        "logging_steps=1",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")  # CPU processes (gloo), GPU or not
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]

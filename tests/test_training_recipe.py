@@ -1,4 +1,5 @@
 """The paper's training choices on tiny models: which weights are kept, and the prompt template."""
+
 import json
 
 import pytest
@@ -11,8 +12,18 @@ from polyalign.errors import PolyalignError
 from polyalign.prompts import PromptPack
 from polyalign.training import IGNORE, load_config, tokenize_pairs, train
 
-STEPS = ["max_steps=6", "per_device_batch=2", "grad_accum=1", "eval_steps=2", "save_steps=2", "logging_steps=1",
-         "val_size=0.25", "learning_rate=1e-2", "cutoff_len=256", "save_total_limit=none"]
+STEPS = [
+    "max_steps=6",
+    "per_device_batch=2",
+    "grad_accum=1",
+    "eval_steps=2",
+    "save_steps=2",
+    "logging_steps=1",
+    "val_size=0.25",
+    "learning_rate=1e-2",
+    "cutoff_len=256",
+    "save_total_limit=none",
+]
 
 
 class RisingEvalLoss(TrainerCallback):
@@ -38,14 +49,20 @@ def test_keep_final_keeps_the_last_weights_and_best_the_lowest_eval_loss(tiny_ll
     runs = {}
     for keep in ("final", "best"):
         out = tmp_path / keep
-        summary = train(str(tiny_llama), pairs_file, out, load_config(None, STEPS + [f"keep={keep}"]),
-                        callbacks=[RisingEvalLoss()])
+        summary = train(
+            str(tiny_llama), pairs_file, out, load_config(None, STEPS + [f"keep={keep}"]), callbacks=[RisingEvalLoss()]
+        )
         assert summary["kept"] == keep and summary["global_step"] == 6
         assert summary["best_checkpoint"].endswith("checkpoint-2")
         runs[keep] = out / "adapter", out / "checkpoints"
     final, checkpoints = runs["final"]
-    assert any(not torch.equal(a, b) for a, b in zip(adapter_weights(checkpoints / "checkpoint-2").values(),
-                                                      adapter_weights(checkpoints / "checkpoint-6").values()))
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(
+            adapter_weights(checkpoints / "checkpoint-2").values(),
+            adapter_weights(checkpoints / "checkpoint-6").values(),
+        )
+    )
     assert_same(adapter_weights(final), adapter_weights(checkpoints / "checkpoint-6"))  # the last weights
     best, checkpoints = runs["best"]
     assert_same(adapter_weights(best), adapter_weights(checkpoints / "checkpoint-2"))  # reloaded best

@@ -1,4 +1,5 @@
 """Verified reduced precision (polyalign.verify): bf16 scores, float32 re-scores under the threshold."""
+
 import json
 import math
 
@@ -16,15 +17,26 @@ LANGS = ("en", "zh")
 
 
 def cfg_for(model_dir, data_dir, **kw):
-    base = dict(model=str(model_dir), task="emotion", langs=",".join(LANGS), mode="english", scoring="exact",
-                limit=6, data_dir=str(data_dir), prompts=str(PAPER_PACK), batch_size=4)
+    base = dict(
+        model=str(model_dir),
+        task="emotion",
+        langs=",".join(LANGS),
+        mode="english",
+        scoring="exact",
+        limit=6,
+        data_dir=str(data_dir),
+        prompts=str(PAPER_PACK),
+        batch_size=4,
+    )
     base.update(kw)
     return EvalConfig(**base)
 
 
 def rows_of(out):
-    return {lang: [json.loads(line) for line in (out / "samples" / f"emotion_{lang}.jsonl").read_text().splitlines()]
-            for lang in LANGS}
+    return {
+        lang: [json.loads(line) for line in (out / "samples" / f"emotion_{lang}.jsonl").read_text().splitlines()]
+        for lang in LANGS
+    }
 
 
 def plain(row):
@@ -49,8 +61,9 @@ def runs(tiny_gemma, data_dir, tmp_path_factory):
     fast, _ = load_model(str(tiny_gemma), dtype="bfloat16")
     full, tok = load_model(str(tiny_gemma), dtype="float32")
     for rule in ("exact", "prefix"):
-        run_eval(cfg_for(tiny_gemma, data_dir, scoring=rule, verify=False), fast, tok, tmp / f"bf16_{rule}",
-                 progress=False)
+        run_eval(
+            cfg_for(tiny_gemma, data_dir, scoring=rule, verify=False), fast, tok, tmp / f"bf16_{rule}", progress=False
+        )
         run_eval(cfg_for(tiny_gemma, data_dir, scoring=rule), full, tok, tmp / f"fp32_{rule}", progress=False)
     return tmp, fast, tok
 
@@ -78,8 +91,14 @@ def test_items_under_the_threshold_are_rescored_in_float32(runs, tiny_gemma, dat
     bf16, fp32 = rows_of(tmp / f"bf16_{rule}"), rows_of(tmp / f"fp32_{rule}")
     threshold = middle_threshold(bf16, rule)
     loads = Loads(tiny_gemma)
-    results = run_eval(cfg_for(tiny_gemma, data_dir, scoring=rule, verify_threshold=threshold), fast, tok,
-                       tmp / f"verified_{rule}", progress=False, load_reference=loads)
+    results = run_eval(
+        cfg_for(tiny_gemma, data_dir, scoring=rule, verify_threshold=threshold),
+        fast,
+        tok,
+        tmp / f"verified_{rule}",
+        progress=False,
+        load_reference=loads,
+    )
     verified = rows_of(tmp / f"verified_{rule}")
     assert loads.calls == 1  # loaded once, for the first language that needed it
     total = 0
@@ -88,8 +107,11 @@ def test_items_under_the_threshold_are_rescored_in_float32(runs, tiny_gemma, dat
         assert {r["index"] for r in verified[lang] if "fast" in r} == under
         for v, b, f in zip(verified[lang], bf16[lang], fp32[lang]):
             if v["index"] in under:  # the float32 row (other batch companions: equal up to fp32 rounding)
-                assert v["pred"] == f["pred"] and v["fast"] == {"dtype": "bfloat16", "pred": b["pred"],
-                                                                 "margin": margin(b["scores"], rule)}
+                assert v["pred"] == f["pred"] and v["fast"] == {
+                    "dtype": "bfloat16",
+                    "pred": b["pred"],
+                    "margin": margin(b["scores"], rule),
+                }
                 assert all(v["scores"][c] == pytest.approx(f["scores"][c], abs=1e-5) for c in f["scores"])
             else:  # the bf16 row, bit for bit
                 assert v == b
@@ -108,14 +130,26 @@ def test_items_under_the_threshold_are_rescored_in_float32(runs, tiny_gemma, dat
 def test_infinite_threshold_reproduces_float32_and_zero_loads_nothing(runs, tiny_gemma, data_dir):
     tmp, fast, tok = runs
     loads = Loads(tiny_gemma)
-    results = run_eval(cfg_for(tiny_gemma, data_dir, verify_threshold=math.inf), fast, tok, tmp / "inf",
-                       progress=False, load_reference=loads)
+    results = run_eval(
+        cfg_for(tiny_gemma, data_dir, verify_threshold=math.inf),
+        fast,
+        tok,
+        tmp / "inf",
+        progress=False,
+        load_reference=loads,
+    )
     assert results["verify"]["rescored"] == 12
     fp32 = rows_of(tmp / "fp32_exact")
     assert {lang: [plain(r) for r in rows] for lang, rows in rows_of(tmp / "inf").items()} == fp32  # bit for bit
     none = Loads(tiny_gemma)
-    results = run_eval(cfg_for(tiny_gemma, data_dir, verify_threshold=0.0), fast, tok, tmp / "zero",
-                       progress=False, load_reference=none)
+    results = run_eval(
+        cfg_for(tiny_gemma, data_dir, verify_threshold=0.0),
+        fast,
+        tok,
+        tmp / "zero",
+        progress=False,
+        load_reference=none,
+    )
     assert none.calls == 0 and results["verify"]["rescored"] == 0
     assert rows_of(tmp / "zero") == rows_of(tmp / "bf16_exact")
 
@@ -124,8 +158,9 @@ def test_infinite_threshold_reproduces_float32_and_zero_loads_nothing(runs, tiny
 def test_interrupted_verification_resumes_to_identical_files(runs, tiny_gemma, data_dir, tmp_path, monkeypatch):
     tmp, fast, tok = runs
     monkeypatch.setattr(scoring, "UNEMBED_POSITIONS", 1)  # save after every batch
-    cfg = cfg_for(tiny_gemma, data_dir, verify_threshold=middle_threshold(rows_of(tmp / "bf16_exact"), "exact"),
-                  batch_size=2)
+    cfg = cfg_for(
+        tiny_gemma, data_dir, verify_threshold=middle_threshold(rows_of(tmp / "bf16_exact"), "exact"), batch_size=2
+    )
     whole = run_eval(cfg, fast, tok, tmp_path / "whole", progress=False, load_reference=Loads(tiny_gemma))
     original = SampleLog.append
     calls = {"n": 0}
@@ -149,8 +184,10 @@ def test_interrupted_verification_resumes_to_identical_files(runs, tiny_gemma, d
     assert again["languages"] == whole["languages"] and again["verify"]["rescored"] == whole["verify"]["rescored"]
     assert not (tmp_path / "resumed" / "samples" / ".partial").exists()
     # a finished run run again writes the same results (its counts come from the samples files)
-    assert run_eval(cfg, fast, tok, tmp_path / "resumed", progress=False)["verify"] == {**again["verify"],
-                                                                                         "seconds": 0.0}
+    assert run_eval(cfg, fast, tok, tmp_path / "resumed", progress=False)["verify"] == {
+        **again["verify"],
+        "seconds": 0.0,
+    }
 
 
 @pytest.mark.slow
@@ -175,8 +212,21 @@ def test_sharded_verified_run_rescores_each_process_share(runs, tiny_gemma, data
 
 @pytest.mark.slow
 def test_cli_verifies_bf16_by_default_and_ignores_verify_for_fp32(tiny_gemma, data_dir, tmp_path):
-    base = ["eval", "--model", str(tiny_gemma), "--task", "emotion", "--langs", "en", "--limit", "4",
-            "--data-dir", str(data_dir), "--prompts", str(PAPER_PACK)]
+    base = [
+        "eval",
+        "--model",
+        str(tiny_gemma),
+        "--task",
+        "emotion",
+        "--langs",
+        "en",
+        "--limit",
+        "4",
+        "--data-dir",
+        str(data_dir),
+        "--prompts",
+        str(PAPER_PACK),
+    ]
     assert main(base + ["--dtype", "bfloat16", "--verify-threshold", "inf", "--out", str(tmp_path / "b")]) == 0
     verified = json.loads((tmp_path / "b" / "results.json").read_text())["verify"]
     assert verified["rescored"] == 4 and verified["threshold"] == math.inf  # reference loaded from disk

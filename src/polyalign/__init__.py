@@ -9,8 +9,9 @@ __version__ = "0.1.0"
 # `is_activation_checkpointing`; polyalign's forwards and peft still use the old names, which the
 # transformers versions polyalign supports accept. Exactly these notices are silenced: they are not
 # for polyalign's users and were printed on every run.
-_warnings.filterwarnings("ignore", message=r"`past_key_values` is deprecated and will be removed",
-                         category=FutureWarning)
+_warnings.filterwarnings(
+    "ignore", message=r"`past_key_values` is deprecated and will be removed", category=FutureWarning
+)
 _warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 

@@ -8,6 +8,7 @@ Parallel records come, in this order of preference, from (a) files the user name
 (`--pair-file LANG=PATH`, `--target-file PATH`), (b) the benchmark's `*_question.json`
 files (task `question_file`), or (c) a seq2seq machine translator (`--translator`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -79,8 +80,9 @@ def question_file_records(task: TaskSpec, lang: str, data_dir: Path, targets: li
     path = data_dir / task.question_file.format(lang=lang)
     rows = read_records(path)
     if len(rows) != len(targets):
-        raise PolyalignError(f"{path}: {len(rows)} records but the target file has {len(targets)}; "
-                             f"pair files must be item-parallel")
+        raise PolyalignError(
+            f"{path}: {len(rows)} records but the target file has {len(targets)}; pair files must be item-parallel"
+        )
     records = []
     for i, row in enumerate(rows):
         if not isinstance(row.get("input"), str) or not isinstance(row.get("answer"), str):
@@ -88,8 +90,9 @@ def question_file_records(task: TaskSpec, lang: str, data_dir: Path, targets: li
         records.append(_parse_question(row["input"], task.fields, f"{path}: record {i}"))
         english = _parse_question(row["answer"], task.fields, f"{path}: record {i} answer")
         if any(english[f].strip() != str(targets[i].get(f, "")).strip() for f in task.fields):
-            raise PolyalignError(f"{path}: record {i} does not match record {i} of the target file; "
-                                 f"the files are not item-parallel")
+            raise PolyalignError(
+                f"{path}: record {i} does not match record {i} of the target file; the files are not item-parallel"
+            )
     return records
 
 
@@ -106,34 +109,51 @@ def _targets(task: TaskSpec, target: str, data_dir, target_file) -> tuple[list[d
     elif target == task.pivot and task.train_file:
         path = resolve_data_dir(data_dir) / task.train_file
     elif target == task.pivot:
-        raise PolyalignError(f"the benchmark ships no {task.name} training questions: take held-out test items "
-                             f"with --items START:STOP (e.g. 250:500) or give --pair-file/--target-file")
+        raise PolyalignError(
+            f"the benchmark ships no {task.name} training questions: take held-out test items "
+            f"with --items START:STOP (e.g. 250:500) or give --pair-file/--target-file"
+        )
     else:
-        raise PolyalignError(f"no '{target}' records for task {task.name}: use --items START:STOP, give "
-                             f"--target-file (item-parallel with the --pair-file files) or use target '{task.pivot}'")
+        raise PolyalignError(
+            f"no '{target}' records for task {task.name}: use --items START:STOP, give "
+            f"--target-file (item-parallel with the --pair-file files) or use target '{task.pivot}'"
+        )
     records = read_records(path)
     _check_fields(task, records, str(path))
     return records, str(path)
 
 
-def _sources(task: TaskSpec, lang: str, targets: list[dict], data_dir, source_files: dict, from_train_file: bool,
-             can_translate: bool) -> tuple[list[dict] | None, str]:
+def _sources(
+    task: TaskSpec,
+    lang: str,
+    targets: list[dict],
+    data_dir,
+    source_files: dict,
+    from_train_file: bool,
+    can_translate: bool,
+) -> tuple[list[dict] | None, str]:
     """Source records of one language (None: to be machine-translated), in order of preference."""
     if lang in source_files:
         path = Path(source_files[lang])
         records = read_records(path)
-    elif task.question_file and from_train_file and \
-            (resolve_data_dir(data_dir) / task.question_file.format(lang=lang)).exists():
+    elif (
+        task.question_file
+        and from_train_file
+        and (resolve_data_dir(data_dir) / task.question_file.format(lang=lang)).exists()
+    ):
         path = resolve_data_dir(data_dir) / task.question_file.format(lang=lang)
         records = question_file_records(task, lang, resolve_data_dir(data_dir), targets)
     elif can_translate:
         return None, f"machine translation into '{lang}'"
     else:
-        raise PolyalignError(f"no parallel '{lang}' records for task {task.name}: give --pair-file "
-                             f"{lang}=PATH (and --target-file) or use --translator MODEL")
+        raise PolyalignError(
+            f"no parallel '{lang}' records for task {task.name}: give --pair-file "
+            f"{lang}=PATH (and --target-file) or use --translator MODEL"
+        )
     if len(records) != len(targets):
-        raise PolyalignError(f"{path}: {len(records)} records but the target file has {len(targets)}; "
-                             f"pair files must be item-parallel")
+        raise PolyalignError(
+            f"{path}: {len(records)} records but the target file has {len(targets)}; pair files must be item-parallel"
+        )
     _check_fields(task, records, str(path))
     return records, str(path)
 
@@ -160,14 +180,25 @@ def _check_mixture(sources: list[str], target: str, per_language: int, source_fi
     if per_language < 1:
         raise PolyalignError(f"--per-language must be at least 1 (got {per_language})")
     if mixed:
-        raise PolyalignError("--items takes questions from the benchmark's test files; it cannot be combined "
-                             "with --pair-file, --target-file or --translator")
+        raise PolyalignError(
+            "--items takes questions from the benchmark's test files; it cannot be combined "
+            "with --pair-file, --target-file or --translator"
+        )
 
 
-def build_pairs(task: TaskSpec | str, sources: list[str], target: str, per_language: int, seed: int,
-                data_dir: str | Path | None, pack: PromptPack, source_files: dict | None = None,
-                target_file: str | Path | None = None, translate: Callable | None = None,
-                items: ItemRange | str | None = None) -> list[dict]:
+def build_pairs(
+    task: TaskSpec | str,
+    sources: list[str],
+    target: str,
+    per_language: int,
+    seed: int,
+    data_dir: str | Path | None,
+    pack: PromptPack,
+    source_files: dict | None = None,
+    target_file: str | Path | None = None,
+    translate: Callable | None = None,
+    items: ItemRange | str | None = None,
+) -> list[dict]:
     """The shuffled mixture: `per_language` pairs from each source language into `target`.
 
     `translate(records, src, tgt)` supplies source records for languages with no file
@@ -180,8 +211,13 @@ def build_pairs(task: TaskSpec | str, sources: list[str], target: str, per_langu
     items = parse_items(items) if isinstance(items, str) else items
     source_files = dict(source_files or {})
     sources = parse_languages(list(sources))
-    _check_mixture(sources, target, per_language, source_files, items is not None and bool(
-        source_files or target_file or translate))
+    _check_mixture(
+        sources,
+        target,
+        per_language,
+        source_files,
+        items is not None and bool(source_files or target_file or translate),
+    )
     if items is not None:
         records = _test_item_records(task, [target, *sources], data_dir, items)
         targets, population = records[target], list(items.indices())
@@ -189,8 +225,10 @@ def build_pairs(task: TaskSpec | str, sources: list[str], target: str, per_langu
         targets, _ = _targets(task, target, data_dir, target_file)
         population = list(range(len(targets)))
     if per_language > len(population):
-        raise PolyalignError(f"--per-language {per_language} is more than the {len(population)} parallel "
-                             f"records available" + (f" in items {items}" if items else ""))
+        raise PolyalignError(
+            f"--per-language {per_language} is more than the {len(population)} parallel "
+            f"records available" + (f" in items {items}" if items else "")
+        )
     from_train_file = not target_file and target == task.pivot
     pairs = []
     for lang in sources:
@@ -198,8 +236,9 @@ def build_pairs(task: TaskSpec | str, sources: list[str], target: str, per_langu
         if items is not None:
             source, where = records[lang], f"{task.name} test items {items}"
         else:
-            source, where = _sources(task, lang, targets, data_dir, source_files, from_train_file,
-                                     translate is not None)
+            source, where = _sources(
+                task, lang, targets, data_dir, source_files, from_train_file, translate is not None
+            )
         indices = _sample(population, per_language, seed, lang)
         if source is None:
             assert translate is not None  # _sources gives no records only when it can translate
@@ -209,9 +248,13 @@ def build_pairs(task: TaskSpec | str, sources: list[str], target: str, per_langu
             picked = [source[i] for i in indices]
         line = instruction(lang, target)
         for i, record in zip(indices, picked):
-            row = {"source_lang": lang, "target_lang": target, "index": i,
-                   "prompt": pack.query(task, lang, record) + "\n" + line + "\n",
-                   "completion": pack.query(task, target, targets[i])}
+            row = {
+                "source_lang": lang,
+                "target_lang": target,
+                "index": i,
+                "prompt": pack.query(task, lang, record) + "\n" + line + "\n",
+                "completion": pack.query(task, target, targets[i]),
+            }
             if items is not None:
                 row.update(task=task.name, items=str(items))
             pairs.append(row)
@@ -228,10 +271,11 @@ def write_pairs(records: list[dict], out: str | Path, fmt: str = "jsonl") -> lis
     write_jsonl(out, records)
     written = [out]
     if fmt == "llamafactory":
-        name = out.name[:-len(out.suffix)] if out.suffix else out.name
+        name = out.name[: -len(out.suffix)] if out.suffix else out.name
         alpaca = out.with_name(f"{name}.alpaca.json")
-        atomic_write_json(alpaca, [{"instruction": r["prompt"], "input": "", "output": r["completion"]}
-                                   for r in records])
+        atomic_write_json(
+            alpaca, [{"instruction": r["prompt"], "input": "", "output": r["completion"]} for r in records]
+        )
         info_path = out.parent / "dataset_info.json"
         info = {}
         if info_path.exists():
@@ -239,8 +283,10 @@ def write_pairs(records: list[dict], out: str | Path, fmt: str = "jsonl") -> lis
                 info = json.loads(info_path.read_text(encoding="utf-8"))
             except json.JSONDecodeError:
                 raise PolyalignError(f"{info_path}: malformed JSON; fix or remove it") from None
-        info[name] = {"file_name": alpaca.name,
-                      "columns": {"prompt": "instruction", "query": "input", "response": "output"}}
+        info[name] = {
+            "file_name": alpaca.name,
+            "columns": {"prompt": "instruction", "query": "input", "response": "output"},
+        }
         atomic_write_json(info_path, info)
         written += [alpaca, info_path]
     return written
@@ -266,19 +312,39 @@ def cmd_data_build(args: argparse.Namespace) -> int:
     task = load_task(args.task)
     translate = None
     if args.translator:
-        codes = _pairs_arg(args.translator_lang_codes.split(",") if args.translator_lang_codes else [],
-                           "--translator-lang-codes")
-        cache = Path(args.translator_cache) if args.translator_cache else \
-            cache_dir() / "translations" / (slug(args.translator) + ".jsonl")
-        translate = records_translator(args.translator, task.fields, codes, cache, args.translator_batch_size,
-                                       args.device, announce=True)
-    pairs = build_pairs(task, parse_languages(args.sources), args.target, args.per_language, args.seed,
-                        args.data_dir, PromptPack.load(args.prompts), _pairs_arg(args.pair_file, "--pair-file"),
-                        args.target_file, translate, parse_items(args.items))
+        codes = _pairs_arg(
+            args.translator_lang_codes.split(",") if args.translator_lang_codes else [], "--translator-lang-codes"
+        )
+        cache = (
+            Path(args.translator_cache)
+            if args.translator_cache
+            else cache_dir() / "translations" / (slug(args.translator) + ".jsonl")
+        )
+        translate = records_translator(
+            args.translator, task.fields, codes, cache, args.translator_batch_size, args.device, announce=True
+        )
+    pairs = build_pairs(
+        task,
+        parse_languages(args.sources),
+        args.target,
+        args.per_language,
+        args.seed,
+        args.data_dir,
+        PromptPack.load(args.prompts),
+        _pairs_arg(args.pair_file, "--pair-file"),
+        args.target_file,
+        translate,
+        parse_items(args.items),
+    )
     for path in write_pairs(pairs, out, args.format):
         print(f"wrote {path}")
-    print(f"{len(pairs)} pairs: " + ", ".join(f"{lang}->{args.target} {sum(p['source_lang'] == lang for p in pairs)}"
-                                             for lang in dict.fromkeys(p["source_lang"] for p in pairs)))
+    print(
+        f"{len(pairs)} pairs: "
+        + ", ".join(
+            f"{lang}->{args.target} {sum(p['source_lang'] == lang for p in pairs)}"
+            for lang in dict.fromkeys(p["source_lang"] for p in pairs)
+        )
+    )
     return 0
 
 
@@ -293,22 +359,38 @@ def add_cli(subparsers) -> None:
     p.add_argument("--per-language", type=int, required=True, help="pairs sampled from each source language")
     p.add_argument("--seed", type=int, default=0, help="sampling and shuffling seed")
     p.add_argument("--out", required=True, help="output .jsonl file")
-    p.add_argument("--format", choices=FORMATS, default="jsonl",
-                   help="llamafactory also writes NAME.alpaca.json and dataset_info.json")
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="jsonl",
+        help="llamafactory also writes NAME.alpaca.json and dataset_info.json",
+    )
     p.add_argument("--data-dir", help="benchmark folder (default: $POLYALIGN_DATA or ../shared/...)")
     p.add_argument("--prompts", help="prompt pack JSON (default: polyalign's own pack)")
     p.add_argument("--languages-file", help="JSON list of extra languages {code, name, native, script}")
-    p.add_argument("--pair-file", action="append", metavar="LANG=PATH",
-                   help="source-language records (JSON/JSONL with the task's fields), item-parallel with the target")
+    p.add_argument(
+        "--pair-file",
+        action="append",
+        metavar="LANG=PATH",
+        help="source-language records (JSON/JSONL with the task's fields), item-parallel with the target",
+    )
     p.add_argument("--target-file", help="target-language records, item-parallel with the --pair-file files")
-    p.add_argument("--items", metavar="START:STOP",
-                   help="take the questions (no answers) of benchmark test items [START, STOP) in every language, "
-                        "paired by item, e.g. 250:500; evaluate on a disjoint range (eval --items 0:250)")
-    p.add_argument("--translator", help="seq2seq model (HF id or folder, e.g. NLLB) to translate the target "
-                                        "records into sources that have no file")
-    p.add_argument("--translator-lang-codes",
-                   help="translator language codes per language, e.g. en=eng_Latn,zh=zho_Hans, or src=..,tgt=.. "
-                        "for the translator's input (the pairs' target) and output; NLLB codes are built in")
+    p.add_argument(
+        "--items",
+        metavar="START:STOP",
+        help="take the questions (no answers) of benchmark test items [START, STOP) in every language, "
+        "paired by item, e.g. 250:500; evaluate on a disjoint range (eval --items 0:250)",
+    )
+    p.add_argument(
+        "--translator",
+        help="seq2seq model (HF id or folder, e.g. NLLB) to translate the target "
+        "records into sources that have no file",
+    )
+    p.add_argument(
+        "--translator-lang-codes",
+        help="translator language codes per language, e.g. en=eng_Latn,zh=zho_Hans, or src=..,tgt=.. "
+        "for the translator's input (the pairs' target) and output; NLLB codes are built in",
+    )
     p.add_argument("--translator-batch-size", type=int, default=16)
     p.add_argument("--translator-cache", help="JSONL translation cache (default: under $POLYALIGN_CACHE)")
     p.add_argument("--device", help="torch device for the translator")

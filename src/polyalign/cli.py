@@ -1,4 +1,5 @@
 """The `polyalign` command line: thin argument parsing over the library modules."""
+
 from __future__ import annotations
 
 import argparse
@@ -17,15 +18,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from polyalign.report import accuracy_table
     from polyalign.verify import reference_loader
 
-    cfg = EvalConfig(model=args.model, task=args.task, langs=args.langs, mode=args.mode, scoring=args.scoring,
-                     adapter=args.adapter, limit=args.limit, items=args.items, data_dir=args.data_dir,
-                     prompts=args.prompts, batch_size=args.batch_size, allow_overlap=args.allow_overlap,
-                     verify=args.verify, verify_threshold=args.verify_threshold)
+    cfg = EvalConfig(
+        model=args.model,
+        task=args.task,
+        langs=args.langs,
+        mode=args.mode,
+        scoring=args.scoring,
+        adapter=args.adapter,
+        limit=args.limit,
+        items=args.items,
+        data_dir=args.data_dir,
+        prompts=args.prompts,
+        batch_size=args.batch_size,
+        allow_overlap=args.allow_overlap,
+        verify=args.verify,
+        verify_threshold=args.verify_threshold,
+    )
     check_config(cfg)
     check_run_dir(Path(args.out), cfg, args.overwrite)  # before the model is loaded
     model, tokenizer = load_model(args.model, args.adapter, args.device, args.dtype, args.trust_remote_code)
-    reference = reference_loader(args.model, args.adapter, str(next(model.parameters()).device),
-                                 args.trust_remote_code)
+    reference = reference_loader(args.model, args.adapter, str(next(model.parameters()).device), args.trust_remote_code)
     results = run_eval(cfg, model, tokenizer, Path(args.out), overwrite=args.overwrite, load_reference=reference)
     if results is not None:
         print(accuracy_table({args.model + (f" + {args.adapter}" if args.adapter else ""): results}))
@@ -70,13 +82,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scoring", default="exact", help="exact (full label log-prob) or prefix (the paper's rule)")
     p.add_argument("--limit", type=int, help="first N items per language")
     add_items_args(p)
-    p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=None,
-                   help="bf16/fp16 weights: re-score in float32 the items whose top-two margin is under "
-                        "--verify-threshold (default: on; ignored for float32)")
-    p.add_argument("--verify-threshold", type=float, metavar="MARGIN",
-                   help="log-probability margin under which --verify re-scores (default: polyalign.verify.THRESHOLD)")
-    p.add_argument("--batch-size", type=int, default=16,
-                   help="most prompts per forward; batches are cut to minimize padding")
+    p.add_argument(
+        "--verify",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="bf16/fp16 weights: re-score in float32 the items whose top-two margin is under "
+        "--verify-threshold (default: on; ignored for float32)",
+    )
+    p.add_argument(
+        "--verify-threshold",
+        type=float,
+        metavar="MARGIN",
+        help="log-probability margin under which --verify re-scores (default: polyalign.verify.THRESHOLD)",
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=16, help="most prompts per forward; batches are cut to minimize padding"
+    )
     p.add_argument("--out", required=True, help="output folder (resumes if it holds the same run)")
     p.add_argument("--overwrite", action="store_true", help="replace a folder that holds a different run")
     p.set_defaults(func=cmd_eval)

@@ -4,6 +4,7 @@ Why a module of its own: the options of `eval`, `lens` and `pca` are declared on
 building the parser (`polyalign --help`) imports no torch: the engines (polyalign.lens,
 polyalign.pca, polyalign.models) are imported only when a command runs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,33 +17,48 @@ from polyalign.inputs import check_inputs
 
 def add_model_args(parser: argparse.ArgumentParser, compare: bool = False) -> None:
     """--model, --adapter (and --compare-adapter for the analyses), --device, --dtype, --trust-remote-code."""
-    parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help="Hugging Face id, local folder, or packaged alias (gemma-3-270m, smollm2-135m)")
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help="Hugging Face id, local folder, or packaged alias (gemma-3-270m, smollm2-135m)",
+    )
     parser.add_argument("--adapter", help="LoRA adapter folder applied on top of the model")
     if compare:
-        parser.add_argument("--compare-adapter",
-                            help="a second LoRA adapter on the same model, drawn in the same figure")
+        parser.add_argument(
+            "--compare-adapter", help="a second LoRA adapter on the same model, drawn in the same figure"
+        )
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--dtype", choices=list(DTYPE_NAMES),
-                        help="weights dtype (default: POLYALIGN_DTYPE, else fp32 on CPU, bf16 on GPU)")
+    parser.add_argument(
+        "--dtype",
+        choices=list(DTYPE_NAMES),
+        help="weights dtype (default: POLYALIGN_DTYPE, else fp32 on CPU, bf16 on GPU)",
+    )
     parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off)")
 
 
 def add_data_args(parser: argparse.ArgumentParser) -> None:
     """--data-dir, --prompts, --languages-file."""
-    parser.add_argument("--data-dir", help="benchmark folder (default: $POLYALIGN_DATA; in a source checkout "
-                                           "../shared/data/multilingual-learner beside it)")
+    parser.add_argument(
+        "--data-dir",
+        help="benchmark folder (default: $POLYALIGN_DATA; in a source checkout "
+        "../shared/data/multilingual-learner beside it)",
+    )
     parser.add_argument("--prompts", help="prompt pack JSON (default: polyalign's own pack)")
     parser.add_argument("--languages-file", help="JSON list of extra languages {code, name, native, script}")
 
 
 def add_items_args(parser: argparse.ArgumentParser) -> None:
     """--items / --allow-overlap, shared by eval, lens and pca."""
-    parser.add_argument("--items", metavar="START:STOP",
-                        help="benchmark item indices [START, STOP) per language, e.g. 0:250 (with --limit N: the "
-                             "first N of them)")
-    parser.add_argument("--allow-overlap", action="store_true",
-                        help="use items whose questions an adapter was trained on (refused by default)")
+    parser.add_argument(
+        "--items",
+        metavar="START:STOP",
+        help="benchmark item indices [START, STOP) per language, e.g. 0:250 (with --limit N: the first N of them)",
+    )
+    parser.add_argument(
+        "--allow-overlap",
+        action="store_true",
+        help="use items whose questions an adapter was trained on (refused by default)",
+    )
 
 
 def add_analysis_args(p: argparse.ArgumentParser) -> None:
@@ -77,8 +93,17 @@ def check_analysis_args(args: argparse.Namespace, what: str) -> list[int | str] 
     check_analysis_limit(args.limit, what)
     for adapter in (args.adapter, args.compare_adapter, None):  # each adapter is checked for leaked items
         if adapter or adapter is None:
-            check_inputs(args.task, args.langs, args.mode, args.items, args.limit, args.data_dir, args.prompts,
-                         adapter, args.allow_overlap)
+            check_inputs(
+                args.task,
+                args.langs,
+                args.mode,
+                args.items,
+                args.limit,
+                args.data_dir,
+                args.prompts,
+                adapter,
+                args.allow_overlap,
+            )
     return parse_layers(args.layers)
 
 
@@ -101,9 +126,22 @@ def cmd_lens(args: argparse.Namespace) -> int:
 
     layers = check_analysis_args(args, "the lens")
     model, tokenizer, label, compare = load_models(args)
-    meta = run_lens(model, tokenizer, args.task, args.langs, args.mode, args.limit, args.data_dir, args.prompts,
-                    args.out, label=label, compare=compare, layers=layers,
-                    batch_size=args.batch_size, items=args.items)
+    meta = run_lens(
+        model,
+        tokenizer,
+        args.task,
+        args.langs,
+        args.mode,
+        args.limit,
+        args.data_dir,
+        args.prompts,
+        args.out,
+        label=label,
+        compare=compare,
+        layers=layers,
+        batch_size=args.batch_size,
+        items=args.items,
+    )
     for lang, info in meta["languages"].items():
         print(f"{lang}: {info['n_items']} items, {info['overlap']['count']} tokens shared with English labels")
     print(f"lens: {Path(args.out) / 'lens.json'}")
@@ -116,11 +154,27 @@ def cmd_pca(args: argparse.Namespace) -> int:
     check_choice(args.pooling, POOLINGS, "pooling")
     layers = check_analysis_args(args, "PCA")
     model, tokenizer, label, compare = load_models(args)
-    meta = run_pca(model, tokenizer, args.task, args.langs, layers, args.pooling, args.limit, args.data_dir,
-                   args.prompts, args.out, label=label, compare=compare, mode=args.mode, batch_size=args.batch_size,
-                   items=args.items)
-    print(f"pca: {meta['n_items']} items x {len(meta['langs'])} languages, layers {meta['layers']}; "
-          f"{Path(args.out) / 'pca_correlations.md'}")
+    meta = run_pca(
+        model,
+        tokenizer,
+        args.task,
+        args.langs,
+        layers,
+        args.pooling,
+        args.limit,
+        args.data_dir,
+        args.prompts,
+        args.out,
+        label=label,
+        compare=compare,
+        mode=args.mode,
+        batch_size=args.batch_size,
+        items=args.items,
+    )
+    print(
+        f"pca: {meta['n_items']} items x {len(meta['langs'])} languages, layers {meta['layers']}; "
+        f"{Path(args.out) / 'pca_correlations.md'}"
+    )
     return 0
 
 
@@ -136,7 +190,11 @@ def add_analysis_cli(subparsers) -> None:
     add_analysis_args(p)
     p.add_argument("--mode", default="english", help="prompt label words: english, native or agnostic")
     p.add_argument("--layers", default="last", help="comma-separated layers, e.g. 12,18,last (default: last)")
-    p.add_argument("--pooling", default="mean", choices=POOLINGS,
-                   help="mean: the item's tokens; all: every prompt position, few-shot block and BOS included "
-                        "(the paper's Figure 2); last: the answer position")
+    p.add_argument(
+        "--pooling",
+        default="mean",
+        choices=POOLINGS,
+        help="mean: the item's tokens; all: every prompt position, few-shot block and BOS included "
+        "(the paper's Figure 2); last: the answer position",
+    )
     p.set_defaults(func=cmd_pca)

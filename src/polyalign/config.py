@@ -4,6 +4,7 @@ One loader for every config (training recipes, experiment files): values are che
 against the dataclass's type hints, nested dataclasses are built recursively, and any
 unknown key, missing key or ill-typed value is a one-line error naming where it was.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -90,8 +91,11 @@ def build(cls, raw, where: str):
     unknown = sorted(map(str, set(raw) - set(known)))
     if unknown:
         raise PolyalignError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(known)})")
-    missing = [n for n, f in known.items() if n not in raw and f.default is dataclasses.MISSING
-               and f.default_factory is dataclasses.MISSING]
+    missing = [
+        n
+        for n, f in known.items()
+        if n not in raw and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
     if missing:
         raise PolyalignError(f"{where}: missing required key(s) {', '.join(missing)}")
     return cls(**{k: coerce(v, hints[k], f"{where}.{k}") for k, v in raw.items()})

@@ -4,6 +4,7 @@ Why a module of its own: validating a declaration (`--help`, `run --dry-run`, an
 file) must not import torch, and each check was written once per command. Nothing here
 imports more than the standard library.
 """
+
 from __future__ import annotations
 
 from polyalign.errors import PolyalignError
@@ -44,6 +45,7 @@ def resolve_layers(layers: list[int | str] | None, total: int) -> list[int]:
     chosen = [total if layer == "last" else layer for layer in layers]
     bad = [layer for layer in chosen if not (isinstance(layer, int) and 1 <= layer <= total)]
     if bad or not chosen:
-        raise PolyalignError(f"layer {bad[0] if bad else '(none)'} out of range: the model has {total} layers "
-                             f"(use 1..{total} or 'last')")
+        raise PolyalignError(
+            f"layer {bad[0] if bad else '(none)'} out of range: the model has {total} layers (use 1..{total} or 'last')"
+        )
     return sorted({int(layer) for layer in chosen})

@@ -14,6 +14,7 @@ of every evaluation. The training recipe is the paper's LoRA (rank 8, alpha 16, 
 with a budget for 2 CPU cores (see DEMO_RECIPE), chosen on development items 200:250 only
 (configs/examples/emotion_recipe_dev.yaml).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,8 +28,17 @@ from polyalign.tasks import resolve_data_dir
 # 20 optimizer steps of 16 pairs in bf16 autocast (2x fp32 on this CPU); the learning rate was chosen
 # among 2e-4, 5e-4 and 1e-3 on dev items 200:250 (docs/RESULTS.md). No validation split: the paper's
 # runs kept the final weights.
-DEMO_RECIPE = {"max_steps": 20, "learning_rate": 1.0e-3, "precision": "bf16", "val_size": 0.0, "cutoff_len": 512,
-               "logging_steps": 2, "eval_steps": 10, "save_steps": 10, "save_total_limit": 1}
+DEMO_RECIPE = {
+    "max_steps": 20,
+    "learning_rate": 1.0e-3,
+    "precision": "bf16",
+    "val_size": 0.0,
+    "cutoff_len": 512,
+    "logging_steps": 2,
+    "eval_steps": 10,
+    "save_steps": 10,
+    "save_total_limit": 1,
+}
 TRAIN_ITEMS, EVAL_ITEMS = "250:500", "0:120"
 SEEN, UNSEEN = ["en", "zh", "es"], ["de", "ru", "hi", "sw"]
 
@@ -41,8 +51,17 @@ def demo_experiment(data_dir: Path, model: str, quick: bool) -> dict:
         "name": "demo",
         "description": "polyalign demo: zh/es => en emotion question alignment (held-out items) on the default model",
         "models": [model],
-        "alignment": [{"name": "zh-es_en", "task": "emotion", "sources": ["zh", "es"], "target": "en",
-                       "items": TRAIN_ITEMS, "per_language": 16 if quick else 250, "train": recipe}],
+        "alignment": [
+            {
+                "name": "zh-es_en",
+                "task": "emotion",
+                "sources": ["zh", "es"],
+                "target": "en",
+                "items": TRAIN_ITEMS,
+                "per_language": 16 if quick else 250,
+                "train": recipe,
+            }
+        ],
         "tasks": ["emotion"],
         "modes": ["english"],
         "scoring": "prefix",
@@ -50,9 +69,16 @@ def demo_experiment(data_dir: Path, model: str, quick: bool) -> dict:
         "items": "0:4" if quick else EVAL_ITEMS,
         "data_dir": str(data_dir),
         "prompts": str(pack) if pack.exists() else None,
-        "analyses": {"lens": {"task": "emotion", "langs": ["zh", "ru"], "mode": "native", "limit": 3 if quick else 8},
-                     "pca": {"task": "emotion", "langs": ["en", "de", "zh", "sw"], "layers": [6, 12, "last"],
-                             "pooling": "mean", "limit": 3 if quick else 16}},
+        "analyses": {
+            "lens": {"task": "emotion", "langs": ["zh", "ru"], "mode": "native", "limit": 3 if quick else 8},
+            "pca": {
+                "task": "emotion",
+                "langs": ["en", "de", "zh", "sw"],
+                "layers": [6, 12, "last"],
+                "pooling": "mean",
+                "limit": 3 if quick else 16,
+            },
+        },
     }
 
 

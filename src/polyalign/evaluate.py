@@ -7,6 +7,7 @@ Layout of an output folder:
   samples/{task}_{lang}.jsonl   final per-item results, sorted by index
   results.json                  summary, written last and atomically
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -128,8 +129,12 @@ def prepare_language(cfg: EvalConfig, pack: PromptPack, tokenizer, lang: str, st
         shared = min(shared, _common_prefix(prefix_ids, ids))
         items.append(Item(i, ids, conts))
         first_prompt = first_prompt or prompt
-    info = {"label_words": words, "gold_mapping": gold.mapping, "inconsistent_file_labels": gold.inconsistent,
-            "shared_prefix_tokens": shared}
+    info = {
+        "label_words": words,
+        "gold_mapping": gold.mapping,
+        "inconsistent_file_labels": gold.inconsistent,
+        "shared_prefix_tokens": shared,
+    }
     token_sets = None
     try:
         if cfg.scoring == "prefix":
@@ -146,14 +151,19 @@ def prepare_language(cfg: EvalConfig, pack: PromptPack, tokenizer, lang: str, st
     return PreparedLanguage(lang, kept, shared, [gold.classes[it.index] for it in kept], words, token_sets, info)
 
 
-def _prefix_rule(tokenizer, items: list[Item], prompt: str, words: dict[str, str], where: str, info: dict
-                 ) -> dict[str, list[int]]:
+def _prefix_rule(
+    tokenizer, items: list[Item], prompt: str, words: dict[str, str], where: str, info: dict
+) -> dict[str, list[int]]:
     """Candidate sets of the prefix rule; labels with a shared token stem get it appended to every prompt."""
     stem_ids, stem, sets = prefix_sets(tokenizer, items[0].ids, prompt, words)
     if stem_ids:
-        info["stem"] = {"text": stem, "ids": stem_ids, "tokens": tokenizer.convert_ids_to_tokens(stem_ids),
-                        "scored_words": {c: w[len(stem):] for c, w in words.items()}}
-    check_distinguishable({c: w[len(stem):] for c, w in words.items()}, sets, "prefix", where)
+        info["stem"] = {
+            "text": stem,
+            "ids": stem_ids,
+            "tokens": tokenizer.convert_ids_to_tokens(stem_ids),
+            "scored_words": {c: w[len(stem) :] for c, w in words.items()},
+        }
+    check_distinguishable({c: w[len(stem) :] for c, w in words.items()}, sets, "prefix", where)
     for item in items:
         item.ids = item.ids + stem_ids
     return sets
@@ -167,16 +177,21 @@ def check_config(cfg: EvalConfig) -> tuple:
         raise PolyalignError("--limit must be at least 1")
     if cfg.batch_size < 1:
         raise PolyalignError("--batch-size must be at least 1")
-    return check_inputs(cfg.task, cfg.langs, cfg.mode, cfg.items, cfg.limit, cfg.data_dir, cfg.prompts, cfg.adapter,
-                        cfg.allow_overlap)
+    return check_inputs(
+        cfg.task, cfg.langs, cfg.mode, cfg.items, cfg.limit, cfg.data_dir, cfg.prompts, cfg.adapter, cfg.allow_overlap
+    )
 
 
 def run_identity(model, batch_size: int, world_size: int) -> dict:
     """How a run computes: dtype and device type change scores, so a resume must keep them; batch
     size and world size may change (fp32 results are batch-invariant, tested)."""
     weights = next(model.parameters())
-    return {"dtype": str(weights.dtype).removeprefix("torch."), "device": weights.device.type,
-            "batch_size": batch_size, "world_size": world_size}
+    return {
+        "dtype": str(weights.dtype).removeprefix("torch."),
+        "device": weights.device.type,
+        "batch_size": batch_size,
+        "world_size": world_size,
+    }
 
 
 def check_run_dir(out: Path, cfg: EvalConfig, overwrite: bool, runtime: dict | None = None) -> bool:
@@ -193,15 +208,18 @@ def check_run_dir(out: Path, cfg: EvalConfig, overwrite: bool, runtime: dict | N
         if overwrite:
             return True
         reason = f"no {exc} entry" if isinstance(exc, KeyError) else str(exc)
-        raise PolyalignError(f"{run_file}: unreadable ({reason}); fix or delete it, or use another --out or "
-                             "--overwrite") from None
+        raise PolyalignError(
+            f"{run_file}: unreadable ({reason}); fix or delete it, or use another --out or --overwrite"
+        ) from None
     if config == cfg.identity():
         held = previous.get("runtime") or {}
         moved = [k for k in ("dtype", "device") if runtime and k in held and held[k] != runtime[k]]
         if moved and not overwrite:
             was, now = (", ".join(f"{k} {r[k]}" for k in moved) for r in (held, runtime or {}))
-            raise PolyalignError(f"{out}: was evaluated with {was}; resuming with {now} would mix results "
-                                 f"(use the same --dtype/--device, another --out or --overwrite)")
+            raise PolyalignError(
+                f"{out}: was evaluated with {was}; resuming with {now} would mix results "
+                f"(use the same --dtype/--device, another --out or --overwrite)"
+            )
         return bool(moved)
     if not overwrite:
         raise PolyalignError(f"{out}: holds a different run ({run_file}); use another --out or --overwrite")
@@ -216,8 +234,15 @@ def _check_run_dir(out: Path, cfg: EvalConfig, overwrite: bool, rank: int, runti
         atomic_write_json(run_file, {"config": cfg.identity(), "runtime": runtime})
 
 
-def run_eval(cfg: EvalConfig, model, tokenizer, out: Path, overwrite: bool = False,
-             progress: bool = True, load_reference: Callable[[], object] | None = None) -> dict | None:
+def run_eval(
+    cfg: EvalConfig,
+    model,
+    tokenizer,
+    out: Path,
+    overwrite: bool = False,
+    progress: bool = True,
+    load_reference: Callable[[], object] | None = None,
+) -> dict | None:
     """Evaluate every language; returns results.json's content on the main process.
 
     A verified run (bf16/fp16 weights, see polyalign.verify) calls `load_reference()` for its
@@ -236,8 +261,14 @@ def run_eval(cfg: EvalConfig, model, tokenizer, out: Path, overwrite: bool = Fal
     verifier = None
     if threshold is not None:
         device = str(next(model.parameters()).device)
-        verifier = Verifier(threshold, runtime["dtype"], load_reference or reference_loader(cfg.model, cfg.adapter,
-                            device), tokenizer, cfg.scoring, cfg.batch_size)
+        verifier = Verifier(
+            threshold,
+            runtime["dtype"],
+            load_reference or reference_loader(cfg.model, cfg.adapter, device),
+            tokenizer,
+            cfg.scoring,
+            cfg.batch_size,
+        )
     final = {p.lang: out / "samples" / f"{task.name}_{p.lang}.jsonl" for p in prepared}
     todo_total = sum(len(p.items) for p in prepared if not final[p.lang].exists())
     bar = tqdm(total=todo_total, desc=f"{task.name} eval", unit="item", disable=not progress or rank != 0)
@@ -246,8 +277,9 @@ def run_eval(cfg: EvalConfig, model, tokenizer, out: Path, overwrite: bool = Fal
         if final[prep.lang].exists() or "unscorable" in prep.info:
             continue
         start = time.perf_counter()
-        scored += _score_language(cfg, task.name, prep, scorer, verifier, out / "samples" / ".partial",
-                                  (rank, world), bar)
+        scored += _score_language(
+            cfg, task.name, prep, scorer, verifier, out / "samples" / ".partial", (rank, world), bar
+        )
         seconds += time.perf_counter() - start
     bar.close()
     barrier()
@@ -265,8 +297,16 @@ def sample_row(index: int, gold: str, scores: dict[str, float]) -> dict:
     return row
 
 
-def _score_language(cfg: EvalConfig, task: str, prep: PreparedLanguage, scorer: Scorer, verifier: Verifier | None,
-                    partial_dir: Path, shard: tuple[int, int], bar) -> int:
+def _score_language(
+    cfg: EvalConfig,
+    task: str,
+    prep: PreparedLanguage,
+    scorer: Scorer,
+    verifier: Verifier | None,
+    partial_dir: Path,
+    shard: tuple[int, int],
+    bar,
+) -> int:
     """Score this process's share of one language (resuming its log), then verify it; items scored."""
     rank, world = shard
     done = {r["index"]: r for f in partial_dir.glob(f"{task}_{prep.lang}.rank*.jsonl") for r in read_jsonl_tolerant(f)}
@@ -289,20 +329,30 @@ def _score_language(cfg: EvalConfig, task: str, prep: PreparedLanguage, scorer: 
 
     try:
         if any(it.index not in done for it in mine):
-            scorer.score(mine, prep.shared, cfg.scoring, prep.token_sets, cfg.batch_size, on_batch=save,
-                         done=set(done))
+            scorer.score(mine, prep.shared, cfg.scoring, prep.token_sets, cfg.batch_size, on_batch=save, done=set(done))
     finally:
         log.close()
     if verifier is not None:
         bar.set_postfix_str(f"{prep.lang} float32 check")
-        verifier.run(mine, {**done, **fresh}, prep.shared, prep.token_sets, partial_dir, task, prep.lang, rank,
-                     make_row)
+        verifier.run(
+            mine, {**done, **fresh}, prep.shared, prep.token_sets, partial_dir, task, prep.lang, rank, make_row
+        )
     return sum(it.index not in done for it in mine)
 
 
-def _finish(cfg: EvalConfig, task: str, pack: PromptPack, prepared: list[PreparedLanguage], out: Path,
-            final: dict[str, Path], scored: int, seconds: float, runtime: dict, threshold: float | None,
-            verifier: Verifier | None) -> dict:
+def _finish(
+    cfg: EvalConfig,
+    task: str,
+    pack: PromptPack,
+    prepared: list[PreparedLanguage],
+    out: Path,
+    final: dict[str, Path],
+    scored: int,
+    seconds: float,
+    runtime: dict,
+    threshold: float | None,
+    verifier: Verifier | None,
+) -> dict:
     """Merge process logs into sorted sample files, then write results.json last."""
     partial_dir = out / "samples" / ".partial"
     languages, unscorable = {}, {}
@@ -311,8 +361,11 @@ def _finish(cfg: EvalConfig, task: str, pack: PromptPack, prepared: list[Prepare
             unscorable[prep.lang] = {"reason": prep.info["unscorable"], **prep.info}
             continue
         if not final[prep.lang].exists():
-            rows = {r["index"]: r for f in sorted(partial_dir.glob(f"{task}_{prep.lang}.rank*.jsonl"))
-                    for r in read_jsonl_tolerant(f)}
+            rows = {
+                r["index"]: r
+                for f in sorted(partial_dir.glob(f"{task}_{prep.lang}.rank*.jsonl"))
+                for r in read_jsonl_tolerant(f)
+            }
             missing = [it.index for it in prep.items if it.index not in rows]
             if missing:
                 raise PolyalignError(f"{task}/{prep.lang}: {len(missing)} items were not scored; run again to resume")
@@ -326,7 +379,11 @@ def _finish(cfg: EvalConfig, task: str, pack: PromptPack, prepared: list[Prepare
     accuracies = [v["accuracy"] for v in languages.values()]
     results = {
         **describe_model(cfg.model, cfg.adapter),
-        "task": task, "mode": cfg.mode, "scoring": cfg.scoring, "limit": cfg.limit, "items": cfg.items,
+        "task": task,
+        "mode": cfg.mode,
+        "scoring": cfg.scoring,
+        "limit": cfg.limit,
+        "items": cfg.items,
         "trained_on": read_provenance(cfg.adapter),
         "prompts": cfg.prompts or "polyalign (built in)",
         "prompts_sha256": hashlib.sha256(Path(pack.source).read_bytes()).hexdigest(),
@@ -336,8 +393,11 @@ def _finish(cfg: EvalConfig, task: str, pack: PromptPack, prepared: list[Prepare
         "runtime": runtime,  # dtype and device type of the weights, batch size, processes (last session)
         # bf16/fp16 runs: threshold, items re-scored in float32 (in total and per language); else None
         "verify": summary(threshold, runtime["dtype"], languages, verifier),
-        "timing": {"seconds": round(seconds, 3), "items_scored": scored,
-                   "items_per_second": round(scored / seconds, 3) if seconds > 0 else None},
+        "timing": {
+            "seconds": round(seconds, 3),
+            "items_scored": scored,
+            "items_per_second": round(scored / seconds, 3) if seconds > 0 else None,
+        },
     }
     atomic_write_json(out / "results.json", results)
     if partial_dir.exists():

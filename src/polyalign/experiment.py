@@ -9,6 +9,7 @@ holding that key. A re-run skips every step whose marker matches, so after a cra
 only what is new runs; an interrupted training or evaluation resumes inside its folder.
 Per-item results land in RUN_DIR/results.sqlite (polyalign.store), read by `polyalign report`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,9 @@ def validate_experiment(path: str | Path, overrides=(), data: bool = False) -> t
             runner.eval_inputs(task, langs, mode, items)
         for s in exp.alignment:
             named = [*s.pair_files.values(), *([s.target_file] if s.target_file else [])]
-            notes += [f"alignment '{s.name}': supply {runner.resolve(f)}" for f in named
-                      if not runner.resolve(f).exists()]
+            notes += [
+                f"alignment '{s.name}': supply {runner.resolve(f)}" for f in named if not runner.resolve(f).exists()
+            ]
     return exp, notes
 
 
@@ -86,18 +88,25 @@ class Runner:
 
     def task_id(self, task: str) -> dict:
         spec = load_task(task)
-        path = Path(task) if Path(task).suffix in (".yaml", ".yml") else Path(str(files("polyalign") / "tasks" /
-                                                                                  f"{spec.name}.yaml"))
-        return {"task": spec.name, "task_file": self.store.digest(path),
-                "pack": self.store.digest(self.prompts or default_pack_path())}
+        path = (
+            Path(task)
+            if Path(task).suffix in (".yaml", ".yml")
+            else Path(str(files("polyalign") / "tasks" / f"{spec.name}.yaml"))
+        )
+        return {
+            "task": spec.name,
+            "task_file": self.store.digest(path),
+            "pack": self.store.digest(self.prompts or default_pack_path()),
+        }
 
     def eval_inputs(self, task: str, langs: list[str], mode: str, items: str | None = None) -> tuple[list[str], dict]:
         """Resolved language codes (checked against data, item range and pack) and the test files' hashes."""
         key = (task, tuple(langs), mode, items)
         if key not in self.checked:
             spec, _, codes = check_inputs(task, langs, mode, items, data_dir=self.data_dir, prompts=self.prompts)
-            tests = {lang: self.store.digest(test_file_path(spec, lang, self.data_dir))
-                     for lang in [*codes, spec.pivot]}
+            tests = {
+                lang: self.store.digest(test_file_path(spec, lang, self.data_dir)) for lang in [*codes, spec.pivot]
+            }
             self.checked[key] = codes, {**self.task_id(task), "tests": tests}
         return self.checked[key]
 
@@ -128,15 +137,17 @@ class Runner:
             mid = self.model_id(model)
             trained = {s.name: self.train_step(model, mid, s, data[s.name]) for s in exp.alignment}
             steps += trained.values()
-            adapters: dict[str | None, str] = {name: str(self.folder(t) / "train" / "adapter")
-                                               for name, t in trained.items()}
+            adapters: dict[str | None, str] = {
+                name: str(self.folder(t) / "train" / "adapter") for name, t in trained.items()
+            }
             keys: dict[str | None, str] = {name: t.key for name, t in trained.items()}
             variants = [("base", None, exp.tasks)] + [(s.name, s.name, s.tasks or exp.tasks) for s in exp.alignment]
             for setting, adapter, tasks in variants:
                 for task in tasks:
                     for mode in exp.modes:
-                        steps.append(self.eval_step(model, mid, setting, adapters.get(adapter), keys.get(adapter),
-                                                    task, mode))
+                        steps.append(
+                            self.eval_step(model, mid, setting, adapters.get(adapter), keys.get(adapter), task, mode)
+                        )
             for kind, specs in (("lens", exp.analyses.lens), ("pca", exp.analyses.pca)):
                 steps += [self.analysis_step(kind, model, mid, spec, adapters, keys) for spec in specs]
         return steps
@@ -149,16 +160,25 @@ class Runner:
         if task.train_file:
             files_in["train_file"] = self.data_dir / task.train_file
         if s.items is not None:
-            files_in = {f"test:{lang}": test_file_path(task, lang, self.data_dir)
-                        for lang in dict.fromkeys([s.target, *s.sources, task.pivot])}
+            files_in = {
+                f"test:{lang}": test_file_path(task, lang, self.data_dir)
+                for lang in dict.fromkeys([s.target, *s.sources, task.pivot])
+            }
         elif task.question_file:
-            files_in.update({f"question:{lang}": self.data_dir / task.question_file.format(lang=lang)
-                             for lang in [*s.sources, s.target]})
+            files_in.update(
+                {
+                    f"question:{lang}": self.data_dir / task.question_file.format(lang=lang)
+                    for lang in [*s.sources, s.target]
+                }
+            )
         declared = {k: v for k, v in asdict(s).items() if k not in ("name", "train", "tasks")}
         if declared["items"] is None:
             del declared["items"]  # keeps the keys of experiments written before item ranges existed
-        config = {**self.task_id(s.task), **declared,
-                  "inputs": {role: self.store.digest(p) for role, p in sorted(files_in.items())}}
+        config = {
+            **self.task_id(s.task),
+            **declared,
+            "inputs": {role: self.store.digest(p) for role, p in sorted(files_in.items())},
+        }
 
         def run(folder: Path) -> dict:
             pack = PromptPack.load(self.prompts)
@@ -172,23 +192,37 @@ class Runner:
                         write_pairs(question_file_records(task, lang, self.data_dir, english), path)
                         sources[lang] = str(path)
                 target = sources.pop(s.target)
-            pairs = build_pairs(task, s.sources, s.target, s.per_language, s.seed, self.data_dir, pack, sources,
-                                target, self._translator(s, task, folder), s.items)
+            pairs = build_pairs(
+                task,
+                s.sources,
+                s.target,
+                s.per_language,
+                s.seed,
+                self.data_dir,
+                pack,
+                sources,
+                target,
+                self._translator(s, task, folder),
+                s.items,
+            )
             write_pairs(pairs, folder / "pairs.jsonl")
             return {"pairs": "pairs.jsonl", "n": len(pairs)}
 
-        return Step("data", step_key("data", config), config, f"{s.name} ({s.task} {','.join(s.sources)}->{s.target})",
-                    run)
+        return Step(
+            "data", step_key("data", config), config, f"{s.name} ({s.task} {','.join(s.sources)}->{s.target})", run
+        )
 
     def _has_question(self, task, lang: str) -> bool:
-        return bool(task.question_file and task.train_file and
-                    (self.data_dir / task.question_file.format(lang=lang)).exists())
+        return bool(
+            task.question_file and task.train_file and (self.data_dir / task.question_file.format(lang=lang)).exists()
+        )
 
     def _translator(self, s: AlignmentSetting, task, folder: Path) -> Callable | None:
         if not s.translator:
             return None
-        return records_translator(s.translator, task.fields, s.translator_lang_codes, folder / "translations.jsonl",
-                                  device=self.exp.device)
+        return records_translator(
+            s.translator, task.fields, s.translator_lang_codes, folder / "translations.jsonl", device=self.exp.device
+        )
 
     def train_step(self, model: str, mid: dict, s: AlignmentSetting, data: Step) -> Step:
         cfg = train_config(s, self.exp.trust_remote_code)
@@ -203,32 +237,65 @@ class Runner:
     def eval_step(self, model, mid, setting, adapter, adapter_key, task, mode) -> Step:
         exp = self.exp
         codes, inputs = self.eval_inputs(task, exp.languages, mode, exp.items)
-        config = {"model": mid, "adapter": adapter_key, "mode": mode, "scoring": exp.scoring, "langs": codes,
-                  "limit": exp.limit, "dtype": exp.dtype, **({"items": exp.items} if exp.items else {}), **inputs}
+        config = {
+            "model": mid,
+            "adapter": adapter_key,
+            "mode": mode,
+            "scoring": exp.scoring,
+            "langs": codes,
+            "limit": exp.limit,
+            "dtype": exp.dtype,
+            **({"items": exp.items} if exp.items else {}),
+            **inputs,
+        }
         labels = {"model": model, "setting": setting, "task": inputs["task"], "mode": mode, "scoring": exp.scoring}
 
         def run(folder: Path) -> dict:
             from polyalign.evaluate import EvalConfig, run_eval  # torch: only when a step runs
 
             net, tokenizer = self.model(model, adapter)
-            cfg = EvalConfig(model=model, task=task, langs=",".join(codes), mode=mode, scoring=exp.scoring,
-                             adapter=adapter, limit=exp.limit, items=exp.items, data_dir=str(self.data_dir),
-                             prompts=self.prompts, batch_size=exp.batch_size, allow_overlap=exp.allow_overlap)
+            cfg = EvalConfig(
+                model=model,
+                task=task,
+                langs=",".join(codes),
+                mode=mode,
+                scoring=exp.scoring,
+                adapter=adapter,
+                limit=exp.limit,
+                items=exp.items,
+                data_dir=str(self.data_dir),
+                prompts=self.prompts,
+                batch_size=exp.batch_size,
+                allow_overlap=exp.allow_overlap,
+            )
             results = run_eval(cfg, net, tokenizer, folder / "eval", overwrite=True)
             assert results is not None  # experiments run on one process
-            return {"dir": "eval", "average": results["average"], "langs": list(results["languages"]),
-                    "unscorable": sorted(results.get("unscorable", {})),
-                    "n": sum(v["n"] for v in results["languages"].values())}
+            return {
+                "dir": "eval",
+                "average": results["average"],
+                "langs": list(results["languages"]),
+                "unscorable": sorted(results.get("unscorable", {})),
+                "n": sum(v["n"] for v in results["languages"].values()),
+            }
 
         def after(folder: Path, outputs: dict) -> None:
             if self.store.count_samples(step.key, labels) != outputs["n"]:
-                rows = [{"lang": lang, "idx": r["index"], "gold": r["gold"], "pred": r["pred"], "scores": r["scores"]}
-                        for lang in outputs["langs"]
-                        for r in read_samples(folder / "eval" / "samples" / f"{labels['task']}_{lang}.jsonl")]
+                rows = [
+                    {"lang": lang, "idx": r["index"], "gold": r["gold"], "pred": r["pred"], "scores": r["scores"]}
+                    for lang in outputs["langs"]
+                    for r in read_samples(folder / "eval" / "samples" / f"{labels['task']}_{lang}.jsonl")
+                ]
                 self.store.replace_samples(step.key, labels, rows)
 
-        step = Step("eval", step_key("eval", config), {**config, "labels": labels},
-                    f"{model} {setting} {labels['task']}/{mode}", run, ((model, adapter),), after)
+        step = Step(
+            "eval",
+            step_key("eval", config),
+            {**config, "labels": labels},
+            f"{model} {setting} {labels['task']}/{mode}",
+            run,
+            ((model, adapter),),
+            after,
+        )
         return step  # `after` reads `step.key`: the key excludes the labels, which only name the rows
 
     def analysis_step(self, kind: str, model: str, mid: dict, spec, adapters: dict, keys: dict) -> Step:
@@ -238,8 +305,7 @@ class Runner:
         declared = {**asdict(spec), "items": spec.items or self.exp.items}
         if declared["items"] is None:
             del declared["items"]  # keeps the keys of experiments written before item ranges existed
-        config = {"model": mid, "adapters": keys, "spec": declared, "langs": codes, "dtype": self.exp.dtype,
-                  **inputs}
+        config = {"model": mid, "adapters": keys, "spec": declared, "langs": codes, "dtype": self.exp.dtype, **inputs}
         needs = ((model, None), *((model, a) for a in adapters.values()))
 
         def run(folder: Path) -> dict:
@@ -248,14 +314,40 @@ class Runner:
 
             net, tokenizer = self.model(model)
             compare = [(name, self.model(model, path)[0]) for name, path in adapters.items()]
-            common = dict(label="base", compare=compare, mode=spec.mode, batch_size=min(self.exp.batch_size, 8),
-                          items=spec.items or self.exp.items)
+            common = dict(
+                label="base",
+                compare=compare,
+                mode=spec.mode,
+                batch_size=min(self.exp.batch_size, 8),
+                items=spec.items or self.exp.items,
+            )
             if kind == "lens":
-                meta = run_lens(net, tokenizer, spec.task, codes, limit=spec.limit, data_dir=self.data_dir,
-                                prompts=self.prompts, out_dir=folder / kind, layers=spec.layers, **common)
+                meta = run_lens(
+                    net,
+                    tokenizer,
+                    spec.task,
+                    codes,
+                    limit=spec.limit,
+                    data_dir=self.data_dir,
+                    prompts=self.prompts,
+                    out_dir=folder / kind,
+                    layers=spec.layers,
+                    **common,
+                )
             else:
-                meta = run_pca(net, tokenizer, spec.task, codes, spec.layers, spec.pooling, spec.limit, self.data_dir,
-                               self.prompts, folder / kind, **common)
+                meta = run_pca(
+                    net,
+                    tokenizer,
+                    spec.task,
+                    codes,
+                    spec.layers,
+                    spec.pooling,
+                    spec.limit,
+                    self.data_dir,
+                    self.prompts,
+                    folder / kind,
+                    **common,
+                )
             return {"dir": kind, "figures": [str(Path(p).relative_to(folder)) for p in meta["figures"]]}
 
         return Step(kind, step_key(kind, config), config, f"{model} {spec.task} {','.join(codes)}", run, needs)
@@ -263,18 +355,31 @@ class Runner:
     # execution -----------------------------------------------------------------------------
     def execute(self, steps: list[Step], log: Callable[[str], None] = print) -> None:
         self.store.set_meta("experiment", asdict(self.exp))
-        self.store.set_meta("plan", [{"kind": s.kind, "key": s.key, "label": s.label, "labels": s.config.get("labels"),
-                                      "dir": str(self.folder(s).relative_to(self.run_dir))} for s in steps])
+        self.store.set_meta(
+            "plan",
+            [
+                {
+                    "kind": s.kind,
+                    "key": s.key,
+                    "label": s.label,
+                    "labels": s.config.get("labels"),
+                    "dir": str(self.folder(s).relative_to(self.run_dir)),
+                }
+                for s in steps
+            ],
+        )
         self.store.prune_samples((s.key, s.config["labels"]) for s in steps if s.kind == "eval")
         try:
-            self.executed, self.skipped = execute_steps(self.store, self.run_dir, steps, log,
-                                                        before=lambda step: self.release(keep=step.needs))
+            self.executed, self.skipped = execute_steps(
+                self.store, self.run_dir, steps, log, before=lambda step: self.release(keep=step.needs)
+            )
         finally:
             self.release()
 
 
-def run_experiment(path: str | Path, run_dir: str | Path | None = None, overrides=(),
-                   log: Callable[[str], None] = print) -> Runner:
+def run_experiment(
+    path: str | Path, run_dir: str | Path | None = None, overrides=(), log: Callable[[str], None] = print
+) -> Runner:
     """Plan and run every step of the experiment at `path` that is not done yet."""
     exp = load_experiment(path, overrides)
     run_dir = Path(run_dir) if run_dir else Path("runs") / (exp.name or Path(path).stem)
@@ -300,13 +405,17 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"note: {note}")
         n = len(exp.models)
         evals = sum(len(s.tasks or exp.tasks) for s in exp.alignment) + len(exp.tasks)
-        print(f"{args.experiment}: valid; {len(exp.alignment)} data, {n * len(exp.alignment)} train, "
-              f"{n * evals * len(exp.modes)} eval, {n * len(exp.analyses.lens)} lens, "
-              f"{n * len(exp.analyses.pca)} pca steps")
+        print(
+            f"{args.experiment}: valid; {len(exp.alignment)} data, {n * len(exp.alignment)} train, "
+            f"{n * evals * len(exp.modes)} eval, {n * len(exp.analyses.lens)} lens, "
+            f"{n * len(exp.analyses.pca)} pca steps"
+        )
         return 0
     runner = run_experiment(path, args.out, overrides)
-    print(f"ran {len(runner.executed)} steps, skipped {len(runner.skipped)} done earlier; "
-          f"results: {runner.run_dir / 'results.sqlite'}; next: polyalign report {runner.run_dir}")
+    print(
+        f"ran {len(runner.executed)} steps, skipped {len(runner.skipped)} done earlier; "
+        f"results: {runner.run_dir / 'results.sqlite'}; next: polyalign report {runner.run_dir}"
+    )
     return 0
 
 
@@ -328,16 +437,23 @@ class _IntermixedParser(argparse.ArgumentParser):
 
 def add_cli(subparsers) -> argparse.ArgumentParser:
     """Register `polyalign run` on the top-level subparsers."""
-    p = subparsers.add_parser("run", help="run an experiment YAML end to end (data, train, eval, lens, pca); "
-                                          "steps already done are skipped")
+    p = subparsers.add_parser(
+        "run", help="run an experiment YAML end to end (data, train, eval, lens, pca); steps already done are skipped"
+    )
     if type(p) is argparse.ArgumentParser:
         p.__class__ = _IntermixedParser
-    p.add_argument("experiment", help="experiment YAML file, or a packaged config such as paper/table3_tasks "
-                                      "(list: polyalign configs)")
+    p.add_argument(
+        "experiment",
+        help="experiment YAML file, or a packaged config such as paper/table3_tasks (list: polyalign configs)",
+    )
     p.add_argument("--out", help="run folder (default: runs/<name>)")
     p.add_argument("--data-dir", help="benchmark folder; overrides the experiment's data_dir")
     p.add_argument("--dry-run", action="store_true", help="validate the file and count its steps; run nothing")
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="dotted overrides parsed as YAML, e.g. limit=20 alignment.0.train.max_steps=2")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="dotted overrides parsed as YAML, e.g. limit=20 alignment.0.train.max_steps=2",
+    )
     p.set_defaults(func=cmd_run)
     return p

@@ -3,6 +3,7 @@
 `polyalign run paper/table3_tasks` finds a packaged config by name; `polyalign configs` lists them
 and `polyalign configs copy NAME [DEST]` copies one out for editing. Light on purpose: no torch.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,10 @@ def resolve_experiment(name_or_path: str | Path) -> Path:
         return path
     found = packaged_config(str(name_or_path))
     if found is None:
-        raise PolyalignError(f"experiment '{name_or_path}' is neither a file nor a packaged config "
-                             f"(packaged: {', '.join(packaged_names())}; see `polyalign configs`)")
+        raise PolyalignError(
+            f"experiment '{name_or_path}' is neither a file nor a packaged config "
+            f"(packaged: {', '.join(packaged_names())}; see `polyalign configs`)"
+        )
     return found
 
 

@@ -3,6 +3,7 @@
 Dataclasses typed and checked by polyalign.config; `load_experiment` reads, overrides and
 validates a file without touching a model or the benchmark. polyalign.experiment runs it.
 """
+
 from __future__ import annotations
 
 import re
@@ -144,8 +145,10 @@ def check_experiment(exp: Experiment) -> None:
         if s.items is not None:
             parse_items(s.items, f"{where}: items")
             if s.pair_files or s.target_file or s.translator:
-                raise PolyalignError(f"{where}: items takes questions from the benchmark's test files; drop "
-                                     f"pair_files, target_file and translator")
+                raise PolyalignError(
+                    f"{where}: items takes questions from the benchmark's test files; drop "
+                    f"pair_files, target_file and translator"
+                )
     parse_items(exp.items, "items")
     check_held_out(exp)
     for kind, specs in (("lens", exp.analyses.lens), ("pca", exp.analyses.pca)):

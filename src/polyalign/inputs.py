@@ -4,6 +4,7 @@ Why a module of its own: `eval`, the lens, PCA and an experiment's dry run all c
 things (task, languages, prompt pack, item range, benchmark files, held-out items), and none of
 them should import torch or build an evaluation config to do it.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,9 +15,17 @@ from polyalign.prompts import PromptPack, check_mode
 from polyalign.tasks import TaskSpec, load_task, load_test_records, resolve_data_dir, test_file_path
 
 
-def check_inputs(task: str, langs: str | list[str], mode: str, items: str | None = None, limit: int | None = None,
-                 data_dir: str | Path | None = None, prompts: str | Path | None = None, adapter: str | None = None,
-                 allow_overlap: bool = False) -> tuple[TaskSpec, PromptPack, list[str]]:
+def check_inputs(
+    task: str,
+    langs: str | list[str],
+    mode: str,
+    items: str | None = None,
+    limit: int | None = None,
+    data_dir: str | Path | None = None,
+    prompts: str | Path | None = None,
+    adapter: str | None = None,
+    allow_overlap: bool = False,
+) -> tuple[TaskSpec, PromptPack, list[str]]:
     """(task, pack, language codes), once every chosen item renders and no adapter was trained on it."""
     check_mode(mode)
     spec = load_task(task)

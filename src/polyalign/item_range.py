@@ -7,6 +7,7 @@ the ranges it was trained on (`PROVENANCE_FILE`), so any later evaluation, lens 
 adapter on overlapping items of the same task is refused unless the user allows it.
 Light on purpose: no torch, importable by declarations and `--help`.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,9 @@ class ItemRange:
     def check_within(self, count: int, where: str) -> None:
         """Refuse a range that runs past the `count` items a test file holds."""
         if self.stop > count:
-            raise PolyalignError(f"--items {self} is out of range: {where} holds {count} items "
-                                 f"(ranges must lie within 0:{count})")
+            raise PolyalignError(
+                f"--items {self} is out of range: {where} holds {count} items (ranges must lie within 0:{count})"
+            )
 
 
 def parse_items(text: str | None, flag: str = "--items") -> ItemRange | None:
@@ -99,5 +101,7 @@ def check_overlap(trained: list[dict], task: str, evaluated: ItemRange, what: st
             continue
         hit = parse_items(record["items"], "provenance").overlap(evaluated)  # type: ignore[union-attr]  # a str
         if hit and not allow:
-            raise PolyalignError(f"{what} was trained on {task} items {record['items']}; evaluating items "
-                                 f"{evaluated} overlaps {hit}: choose disjoint --items or pass --allow-overlap")
+            raise PolyalignError(
+                f"{what} was trained on {task} items {record['items']}; evaluating items "
+                f"{evaluated} overlaps {hit}: choose disjoint --items or pass --allow-overlap"
+            )

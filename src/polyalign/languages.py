@@ -3,6 +3,7 @@
 The 20 languages of the paper are built in; users add others with
 `register_language` or a JSON file (`POLYALIGN_LANGUAGES` or `--languages-file`).
 """
+
 from __future__ import annotations
 
 import json
@@ -66,11 +67,13 @@ def load_languages_file(path: str | Path) -> list[Language]:
     path = Path(path)
     try:
         entries = json.loads(path.read_text(encoding="utf-8"))
-        languages = [Language(e["code"], e["name"], e.get("native", e["name"]), e.get("script", "unknown"))
-                     for e in entries]
+        languages = [
+            Language(e["code"], e["name"], e.get("native", e["name"]), e.get("script", "unknown")) for e in entries
+        ]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise PolyalignError(f"{path}: not a valid languages file (need a JSON list of "
-                             f"objects with code and name): {exc}") from exc
+        raise PolyalignError(
+            f"{path}: not a valid languages file (need a JSON list of objects with code and name): {exc}"
+        ) from exc
     for language in languages:
         register_language(language)
     return languages
@@ -89,8 +92,9 @@ def get_language(code: str) -> Language:
         return _REGISTRY[code]
     except KeyError:
         known = ", ".join(sorted(_REGISTRY))
-        raise PolyalignError(f"unknown language '{code}' (known: {known}; add one with "
-                             f"--languages-file or POLYALIGN_LANGUAGES)") from None
+        raise PolyalignError(
+            f"unknown language '{code}' (known: {known}; add one with --languages-file or POLYALIGN_LANGUAGES)"
+        ) from None
 
 
 def parse_languages(spec: str | list[str], available: list[str] | None = None) -> list[str]:

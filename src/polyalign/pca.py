@@ -15,6 +15,7 @@ Files written to the output folder:
   pca_scatter.png/.pdf, pca_alignment.png/.pdf   figures; `plot_from_dir` redraws them
   pca.json                  configuration and the list of models, layers and languages
 """
+
 from __future__ import annotations
 
 import csv
@@ -45,7 +46,7 @@ def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     proj = centered @ vt[:2].T
     signs = np.sign(proj[np.abs(proj).argmax(0), np.arange(proj.shape[1])])
     proj *= np.where(signs == 0, 1.0, signs)
-    var = s ** 2
+    var = s**2
     ratio = var[:2] / var.sum() if var.sum() > 0 else np.zeros(2)
     return proj, ratio
 
@@ -68,8 +69,9 @@ def item_states(model, tokenizer, prep, layers: list[int], pooling: str, batch_s
     """[layers, items, hidden] float64 representations of one language's items, in item order."""
     position = {item.index: i for i, item in enumerate(prep.items)}
     out = None
-    for indices, states in collect_states(model, tokenizer, prep.items, prep.shared, layers, pooling, batch_size,
-                                          desc=f"pca {prep.lang}"):
+    for indices, states in collect_states(
+        model, tokenizer, prep.items, prep.shared, layers, pooling, batch_size, desc=f"pca {prep.lang}"
+    ):
         states = states.float().cpu().numpy().astype(np.float64)
         if out is None:
             out = np.zeros((len(layers), len(prep.items), states.shape[-1]))
@@ -93,8 +95,13 @@ def analyse(states: dict[str, np.ndarray], langs: list[str], layers: list[int]) 
                 corr[k, a, b] = pearson(proj[k, a, :, 0], proj[k, b, :, 0])
         for j, lang in enumerate(others):
             align[k, j] = nearest_pivot_accuracy(states[lang][k], states[PIVOT][k])
-    return {"proj": proj, "explained": explained, "pc1_corr": corr, "alignment": align,
-            "alignment_langs": np.array(others)}
+    return {
+        "proj": proj,
+        "explained": explained,
+        "pc1_corr": corr,
+        "alignment": align,
+        "alignment_langs": np.array(others),
+    }
 
 
 def _csv(rows: list[list]) -> str:
@@ -116,11 +123,14 @@ def write_tables(out: Path, results: dict[str, dict], langs: list[str], layers: 
             cells = [[la, *(_fmt(res["pc1_corr"][k, a, b]) for b in range(len(langs)))] for a, la in enumerate(langs)]
             md += [f"## {model}, layer {layer}", "", *md_table(["", *langs], cells)]
             for a, la in enumerate(langs):
-                corr_rows += [[model, layer, la, langs[b], _fmt(res["pc1_corr"][k, a, b]), n]
-                              for b in range(a + 1, len(langs))]
+                corr_rows += [
+                    [model, layer, la, langs[b], _fmt(res["pc1_corr"][k, a, b]), n] for b in range(a + 1, len(langs))
+                ]
             md.append("")
-            align_rows += [[model, layer, lang, f"{res['alignment'][k, j]:.4f}", n, f"{1 / n:.4f}"]
-                           for j, lang in enumerate(res["alignment_langs"])]
+            align_rows += [
+                [model, layer, lang, f"{res['alignment'][k, j]:.4f}", n, f"{1 / n:.4f}"]
+                for j, lang in enumerate(res["alignment_langs"])
+            ]
     atomic_write_text(out / "pca_correlations.csv", _csv(corr_rows))
     atomic_write_text(out / "pca_correlations.md", "\n".join(md))
     atomic_write_text(out / "pca_alignment.csv", _csv(align_rows))
@@ -139,19 +149,34 @@ def plot_from_dir(out_dir: str | Path) -> list[Path]:
         with np.load(out / name, allow_pickle=False) as z:
             data[model] = {key: z[key] for key in ("layers", "langs", "proj", "explained")}
             scores[model] = {str(lang): z["alignment"][:, j] for j, lang in enumerate(z["alignment_langs"])}
-    return (plot_pca(data, out / "pca_scatter")
-            + plot_alignment(scores, meta["layers"], out / "pca_alignment", chance=1 / meta["n_items"]))
+    return plot_pca(data, out / "pca_scatter") + plot_alignment(
+        scores, meta["layers"], out / "pca_alignment", chance=1 / meta["n_items"]
+    )
 
 
-def run_pca(model, tokenizer, task: str, langs: str | list[str], layers: list[int | str] | None, pooling: str,
-            limit: int | None, data_dir: str | Path | None, prompts: str | Path | None, out_dir: str | Path,
-            label: str = "base", compare: list[tuple[str, object]] | None = None, mode: str = "english",
-            batch_size: int = 8, items: str | None = None) -> dict:
+def run_pca(
+    model,
+    tokenizer,
+    task: str,
+    langs: str | list[str],
+    layers: list[int | str] | None,
+    pooling: str,
+    limit: int | None,
+    data_dir: str | Path | None,
+    prompts: str | Path | None,
+    out_dir: str | Path,
+    label: str = "base",
+    compare: list[tuple[str, object]] | None = None,
+    mode: str = "english",
+    batch_size: int = 8,
+    items: str | None = None,
+) -> dict:
     """PCA, PC1 correlations and alignment for `model` (and each (label, model) in `compare`)."""
     check_choice(pooling, POOLINGS, "pooling")
     models = [(label, model)] + list(compare or [])
-    cfg, spec, pack, codes, total, chosen = setup_analysis("PCA", models, task, langs, mode, limit, data_dir,
-                                                           prompts, layers, batch_size, items)
+    cfg, spec, pack, codes, total, chosen = setup_analysis(
+        "PCA", models, task, langs, mode, limit, data_dir, prompts, layers, batch_size, items
+    )
     prepared = {lang: prepare_language(cfg, pack, tokenizer, lang) for lang in dict.fromkeys(codes + [PIVOT])}
     counts = {lang: len(p.items) for lang, p in prepared.items()}
     if min(counts.values()) < MIN_ITEMS:
@@ -164,20 +189,37 @@ def run_pca(model, tokenizer, task: str, langs: str | list[str], layers: list[in
     out.mkdir(parents=True, exist_ok=True)
     results, files = {}, {}
     for name, net in models:
-        states = {lang: item_states(net, tokenizer, prep, chosen, pooling, batch_size)
-                  for lang, prep in prepared.items()}
+        states = {
+            lang: item_states(net, tokenizer, prep, chosen, pooling, batch_size) for lang, prep in prepared.items()
+        }
         results[name] = analyse(states, codes, chosen)
         files[name] = f"pca_{slug(name)}.npz"
-        np.savez(out / files[name], layers=np.array(chosen), langs=np.array(codes),
-                 item_index=np.array([it.index for it in prepared[PIVOT].items]), **results[name])
+        np.savez(
+            out / files[name],
+            layers=np.array(chosen),
+            langs=np.array(codes),
+            item_index=np.array([it.index for it in prepared[PIVOT].items]),
+            **results[name],
+        )
     write_tables(out, results, codes, chosen, n)
-    meta = {"task": spec.name, "mode": mode, "pooling": pooling, "limit": limit, "items": items, "n_items": n,
-            "layers": chosen, "num_layers": total, "langs": codes, "models": list(files), "files": files,
-            "explained_variance": {m: r["explained"].tolist() for m, r in results.items()},
-            "notes": "layer k is the output of decoder block k; the last layer is the model's final normed output. "
-                     "pooling mean averages the item's tokens after the shared few-shot prefix; all averages "
-                     "every prompt position (BOS and few-shot block included, as the paper); last is the "
-                     "answer position."}
+    meta = {
+        "task": spec.name,
+        "mode": mode,
+        "pooling": pooling,
+        "limit": limit,
+        "items": items,
+        "n_items": n,
+        "layers": chosen,
+        "num_layers": total,
+        "langs": codes,
+        "models": list(files),
+        "files": files,
+        "explained_variance": {m: r["explained"].tolist() for m, r in results.items()},
+        "notes": "layer k is the output of decoder block k; the last layer is the model's final normed output. "
+        "pooling mean averages the item's tokens after the shared few-shot prefix; all averages "
+        "every prompt position (BOS and few-shot block included, as the paper); last is the "
+        "answer position.",
+    }
     atomic_write_json(out / "pca.json", meta)
     meta["figures"] = [str(p) for p in plot_from_dir(out)]
     return meta

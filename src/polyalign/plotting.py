@@ -4,6 +4,7 @@ Why: every figure must be re-drawable from the files a run writes, so these func
 plain arrays (never models) and write PNG and PDF side by side. They use matplotlib's
 object API (Figure, no pyplot), which needs no display and leaves global state alone.
 """
+
 from __future__ import annotations
 
 import math
@@ -59,15 +60,23 @@ def plot_lens(summary: dict, layers: list[int], langs: list[str], stem: str | Pa
         top = fig.add_subplot(grid[2 * r, c])
         ax = fig.add_subplot(grid[2 * r + 1, c])
         matrix = np.array([summary[m][lang]["entropy_bits"][0] for m in models])
-        image = top.imshow(matrix, aspect="auto", cmap="viridis", vmin=vmin, vmax=vmax,
-                           extent=(x[0] - 0.5, x[-1] + 0.5, len(models), 0))
+        image = top.imshow(
+            matrix,
+            aspect="auto",
+            cmap="viridis",
+            vmin=vmin,
+            vmax=vmax,
+            extent=(x[0] - 0.5, x[-1] + 0.5, len(models), 0),
+        )
         top.set_yticks(np.arange(len(models)) + 0.5, models if len(models) > 1 else ["entropy"], fontsize=6)
         top.set_xticks([])
         top.set_title(_language_title(lang), fontsize=9)
         for i, model in enumerate(models):
             style = STYLES[i % len(STYLES)]
-            for quantity, color, name in (("p_input_answer", INPUT_COLOR, "input-language answer"),
-                                          ("p_en_answer", ENGLISH_COLOR, "English answer")):
+            for quantity, color, name in (
+                ("p_input_answer", INPUT_COLOR, "input-language answer"),
+                ("p_en_answer", ENGLISH_COLOR, "English answer"),
+            ):
                 mean, lo, hi = summary[model][lang][quantity]
                 label = name if len(models) == 1 else f"{name} ({model})"
                 ax.plot(x, mean, style, color=color, lw=1.4, label=label if k == 0 else None)
@@ -112,8 +121,14 @@ def plot_pca(data: dict, stem: str | Path) -> list[Path]:
         for r, layer in enumerate(layers):
             ax = axes[r][c]
             for j, lang in enumerate(langs):
-                ax.scatter(proj[r, j, :, 0], proj[r, j, :, 1], s=9, color=colors[j], alpha=0.75,
-                           label=lang if (r, c) == (0, 0) else None)
+                ax.scatter(
+                    proj[r, j, :, 0],
+                    proj[r, j, :, 1],
+                    s=9,
+                    color=colors[j],
+                    alpha=0.75,
+                    label=lang if (r, c) == (0, 0) else None,
+                )
             ax.set_title(f"{model}, layer {layer}", fontsize=9)
             ax.set_xlabel(f"PC1 ({100 * explained[r, 0]:.1f}%)", fontsize=8)
             ax.set_ylabel(f"PC2 ({100 * explained[r, 1]:.1f}%)", fontsize=8)
@@ -131,8 +146,15 @@ def plot_alignment(scores: dict, layers: list[int], stem: str | Path, chance: fl
     ax = fig.add_subplot()
     for i, (model, by_lang) in enumerate(scores.items()):
         for lang, values in by_lang.items():
-            ax.plot(layers, values, STYLES[i % len(STYLES)], marker="o", ms=3, color=colors[lang],
-                    label=lang if len(scores) == 1 else f"{lang} ({model})")
+            ax.plot(
+                layers,
+                values,
+                STYLES[i % len(STYLES)],
+                marker="o",
+                ms=3,
+                color=colors[lang],
+                label=lang if len(scores) == 1 else f"{lang} ({model})",
+            )
     if chance is not None:
         ax.axhline(chance, color="grey", lw=0.8, ls=":", label="chance")
     ax.set_ylim(-0.02, 1.02)

@@ -5,6 +5,7 @@ A pack is JSON (the schema of the paper's `prompts.json`): per task and language
 verbatim (`fewshot_by_mode`, as in the paper's pack) or as structured `demos` that are
 rendered with the same template as the test items (our own pack).
 """
+
 from __future__ import annotations
 
 import json
@@ -59,12 +60,15 @@ class PromptPack:
             raise PolyalignError(f"{self.source}: no prompts for task '{task.name}' in language '{lang}'")
         parts = entry.get("query_parts")
         if not (isinstance(parts, list) and parts and all(isinstance(p, str) for p in parts) and FEWSHOT in parts):
-            raise PolyalignError(f"{self.source}: {task.name}/{lang}: query_parts must be a list of strings "
-                                 f"containing {FEWSHOT}")
+            raise PolyalignError(
+                f"{self.source}: {task.name}/{lang}: query_parts must be a list of strings containing {FEWSHOT}"
+            )
         for name in _placeholders(parts):
             if name not in task.fields:
-                raise PolyalignError(f"{self.source}: {task.name}/{lang}: placeholder <{name}> is not a field "
-                                     f"of the task ({', '.join(task.fields)})")
+                raise PolyalignError(
+                    f"{self.source}: {task.name}/{lang}: placeholder <{name}> is not a field "
+                    f"of the task ({', '.join(task.fields)})"
+                )
         return entry
 
     def label_words(self, task: TaskSpec, lang: str, mode: str) -> dict[str, str]:
@@ -80,8 +84,9 @@ class PromptPack:
             raise PolyalignError(f"{self.source}: no label words for {task.name}/{lang} in mode '{mode}'")
         missing = [c for c in task.classes if not (isinstance(words.get(c), str) and words[c].strip())]
         if missing:
-            raise PolyalignError(f"{self.source}: {task.name}/{lang} mode '{mode}' has no label word for "
-                                 f"class {', '.join(missing)}")
+            raise PolyalignError(
+                f"{self.source}: {task.name}/{lang} mode '{mode}' has no label word for class {', '.join(missing)}"
+            )
         return {c: words[c] for c in task.classes}
 
     def fewshot(self, task: TaskSpec, lang: str, mode: str) -> str:

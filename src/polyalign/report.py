@@ -1,5 +1,6 @@
 """`polyalign report RUN_DIR`: figures, header and output files; the tables come from
 polyalign.report_tables (every number recomputed from per-item samples)."""
+
 from __future__ import annotations
 
 import argparse
@@ -15,8 +16,16 @@ from polyalign.report_tables import RunData, Table, _cname, build_tables, load_r
 from polyalign.results import atomic_write_text
 from polyalign.stats import paired_bootstrap
 
-__all__ = ["Table", "ReportFigure", "build_tables", "load_run", "paired_bootstrap", "write_report", "add_cli",
-           "accuracy_table"]  # Table, load_run, build_tables and paired_bootstrap live in report_tables / stats
+__all__ = [
+    "Table",
+    "ReportFigure",
+    "build_tables",
+    "load_run",
+    "paired_bootstrap",
+    "write_report",
+    "add_cli",
+    "accuracy_table",
+]  # Table, load_run, build_tables and paired_bootstrap live in report_tables / stats
 
 
 def accuracy_table(runs: dict[str, dict], fmt: str = "md") -> str:
@@ -65,16 +74,25 @@ def build_figures(run: RunData) -> list[ReportFigure]:
             x = np.arange(len(langs))
             for k, setting in enumerate(settings):
                 values = [run.accuracy((model, setting), condition, lang) for lang in langs]
-                ax.bar(x + (k - (len(settings) - 1) / 2) * width,  # a missing language: no bar
-                       [100 * v if v is not None else np.nan for v in values], width, label=setting)
+                ax.bar(
+                    x + (k - (len(settings) - 1) / 2) * width,  # a missing language: no bar
+                    [100 * v if v is not None else np.nan for v in values],
+                    width,
+                    label=setting,
+                )
             ax.set_xticks(x, langs)
             ax.set_ylabel("accuracy (%)")
             ax.set_ylim(0, 100)
             ax.set_title(f"{short(model)}: {_cname(condition)}", fontsize=10)
             ax.legend(fontsize=8, ncol=len(settings), loc="upper right")
             ax.grid(axis="y", alpha=0.3)
-            figures.append(ReportFigure(f"bars_{len(figures):02d}_{slug(short(model))}_{condition[0]}_{condition[1]}",
-                                        f"Accuracy per language — {short(model)}, {_cname(condition)}", _png(fig)))
+            figures.append(
+                ReportFigure(
+                    f"bars_{len(figures):02d}_{slug(short(model))}_{condition[0]}_{condition[1]}",
+                    f"Accuracy per language — {short(model)}, {_cname(condition)}",
+                    _png(fig),
+                )
+            )
     for entry in run.plan:
         if entry["kind"] not in ("lens", "pca"):
             continue
@@ -86,8 +104,13 @@ def build_figures(run: RunData) -> list[ReportFigure]:
         for model in run.experiment.get("models", []):
             label = label.replace(model, short(model))
         for png in pngs:
-            figures.append(ReportFigure(f"{entry['kind']}_{entry['key'][:8]}_{png.stem}",
-                                        f"{entry['kind']} ({png.stem}): {label}", png.read_bytes()))
+            figures.append(
+                ReportFigure(
+                    f"{entry['kind']}_{entry['key'][:8]}_{png.stem}",
+                    f"{entry['kind']} ({png.stem}): {label}",
+                    png.read_bytes(),
+                )
+            )
     return figures
 
 
@@ -96,13 +119,16 @@ def _header(run: RunData) -> tuple[str, list[str]]:
     title = f"polyalign report: {exp.get('name') or run.run_dir.name}"
     lines = [exp.get("description", "")] if exp.get("description") else []
     evaluated = f" Evaluated items {exp['items']}." if exp.get("items") else ""
-    lines.append(f"Run folder: {run.run_dir}. Models: {', '.join(map(short, exp.get('models', [])))}. "
-                 f"Languages: {', '.join(run.langs())}.{evaluated}")
+    lines.append(
+        f"Run folder: {run.run_dir}. Models: {', '.join(map(short, exp.get('models', [])))}. "
+        f"Languages: {', '.join(run.langs())}.{evaluated}"
+    )
     for s in exp.get("alignment", []):  # .get: stores written before a key existed still report
         pairs = f", {s['per_language']} pairs per language" if s.get("per_language") is not None else ""
         trained = f", trained on {s['task']} items {s['items']}" if s.get("items") else ""
-        lines.append(f"Setting {s['name']}: {s['task']} questions {','.join(s['sources'])} → {s['target']}"
-                     f"{pairs}{trained}.")
+        lines.append(
+            f"Setting {s['name']}: {s['task']} questions {','.join(s['sources'])} → {s['target']}{pairs}{trained}."
+        )
     return title, lines
 
 
@@ -122,9 +148,12 @@ def write_report(run_dir: str | Path, fmt: str = "md", out: str | Path | None = 
             (out.parent / files_dir).mkdir(parents=True, exist_ok=True)
             (out.parent / files_dir / f"{f.name}.png").write_bytes(f.png)
     title, lines = _header(run)
-    text = {"md": lambda: render_md(title, lines, tables, figures, files_dir),
-            "html": lambda: render_html(title, lines, tables, figures), "csv": lambda: render_csv(tables),
-            "latex": lambda: render_latex(title, lines, tables, figures, files_dir)}[fmt]()
+    text = {
+        "md": lambda: render_md(title, lines, tables, figures, files_dir),
+        "html": lambda: render_html(title, lines, tables, figures),
+        "csv": lambda: render_csv(tables),
+        "latex": lambda: render_latex(title, lines, tables, figures, files_dir),
+    }[fmt]()
     atomic_write_text(out, text)
     return out
 

@@ -3,6 +3,7 @@
 polyalign.report draws the figures and writes the file; polyalign.report_formats lays tables out;
 polyalign.stats holds the tests and scores.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,8 +48,11 @@ class Table:
         value, kind = self.rows[i][j], self.kinds[j]
         if value is None:
             return "–"
-        return {"acc": lambda v: f"{100 * v:.1f}", "delta": lambda v: f"{100 * v:+.1f}",
-                "p": lambda v: f"{v:.3f}" if v >= 0.001 else f"{v:.1e}"}.get(kind, str)(value)
+        return {
+            "acc": lambda v: f"{100 * v:.1f}",
+            "delta": lambda v: f"{100 * v:+.1f}",
+            "p": lambda v: f"{v:.3f}" if v >= 0.001 else f"{v:.1e}",
+        }.get(kind, str)(value)
 
 
 @dataclass
@@ -95,8 +99,15 @@ class RunData:
 
     def classes(self, condition) -> list[str]:
         """The task's classes (score order), then any other gold or predicted label."""
-        found = {p for k, by in self.labels.items() if k[2:] == condition for it in by.values()
-                 for pair in it.values() for p in pair if p is not None}
+        found = {
+            p
+            for k, by in self.labels.items()
+            if k[2:] == condition
+            for it in by.values()
+            for pair in it.values()
+            for p in pair
+            if p is not None
+        }
         known = list(self.class_order.get(condition, []))
         return known + sorted(found - set(known))
 
@@ -119,8 +130,15 @@ def load_run(run_dir: str | Path) -> RunData:
     models = {m: i for i, m in enumerate(experiment.get("models", []))}
     tasks = {t: i for i, t in enumerate(experiment.get("tasks", []))}
     modes = {m: i for i, m in enumerate(experiment.get("modes", []))}
-    rows.sort(key=lambda r: (tasks.get(r["task"], 99), modes.get(r["mode"], 99), r["scoring"],
-                             models.get(r["model"], 99), order.get(r["setting"], 99)))
+    rows.sort(
+        key=lambda r: (
+            tasks.get(r["task"], 99),
+            modes.get(r["mode"], 99),
+            r["scoring"],
+            models.get(r["model"], 99),
+            order.get(r["setting"], 99),
+        )
+    )
     correct: dict = {}
     labels: dict = {}
     class_order: dict = {}
@@ -183,10 +201,14 @@ def comparisons(run: RunData) -> Iterator[Comparison]:
                 idx = sorted(set(aligned[lang]) & set(base[lang]))
                 if not idx:
                     continue
-                items[lang] = (idx, np.array([aligned[lang][i] for i in idx], dtype=bool),
-                               np.array([base[lang][i] for i in idx], dtype=bool))
-            yield Comparison(model, setting, condition, f"{_vname((model, setting))} — {_cname(condition)}",
-                             run.seen(setting), items)
+                items[lang] = (
+                    idx,
+                    np.array([aligned[lang][i] for i in idx], dtype=bool),
+                    np.array([base[lang][i] for i in idx], dtype=bool),
+                )
+            yield Comparison(
+                model, setting, condition, f"{_vname((model, setting))} — {_cname(condition)}", run.seen(setting), items
+            )
 
 
 def per_language_table(run: RunData, condition, seen_any: set[str]) -> Table:
@@ -198,10 +220,15 @@ def per_language_table(run: RunData, condition, seen_any: set[str]) -> Table:
         best |= {(len(rows), j) for j in _best(values)}
         rows.append([lang + (" †" if lang in seen_any else "") if lang != "avg" else "average", *values])
     counts = sorted({len(i) for k, by in run.correct.items() if k[2:] == condition for i in by.values()})
-    return Table("per_language", f"Table 1 — accuracy (%) per language: {_cname(condition)}",
-                 ["language", *map(_vname, variants)], rows, ["text"] + ["acc"] * len(variants), best,
-                 f"Best per language in bold. † seen in alignment training. Items per language: "
-                 f"{', '.join(map(str, counts))}.")
+    return Table(
+        "per_language",
+        f"Table 1 — accuracy (%) per language: {_cname(condition)}",
+        ["language", *map(_vname, variants)],
+        rows,
+        ["text"] + ["acc"] * len(variants),
+        best,
+        f"Best per language in bold. † seen in alignment training. Items per language: {', '.join(map(str, counts))}.",
+    )
 
 
 def averages_tables(run: RunData) -> list[Table]:
@@ -212,17 +239,29 @@ def averages_tables(run: RunData) -> list[Table]:
         values = [run.average(v, c) for c in conditions]
         rows.append([_vname(v), *values, _mean(values)])
     best = {(i, j) for j in range(1, len(conditions) + 2) for i in _best([r[j] for r in rows], 0)}
-    t2 = Table("per_model", "Table 2 — average accuracy (%) over languages, per model and setting",
-               ["model / setting", *map(_cname, conditions), "mean"], rows,
-               ["text"] + ["acc"] * (len(conditions) + 1), best, "Best per column in bold.")
+    t2 = Table(
+        "per_model",
+        "Table 2 — average accuracy (%) over languages, per model and setting",
+        ["model / setting", *map(_cname, conditions), "mean"],
+        rows,
+        ["text"] + ["acc"] * (len(conditions) + 1),
+        best,
+        "Best per column in bold.",
+    )
     rows, best = [], set()
     for task in dict.fromkeys(c[0] for c in conditions):
         values = [_mean([run.average(v, c) for c in conditions if c[0] == task]) for v in variants]
         best |= {(len(rows), j) for j in _best(values)}
         rows.append([task, *values])
-    t3 = Table("per_task", "Table 3 — average accuracy (%) per task (over languages and modes)",
-               ["task", *map(_vname, variants)], rows, ["text"] + ["acc"] * len(variants), best,
-               "Best per task in bold.")
+    t3 = Table(
+        "per_task",
+        "Table 3 — average accuracy (%) per task (over languages and modes)",
+        ["task", *map(_vname, variants)],
+        rows,
+        ["text"] + ["acc"] * len(variants),
+        best,
+        "Best per task in bold.",
+    )
     return [t2, t3]
 
 
@@ -238,11 +277,24 @@ def seen_unseen_table(run: RunData) -> Table:
             a = run.average((c.model, c.setting), c.condition, group)
             cells += [b, a, a - b if a is not None and b is not None else None]
         rows.append([c.name, ",".join(seen) or "–", *cells])
-    return Table("seen_unseen", "Table 4 — languages seen vs unseen in alignment training (average %)",
-                 ["model / setting — condition", "seen", "base seen", "aligned seen", "Δ seen",
-                  "base unseen", "aligned unseen", "Δ unseen"], rows,
-                 ["text", "text"] + ["acc", "acc", "delta"] * 2, set(),
-                 "Seen = the setting's source languages and its target.")
+    return Table(
+        "seen_unseen",
+        "Table 4 — languages seen vs unseen in alignment training (average %)",
+        [
+            "model / setting — condition",
+            "seen",
+            "base seen",
+            "aligned seen",
+            "Δ seen",
+            "base unseen",
+            "aligned unseen",
+            "Δ unseen",
+        ],
+        rows,
+        ["text", "text"] + ["acc", "acc", "delta"] * 2,
+        set(),
+        "Seen = the setting's source languages and its target.",
+    )
 
 
 def significance_table(run: RunData) -> Table:
@@ -259,19 +311,52 @@ def significance_table(run: RunData) -> Table:
         sign_holm, sign_bh = holm([t[6] for t in tests]), benjamini_hochberg([t[6] for t in tests])
         for k, (lang, n, delta, p_boot, fixed, broken, p_sign) in enumerate(tests):
             best |= {(len(rows), j) for j in (5, 11) if sign_holm[k] < ALPHA} | (
-                {(len(rows), 7)} if boot_holm[k] < ALPHA else set())
-            rows.append([c.name, lang, n, run.accuracy((c.model, "base"), c.condition, lang),
-                         run.accuracy((c.model, c.setting), c.condition, lang), delta, p_boot, boot_holm[k],
-                         fixed, broken, p_sign, sign_holm[k], sign_bh[k]])
-    return Table("significance", f"Table 5 — aligned vs base per language: paired bootstrap ({RESAMPLES} "
-                                 f"resamples, seed {SEED}) and exact sign test",
-                 ["model / setting — condition", "language", "n", "base", "aligned", "Δ (pp)", "p boot",
-                  "p boot (Holm)", "fixed", "broken", "p sign", "p sign (Holm)", "p sign (BH)"], rows,
-                 ["text", "text", "int", "acc", "acc", "delta", "p", "p", "int", "int", "p", "p", "p"], best,
-                 "Items paired by index; two-sided p-values. fixed = items wrong in base and right aligned, "
-                 "broken = the reverse; p sign = exact sign test (McNemar exact) on them. Holm = Holm-Bonferroni "
-                 "adjustment over the languages of one comparison (family-wise error rate); BH = "
-                 f"Benjamini-Hochberg (false discovery rate), for reference. Bold where the Holm-adjusted p < {ALPHA}.")
+                {(len(rows), 7)} if boot_holm[k] < ALPHA else set()
+            )
+            rows.append(
+                [
+                    c.name,
+                    lang,
+                    n,
+                    run.accuracy((c.model, "base"), c.condition, lang),
+                    run.accuracy((c.model, c.setting), c.condition, lang),
+                    delta,
+                    p_boot,
+                    boot_holm[k],
+                    fixed,
+                    broken,
+                    p_sign,
+                    sign_holm[k],
+                    sign_bh[k],
+                ]
+            )
+    return Table(
+        "significance",
+        f"Table 5 — aligned vs base per language: paired bootstrap ({RESAMPLES} "
+        f"resamples, seed {SEED}) and exact sign test",
+        [
+            "model / setting — condition",
+            "language",
+            "n",
+            "base",
+            "aligned",
+            "Δ (pp)",
+            "p boot",
+            "p boot (Holm)",
+            "fixed",
+            "broken",
+            "p sign",
+            "p sign (Holm)",
+            "p sign (BH)",
+        ],
+        rows,
+        ["text", "text", "int", "acc", "acc", "delta", "p", "p", "int", "int", "p", "p", "p"],
+        best,
+        "Items paired by index; two-sided p-values. fixed = items wrong in base and right aligned, "
+        "broken = the reverse; p sign = exact sign test (McNemar exact) on them. Holm = Holm-Bonferroni "
+        "adjustment over the languages of one comparison (family-wise error rate); BH = "
+        f"Benjamini-Hochberg (false discovery rate), for reference. Bold where the Holm-adjusted p < {ALPHA}.",
+    )
 
 
 def pooled_table(run: RunData) -> Table:
@@ -280,8 +365,11 @@ def pooled_table(run: RunData) -> Table:
     rows: list[list] = []
     best: set = set()
     for c in comparisons(run):
-        groups = {"seen": [lang for lang in c.items if lang in c.seen],
-                  "unseen": [lang for lang in c.items if lang not in c.seen], "all": list(c.items)}
+        groups = {
+            "seen": [lang for lang in c.items if lang in c.seen],
+            "unseen": [lang for lang in c.items if lang not in c.seen],
+            "all": list(c.items),
+        }
         for group, langs in groups.items():
             if not langs:
                 continue
@@ -300,24 +388,57 @@ def pooled_table(run: RunData) -> Table:
             p_items = sign_test(better, worse)
             if p_items < ALPHA:
                 best.add((len(rows), 6))
-            rows.append([c.name, group, len(langs), int((~np.isnan(diff)).sum()),
-                         _mean([c.items[lang][2].mean() for lang in langs]),
-                         _mean([c.items[lang][1].mean() for lang in langs]), delta, lo, hi,
-                         fixed, broken, sign_test(fixed, broken), better, worse, p_items])
-    return Table("pooled", f"Table 7 — aligned vs base pooled over languages: exact sign test and 95% "
-                           f"bootstrap CI of Δ ({RESAMPLES} resamples, seed {SEED})",
-                 ["model / setting — condition", "languages", "n langs", "n pairs", "base", "aligned", "Δ (pp)",
-                  "Δ CI low", "Δ CI high", "fixed", "broken", "p sign", "items better", "items worse",
-                  "p items"], rows,
-                 ["text", "text", "int", "int", "acc", "acc", "delta", "delta", "delta", "int", "int", "p", "int",
-                  "int", "p"], best,
-                 "Averages are means over languages of per-language accuracy on paired items. The CI resamples "
-                 "item indices jointly across languages (the test sets are item-parallel). fixed/broken and p sign "
-                 "pool every (language, item) pair, which are not independent across languages (translations of "
-                 "the same reviews). The headline test treats the benchmark item as the unit: per item, the net "
-                 "number of languages fixed (fixed minus broken); 'items better/worse' count items with a net "
-                 "gain/loss and p items is the exact sign test over them, valid for independent items. Per "
-                 f"language, see the Holm-corrected tests (Table 5). Δ bold where p items < {ALPHA}.")
+            rows.append(
+                [
+                    c.name,
+                    group,
+                    len(langs),
+                    int((~np.isnan(diff)).sum()),
+                    _mean([c.items[lang][2].mean() for lang in langs]),
+                    _mean([c.items[lang][1].mean() for lang in langs]),
+                    delta,
+                    lo,
+                    hi,
+                    fixed,
+                    broken,
+                    sign_test(fixed, broken),
+                    better,
+                    worse,
+                    p_items,
+                ]
+            )
+    return Table(
+        "pooled",
+        f"Table 7 — aligned vs base pooled over languages: exact sign test and 95% "
+        f"bootstrap CI of Δ ({RESAMPLES} resamples, seed {SEED})",
+        [
+            "model / setting — condition",
+            "languages",
+            "n langs",
+            "n pairs",
+            "base",
+            "aligned",
+            "Δ (pp)",
+            "Δ CI low",
+            "Δ CI high",
+            "fixed",
+            "broken",
+            "p sign",
+            "items better",
+            "items worse",
+            "p items",
+        ],
+        rows,
+        ["text", "text", "int", "int", "acc", "acc", "delta", "delta", "delta", "int", "int", "p", "int", "int", "p"],
+        best,
+        "Averages are means over languages of per-language accuracy on paired items. The CI resamples "
+        "item indices jointly across languages (the test sets are item-parallel). fixed/broken and p sign "
+        "pool every (language, item) pair, which are not independent across languages (translations of "
+        "the same reviews). The headline test treats the benchmark item as the unit: per item, the net "
+        "number of languages fixed (fixed minus broken); 'items better/worse' count items with a net "
+        "gain/loss and p items is the exact sign test over them, valid for independent items. Per "
+        f"language, see the Holm-corrected tests (Table 5). Δ bold where p items < {ALPHA}.",
+    )
 
 
 def balanced_table(run: RunData, condition, seen_any: set[str]) -> Table:
@@ -327,19 +448,26 @@ def balanced_table(run: RunData, condition, seen_any: set[str]) -> Table:
     rows: list[list] = []
     scores: dict[str, list[tuple]] = {
         lang: [(run.accuracy(v, condition, lang), *run.class_scores(v, condition, lang)) for v in variants]
-        for lang in langs}
-    scores["average"] = [tuple(_mean([scores[lang][k][m] for lang in langs]) for m in range(3))
-                         for k in range(len(variants))]
+        for lang in langs
+    }
+    scores["average"] = [
+        tuple(_mean([scores[lang][k][m] for lang in langs]) for m in range(3)) for k in range(len(variants))
+    ]
     for lang, values in scores.items():
         best |= {(len(rows), 3 * j - 1) for j in _best([v[1] for v in values])}
         rows.append([lang + (" †" if lang in seen_any else ""), *[x for v in values for x in v]])
     header = [f"{_vname(v)} {m}" for v in variants for m in ("acc", "bal acc", "macro-F1")]
-    return Table("balanced", f"Table 6 — accuracy, balanced accuracy and macro-F1 (%) per language: "
-                             f"{_cname(condition)}", ["language", *header], rows,
-                 ["text"] + ["acc"] * len(header), best,
-                 "Balanced accuracy = mean over the gold classes present of per-class recall; macro-F1 = mean "
-                 "over the same classes of F1; a tie counts as wrong. Best balanced accuracy per row in bold; "
-                 "the average row is the mean over languages.")
+    return Table(
+        "balanced",
+        f"Table 6 — accuracy, balanced accuracy and macro-F1 (%) per language: {_cname(condition)}",
+        ["language", *header],
+        rows,
+        ["text"] + ["acc"] * len(header),
+        best,
+        "Balanced accuracy = mean over the gold classes present of per-class recall; macro-F1 = mean "
+        "over the same classes of F1; a tie counts as wrong. Best balanced accuracy per row in bold; "
+        "the average row is the mean over languages.",
+    )
 
 
 def distribution_table(run: RunData, condition) -> Table:
@@ -367,12 +495,16 @@ def distribution_table(run: RunData, condition) -> Table:
             values = [p for x in langs for p in preds[(v, x)]] if lang == "all languages" else preds[(v, lang)]
             if values:
                 rows.append(row(f"{lang} — {_vname(v)}", values))
-    return Table("label_distribution", f"Table 8 — predicted-label distribution (%): {_cname(condition)}",
-                 ["language — variant", "n", *classes, *(["tie"] if ties else [])], rows,
-                 ["text", "int"] + ["acc"] * (len(classes) + ties), set(),
-                 "Share of items predicted as each class; the gold row gives the test set's own shares (one row "
-                 "when every language has the same). " + ("tie = no single best label (counted wrong)." if ties
-                                                          else "No ties."))
+    return Table(
+        "label_distribution",
+        f"Table 8 — predicted-label distribution (%): {_cname(condition)}",
+        ["language — variant", "n", *classes, *(["tie"] if ties else [])],
+        rows,
+        ["text", "int"] + ["acc"] * (len(classes) + ties),
+        set(),
+        "Share of items predicted as each class; the gold row gives the test set's own shares (one row "
+        "when every language has the same). " + ("tie = no single best label (counted wrong)." if ties else "No ties."),
+    )
 
 
 def build_tables(run: RunData) -> list[Table]:

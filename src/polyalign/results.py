@@ -3,6 +3,7 @@
 Per-item samples are the source of truth; every accuracy, table and figure is
 recomputed from them.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -161,8 +162,12 @@ def summarize(rows: list[dict]) -> dict:
     """Accuracy, count, CI and ties of one language's samples (a tie counts as wrong)."""
     correct = np.array([r["pred"] == r["gold"] for r in rows], dtype=float)
     lo, hi = bootstrap_ci(correct)
-    return {"accuracy": float(correct.mean()) if len(rows) else 0.0, "n": len(rows), "ci95": [lo, hi],
-            "ties": sum(1 for r in rows if r["pred"] is None)}
+    return {
+        "accuracy": float(correct.mean()) if len(rows) else 0.0,
+        "n": len(rows),
+        "ci95": [lo, hi],
+        "ties": sum(1 for r in rows if r["pred"] is None),
+    }
 
 
 def predict(scores: dict[str, float]) -> tuple[str | None, list[str]]:

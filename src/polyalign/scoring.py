@@ -14,6 +14,7 @@ Two rules:
   is a character prefix of the label word (with and without the word-start marker, plus
   the byte-fallback token of its first character).
 """
+
 from __future__ import annotations
 
 import copy
@@ -81,7 +82,7 @@ def continuation_ids(tokenizer, prompt_ids: list[int], prompt: str, word: str) -
     """Label tokens as the model would read them right after the prompt's own tokens."""
     joint = tokenizer(prompt + word)["input_ids"]
     if joint[: len(prompt_ids)] == prompt_ids and len(joint) > len(prompt_ids):
-        return joint[len(prompt_ids):]
+        return joint[len(prompt_ids) :]
     return tokenizer(word, add_special_tokens=False)["input_ids"]
 
 
@@ -96,10 +97,12 @@ def check_distinguishable(words: dict[str, str], token_sets: dict[str, list[int]
             raise Indistinguishable(f"{where}: label '{words[cls]}' ({cls}) has no tokens under {rule} scoring")
     classes = list(token_sets)
     for i, a in enumerate(classes):
-        for b in classes[i + 1:]:
+        for b in classes[i + 1 :]:
             if token_sets[a] == token_sets[b]:
-                raise Indistinguishable(f"{where}: labels '{words[a]}' ({a}) and '{words[b]}' ({b}) collide after "
-                                     f"tokenization under {rule} scoring (same tokens {token_sets[a][:8]})")
+                raise Indistinguishable(
+                    f"{where}: labels '{words[a]}' ({a}) and '{words[b]}' ({b}) collide after "
+                    f"tokenization under {rule} scoring (same tokens {token_sets[a][:8]})"
+                )
 
 
 def common_stem(tokenizer, prompt_ids: list[int], prompt: str, words: dict[str, str]) -> tuple[list[int], str]:
@@ -119,8 +122,9 @@ def common_stem(tokenizer, prompt_ids: list[int], prompt: str, words: dict[str, 
     return [], ""
 
 
-def prefix_sets(tokenizer, prompt_ids: list[int], prompt: str, words: dict[str, str]
-                ) -> tuple[list[int], str, dict[str, list[int]]]:
+def prefix_sets(
+    tokenizer, prompt_ids: list[int], prompt: str, words: dict[str, str]
+) -> tuple[list[int], str, dict[str, list[int]]]:
     """The paper's prefix rule, generalised from its Thai case (เชิงบวก / เชิงลบ).
 
     When the label words share a leading token stem, the prompt is extended by the stem's
@@ -128,7 +132,7 @@ def prefix_sets(tokenizer, prompt_ids: list[int], prompt: str, words: dict[str, 
     (stem token ids to append to every prompt, stem text, candidate set per class).
     """
     stem_ids, stem = common_stem(tokenizer, prompt_ids, prompt, words)
-    return stem_ids, stem, {c: prefix_token_ids(tokenizer, w[len(stem):]) for c, w in words.items()}
+    return stem_ids, stem, {c: prefix_token_ids(tokenizer, w[len(stem) :]) for c, w in words.items()}
 
 
 def plan_batches(lengths: list[int], max_rows: int, overhead: int) -> list[int]:
@@ -186,9 +190,16 @@ class Scorer:
         return self.decoder(input_ids=ids, use_cache=True).past_key_values
 
     @torch.inference_mode()
-    def score(self, items: list[Item], shared: int, rule: str, token_sets: dict[str, list[int]] | None,
-              batch_size: int, on_batch=None, done: Container[int] = frozenset()
-              ) -> dict[int, dict[str, float]]:
+    def score(
+        self,
+        items: list[Item],
+        shared: int,
+        rule: str,
+        token_sets: dict[str, list[int]] | None,
+        batch_size: int,
+        on_batch=None,
+        done: Container[int] = frozenset(),
+    ) -> dict[int, dict[str, float]]:
         """Scores per item: summed label log-prob (exact) or label probability mass (prefix).
 
         `shared` is the number of leading tokens all items have in common; their cache is
@@ -253,17 +264,27 @@ class Scorer:
         if cache is not None:
             past = copy.deepcopy(cache)
             past.batch_repeat_interleave(len(suffixes))
-        return self.decoder(input_ids=ids.to(self.device), past_key_values=past, use_cache=cache is not None,
-                            output_hidden_states=output_hidden_states)
+        return self.decoder(
+            input_ids=ids.to(self.device),
+            past_key_values=past,
+            use_cache=cache is not None,
+            output_hidden_states=output_hidden_states,
+        )
 
     def _hidden(self, batch, cache) -> list[torch.Tensor]:
         """Final-normed hidden states at each row's scored positions."""
         hidden = self.forward_suffixes([r[2] for r in batch], cache).last_hidden_state
-        return [hidden[i, r[3]:len(r[2])] for i, r in enumerate(batch)]
+        return [hidden[i, r[3] : len(r[2])] for i, r in enumerate(batch)]
 
 
-def add_scores(scores: dict[str, float], item: Item, cls: str | None, lp: torch.Tensor, rule: str,
-               token_sets: dict[str, list[int]] | None) -> None:
+def add_scores(
+    scores: dict[str, float],
+    item: Item,
+    cls: str | None,
+    lp: torch.Tensor,
+    rule: str,
+    token_sets: dict[str, list[int]] | None,
+) -> None:
     """Fill an item's class scores from one row's log-probabilities (row = all classes, or `cls`)."""
     if rule == "prefix":
         probs = lp[0].exp()

@@ -4,6 +4,7 @@ Why a module of its own: the lens and PCA read the same forward (shared few-shot
 computed once, its KV cache copied per batch, as in scoring) and differ only in how
 positions are pooled.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -23,10 +24,19 @@ from polyalign.tasks import TaskSpec
 from polyalign.unembed import num_layers
 
 
-def setup_analysis(what: str, models: list[tuple[str, object]], task: str, langs: str | list[str], mode: str,
-                   limit: int | None, data_dir: str | Path | None, prompts: str | Path | None,
-                   layers: list[int | str] | None, batch_size: int, items: str | None = None
-                   ) -> tuple[EvalConfig, TaskSpec, PromptPack, list[str], int, list[int]]:
+def setup_analysis(
+    what: str,
+    models: list[tuple[str, object]],
+    task: str,
+    langs: str | list[str],
+    mode: str,
+    limit: int | None,
+    data_dir: str | Path | None,
+    prompts: str | Path | None,
+    layers: list[int | str] | None,
+    batch_size: int,
+    items: str | None = None,
+) -> tuple[EvalConfig, TaskSpec, PromptPack, list[str], int, list[int]]:
     """Checks shared by the lens and PCA: distinct labels, enough items, same depth, valid layers.
 
     Returns (the config items are prepared with, task spec, pack, language codes, number of
@@ -38,9 +48,18 @@ def setup_analysis(what: str, models: list[tuple[str, object]], task: str, langs
     if batch_size < 1:
         raise PolyalignError("--batch-size must be at least 1")
     spec, pack, codes = check_inputs(task, langs, mode, items, limit, data_dir, prompts)
-    cfg = EvalConfig(model=models[0][0], task=task, langs=",".join(codes), mode=mode, scoring="exact", limit=limit,
-                     items=items, data_dir=str(data_dir) if data_dir else None,
-                     prompts=str(prompts) if prompts else None, batch_size=batch_size)
+    cfg = EvalConfig(
+        model=models[0][0],
+        task=task,
+        langs=",".join(codes),
+        mode=mode,
+        scoring="exact",
+        limit=limit,
+        items=items,
+        data_dir=str(data_dir) if data_dir else None,
+        prompts=str(prompts) if prompts else None,
+        batch_size=batch_size,
+    )
     total = num_layers(models[0][1])
     if any(num_layers(m) != total for _, m in models):
         raise PolyalignError("compared models have different numbers of layers")
@@ -66,8 +85,16 @@ def _prefix(scorer: Scorer, prefix_ids: list[int], layers: list[int], total: int
 
 
 @torch.inference_mode()
-def collect_states(model, tokenizer, items: list[Item], shared: int, layers: list[int], pooling: str,
-                   batch_size: int, desc: str = "forward") -> Iterator[tuple[list[int], torch.Tensor]]:
+def collect_states(
+    model,
+    tokenizer,
+    items: list[Item],
+    shared: int,
+    layers: list[int],
+    pooling: str,
+    batch_size: int,
+    desc: str = "forward",
+) -> Iterator[tuple[list[int], torch.Tensor]]:
     """Per batch: item indices and hidden states [len(layers), batch, hidden].
 
     pooling 'last': the answer position (model dtype, ready for the norm and unembedding);
@@ -83,7 +110,7 @@ def collect_states(model, tokenizer, items: list[Item], shared: int, layers: lis
     order = sorted(items, key=lambda it: -len(it.ids))  # longest first: memory errors surface at once
     bar = tqdm(total=len(order), desc=desc, unit="item", leave=False)
     for start in range(0, len(order), batch_size):
-        batch = order[start:start + batch_size]
+        batch = order[start : start + batch_size]
         bar.update(len(batch))
         suffixes = [it.ids[shared:] for it in batch]
         if not all(suffixes):

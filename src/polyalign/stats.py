@@ -4,6 +4,7 @@ Paired tests of an aligned model against the base model on the same items, multi
 corrections over the languages of one comparison, and class-aware scores (balanced accuracy,
 macro-F1, predicted-label distribution) that expose a model that just predicts one label.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -64,8 +65,9 @@ def sign_test(fixed: int, broken: int) -> float:
     return min(1.0, 2 * tail / 2**n)
 
 
-def paired_bootstrap(aligned: np.ndarray, base: np.ndarray, resamples: int = RESAMPLES,
-                     seed: int = SEED) -> tuple[float, float]:
+def paired_bootstrap(
+    aligned: np.ndarray, base: np.ndarray, resamples: int = RESAMPLES, seed: int = SEED
+) -> tuple[float, float]:
     """Accuracy difference (aligned - base) on the same items and its two-sided p-value.
 
     Items are resampled with replacement (pairs kept together); the p-value is the share of
@@ -82,8 +84,9 @@ def paired_bootstrap(aligned: np.ndarray, base: np.ndarray, resamples: int = RES
     return delta, (1 + extreme) / (1 + resamples) if delta != 0 else 1.0
 
 
-def bootstrap_average_ci(diff: np.ndarray, resamples: int = RESAMPLES, seed: int = SEED,
-                         level: float = 0.95) -> tuple[float, float, float]:
+def bootstrap_average_ci(
+    diff: np.ndarray, resamples: int = RESAMPLES, seed: int = SEED, level: float = 0.95
+) -> tuple[float, float, float]:
     """Mean over languages of the per-language accuracy difference, with a percentile CI.
 
     `diff[lang, item]` is aligned - base correctness (NaN where a language lacks the item).

@@ -16,6 +16,7 @@ its outputs are in place, a done.json marker holding the key. `execute_steps` sk
 whose marker holds its key. Only the standard library's sqlite3 is used; each write is one
 transaction.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -63,8 +64,9 @@ class Store:
                 self.db.executescript(SCHEMA)
         except sqlite3.DatabaseError as exc:
             self.db.close()
-            raise PolyalignError(f"{self.path}: unreadable store ({exc}); restore it, or move it away to start "
-                                 "the run over") from None
+            raise PolyalignError(
+                f"{self.path}: unreadable store ({exc}); restore it, or move it away to start the run over"
+            ) from None
 
     def close(self) -> None:
         self.db.close()
@@ -87,9 +89,17 @@ class Store:
     # steps ------------------------------------------------------------------------------
     def record_step(self, kind: str, key: str, config: dict, status: str, outputs: dict | None = None) -> None:
         with self.db:
-            self.db.execute("INSERT OR REPLACE INTO steps VALUES (?, ?, ?, ?, ?, ?)",
-                            (kind, key, json.dumps(config, sort_keys=True, ensure_ascii=False), status,
-                             json.dumps(outputs or {}, ensure_ascii=False), time.time()))
+            self.db.execute(
+                "INSERT OR REPLACE INTO steps VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    kind,
+                    key,
+                    json.dumps(config, sort_keys=True, ensure_ascii=False),
+                    status,
+                    json.dumps(outputs or {}, ensure_ascii=False),
+                    time.time(),
+                ),
+            )
 
     def step(self, key: str) -> dict | None:
         row = self.db.execute("SELECT * FROM steps WHERE key = ?", (key,)).fetchone()
@@ -102,11 +112,22 @@ class Store:
         """Make `rows` (lang, idx, gold, pred, scores) the results of (model, setting, task, mode,
         scoring) = `labels`, dropping whatever an earlier step stored for the same labels."""
         ident = tuple(labels[k] for k in SAMPLE_COLUMNS[:5])
-        values = [(*ident, r["lang"], int(r["idx"]), r["gold"], r["pred"],
-                   json.dumps(r.get("scores"), ensure_ascii=False), step) for r in rows]
+        values = [
+            (
+                *ident,
+                r["lang"],
+                int(r["idx"]),
+                r["gold"],
+                r["pred"],
+                json.dumps(r.get("scores"), ensure_ascii=False),
+                step,
+            )
+            for r in rows
+        ]
         with self.db:
-            self.db.execute("DELETE FROM samples WHERE model=? AND setting=? AND task=? AND mode=? AND scoring=?",
-                            ident)
+            self.db.execute(
+                "DELETE FROM samples WHERE model=? AND setting=? AND task=? AND mode=? AND scoring=?", ident
+            )
             self.db.executemany(f"INSERT INTO samples VALUES ({', '.join('?' * 11)})", values)
         return len(values)
 
@@ -125,13 +146,17 @@ class Store:
         stale = [tuple(row) for row in held if tuple(row) not in wanted]
         with self.db:
             for row in stale:
-                self.db.execute("DELETE FROM samples WHERE step=? AND model=? AND setting=? AND task=? AND mode=? "
-                                "AND scoring=?", row)
+                self.db.execute(
+                    "DELETE FROM samples WHERE step=? AND model=? AND setting=? AND task=? AND mode=? AND scoring=?",
+                    row,
+                )
         return len(stale)
 
     def samples(self) -> Iterator[dict]:
-        for row in self.db.execute(f"SELECT {', '.join(SAMPLE_COLUMNS)}, step FROM samples "
-                                   "ORDER BY model, setting, task, mode, scoring, lang, idx"):
+        for row in self.db.execute(
+            f"SELECT {', '.join(SAMPLE_COLUMNS)}, step FROM samples "
+            "ORDER BY model, setting, task, mode, scoring, lang, idx"
+        ):
             yield dict(row)
 
     # content hashes ---------------------------------------------------------------------
@@ -149,8 +174,9 @@ class Store:
             return row["sha256"]
         value = file_sha256(path)
         with self.db:
-            self.db.execute("INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?)",
-                            (str(path), stat.st_size, stat.st_mtime_ns, value))
+            self.db.execute(
+                "INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?)", (str(path), stat.st_size, stat.st_mtime_ns, value)
+            )
         return value
 
 
@@ -176,8 +202,13 @@ def step_folder(run_dir: Path, step: Step) -> Path:
     return Path(run_dir) / "steps" / f"{step.kind}-{step.key[:12]}"
 
 
-def execute_steps(store: Store, run_dir: Path, steps: list[Step], log: Callable[[str], None] = print,
-                  before: Callable[[Step], None] | None = None) -> tuple[list[Step], list[Step]]:
+def execute_steps(
+    store: Store,
+    run_dir: Path,
+    steps: list[Step],
+    log: Callable[[str], None] = print,
+    before: Callable[[Step], None] | None = None,
+) -> tuple[list[Step], list[Step]]:
     """Run, in order, every step whose folder holds no marker with its key; (executed, skipped)."""
     executed, skipped = [], []
     for n, step in enumerate(steps, 1):

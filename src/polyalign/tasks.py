@@ -5,6 +5,7 @@ labels are canonical class names taken from the pivot-language (English) file by
 index: the test sets are item-parallel, so this sidesteps the label bugs of some
 translated files (SNLI ja/bn/no in the paper's data) and reports them instead.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,10 @@ from polyalign.errors import PolyalignError
 from polyalign.results import read_records
 
 CHECKOUT_DATA = Path("../shared/data/multilingual-learner")  # relative to a source checkout's root
-DATA_HELP = ("pass --data-dir or set POLYALIGN_DATA to the benchmark folder (the data/ folder of the paper's "
-             "repository, GitHub Shimao-Zhang/LLM-Multilingual-Learner)")
+DATA_HELP = (
+    "pass --data-dir or set POLYALIGN_DATA to the benchmark folder (the data/ folder of the paper's "
+    "repository, GitHub Shimao-Zhang/LLM-Multilingual-Learner)"
+)
 
 
 @dataclass(frozen=True)
@@ -66,8 +69,10 @@ def load_task(name_or_path: str) -> TaskSpec:
     path = Path(name_or_path)
     if not (path.suffix in (".yaml", ".yml") and path.exists()):
         if name_or_path not in builtin_task_names():
-            raise PolyalignError(f"unknown task '{name_or_path}' (built in: {', '.join(builtin_task_names())}; "
-                                 f"or give the path of a task .yaml file)")
+            raise PolyalignError(
+                f"unknown task '{name_or_path}' (built in: {', '.join(builtin_task_names())}; "
+                f"or give the path of a task .yaml file)"
+            )
         path = Path(str(files("polyalign") / "tasks" / f"{name_or_path}.yaml"))
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -108,8 +113,10 @@ def resolve_data_dir(data_dir: str | Path | None) -> Path:
     else:
         root = source_checkout()
         if root is None:
-            raise PolyalignError("benchmark data not found: no --data-dir, POLYALIGN_DATA is not set, and outside "
-                                 f"a source checkout there is no default location; {DATA_HELP}")
+            raise PolyalignError(
+                "benchmark data not found: no --data-dir, POLYALIGN_DATA is not set, and outside "
+                f"a source checkout there is no default location; {DATA_HELP}"
+            )
         candidate, origin = root / CHECKOUT_DATA, "the source checkout's default"
         if Path.cwd().resolve() == root.resolve():
             candidate = CHECKOUT_DATA  # the relative form, as recorded by earlier runs started from the root
@@ -152,15 +159,19 @@ def gold_labels(task: TaskSpec, lang: str, records: list[dict], data_dir: Path) 
     pivot_path = test_file_path(task, task.pivot, data_dir)
     pivot = records if lang == task.pivot else load_test_records(task, task.pivot, data_dir)
     if len(pivot) != len(records):
-        raise PolyalignError(f"{test_file_path(task, lang, data_dir)}: {len(records)} records but the pivot "
-                             f"file {pivot_path} has {len(pivot)}; test sets must be item-parallel")
+        raise PolyalignError(
+            f"{test_file_path(task, lang, data_dir)}: {len(records)} records but the pivot "
+            f"file {pivot_path} has {len(pivot)}; test sets must be item-parallel"
+        )
     classes = []
     for i, record in enumerate(pivot):
         word = record.get(task.answer_field)
         cls = task.class_of_word(word) if isinstance(word, str) else None
         if cls is None:
-            raise PolyalignError(f"{pivot_path}: record {i} has label {word!r}, not one of the task's "
-                                 f"classes {list(task.classes)} or their answer_words")
+            raise PolyalignError(
+                f"{pivot_path}: record {i} has label {word!r}, not one of the task's "
+                f"classes {list(task.classes)} or their answer_words"
+            )
         classes.append(cls)
     mapping: dict[str, Counter] = {}
     for record, cls in zip(records, classes):

@@ -5,6 +5,7 @@ produce the aligned question, not to reproduce its prompt. A run folder is resum
 self-describing: resolved config, per-step log, loss curve, the adapter (final or best weights).
 Hugging Face's Trainer does the loop, so `accelerate launch` works without code change.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,8 +81,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
 
 def check_config(cfg: TrainConfig) -> None:
     """Reject values Trainer would accept silently or fail on late."""
-    positive = ["lora_rank", "per_device_batch", "grad_accum", "per_device_eval_batch", "cutoff_len",
-                "logging_steps", "eval_steps", "save_steps"]
+    positive = [
+        "lora_rank",
+        "per_device_batch",
+        "grad_accum",
+        "per_device_eval_batch",
+        "cutoff_len",
+        "logging_steps",
+        "eval_steps",
+        "save_steps",
+    ]
     for name in positive:
         if getattr(cfg, name) < 1:
             raise PolyalignError(f"config key '{name}' must be at least 1 (got {getattr(cfg, name)})")
@@ -94,8 +103,10 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.template not in TEMPLATES:
         raise PolyalignError(f"template must be one of {', '.join(TEMPLATES)} (got '{cfg.template}')")
     if cfg.keep == "best" and cfg.val_size > 0 and cfg.save_steps % cfg.eval_steps:
-        raise PolyalignError(f"save_steps ({cfg.save_steps}) must be a multiple of eval_steps ({cfg.eval_steps}) "
-                             f"to keep the best checkpoint")
+        raise PolyalignError(
+            f"save_steps ({cfg.save_steps}) must be a multiple of eval_steps ({cfg.eval_steps}) "
+            f"to keep the best checkpoint"
+        )
     if cfg.precision not in ("auto", "bf16", "fp32"):
         raise PolyalignError(f"precision must be auto, bf16 or fp32 (got '{cfg.precision}')")
     if not cfg.target_modules:
@@ -106,8 +117,9 @@ def read_pairs(path: str | Path) -> list[dict]:
     """Pairs written by `polyalign data build` (any JSONL/JSON with prompt and completion)."""
     rows = read_records(Path(path))
     for i, row in enumerate(rows):
-        if not (isinstance(row.get("prompt"), str) and isinstance(row.get("completion"), str)
-                and row["completion"].strip()):
+        if not (
+            isinstance(row.get("prompt"), str) and isinstance(row.get("completion"), str) and row["completion"].strip()
+        ):
             raise PolyalignError(f"{path}: record {i} needs 'prompt' and a non-empty 'completion'")
     return rows
 
@@ -117,8 +129,10 @@ def benchmark_provenance(rows: list[dict]) -> list[dict]:
     from collections import Counter
 
     counts = Counter((r["task"], r["items"]) for r in rows if r.get("task") and r.get("items"))
-    return [provenance_record(task, parse_items(items, "pairs"), n)  # type: ignore[arg-type]  # items is a str
-            for (task, items), n in sorted(counts.items())]
+    return [
+        provenance_record(task, parse_items(items, "pairs"), n)  # type: ignore[arg-type]  # items is a str
+        for (task, items), n in sorted(counts.items())
+    ]
 
 
 def _log_callback(log_path: Path):
@@ -164,8 +178,9 @@ def _held_config(config_path: Path, overwrite: bool) -> dict | None:
         if overwrite:
             return None
         reason = str(exc).splitlines()[0]
-        raise PolyalignError(f"{config_path}: unreadable ({reason}); fix or delete it, or pass --overwrite or "
-                             "choose another --out") from None
+        raise PolyalignError(
+            f"{config_path}: unreadable ({reason}); fix or delete it, or pass --overwrite or choose another --out"
+        ) from None
     return held if isinstance(held, dict) else None
 
 
@@ -180,8 +195,11 @@ def _prepare_run(out: Path, resolved: dict, resume: bool, overwrite: bool) -> st
             if not overwrite:
                 what = "another run" if held else "files that are not a polyalign run"
                 diff = sorted(k for k in set(held or {}) | set(resolved) if (held or {}).get(k) != resolved.get(k))
-                raise PolyalignError(f"{out} holds {what}" + (f" (differs in {', '.join(diff)})" if held else "")
-                                     + "; pass --overwrite to replace it or choose another --out")
+                raise PolyalignError(
+                    f"{out} holds {what}"
+                    + (f" (differs in {', '.join(diff)})" if held else "")
+                    + "; pass --overwrite to replace it or choose another --out"
+                )
             shutil.rmtree(out)
         elif overwrite:
             shutil.rmtree(out)
@@ -189,8 +207,10 @@ def _prepare_run(out: Path, resolved: dict, resume: bool, overwrite: bool) -> st
             raise PolyalignError(f"{out} holds this run, already finished; pass --overwrite to train again")
         elif out.joinpath("checkpoints").is_dir() and get_last_checkpoint(str(out / "checkpoints")):
             if not resume:
-                raise PolyalignError(f"{out} holds an unfinished run of this config; pass --resume to continue "
-                                     f"or --overwrite to start over")
+                raise PolyalignError(
+                    f"{out} holds an unfinished run of this config; pass --resume to continue "
+                    f"or --overwrite to start over"
+                )
             last = get_last_checkpoint(str(out / "checkpoints"))
             step = int(Path(last).name.split("-")[-1])
             rows = [r for r in read_jsonl_tolerant(out / "log.jsonl") if r.get("step", 0) <= step]
@@ -202,8 +222,15 @@ def _prepare_run(out: Path, resolved: dict, resume: bool, overwrite: bool) -> st
     return None
 
 
-def train(model: str, data: str | Path, out: str | Path, cfg: TrainConfig | None = None, resume: bool = False,
-          overwrite: bool = False, callbacks: list | None = None) -> dict:
+def train(
+    model: str,
+    data: str | Path,
+    out: str | Path,
+    cfg: TrainConfig | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    callbacks: list | None = None,
+) -> dict:
     """Train a LoRA adapter on prompt->completion pairs; returns the run summary.
 
     Recipe-style: the folder, the data, the model and the Trainer's arguments are each set up
@@ -218,10 +245,18 @@ def train(model: str, data: str | Path, out: str | Path, cfg: TrainConfig | None
     out, data = Path(out), Path(data)
     rows = read_pairs(data)
     named = str(Path(model).resolve()) if Path(model).exists() else model  # same folder, same run
-    resolved = {"model": named, "data": str(data.resolve()), "data_sha256": file_sha256(data),
-                **dataclasses.asdict(cfg)}
-    if resume and not overwrite and (out / "summary.json").exists() and _held_config(out / "config.yaml", False) \
-            == resolved:
+    resolved = {
+        "model": named,
+        "data": str(data.resolve()),
+        "data_sha256": file_sha256(data),
+        **dataclasses.asdict(cfg),
+    }
+    if (
+        resume
+        and not overwrite
+        and (out / "summary.json").exists()
+        and _held_config(out / "config.yaml", False) == resolved
+    ):
         return json.loads((out / "summary.json").read_text(encoding="utf-8"))  # finished: nothing to resume
     tokenizer = load_tokenizer(model, cfg.trust_remote_code)  # the model is checked before anything is written
     last = _setup_folder(out, resolved, resume, overwrite)
@@ -229,18 +264,31 @@ def train(model: str, data: str | Path, out: str | Path, cfg: TrainConfig | None
     bf16 = _use_bf16(cfg)
     net = _setup_model(model, cfg, bf16)
     args = _training_args(cfg, out, bf16, has_val=bool(val_rows))
-    trainer = Trainer(model=net, args=args, train_dataset=train_rows, eval_dataset=val_rows or None,
-                      data_collator=collator, processing_class=tokenizer,
-                      callbacks=[_log_callback(out / "log.jsonl"), *(callbacks or [])])
+    trainer = Trainer(
+        model=net,
+        args=args,
+        train_dataset=train_rows,
+        eval_dataset=val_rows or None,
+        data_collator=collator,
+        processing_class=tokenizer,
+        callbacks=[_log_callback(out / "log.jsonl"), *(callbacks or [])],
+    )
     trainer.train(resume_from_checkpoint=last)
     trainer.save_model(str(out / "adapter"))  # the last weights, or the best ones with keep: best
     chat = cfg.template == "chat" and bool(getattr(tokenizer, "chat_template", None))
-    summary = {"global_step": trainer.state.global_step, "resumed_from": last,
-               "best_checkpoint": trainer.state.best_model_checkpoint, "best_eval_loss": trainer.state.best_metric,
-               "n_train": len(train_rows), "n_val": len(val_rows), "bf16": bf16,
-               "kept": "best" if val_rows and cfg.keep == "best" else "final", "template": "chat" if chat else "none",
-               "world_size": args.world_size,
-               "effective_batch": cfg.per_device_batch * cfg.grad_accum * args.world_size}
+    summary = {
+        "global_step": trainer.state.global_step,
+        "resumed_from": last,
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "best_eval_loss": trainer.state.best_metric,
+        "n_train": len(train_rows),
+        "n_val": len(val_rows),
+        "bf16": bf16,
+        "kept": "best" if val_rows and cfg.keep == "best" else "final",
+        "template": "chat" if chat else "none",
+        "world_size": args.world_size,
+        "effective_batch": cfg.per_device_batch * cfg.grad_accum * args.world_size,
+    }
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(out / "adapter"))
         write_provenance(out / "adapter", benchmark_provenance(rows))
@@ -270,16 +318,18 @@ def _setup_data(tokenizer, rows: list[dict], cfg: TrainConfig, model: str) -> tu
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if pad_id is None:
         raise PolyalignError(f"{model}: tokenizer has neither a pad nor an eos token")
-    train_rows, val_rows = split_pairs(tokenize_pairs(tokenizer, rows, cfg.cutoff_len, cfg.template), cfg.val_size,
-                                       cfg.seed)
+    train_rows, val_rows = split_pairs(
+        tokenize_pairs(tokenizer, rows, cfg.cutoff_len, cfg.template), cfg.val_size, cfg.seed
+    )
     return train_rows, val_rows, PadCollator(pad_id)
 
 
 def _use_bf16(cfg: TrainConfig) -> bool:
     import torch
 
-    return cfg.precision == "bf16" or (cfg.precision == "auto" and torch.cuda.is_available()
-                                       and torch.cuda.is_bf16_supported())
+    return cfg.precision == "bf16" or (
+        cfg.precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    )
 
 
 def _setup_model(model: str, cfg: TrainConfig, bf16: bool):
@@ -291,11 +341,19 @@ def _setup_model(model: str, cfg: TrainConfig, bf16: bool):
     from polyalign.models import resolve_model_path
 
     try:
-        net = AutoModelForCausalLM.from_pretrained(resolve_model_path(model), use_safetensors=True,
-                                                   dtype=torch.bfloat16 if bf16 else torch.float32,
-                                                   trust_remote_code=cfg.trust_remote_code)
-        lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                          target_modules=list(cfg.target_modules), task_type="CAUSAL_LM")
+        net = AutoModelForCausalLM.from_pretrained(
+            resolve_model_path(model),
+            use_safetensors=True,
+            dtype=torch.bfloat16 if bf16 else torch.float32,
+            trust_remote_code=cfg.trust_remote_code,
+        )
+        lora = LoraConfig(
+            r=cfg.lora_rank,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=list(cfg.target_modules),
+            task_type="CAUSAL_LM",
+        )
         net = get_peft_model(net, lora)  # type: ignore[assignment]
     except (OSError, ValueError) as exc:
         raise PolyalignError(f"{model}: cannot set up LoRA training: {str(exc).splitlines()[0]}") from None
@@ -311,28 +369,51 @@ def _training_args(cfg: TrainConfig, out: Path, bf16: bool, has_val: bool):
 
     known = TrainingArguments.__dataclass_fields__  # names moved within transformers 5.x
     extra: dict[str, Any] = {
-        "activation_checkpointing" if "activation_checkpointing" in known else "gradient_checkpointing":
-        cfg.gradient_checkpointing}
+        "activation_checkpointing"
+        if "activation_checkpointing" in known
+        else "gradient_checkpointing": cfg.gradient_checkpointing
+    }
     if "train_sampling_strategy" in known:
         extra["train_sampling_strategy"] = "group_by_length" if cfg.group_by_length else "random"
     else:
         extra["group_by_length"] = cfg.group_by_length
-    return TrainingArguments(**extra,
-        output_dir=str(out / "checkpoints"), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.per_device_batch, per_device_eval_batch_size=cfg.per_device_eval_batch,
-        gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
-        max_grad_norm=cfg.max_grad_norm, bf16=bf16,
-        logging_steps=cfg.logging_steps, eval_strategy="steps" if has_val else "no", eval_steps=cfg.eval_steps,
-        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit,
-        load_best_model_at_end=has_val and cfg.keep == "best", metric_for_best_model="eval_loss",
-        greater_is_better=False, seed=cfg.seed, data_seed=cfg.seed, report_to="none", remove_unused_columns=False,
-        dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(), label_names=["labels"],
-        use_cpu=not torch.cuda.is_available())
+    return TrainingArguments(
+        **extra,
+        output_dir=str(out / "checkpoints"),
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.per_device_batch,
+        per_device_eval_batch_size=cfg.per_device_eval_batch,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_ratio,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        bf16=bf16,
+        logging_steps=cfg.logging_steps,
+        eval_strategy="steps" if has_val else "no",
+        eval_steps=cfg.eval_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        load_best_model_at_end=has_val and cfg.keep == "best",
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        report_to="none",
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        label_names=["labels"],
+        use_cpu=not torch.cuda.is_available(),
+    )
 
 
-def merge(model: str, adapter: str | Path, out: str | Path, overwrite: bool = False,
-          trust_remote_code: bool = False) -> Path:
+def merge(
+    model: str, adapter: str | Path, out: str | Path, overwrite: bool = False, trust_remote_code: bool = False
+) -> Path:
     """Base model + LoRA folded into one HF folder (safetensors + tokenizer), merged in fp32
     for exactness and saved in the base model's dtype; written atomically."""
     import torch
@@ -346,8 +427,9 @@ def merge(model: str, adapter: str | Path, out: str | Path, overwrite: bool = Fa
     path = resolve_model_path(model)
     tokenizer = load_tokenizer(model, trust_remote_code)
     dtype = getattr(AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code), "dtype", None)
-    net = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True,
-                                               trust_remote_code=trust_remote_code)
+    net = AutoModelForCausalLM.from_pretrained(
+        path, dtype=torch.float32, use_safetensors=True, trust_remote_code=trust_remote_code
+    )
     merged = apply_adapter(net, str(adapter)).merge_and_unload()
     if isinstance(dtype, torch.dtype):
         merged = merged.to(dtype)

@@ -3,6 +3,7 @@
 Why its own module: the tokenization decides what the loss sees (the completion only) and is
 shared by training, its tests and the training benchmark.
 """
+
 from __future__ import annotations
 
 import random
@@ -35,9 +36,8 @@ def tokenize_pairs(tokenizer, rows: list[dict], cutoff_len: int, template: str =
     for p, c in zip(prompts, completions):
         if len(p) + len(c) > cutoff_len:
             keep_p = max(1, min(len(p) - 1, cutoff_len * len(p) // (len(p) + len(c))))
-            p, c = p[:keep_p], c[:cutoff_len - keep_p]
-        out.append({"input_ids": p + c, "attention_mask": [1] * (len(p) + len(c)),
-                    "labels": [IGNORE] * len(p) + c})
+            p, c = p[:keep_p], c[: cutoff_len - keep_p]
+        out.append({"input_ids": p + c, "attention_mask": [1] * (len(p) + len(c)), "labels": [IGNORE] * len(p) + c})
     return out
 
 
@@ -47,12 +47,13 @@ def _chat_pieces(tokenizer, rows: list[dict]) -> tuple[list[list[int]], list[lis
     for i, row in enumerate(rows):
         user = [{"role": "user", "content": row["prompt"]}]
         head = tokenizer.apply_chat_template(user, add_generation_prompt=True, tokenize=False)
-        full = tokenizer.apply_chat_template(user + [{"role": "assistant", "content": row["completion"]}],
-                                             tokenize=False)
+        full = tokenizer.apply_chat_template(
+            user + [{"role": "assistant", "content": row["completion"]}], tokenize=False
+        )
         if not full.startswith(head) or len(full) == len(head):
             raise PolyalignError(f"pair {i}: the chat template does not put the completion after the prompt")
         prompts.append(tokenizer(head, add_special_tokens=False)["input_ids"])
-        completions.append(tokenizer(full[len(head):], add_special_tokens=False)["input_ids"])
+        completions.append(tokenizer(full[len(head) :], add_special_tokens=False)["input_ids"])
     return prompts, completions
 
 

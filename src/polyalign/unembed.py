@@ -5,6 +5,7 @@ the logit lens reads every layer through the same norm and head, and both must a
 bit with a plain forward pass. The last layer's output is already normed and is never normed
 twice.
 """
+
 from __future__ import annotations
 
 import torch
@@ -46,7 +47,8 @@ class Unembed:
         self.decoder = base.get_decoder()
         self.head = base.get_output_embeddings()
         self.cap: float | None = getattr(config, "final_logit_softcapping", None) or getattr(
-            getattr(config, "text_config", None), "final_logit_softcapping", None)
+            getattr(config, "text_config", None), "final_logit_softcapping", None
+        )
         self.total = num_layers(model)
         self._norm: torch.nn.Module | None = None
 

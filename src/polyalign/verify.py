@@ -18,6 +18,7 @@ Resumable like the fast pass: float32 rows go to their own per-process logs
 are planned over all of them with finished flushes skipped, so a resumed run writes the same
 files. The merge keeps exactly the float32 rows of items under the threshold in effect.
 """
+
 from __future__ import annotations
 
 import math
@@ -61,8 +62,9 @@ def threshold_in_effect(verify: bool | None, threshold: float | None, dtype: str
     return chosen
 
 
-def reference_loader(model: str, adapter: str | None, device: str, trust_remote_code: bool = False
-                     ) -> Callable[[], object]:
+def reference_loader(
+    model: str, adapter: str | None, device: str, trust_remote_code: bool = False
+) -> Callable[[], object]:
     """Loads the float32 copy: the same weights from disk (not an upcast of the fast ones), same adapter."""
 
     def load():
@@ -80,8 +82,15 @@ def log_glob(partial_dir: Path, task: str, lang: str) -> list[Path]:
 class Verifier:
     """Re-scores one process's items under the threshold with a lazily loaded float32 model."""
 
-    def __init__(self, threshold: float, fast_dtype: str, load_reference: Callable[[], object], tokenizer,
-                 rule: str, batch_size: int):
+    def __init__(
+        self,
+        threshold: float,
+        fast_dtype: str,
+        load_reference: Callable[[], object],
+        tokenizer,
+        rule: str,
+        batch_size: int,
+    ):
         self.threshold, self.fast_dtype, self.rule, self.batch_size = threshold, fast_dtype, rule, batch_size
         self._load, self._tokenizer = load_reference, tokenizer
         self._scorer: Scorer | None = None
@@ -95,8 +104,18 @@ class Verifier:
     def needs(self, row: dict) -> bool:
         return margin(row["scores"], self.rule) < self.threshold
 
-    def run(self, items: list[Item], fast: dict[int, dict], shared: int, token_sets, partial_dir: Path,
-            task: str, lang: str, rank: int, make_row: Callable[[int, dict[str, float]], dict]) -> None:
+    def run(
+        self,
+        items: list[Item],
+        fast: dict[int, dict],
+        shared: int,
+        token_sets,
+        partial_dir: Path,
+        task: str,
+        lang: str,
+        rank: int,
+        make_row: Callable[[int, dict[str, float]], dict],
+    ) -> None:
         """Re-score `items` (this process's, all scored fast: rows in `fast`) under the threshold.
 
         `make_row(index, scores)` builds a plain sample row.
@@ -114,8 +133,16 @@ class Verifier:
             rows = []
             for index, scores in sorted(batch_scores.items()):
                 was = fast[index]
-                rows.append({**make_row(index, scores), "fast": {
-                    "dtype": self.fast_dtype, "pred": was["pred"], "margin": margin(was["scores"], self.rule)}})
+                rows.append(
+                    {
+                        **make_row(index, scores),
+                        "fast": {
+                            "dtype": self.fast_dtype,
+                            "pred": was["pred"],
+                            "margin": margin(was["scores"], self.rule),
+                        },
+                    }
+                )
             log.append(rows)
             self.rescored += len(rows)
 
@@ -132,8 +159,7 @@ def merge(rows: dict[int, dict], partial_dir: Path, task: str, lang: str, thresh
     need = [i for i, row in rows.items() if margin(row["scores"], rule) < threshold]
     missing = [i for i in need if i not in verified]
     if missing:
-        raise PolyalignError(f"{task}/{lang}: {len(missing)} items were not re-scored in float32; run again to "
-                             "resume")
+        raise PolyalignError(f"{task}/{lang}: {len(missing)} items were not re-scored in float32; run again to resume")
     rows.update({i: verified[i] for i in need})
 
 
@@ -148,7 +174,13 @@ def summary(threshold: float | None, fast_dtype: str, languages: dict, verifier:
     if threshold is None:
         return None
     per = {lang: entry["verify"] for lang, entry in languages.items()}
-    return {"dtype": fast_dtype, "reference_dtype": "float32", "threshold": threshold,
-            "rescored": sum(v["rescored"] for v in per.values()), "changed": sum(v["changed"] for v in per.values()),
-            "items": sum(entry["n"] for entry in languages.values()), "per_language": per,
-            "seconds": round(verifier.seconds, 3) if verifier else 0.0}
+    return {
+        "dtype": fast_dtype,
+        "reference_dtype": "float32",
+        "threshold": threshold,
+        "rescored": sum(v["rescored"] for v in per.values()),
+        "changed": sum(v["changed"] for v in per.values()),
+        "items": sum(entry["n"] for entry in languages.values()),
+        "per_language": per,
+        "seconds": round(verifier.seconds, 3) if verifier else 0.0,
+    }
