@@ -7,8 +7,8 @@ demo:
 lint:
 	bash scripts/bootstrap.sh
 	.venv/bin/ruff check $(LINT_PATHS)
+	.venv/bin/ruff format --check $(LINT_PATHS)
 	.venv/bin/mypy
-	@# TODO: add `.venv/bin/ruff format --check $(LINT_PATHS)` here after the one-shot `ruff format $(LINT_PATHS)`.
 # No model weights (packaged or tiny), no extra process: under a minute.
 test-fast:
 	bash scripts/bootstrap.sh

@@ -27,7 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local
 import torch  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
-from polyalign import training  # noqa: E402
+from polyalign import train_config, training  # noqa: E402
 from polyalign.alignment_data import build_pairs, write_pairs  # noqa: E402
 from polyalign.errors import PolyalignError  # noqa: E402
 from polyalign.prompts import PromptPack  # noqa: E402
@@ -68,7 +68,7 @@ def result(name: str, counter: Counter, clock: Clock) -> dict:
     }
 
 
-def run_polyalign(model: str, data: Path, cfg: training.TrainConfig, work: Path) -> dict:
+def run_polyalign(model: str, data: Path, cfg: train_config.TrainConfig, work: Path) -> dict:
     """polyalign.training.train as users run it, with its collator instrumented."""
     counters = []
     original = training.PadCollator
@@ -86,7 +86,7 @@ def run_polyalign(model: str, data: Path, cfg: training.TrainConfig, work: Path)
     return result("polyalign", counters[0], clock)
 
 
-def run_baseline(model: str, rows: list[dict], cfg: training.TrainConfig, work: Path) -> dict:
+def run_baseline(model: str, rows: list[dict], cfg: train_config.TrainConfig, work: Path) -> dict:
     """The common recipe: prompt+completion as one text, causal-LM collator, random batches."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, DataCollatorForLanguageModeling, Trainer, TrainingArguments
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             per_language = max(1, args.pairs // len(SOURCES))
             rows = build_pairs("snli", SOURCES, "en", per_language, 0, args.data_dir, PromptPack.load())
-        cfg = training.load_config(
+        cfg = train_config.load_config(
             None,
             [
                 f"max_steps={args.steps}",

@@ -13,8 +13,9 @@ import json
 from pathlib import Path
 
 from polyalign.report_formats import render_md
-from polyalign.report_tables import RunData, per_language_table, seen_unseen_table, significance_table
+from polyalign.report_tables import per_language_table, seen_unseen_table, significance_table
 from polyalign.results import read_samples
+from polyalign.run_data import RunData
 
 
 def eval_run(base: Path, aligned: Path, seen: list[str]) -> RunData:

@@ -6,7 +6,8 @@ import json
 import pytest
 import torch
 
-from polyalign.alignment_data import add_cli, build_pairs, question_file_records
+from polyalign.alignment_data import build_pairs, question_file_records
+from polyalign.data_cli import add_cli
 from polyalign.errors import PolyalignError
 from polyalign.prompts import PromptPack
 from polyalign.results import read_records

@@ -15,7 +15,8 @@ from polyalign.evaluate import EvalConfig, run_eval
 from polyalign.models import load_model
 from polyalign.prompts import PromptPack
 from polyalign.scoring import Scorer, prefix_token_ids
-from polyalign.training import load_config, train
+from polyalign.train_config import load_config
+from polyalign.training import train
 from polyalign.unembed import Unembed, num_layers
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]

@@ -12,7 +12,7 @@ import sqlite3
 import pytest
 import yaml
 
-from polyalign import evaluate, experiment, lens, pca, report
+from polyalign import evaluate, experiment, lens, pca, report, run_cli
 from polyalign.errors import PolyalignError
 
 # Where each step's real work is looked up when the step runs (the torch-heavy engines are
@@ -34,7 +34,7 @@ TRAIN = {
 def cli(argv):
     parser = argparse.ArgumentParser(prog="polyalign")
     sub = parser.add_subparsers(dest="command", required=True)
-    experiment.add_cli(sub)
+    run_cli.add_cli(sub)
     report.add_cli(sub)
     args = parser.parse_args([str(a) for a in argv])
     return args.func(args)

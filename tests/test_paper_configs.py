@@ -8,7 +8,7 @@ import pytest
 from polyalign.experiment import validate_experiment
 from polyalign.experiment_spec import train_config
 from polyalign.languages import PAPER_LANGUAGES
-from polyalign.training import TrainConfig
+from polyalign.train_config import TrainConfig
 
 PAPER = Path(__file__).resolve().parents[1] / "configs" / "paper"
 FILES = sorted(PAPER.glob("*.yaml"))

@@ -11,19 +11,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 from polyalign.alignment_data import build_pairs, write_pairs
 from polyalign.errors import PolyalignError
+from polyalign.merge import merge
 from polyalign.models import load_model
 from polyalign.prompts import PromptPack
-from polyalign.training import (
-    IGNORE,
-    PadCollator,
-    TrainConfig,
-    add_cli,
-    default_config_path,
-    load_config,
-    merge,
-    tokenize_pairs,
-    train,
-)
+from polyalign.train_cli import add_cli
+from polyalign.train_config import TrainConfig, default_config_path, load_config
+from polyalign.training import train
+from polyalign.training_data import IGNORE, PadCollator, tokenize_pairs
 
 TINY = [
     "max_steps=4",

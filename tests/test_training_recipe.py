@@ -10,7 +10,9 @@ from transformers import AutoTokenizer, TrainerCallback
 from polyalign.alignment_data import build_pairs, write_pairs
 from polyalign.errors import PolyalignError
 from polyalign.prompts import PromptPack
-from polyalign.training import IGNORE, load_config, tokenize_pairs, train
+from polyalign.train_config import load_config
+from polyalign.training import train
+from polyalign.training_data import IGNORE, tokenize_pairs
 
 STEPS = [
     "max_steps=6",

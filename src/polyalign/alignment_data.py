@@ -11,7 +11,6 @@ files (task `question_file`), or (c) a seq2seq machine translator (`--translator
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import re
@@ -21,11 +20,9 @@ from pathlib import Path
 from polyalign.errors import PolyalignError
 from polyalign.item_range import ItemRange, parse_items
 from polyalign.languages import get_language, parse_languages
-from polyalign.paths import slug
 from polyalign.prompts import PromptPack
 from polyalign.results import atomic_write_json, read_records, write_jsonl
 from polyalign.tasks import TaskSpec, load_task, load_test_records, resolve_data_dir
-from polyalign.translation import records_translator
 
 FORMATS = ("jsonl", "llamafactory")
 # "<label>: text" with an ASCII or full-width colon; labels themselves never hold a colon.
@@ -218,12 +215,7 @@ def build_pairs(
         source_files,
         items is not None and bool(source_files or target_file or translate),
     )
-    if items is not None:
-        records = _test_item_records(task, [target, *sources], data_dir, items)
-        targets, population = records[target], list(items.indices())
-    else:
-        targets, _ = _targets(task, target, data_dir, target_file)
-        population = list(range(len(targets)))
+    targets, population, records = _target_population(task, target, sources, data_dir, target_file, items)
     if per_language > len(population):
         raise PolyalignError(
             f"--per-language {per_language} is more than the {len(population)} parallel "
@@ -233,7 +225,7 @@ def build_pairs(
     pairs = []
     for lang in sources:
         source: list[dict] | None
-        if items is not None:
+        if records is not None:
             source, where = records[lang], f"{task.name} test items {items}"
         else:
             source, where = _sources(
@@ -246,20 +238,52 @@ def build_pairs(
             _check_fields(task, picked, where)
         else:
             picked = [source[i] for i in indices]
-        line = instruction(lang, target)
-        for i, record in zip(indices, picked):
-            row = {
-                "source_lang": lang,
-                "target_lang": target,
-                "index": i,
-                "prompt": pack.query(task, lang, record) + "\n" + line + "\n",
-                "completion": pack.query(task, target, targets[i]),
-            }
-            if items is not None:
-                row.update(task=task.name, items=str(items))
-            pairs.append(row)
+        pairs.extend(_pair_rows(task, pack, lang, target, indices, picked, targets, items))
     random.Random(seed).shuffle(pairs)
     return pairs
+
+
+def _target_population(
+    task: TaskSpec,
+    target: str,
+    sources: list[str],
+    data_dir: str | Path | None,
+    target_file: str | Path | None,
+    items: ItemRange | None,
+) -> tuple[list[dict], list[int], dict[str, list[dict]] | None]:
+    """Target records, the indices pairs may be drawn from, and (with `items`) every language's records."""
+    if items is None:
+        targets, _ = _targets(task, target, data_dir, target_file)
+        return targets, list(range(len(targets))), None
+    records = _test_item_records(task, [target, *sources], data_dir, items)
+    return records[target], list(items.indices()), records
+
+
+def _pair_rows(
+    task: TaskSpec,
+    pack: PromptPack,
+    lang: str,
+    target: str,
+    indices: list[int],
+    picked: list[dict],
+    targets: list[dict],
+    items: ItemRange | None,
+) -> list[dict]:
+    """One training row per sampled record: the source question, the instruction, the target question."""
+    line = instruction(lang, target)
+    rows = []
+    for i, record in zip(indices, picked):
+        row = {
+            "source_lang": lang,
+            "target_lang": target,
+            "index": i,
+            "prompt": pack.query(task, lang, record) + "\n" + line + "\n",
+            "completion": pack.query(task, target, targets[i]),
+        }
+        if items is not None:
+            row.update(task=task.name, items=str(items))
+        rows.append(row)
+    return rows
 
 
 def write_pairs(records: list[dict], out: str | Path, fmt: str = "jsonl") -> list[Path]:
@@ -290,109 +314,3 @@ def write_pairs(records: list[dict], out: str | Path, fmt: str = "jsonl") -> lis
         atomic_write_json(info_path, info)
         written += [alpaca, info_path]
     return written
-
-
-def _pairs_arg(values: list[str] | None, flag: str) -> dict[str, str]:
-    out = {}
-    for value in values or []:
-        key, sep, path = value.partition("=")
-        if not sep or not key.strip() or not path.strip():
-            raise PolyalignError(f"{flag} expects KEY=VALUE, got '{value}'")
-        out[key.strip()] = path.strip()
-    return out
-
-
-def cmd_data_build(args: argparse.Namespace) -> int:
-    """`polyalign data build`: sample, render and write one alignment mixture."""
-    from polyalign.models import cache_dir
-
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise PolyalignError(f"{out} exists; pass --overwrite to replace it")
-    task = load_task(args.task)
-    translate = None
-    if args.translator:
-        codes = _pairs_arg(
-            args.translator_lang_codes.split(",") if args.translator_lang_codes else [], "--translator-lang-codes"
-        )
-        cache = (
-            Path(args.translator_cache)
-            if args.translator_cache
-            else cache_dir() / "translations" / (slug(args.translator) + ".jsonl")
-        )
-        translate = records_translator(
-            args.translator, task.fields, codes, cache, args.translator_batch_size, args.device, announce=True
-        )
-    pairs = build_pairs(
-        task,
-        parse_languages(args.sources),
-        args.target,
-        args.per_language,
-        args.seed,
-        args.data_dir,
-        PromptPack.load(args.prompts),
-        _pairs_arg(args.pair_file, "--pair-file"),
-        args.target_file,
-        translate,
-        parse_items(args.items),
-    )
-    for path in write_pairs(pairs, out, args.format):
-        print(f"wrote {path}")
-    print(
-        f"{len(pairs)} pairs: "
-        + ", ".join(
-            f"{lang}->{args.target} {sum(p['source_lang'] == lang for p in pairs)}"
-            for lang in dict.fromkeys(p["source_lang"] for p in pairs)
-        )
-    )
-    return 0
-
-
-def add_cli(subparsers) -> None:
-    """Register `polyalign data build` on the top-level subparsers."""
-    data = subparsers.add_parser("data", help="build question-alignment training data")
-    sub = data.add_subparsers(dest="data_command", required=True)
-    p = sub.add_parser("build", help="source->target question-translation pairs (JSONL / LLaMA-Factory)")
-    p.add_argument("--task", required=True, help="emotion, snli, paws, or a task .yaml file")
-    p.add_argument("--sources", required=True, help="comma-separated source languages, e.g. zh,es")
-    p.add_argument("--target", default="en", help="target language (default en)")
-    p.add_argument("--per-language", type=int, required=True, help="pairs sampled from each source language")
-    p.add_argument("--seed", type=int, default=0, help="sampling and shuffling seed")
-    p.add_argument("--out", required=True, help="output .jsonl file")
-    p.add_argument(
-        "--format",
-        choices=FORMATS,
-        default="jsonl",
-        help="llamafactory also writes NAME.alpaca.json and dataset_info.json",
-    )
-    p.add_argument("--data-dir", help="benchmark folder (default: $POLYALIGN_DATA or ../shared/...)")
-    p.add_argument("--prompts", help="prompt pack JSON (default: polyalign's own pack)")
-    p.add_argument("--languages-file", help="JSON list of extra languages {code, name, native, script}")
-    p.add_argument(
-        "--pair-file",
-        action="append",
-        metavar="LANG=PATH",
-        help="source-language records (JSON/JSONL with the task's fields), item-parallel with the target",
-    )
-    p.add_argument("--target-file", help="target-language records, item-parallel with the --pair-file files")
-    p.add_argument(
-        "--items",
-        metavar="START:STOP",
-        help="take the questions (no answers) of benchmark test items [START, STOP) in every language, "
-        "paired by item, e.g. 250:500; evaluate on a disjoint range (eval --items 0:250)",
-    )
-    p.add_argument(
-        "--translator",
-        help="seq2seq model (HF id or folder, e.g. NLLB) to translate the target "
-        "records into sources that have no file",
-    )
-    p.add_argument(
-        "--translator-lang-codes",
-        help="translator language codes per language, e.g. en=eng_Latn,zh=zho_Hans, or src=..,tgt=.. "
-        "for the translator's input (the pairs' target) and output; NLLB codes are built in",
-    )
-    p.add_argument("--translator-batch-size", type=int, default=16)
-    p.add_argument("--translator-cache", help="JSONL translation cache (default: under $POLYALIGN_CACHE)")
-    p.add_argument("--device", help="torch device for the translator")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    p.set_defaults(func=cmd_data_build, out_is_file=True)

@@ -13,7 +13,8 @@ from polyalign.errors import PolyalignError
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from polyalign.evaluate import EvalConfig, check_config, check_run_dir, run_eval
+    from polyalign.eval_folder import check_run_dir
+    from polyalign.evaluate import EvalConfig, check_config, run_eval
     from polyalign.models import load_model
     from polyalign.report import accuracy_table
     from polyalign.verify import reference_loader
@@ -35,7 +36,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         verify_threshold=args.verify_threshold,
     )
     check_config(cfg)
-    check_run_dir(Path(args.out), cfg, args.overwrite)  # before the model is loaded
+    check_run_dir(Path(args.out), cfg.identity(), args.overwrite)  # before the model is loaded
     model, tokenizer = load_model(args.model, args.adapter, args.device, args.dtype, args.trust_remote_code)
     reference = reference_loader(args.model, args.adapter, str(next(model.parameters()).device), args.trust_remote_code)
     results = run_eval(cfg, model, tokenizer, Path(args.out), overwrite=args.overwrite, load_reference=reference)
@@ -118,12 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="fewer items, for a smoke test")
     p.set_defaults(func=cmd_demo)
 
-    from polyalign import alignment_data, experiment, experiment_files, report, training
+    from polyalign import data_cli, experiment_files, report, run_cli, train_cli
 
-    alignment_data.add_cli(sub)
-    training.add_cli(sub)
+    data_cli.add_cli(sub)
+    train_cli.add_cli(sub)
     add_analysis_cli(sub)
-    for module in (experiment, experiment_files, report):
+    for module in (run_cli, experiment_files, report):
         module.add_cli(sub)
     return parser
 

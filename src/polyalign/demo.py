@@ -102,7 +102,8 @@ def run_demo(out: Path, data_dir: str | None = None, model: str = "gemma-3-270m"
 def print_headline(run_dir: Path) -> None:
     """The measured effect in the terminal: the pooled aligned-vs-base table of the report."""
     from polyalign.report_formats import render_md
-    from polyalign.report_tables import load_run, pooled_table
+    from polyalign.report_tables import pooled_table
+    from polyalign.run_data import load_run
 
     table = pooled_table(load_run(run_dir))
     text = render_md("polyalign demo: base vs aligned", [], [table], [], "")

@@ -11,7 +11,6 @@ Layout of an output folder:
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import time
@@ -23,6 +22,7 @@ from tqdm import tqdm
 
 from polyalign.declarations import RULES
 from polyalign.errors import PolyalignError
+from polyalign.eval_folder import claim_run_dir, run_identity
 from polyalign.inputs import check_inputs
 from polyalign.item_range import evaluated_range, parse_items, read_provenance
 from polyalign.models import describe_model
@@ -182,58 +182,6 @@ def check_config(cfg: EvalConfig) -> tuple:
     )
 
 
-def run_identity(model, batch_size: int, world_size: int) -> dict:
-    """How a run computes: dtype and device type change scores, so a resume must keep them; batch
-    size and world size may change (fp32 results are batch-invariant, tested)."""
-    weights = next(model.parameters())
-    return {
-        "dtype": str(weights.dtype).removeprefix("torch."),
-        "device": weights.device.type,
-        "batch_size": batch_size,
-        "world_size": world_size,
-    }
-
-
-def check_run_dir(out: Path, cfg: EvalConfig, overwrite: bool, runtime: dict | None = None) -> bool:
-    """Whether `out` holds a different (or unreadable) run, or one computed with another dtype or
-    device than `runtime`; refused unless `overwrite`. Reads only: the CLI calls it (without
-    `runtime`) before loading the model."""
-    run_file = out / "run.json"
-    if not run_file.exists():
-        return False
-    try:
-        previous = json.loads(run_file.read_text(encoding="utf-8"))
-        config = previous["config"] if isinstance(previous, dict) else None
-    except (OSError, ValueError, KeyError) as exc:
-        if overwrite:
-            return True
-        reason = f"no {exc} entry" if isinstance(exc, KeyError) else str(exc)
-        raise PolyalignError(
-            f"{run_file}: unreadable ({reason}); fix or delete it, or use another --out or --overwrite"
-        ) from None
-    if config == cfg.identity():
-        held = previous.get("runtime") or {}
-        moved = [k for k in ("dtype", "device") if runtime and k in held and held[k] != runtime[k]]
-        if moved and not overwrite:
-            was, now = (", ".join(f"{k} {r[k]}" for k in moved) for r in (held, runtime or {}))
-            raise PolyalignError(
-                f"{out}: was evaluated with {was}; resuming with {now} would mix results "
-                f"(use the same --dtype/--device, another --out or --overwrite)"
-            )
-        return bool(moved)
-    if not overwrite:
-        raise PolyalignError(f"{out}: holds a different run ({run_file}); use another --out or --overwrite")
-    return True
-
-
-def _check_run_dir(out: Path, cfg: EvalConfig, overwrite: bool, rank: int, runtime: dict) -> None:
-    run_file = out / "run.json"
-    if check_run_dir(out, cfg, overwrite, runtime) and rank == 0:
-        shutil.rmtree(out)
-    if rank == 0:
-        atomic_write_json(run_file, {"config": cfg.identity(), "runtime": runtime})
-
-
 def run_eval(
     cfg: EvalConfig,
     model,
@@ -252,7 +200,7 @@ def run_eval(
     rank, world, barrier = _distributed()
     runtime = run_identity(model, cfg.batch_size, world)
     threshold = threshold_in_effect(cfg.verify, cfg.verify_threshold, runtime["dtype"])
-    _check_run_dir(out, cfg, overwrite, rank, runtime)
+    claim_run_dir(out, cfg.identity(), overwrite, rank, runtime)
     barrier()
     # every language is prepared (and checked) before any computing; one whose labels the rule
     # cannot tell apart is reported in results.json, not scored, and does not stop the others
@@ -361,17 +309,7 @@ def _finish(
             unscorable[prep.lang] = {"reason": prep.info["unscorable"], **prep.info}
             continue
         if not final[prep.lang].exists():
-            rows = {
-                r["index"]: r
-                for f in sorted(partial_dir.glob(f"{task}_{prep.lang}.rank*.jsonl"))
-                for r in read_jsonl_tolerant(f)
-            }
-            missing = [it.index for it in prep.items if it.index not in rows]
-            if missing:
-                raise PolyalignError(f"{task}/{prep.lang}: {len(missing)} items were not scored; run again to resume")
-            if threshold is not None:
-                merge(rows, partial_dir, task, prep.lang, threshold, cfg.scoring)
-            atomic_write_text(final[prep.lang], samples_text([rows[it.index] for it in prep.items]))
+            _merge_language(prep, task, partial_dir, final[prep.lang], threshold, cfg.scoring)
         samples = read_samples(final[prep.lang])
         languages[prep.lang] = {**summarize(samples), **prep.info}
         if threshold is not None:
@@ -403,3 +341,20 @@ def _finish(
     if partial_dir.exists():
         shutil.rmtree(partial_dir)
     return results
+
+
+def _merge_language(
+    prep: PreparedLanguage, task: str, partial_dir: Path, final: Path, threshold: float | None, scoring: str
+) -> None:
+    """Write one language's sorted samples file from the process logs (and float32 re-scores)."""
+    rows = {
+        r["index"]: r
+        for f in sorted(partial_dir.glob(f"{task}_{prep.lang}.rank*.jsonl"))
+        for r in read_jsonl_tolerant(f)
+    }
+    missing = [it.index for it in prep.items if it.index not in rows]
+    if missing:
+        raise PolyalignError(f"{task}/{prep.lang}: {len(missing)} items were not scored; run again to resume")
+    if threshold is not None:
+        merge(rows, partial_dir, task, prep.lang, threshold, scoring)
+    atomic_write_text(final, samples_text([rows[it.index] for it in prep.items]))

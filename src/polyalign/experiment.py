@@ -12,7 +12,6 @@ Per-item results land in RUN_DIR/results.sqlite (polyalign.store), read by `poly
 
 from __future__ import annotations
 
-import argparse
 import gc
 from collections.abc import Callable
 from dataclasses import asdict
@@ -270,13 +269,7 @@ class Runner:
             )
             results = run_eval(cfg, net, tokenizer, folder / "eval", overwrite=True)
             assert results is not None  # experiments run on one process
-            return {
-                "dir": "eval",
-                "average": results["average"],
-                "langs": list(results["languages"]),
-                "unscorable": sorted(results.get("unscorable", {})),
-                "n": sum(v["n"] for v in results["languages"].values()),
-            }
+            return _eval_outputs(results)
 
         def after(folder: Path, outputs: dict) -> None:
             if self.store.count_samples(step.key, labels) != outputs["n"]:
@@ -392,68 +385,12 @@ def run_experiment(
     return runner
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    import json
-
-    from polyalign.experiment_files import resolve_experiment
-
-    path = resolve_experiment(args.experiment)  # a YAML file, or a packaged name such as paper/table3_tasks
-    overrides = [*args.overrides, *([f"data_dir={json.dumps(args.data_dir)}"] if args.data_dir else [])]
-    if args.dry_run:
-        exp, notes = validate_experiment(path, overrides, data=True)
-        for note in notes:
-            print(f"note: {note}")
-        n = len(exp.models)
-        evals = sum(len(s.tasks or exp.tasks) for s in exp.alignment) + len(exp.tasks)
-        print(
-            f"{args.experiment}: valid; {len(exp.alignment)} data, {n * len(exp.alignment)} train, "
-            f"{n * evals * len(exp.modes)} eval, {n * len(exp.analyses.lens)} lens, "
-            f"{n * len(exp.analyses.pca)} pca steps"
-        )
-        return 0
-    runner = run_experiment(path, args.out, overrides)
-    print(
-        f"ran {len(runner.executed)} steps, skipped {len(runner.skipped)} done earlier; "
-        f"results: {runner.run_dir / 'results.sqlite'}; next: polyalign report {runner.run_dir}"
-    )
-    return 0
-
-
-class _IntermixedParser(argparse.ArgumentParser):
-    """Accepts overrides after options (`run X.yaml --out DIR key=value`), which plain argparse
-    rejects once the positionals were matched."""
-
-    _nested = False
-
-    def parse_known_args(self, args=None, namespace=None):
-        if self._nested:
-            return super().parse_known_args(args, namespace)
-        self._nested = True
-        try:
-            return self.parse_known_intermixed_args(args, namespace)
-        finally:
-            self._nested = False
-
-
-def add_cli(subparsers) -> argparse.ArgumentParser:
-    """Register `polyalign run` on the top-level subparsers."""
-    p = subparsers.add_parser(
-        "run", help="run an experiment YAML end to end (data, train, eval, lens, pca); steps already done are skipped"
-    )
-    if type(p) is argparse.ArgumentParser:
-        p.__class__ = _IntermixedParser
-    p.add_argument(
-        "experiment",
-        help="experiment YAML file, or a packaged config such as paper/table3_tasks (list: polyalign configs)",
-    )
-    p.add_argument("--out", help="run folder (default: runs/<name>)")
-    p.add_argument("--data-dir", help="benchmark folder; overrides the experiment's data_dir")
-    p.add_argument("--dry-run", action="store_true", help="validate the file and count its steps; run nothing")
-    p.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="key=value",
-        help="dotted overrides parsed as YAML, e.g. limit=20 alignment.0.train.max_steps=2",
-    )
-    p.set_defaults(func=cmd_run)
-    return p
+def _eval_outputs(results: dict) -> dict:
+    """What an eval step's done.json keeps of results.json."""
+    return {
+        "dir": "eval",
+        "average": results["average"],
+        "langs": list(results["languages"]),
+        "unscorable": sorted(results.get("unscorable", {})),
+        "n": sum(v["n"] for v in results["languages"].values()),
+    }

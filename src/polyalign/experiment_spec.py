@@ -24,8 +24,8 @@ from polyalign.item_range import check_overlap, evaluated_range, parse_items
 from polyalign.languages import get_language, parse_languages
 from polyalign.prompts import check_mode
 from polyalign.tasks import load_task
-from polyalign.training import TrainConfig, load_config
-from polyalign.training import check_config as check_train_config
+from polyalign.train_config import TrainConfig, load_config
+from polyalign.train_config import check_config as check_train_config
 
 
 @dataclass

@@ -67,7 +67,8 @@ def prepare_lens_language(cfg: EvalConfig, pack: PromptPack, task: TaskSpec, tok
     shared = {c: nsets[c] & esets[c] for c in classes}
     nunion, eunion = set().union(*nsets.values()), set().union(*esets.values())
     overlap = sorted(nunion & eunion)
-    sets = [nsets[c] for c in classes] + [esets[c] for c in classes] + [shared[c] for c in classes] + [nunion, eunion]
+    columns = [nsets[c] for c in classes] + [esets[c] for c in classes] + [shared[c] for c in classes]
+    columns += [nunion, eunion]
 
     def names(ids) -> list[str]:
         return tokenizer.convert_ids_to_tokens(sorted(ids))
@@ -84,7 +85,7 @@ def prepare_lens_language(cfg: EvalConfig, pack: PromptPack, task: TaskSpec, tok
             "per_class": {c: names(shared[c]) for c in classes},
         },
     }
-    return LensLanguage(prep, [classes.index(g) for g in prep.golds], [sorted(s) for s in sets], info)
+    return LensLanguage(prep, [classes.index(g) for g in prep.golds], [sorted(s) for s in columns], info)
 
 
 @torch.inference_mode()
@@ -189,6 +190,20 @@ def plot_from_dir(out_dir: str | Path) -> list[Path]:
     )
 
 
+def _lens_rows(
+    models: list[tuple[str, object]], prepared: dict, tokenizer, chosen: list[int], batch_size: int
+) -> list[dict]:
+    """One row per (model, language, item): the lens quantities at every chosen layer."""
+    rows = []
+    for name, net in models:
+        for lang, lens in prepared.items():
+            values = lens_language(net, tokenizer, lens, chosen, batch_size)
+            for item, gold in zip(lens.prep.items, lens.prep.golds):
+                row = {"model": name, "lang": lang, "index": item.index, "gold": gold, "layers": chosen}
+                rows.append({**row, **values[item.index]})
+    return rows
+
+
 def run_lens(
     model,
     tokenizer,
@@ -217,21 +232,7 @@ def run_lens(
     )
     prepared = {lang: prepare_lens_language(cfg, pack, spec, tokenizer, lang) for lang in codes}
     out = Path(out_dir)
-    rows = []
-    for name, net in models:
-        for lang, lens in prepared.items():
-            values = lens_language(net, tokenizer, lens, chosen, batch_size)
-            for item, gold in zip(lens.prep.items, lens.prep.golds):
-                rows.append(
-                    {
-                        "model": name,
-                        "lang": lang,
-                        "index": item.index,
-                        "gold": gold,
-                        "layers": chosen,
-                        **values[item.index],
-                    }
-                )
+    rows = _lens_rows(models, prepared, tokenizer, chosen, batch_size)
     write_jsonl(out / "lens_items.jsonl", rows)
     summary, _ = summarize_items(rows)
     for lang in codes:

@@ -68,14 +68,16 @@ def nearest_pivot_accuracy(x: np.ndarray, pivot: np.ndarray) -> float:
 def item_states(model, tokenizer, prep, layers: list[int], pooling: str, batch_size: int) -> np.ndarray:
     """[layers, items, hidden] float64 representations of one language's items, in item order."""
     position = {item.index: i for i, item in enumerate(prep.items)}
-    out = None
+    out: np.ndarray | None = None
     for indices, states in collect_states(
         model, tokenizer, prep.items, prep.shared, layers, pooling, batch_size, desc=f"pca {prep.lang}"
     ):
-        states = states.float().cpu().numpy().astype(np.float64)
+        pooled = states.float().cpu().numpy().astype(np.float64)  # [layers, batch, hidden]
         if out is None:
-            out = np.zeros((len(layers), len(prep.items), states.shape[-1]))
-        out[:, [position[i] for i in indices]] = states
+            out = np.zeros((len(layers), len(prep.items), pooled.shape[-1]))
+        out[:, [position[i] for i in indices]] = pooled
+    if out is None:
+        raise PolyalignError(f"{prep.lang}: no items to represent")
     return out
 
 
@@ -115,8 +117,8 @@ def _fmt(x: float) -> str:
 
 
 def write_tables(out: Path, results: dict[str, dict], langs: list[str], layers: list[int], n: int) -> None:
-    corr_rows = [["model", "layer", "lang_a", "lang_b", "pearson_r", "n_items"]]
-    align_rows = [["model", "layer", "lang", "nn_accuracy", "n_items", "chance"]]
+    corr_rows: list[list] = [["model", "layer", "lang_a", "lang_b", "pearson_r", "n_items"]]
+    align_rows: list[list] = [["model", "layer", "lang", "nn_accuracy", "n_items", "chance"]]
     md = ["# PC1 projections: Pearson r between languages, paired by item", ""]
     for model, res in results.items():
         for k, layer in enumerate(layers):
@@ -154,6 +156,27 @@ def plot_from_dir(out_dir: str | Path) -> list[Path]:
     )
 
 
+def _parallel_count(task: str, counts: dict[str, int]) -> int:
+    """The common item count of every language; PCA compares items across languages."""
+    if min(counts.values()) < MIN_ITEMS:
+        lang = min(counts, key=lambda code: counts[code])
+        raise PolyalignError(f"{task}/{lang}: {counts[lang]} items; PCA needs at least {MIN_ITEMS}")
+    if len(set(counts.values())) != 1:
+        raise PolyalignError(f"{task}: languages have different item counts {counts}; they must be parallel")
+    return counts[PIVOT]
+
+
+def _save_arrays(path: Path, result: dict, layers: list[int], langs: list[str], item_index: list[int]) -> None:
+    """One model's projections, correlations and alignments, with the axes that index them."""
+    np.savez(
+        path,
+        layers=np.array(layers),
+        langs=np.array(langs),
+        item_index=np.array(item_index),
+        **result,
+    )
+
+
 def run_pca(
     model,
     tokenizer,
@@ -178,13 +201,7 @@ def run_pca(
         "PCA", models, task, langs, mode, limit, data_dir, prompts, layers, batch_size, items
     )
     prepared = {lang: prepare_language(cfg, pack, tokenizer, lang) for lang in dict.fromkeys(codes + [PIVOT])}
-    counts = {lang: len(p.items) for lang, p in prepared.items()}
-    if min(counts.values()) < MIN_ITEMS:
-        lang = min(counts, key=counts.get)
-        raise PolyalignError(f"{spec.name}/{lang}: {counts[lang]} items; PCA needs at least {MIN_ITEMS}")
-    if len(set(counts.values())) != 1:
-        raise PolyalignError(f"{spec.name}: languages have different item counts {counts}; they must be parallel")
-    n = counts[PIVOT]
+    n = _parallel_count(spec.name, {lang: len(p.items) for lang, p in prepared.items()})
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results, files = {}, {}
@@ -194,13 +211,8 @@ def run_pca(
         }
         results[name] = analyse(states, codes, chosen)
         files[name] = f"pca_{slug(name)}.npz"
-        np.savez(
-            out / files[name],
-            layers=np.array(chosen),
-            langs=np.array(codes),
-            item_index=np.array([it.index for it in prepared[PIVOT].items]),
-            **results[name],
-        )
+        item_index = [it.index for it in prepared[PIVOT].items]
+        _save_arrays(out / files[name], results[name], chosen, codes, item_index)
     write_tables(out, results, codes, chosen, n)
     meta = {
         "task": spec.name,

@@ -12,8 +12,9 @@ import numpy as np
 from polyalign.errors import PolyalignError
 from polyalign.paths import slug
 from polyalign.report_formats import ReportFigure, md_table, render_csv, render_html, render_latex, render_md
-from polyalign.report_tables import RunData, Table, _cname, build_tables, load_run, short
+from polyalign.report_tables import _cname, build_tables, short
 from polyalign.results import atomic_write_text
+from polyalign.run_data import RunData, Table, load_run
 from polyalign.stats import paired_bootstrap
 
 __all__ = [
@@ -64,7 +65,8 @@ def build_figures(run: RunData) -> list[ReportFigure]:
 
     from polyalign import lens, pca
 
-    figures, langs = [], run.langs()
+    figures: list[ReportFigure] = []
+    langs = run.langs()
     for condition in run.conditions():
         for model in dict.fromkeys(v[0] for v in run.variants(condition)):
             settings = [s for m, s in run.variants(condition) if m == model]

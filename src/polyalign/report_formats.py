@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from polyalign.report_tables import Table
+    from polyalign.run_data import Table
 
 
 @dataclass

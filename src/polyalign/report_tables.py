@@ -6,150 +6,26 @@ polyalign.stats holds the tests and scores.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from polyalign.languages import PAPER_LANGUAGES
+from polyalign.run_data import RunData, Table
 from polyalign.stats import (
     RESAMPLES,
     SEED,
-    balanced_accuracy,
     benjamini_hochberg,
     bootstrap_average_ci,
     discordant,
     holm,
     label_distribution,
-    macro_f1,
     paired_bootstrap,
     sign_test,
 )
 
 ALPHA = 0.05
-
-
-@dataclass
-class Table:
-    """A rendered-agnostic table: `rows[i][0]` is the row label; `kinds[j]` formats column j
-    (acc, delta, p, int, text); `best` holds (row, column) cells to mark."""
-
-    name: str
-    title: str
-    header: list[str]
-    rows: list[list]
-    kinds: list[str]
-    best: set = field(default_factory=set)
-    note: str = ""
-
-    def cell(self, i: int, j: int) -> str:
-        value, kind = self.rows[i][j], self.kinds[j]
-        if value is None:
-            return "–"
-        return {
-            "acc": lambda v: f"{100 * v:.1f}",
-            "delta": lambda v: f"{100 * v:+.1f}",
-            "p": lambda v: f"{v:.3f}" if v >= 0.001 else f"{v:.1e}",
-        }.get(kind, str)(value)
-
-
-@dataclass
-class RunData:
-    """A run's current results: labels[(model, setting, task, mode, scoring)][lang][idx] = (gold, pred),
-    correct[...][lang][idx] = bool (a tie, pred None, is wrong); class_order[(task, mode, scoring)]."""
-
-    run_dir: Path
-    experiment: dict
-    plan: list[dict]
-    correct: dict
-    labels: dict = field(default_factory=dict)
-    class_order: dict = field(default_factory=dict)
-
-    def conditions(self) -> list[tuple[str, str, str]]:
-        return list(dict.fromkeys(k[2:] for k in self.correct))
-
-    def variants(self, condition=None) -> list[tuple[str, str]]:
-        return list(dict.fromkeys(k[:2] for k in self.correct if condition is None or k[2:] == condition))
-
-    def langs(self) -> list[str]:
-        found = {lang for by_lang in self.correct.values() for lang in by_lang}
-        return sorted(found, key=lambda c: (PAPER_LANGUAGES.index(c) if c in PAPER_LANGUAGES else 99, c))
-
-    def accuracy(self, variant, condition, lang) -> float | None:
-        items = self.correct.get((*variant, *condition), {}).get(lang)
-        return float(np.mean(list(items.values()))) if items else None
-
-    def average(self, variant, condition, langs=None) -> float | None:
-        langs = self.langs() if langs is None else langs
-        accs = [a for lang in langs if (a := self.accuracy(variant, condition, lang)) is not None]
-        return float(np.mean(accs)) if accs else None
-
-    def pairs(self, variant, condition, lang) -> list[tuple]:
-        """(gold, pred) of each item, in index order."""
-        items = self.labels.get((*variant, *condition), {}).get(lang, {})
-        return [items[i] for i in sorted(items)]
-
-    def class_scores(self, variant, condition, lang) -> tuple[float | None, float | None]:
-        """(balanced accuracy, macro-F1) on one language."""
-        pairs = self.pairs(variant, condition, lang)
-        gold, pred = [g for g, _ in pairs], [p for _, p in pairs]
-        return balanced_accuracy(gold, pred), macro_f1(gold, pred)
-
-    def classes(self, condition) -> list[str]:
-        """The task's classes (score order), then any other gold or predicted label."""
-        found = {
-            p
-            for k, by in self.labels.items()
-            if k[2:] == condition
-            for it in by.values()
-            for pair in it.values()
-            for p in pair
-            if p is not None
-        }
-        known = list(self.class_order.get(condition, []))
-        return known + sorted(found - set(known))
-
-    def seen(self, setting: str) -> set[str]:
-        for s in self.experiment.get("alignment", []):
-            if s["name"] == setting:
-                return {*s["sources"], s["target"]}
-        return set()
-
-
-def load_run(run_dir: str | Path) -> RunData:
-    """Everything the report needs, from RUN_DIR/results.sqlite alone (plus analysis folders)."""
-    from polyalign.store import Store
-
-    run_dir = Path(run_dir)
-    with Store(run_dir, create=False) as store:
-        experiment, plan = store.get_meta("experiment", {}), store.get_meta("plan", [])
-        rows = list(store.samples())
-    order = {name: i for i, name in enumerate(["base"] + [s["name"] for s in experiment.get("alignment", [])])}
-    models = {m: i for i, m in enumerate(experiment.get("models", []))}
-    tasks = {t: i for i, t in enumerate(experiment.get("tasks", []))}
-    modes = {m: i for i, m in enumerate(experiment.get("modes", []))}
-    rows.sort(
-        key=lambda r: (
-            tasks.get(r["task"], 99),
-            modes.get(r["mode"], 99),
-            r["scoring"],
-            models.get(r["model"], 99),
-            order.get(r["setting"], 99),
-        )
-    )
-    correct: dict = {}
-    labels: dict = {}
-    class_order: dict = {}
-    for r in rows:
-        key = (r["model"], r["setting"], r["task"], r["mode"], r["scoring"])
-        hit = r["pred"] is not None and r["pred"] == r["gold"]  # a tie (pred None) counts as wrong
-        correct.setdefault(key, {}).setdefault(r["lang"], {})[r["idx"]] = hit
-        labels.setdefault(key, {}).setdefault(r["lang"], {})[r["idx"]] = (r["gold"], r["pred"])
-        if key[2:] not in class_order and r.get("scores_json"):
-            class_order[key[2:]] = list(json.loads(r["scores_json"]) or {})
-    return RunData(run_dir, experiment, plan, correct, labels, class_order)
 
 
 def short(model: str) -> str:
@@ -359,6 +235,27 @@ def significance_table(run: RunData) -> Table:
     )
 
 
+def _pooled_row(c: Comparison, group: str, langs: list[str]) -> list:
+    """One row of Table 7: the comparison pooled over `langs` (see `pooled_table`)."""
+    columns = sorted({i for lang in langs for i in c.items[lang][0]})
+    where = {i: k for k, i in enumerate(columns)}
+    diff = np.full((len(langs), len(columns)), np.nan)  # (language, benchmark item); NaN: not evaluated
+    fixed = broken = 0
+    for row, lang in enumerate(langs):
+        idx, a, b = c.items[lang]
+        diff[row, [where[i] for i in idx]] = a.astype(float) - b.astype(float)
+        f, br = discordant(a, b)
+        fixed, broken = fixed + f, broken + br
+    delta, lo, hi = bootstrap_average_ci(diff)
+    per_item = np.nansum(diff, axis=0)  # net items fixed over languages, per benchmark item
+    better, worse = int((per_item > 0).sum()), int((per_item < 0).sum())
+    base = _mean([c.items[lang][2].mean() for lang in langs])
+    aligned = _mean([c.items[lang][1].mean() for lang in langs])
+    n_pairs = int((~np.isnan(diff)).sum())
+    tests = [fixed, broken, sign_test(fixed, broken), better, worse, sign_test(better, worse)]
+    return [c.name, group, len(langs), n_pairs, base, aligned, delta, lo, hi, *tests]
+
+
 def pooled_table(run: RunData) -> Table:
     """Table 7: seen / unseen / all languages pooled: sign test on the summed discordant counts and a
     bootstrap CI of the average difference resampling items jointly across languages."""
@@ -373,40 +270,10 @@ def pooled_table(run: RunData) -> Table:
         for group, langs in groups.items():
             if not langs:
                 continue
-            columns = sorted({i for lang in langs for i in c.items[lang][0]})
-            where = {i: k for k, i in enumerate(columns)}
-            diff = np.full((len(langs), len(columns)), np.nan)
-            fixed = broken = 0
-            for row, lang in enumerate(langs):
-                idx, a, b = c.items[lang]
-                diff[row, [where[i] for i in idx]] = a.astype(float) - b.astype(float)
-                f, br = discordant(a, b)
-                fixed, broken = fixed + f, broken + br
-            delta, lo, hi = bootstrap_average_ci(diff)
-            per_item = np.nansum(diff, axis=0)  # net items fixed over languages, per benchmark item
-            better, worse = int((per_item > 0).sum()), int((per_item < 0).sum())
-            p_items = sign_test(better, worse)
-            if p_items < ALPHA:
+            row = _pooled_row(c, group, langs)
+            if row[-1] < ALPHA:  # p items
                 best.add((len(rows), 6))
-            rows.append(
-                [
-                    c.name,
-                    group,
-                    len(langs),
-                    int((~np.isnan(diff)).sum()),
-                    _mean([c.items[lang][2].mean() for lang in langs]),
-                    _mean([c.items[lang][1].mean() for lang in langs]),
-                    delta,
-                    lo,
-                    hi,
-                    fixed,
-                    broken,
-                    sign_test(fixed, broken),
-                    better,
-                    worse,
-                    p_items,
-                ]
-            )
+            rows.append(row)
     return Table(
         "pooled",
         f"Table 7 — aligned vs base pooled over languages: exact sign test and 95% "

@@ -18,6 +18,7 @@ Two rules:
 from __future__ import annotations
 
 import copy
+import math
 from collections import Counter
 from collections.abc import Container
 from dataclasses import dataclass
@@ -135,6 +136,10 @@ def prefix_sets(
     return stem_ids, stem, {c: prefix_token_ids(tokenizer, w[len(stem) :]) for c, w in words.items()}
 
 
+# One row of a scoring batch: (item index, class or None, tokens after the shared prefix, first scored offset)
+ScoreRow = tuple[int, str | None, list[int], int]
+
+
 def plan_batches(lengths: list[int], max_rows: int, overhead: int) -> list[int]:
     """Batch boundaries for rows sorted longest first: the contiguous split with the least cost.
 
@@ -143,12 +148,12 @@ def plan_batches(lengths: list[int], max_rows: int, overhead: int) -> list[int]:
     Exact dynamic programming over the split points; returns the start of every batch.
     """
     n = len(lengths)
-    best = [0] + [None] * n  # best[j]: least cost of rows [0, j)
+    best = [0.0] + [math.inf] * n  # best[j]: least cost of rows [0, j)
     cut = [0] * (n + 1)
     for j in range(1, n + 1):
         for i in range(max(0, j - max_rows), j):
             cost = best[i] + (j - i) * lengths[i] + overhead
-            if best[j] is None or cost < best[j]:
+            if cost < best[j]:
                 best[j], cut[j] = cost, i
     starts, j = [], n
     while j > 0:
@@ -211,7 +216,7 @@ class Scorer:
         computed with the same companions, so a resumed run writes the same bits as a whole one.
         """
         cache = self.prefix_cache(items[0].ids[:shared]) if items else None
-        rows = []  # (item index, class or None, tokens after the shared prefix, first scored offset)
+        rows: list[ScoreRow] = []
         for item in items:
             suffix = item.ids[shared:]
             if not suffix:
@@ -287,6 +292,7 @@ def add_scores(
 ) -> None:
     """Fill an item's class scores from one row's log-probabilities (row = all classes, or `cls`)."""
     if rule == "prefix":
+        assert token_sets is not None, "the prefix rule scores label token sets"
         probs = lp[0].exp()
         for c, ids in token_sets.items():
             scores[c] = float(probs[ids].sum())

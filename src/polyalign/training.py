@@ -8,109 +8,19 @@ Hugging Face's Trainer does the loop, so `accelerate launch` works without code 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import os
 import shutil
-import tempfile
-from dataclasses import dataclass, field
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from polyalign.config import apply_overrides, build, read_mapping
-from polyalign.declarations import DEFAULT_MODEL
 from polyalign.errors import PolyalignError
 from polyalign.item_range import parse_items, provenance_record, write_provenance
 from polyalign.results import atomic_write_text, file_sha256, read_jsonl_tolerant, read_records, write_jsonl
-from polyalign.training_data import IGNORE, TEMPLATES, PadCollator, split_pairs, tokenize_pairs  # noqa: F401
-
-
-@dataclass
-class TrainConfig:
-    """Training hyper-parameters; defaults are the paper's (see configs/train_default.yaml)."""
-
-    lora_rank: int = 8  # LoRA rank r
-    lora_alpha: int = 16  # LoRA scaling numerator (scale = alpha / r)
-    lora_dropout: float = 0.0
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])  # attention projections
-    epochs: float = 3.0
-    max_steps: int = -1  # > 0 overrides epochs (smoke tests, benchmarks)
-    learning_rate: float = 5e-5
-    lr_scheduler: str = "cosine"
-    warmup_ratio: float = 0.1  # fraction of steps with linear warm-up
-    per_device_batch: int = 4
-    grad_accum: int = 4  # effective batch 4 x 4 = 16 on one device
-    per_device_eval_batch: int = 4
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    precision: str = "auto"  # auto: bf16 on CUDA with bf16, else fp32
-    gradient_checkpointing: bool = False
-    val_size: float = 0.05  # held-out fraction, evaluated every eval_steps
-    keep: str = "final"  # final: the last weights (the paper's runs); best: reload the lowest eval loss
-    template: str = "none"  # none: plain prompt -> completion; chat: the tokenizer's chat template
-    cutoff_len: int = 2048  # max tokens of prompt + completion
-    group_by_length: bool = True  # batches of similar length: less padding
-    seed: int = 0
-    logging_steps: int = 10
-    eval_steps: int = 100
-    save_steps: int = 100  # must be a multiple of eval_steps
-    save_total_limit: int | None = 3
-    trust_remote_code: bool = False
-
-
-def default_config_path() -> Path:
-    return Path(str(files("polyalign") / "configs" / "train_default.yaml"))
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple = ()) -> TrainConfig:
-    """Defaults <- packaged YAML <- user YAML <- `key=value` overrides, typed and validated."""
-    values = dataclasses.asdict(TrainConfig())
-    for source in [default_config_path(), Path(path) if path else None]:
-        if source is None or (source == default_config_path() and not source.exists()):
-            continue
-        values.update(read_mapping(source, "config"))
-        build(TrainConfig, values, str(source))  # an unknown or ill-typed key names its file
-    cfg = build(TrainConfig, apply_overrides(values, overrides), "training config")
-    check_config(cfg)
-    return cfg
-
-
-def check_config(cfg: TrainConfig) -> None:
-    """Reject values Trainer would accept silently or fail on late."""
-    positive = [
-        "lora_rank",
-        "per_device_batch",
-        "grad_accum",
-        "per_device_eval_batch",
-        "cutoff_len",
-        "logging_steps",
-        "eval_steps",
-        "save_steps",
-    ]
-    for name in positive:
-        if getattr(cfg, name) < 1:
-            raise PolyalignError(f"config key '{name}' must be at least 1 (got {getattr(cfg, name)})")
-    if not 0 <= cfg.val_size < 1:
-        raise PolyalignError(f"val_size must be in [0, 1) (got {cfg.val_size})")
-    if cfg.learning_rate <= 0 or not 0 <= cfg.warmup_ratio < 1 or not 0 <= cfg.lora_dropout < 1:
-        raise PolyalignError("learning_rate must be > 0, warmup_ratio and lora_dropout in [0, 1)")
-    if cfg.keep not in ("final", "best"):
-        raise PolyalignError(f"keep must be final or best (got '{cfg.keep}')")
-    if cfg.template not in TEMPLATES:
-        raise PolyalignError(f"template must be one of {', '.join(TEMPLATES)} (got '{cfg.template}')")
-    if cfg.keep == "best" and cfg.val_size > 0 and cfg.save_steps % cfg.eval_steps:
-        raise PolyalignError(
-            f"save_steps ({cfg.save_steps}) must be a multiple of eval_steps ({cfg.eval_steps}) "
-            f"to keep the best checkpoint"
-        )
-    if cfg.precision not in ("auto", "bf16", "fp32"):
-        raise PolyalignError(f"precision must be auto, bf16 or fp32 (got '{cfg.precision}')")
-    if not cfg.target_modules:
-        raise PolyalignError("target_modules is empty")
+from polyalign.train_config import TrainConfig, check_config, load_config
+from polyalign.training_data import PadCollator, split_pairs, tokenize_pairs
 
 
 def read_pairs(path: str | Path) -> list[dict]:
@@ -251,13 +161,9 @@ def train(
         "data_sha256": file_sha256(data),
         **dataclasses.asdict(cfg),
     }
-    if (
-        resume
-        and not overwrite
-        and (out / "summary.json").exists()
-        and _held_config(out / "config.yaml", False) == resolved
-    ):
-        return json.loads((out / "summary.json").read_text(encoding="utf-8"))  # finished: nothing to resume
+    finished = _finished_summary(out, resolved, resume, overwrite)
+    if finished is not None:
+        return finished
     tokenizer = load_tokenizer(model, cfg.trust_remote_code)  # the model is checked before anything is written
     last = _setup_folder(out, resolved, resume, overwrite)
     train_rows, val_rows, collator = _setup_data(tokenizer, rows, cfg, model)
@@ -275,26 +181,40 @@ def train(
     )
     trainer.train(resume_from_checkpoint=last)
     trainer.save_model(str(out / "adapter"))  # the last weights, or the best ones with keep: best
-    chat = cfg.template == "chat" and bool(getattr(tokenizer, "chat_template", None))
-    summary = {
-        "global_step": trainer.state.global_step,
-        "resumed_from": last,
-        "best_checkpoint": trainer.state.best_model_checkpoint,
-        "best_eval_loss": trainer.state.best_metric,
-        "n_train": len(train_rows),
-        "n_val": len(val_rows),
-        "bf16": bf16,
-        "kept": "best" if val_rows and cfg.keep == "best" else "final",
-        "template": "chat" if chat else "none",
-        "world_size": args.world_size,
-        "effective_batch": cfg.per_device_batch * cfg.grad_accum * args.world_size,
-    }
+    summary = _summary(trainer, cfg, tokenizer, last, len(train_rows), len(val_rows))
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(out / "adapter"))
         write_provenance(out / "adapter", benchmark_provenance(rows))
         plot_loss(out / "log.jsonl", out / "loss.png")
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _finished_summary(out: Path, resolved: dict, resume: bool, overwrite: bool) -> dict | None:
+    """A resumed run that already finished with this configuration: its summary (nothing to do)."""
+    done = out / "summary.json"
+    if resume and not overwrite and done.exists() and _held_config(out / "config.yaml", False) == resolved:
+        return json.loads(done.read_text(encoding="utf-8"))
+    return None
+
+
+def _summary(trainer, cfg: TrainConfig, tokenizer, resumed_from: str | None, n_train: int, n_val: int) -> dict:
+    """summary.json: what ran (steps, data sizes, precision, template, batch) and what was kept."""
+    chat = cfg.template == "chat" and bool(getattr(tokenizer, "chat_template", None))
+    world = trainer.args.world_size
+    return {
+        "global_step": trainer.state.global_step,
+        "resumed_from": resumed_from,
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "best_eval_loss": trainer.state.best_metric,
+        "n_train": n_train,
+        "n_val": n_val,
+        "bf16": bool(trainer.args.bf16),
+        "kept": "best" if n_val and cfg.keep == "best" else "final",
+        "template": "chat" if chat else "none",
+        "world_size": world,
+        "effective_batch": cfg.per_device_batch * cfg.grad_accum * world,
+    }
 
 
 def _setup_folder(out: Path, resolved: dict, resume: bool, overwrite: bool) -> str | None:
@@ -409,71 +329,3 @@ def _training_args(cfg: TrainConfig, out: Path, bf16: bool, has_val: bool):
         label_names=["labels"],
         use_cpu=not torch.cuda.is_available(),
     )
-
-
-def merge(
-    model: str, adapter: str | Path, out: str | Path, overwrite: bool = False, trust_remote_code: bool = False
-) -> Path:
-    """Base model + LoRA folded into one HF folder (safetensors + tokenizer), merged in fp32
-    for exactness and saved in the base model's dtype; written atomically."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from polyalign.models import apply_adapter, load_tokenizer, resolve_model_path
-
-    out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise PolyalignError(f"{out} exists and is not empty; pass --overwrite to replace it")
-    path = resolve_model_path(model)
-    tokenizer = load_tokenizer(model, trust_remote_code)
-    dtype = getattr(AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code), "dtype", None)
-    net = AutoModelForCausalLM.from_pretrained(
-        path, dtype=torch.float32, use_safetensors=True, trust_remote_code=trust_remote_code
-    )
-    merged = apply_adapter(net, str(adapter)).merge_and_unload()
-    if isinstance(dtype, torch.dtype):
-        merged = merged.to(dtype)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as tmp:
-        folder = Path(tmp) / "merged"
-        merged.save_pretrained(folder, safe_serialization=True)
-        tokenizer.save_pretrained(folder)
-        (folder / "polyalign-merge.json").write_text(json.dumps({"model": model, "adapter": str(adapter)}, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(folder, out)
-    return out
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config, args.overrides)
-    summary = train(args.model, args.data, args.out, cfg, resume=args.resume, overwrite=args.overwrite)
-    print(json.dumps(summary, indent=2))
-    print(f"adapter: {Path(args.out) / 'adapter'}")
-    return 0
-
-
-def cmd_merge(args: argparse.Namespace) -> int:
-    print(f"merged model: {merge(args.model, args.adapter, args.out, args.overwrite, args.trust_remote_code)}")
-    return 0
-
-
-def add_cli(subparsers) -> None:
-    """Register `polyalign train` and `polyalign merge` on the top-level subparsers."""
-    p = subparsers.add_parser("train", help="LoRA question-alignment training on `data build` pairs")
-    p.add_argument("--model", default=DEFAULT_MODEL, help="HF id, local folder, or packaged alias")
-    p.add_argument("--data", required=True, help="pairs JSONL from `polyalign data build`")
-    p.add_argument("--out", required=True, help="run folder (adapter/, config.yaml, log.jsonl, loss.png)")
-    p.add_argument("--config", help="YAML with any TrainConfig keys (defaults: the paper's recipe)")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
-    p.add_argument("--overwrite", action="store_true", help="replace a folder that holds a different run")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. learning_rate=1e-4")
-    p.set_defaults(func=cmd_train)
-
-    p = subparsers.add_parser("merge", help="fold a LoRA adapter into its base model (HF folder)")
-    p.add_argument("--model", default=DEFAULT_MODEL)
-    p.add_argument("--adapter", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--trust-remote-code", action="store_true")
-    p.set_defaults(func=cmd_merge)

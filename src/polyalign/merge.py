@@ -1,0 +1,45 @@
+"""`polyalign merge`: a LoRA adapter folded into its base model, as a plain HF folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from polyalign.errors import PolyalignError
+
+
+def merge(
+    model: str, adapter: str | Path, out: str | Path, overwrite: bool = False, trust_remote_code: bool = False
+) -> Path:
+    """Base model + LoRA folded into one HF folder (safetensors + tokenizer), merged in fp32
+    for exactness and saved in the base model's dtype; written atomically."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from polyalign.models import apply_adapter, load_tokenizer, resolve_model_path
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise PolyalignError(f"{out} exists and is not empty; pass --overwrite to replace it")
+    path = resolve_model_path(model)
+    tokenizer = load_tokenizer(model, trust_remote_code)
+    dtype = getattr(AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code), "dtype", None)
+    net = AutoModelForCausalLM.from_pretrained(
+        path, dtype=torch.float32, use_safetensors=True, trust_remote_code=trust_remote_code
+    )
+    merged = apply_adapter(net, str(adapter)).merge_and_unload()
+    if isinstance(dtype, torch.dtype):
+        merged = merged.to(dtype)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as tmp:
+        folder = Path(tmp) / "merged"
+        merged.save_pretrained(folder, safe_serialization=True)
+        tokenizer.save_pretrained(folder)
+        (folder / "polyalign-merge.json").write_text(json.dumps({"model": model, "adapter": str(adapter)}, indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(folder, out)
+    return out
