@@ -192,7 +192,7 @@ class Scorer:
         if not prefix_ids:
             return None
         ids = torch.tensor([prefix_ids], device=self.device)
-        return self.decoder(input_ids=ids, use_cache=True).past_key_values
+        return self.decoder(input_ids=ids, use_cache=True).cache
 
     @torch.inference_mode()
     def score(
@@ -271,7 +271,7 @@ class Scorer:
             past.batch_repeat_interleave(len(suffixes))
         return self.decoder(
             input_ids=ids.to(self.device),
-            past_key_values=past,
+            cache=past,
             use_cache=cache is not None,
             output_hidden_states=output_hidden_states,
         )

@@ -81,7 +81,7 @@ def _prefix(scorer: Scorer, prefix_ids: list[int], layers: list[int], total: int
     ids = torch.tensor([prefix_ids], device=scorer.device)
     out = scorer.decoder(input_ids=ids, use_cache=True, output_hidden_states=True)
     sums = torch.stack([_layer(out, layer, total)[0].float().sum(0) for layer in layers])
-    return out.past_key_values, sums
+    return out.cache, sums
 
 
 @torch.inference_mode()
