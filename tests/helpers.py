@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -99,3 +100,10 @@ def random_lora(model_dir: Path, folder: Path, seed: int = 1) -> Path:
     peft = get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     peft.save_pretrained(folder)
     return folder
+
+
+def two_cpu_processes(*polyalign_args: str) -> list[str]:
+    """`accelerate launch` of polyalign's CLI on two processes. On a CPU-only machine `--multi_gpu` is
+    what makes accelerate start them (via torchrun); `--cpu --num_processes 2` silently starts one."""
+    launch = "--multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no"
+    return [sys.executable, "-m", "accelerate.commands.launch", *launch.split(), "-m", "polyalign.cli", *polyalign_args]

@@ -3,11 +3,10 @@
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 
-from helpers import PAPER_PACK
+from helpers import PAPER_PACK, two_cpu_processes
 from polyalign import scoring
 from polyalign.cli import main
 from polyalign.evaluate import EvalConfig, run_eval
@@ -227,23 +226,7 @@ def test_accelerate_launch_shards_and_gathers(tiny_gemma, data_dir, tmp_path):
     model, tok = load_model(str(tiny_gemma))
     run_eval(cfg_for(tiny_gemma, data_dir), model, tok, tmp_path / "single", progress=False)
     env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")  # CPU processes (gloo)
-    # On a CPU-only machine `--multi_gpu` is what makes accelerate start N processes (via torchrun);
-    # `--cpu --num_processes 2` silently starts one.
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "-m",
-        "polyalign.cli",
+    cmd = two_cpu_processes(
         "eval",
         "--model",
         str(tiny_gemma),
@@ -261,7 +244,7 @@ def test_accelerate_launch_shards_and_gathers(tiny_gemma, data_dir, tmp_path):
         str(PAPER_PACK),
         "--out",
         str(tmp_path / "multi"),
-    ]
+    )
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("results:") == 1  # only the main process writes and reports

@@ -9,6 +9,7 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
+from helpers import two_cpu_processes
 from polyalign.alignment_data import build_pairs, write_pairs
 from polyalign.errors import PolyalignError
 from polyalign.merge import merge
@@ -196,24 +197,9 @@ def test_accelerate_launch_trains_on_two_processes(tiny_llama, pairs_file, tmp_p
     """No code change for several processes: 2 CPU processes (gloo) train one adapter together."""
     import os
     import subprocess
-    import sys
 
     out = tmp_path / "ddp"
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "-m",
-        "polyalign.cli",
+    cmd = two_cpu_processes(
         "train",
         "--model",
         str(tiny_llama),
@@ -227,7 +213,7 @@ def test_accelerate_launch_trains_on_two_processes(tiny_llama, pairs_file, tmp_p
         "eval_steps=1",
         "save_steps=1",
         "logging_steps=1",
-    ]
+    )
     env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")  # CPU processes (gloo), GPU or not
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
