@@ -256,7 +256,7 @@ def _setup_model(model: str, cfg: TrainConfig, bf16: bool):
     """The base model with fresh LoRA weights on `cfg.target_modules`."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, set_seed
 
     from polyalign.models import resolve_model_path
 
@@ -274,6 +274,7 @@ def _setup_model(model: str, cfg: TrainConfig, bf16: bool):
             target_modules=list(cfg.target_modules),
             task_type="CAUSAL_LM",
         )
+        set_seed(cfg.seed)  # LoRA's A matrices are drawn here, before Trainer seeds: same seed, same run
         net = get_peft_model(net, lora)  # type: ignore[assignment]
     except (OSError, ValueError) as exc:
         raise PolyalignError(f"{model}: cannot set up LoRA training: {str(exc).splitlines()[0]}") from None
