@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from polyalign.declarations import DEFAULT_MODEL, DTYPE_NAMES, POOLINGS, check_analysis_limit, check_choice
+from polyalign.declarations import DEFAULT_MODEL, DTYPE_CHOICES, POOLINGS, check_analysis_limit, check_choice
 from polyalign.errors import PolyalignError
 from polyalign.inputs import check_inputs
 
@@ -30,8 +30,9 @@ def add_model_args(parser: argparse.ArgumentParser, compare: bool = False) -> No
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument(
         "--dtype",
-        choices=list(DTYPE_NAMES),
-        help="weights dtype (default: POLYALIGN_DTYPE, else fp32 on CPU, bf16 on GPU)",
+        choices=list(DTYPE_CHOICES),
+        help="weights dtype (default: POLYALIGN_DTYPE, else auto: bf16 where the GPU or CPU computes it "
+        "natively, verified in fp32; float32 elsewhere)",
     )
     parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off)")
 

@@ -14,6 +14,8 @@ RULES = ("exact", "prefix")  # scoring: full label log-prob, or the paper's pref
 # all: every prompt position, BOS and few-shot block included (the paper's Figure 2 notebook).
 POOLINGS = ("mean", "last", "all")
 DTYPE_NAMES = ("float32", "bfloat16", "float16")  # torch dtypes, by name (polyalign.models maps them)
+# auto: bf16 where the device computes it natively, else float32 (polyalign.precision)
+DTYPE_CHOICES = ("auto", *DTYPE_NAMES)
 DEFAULT_MODEL = "gemma-3-270m"  # a packaged alias (polyalign.models.ALIASES)
 MIN_ITEMS = 3  # items per language the lens and PCA need (an interval, a PCA)
 

@@ -31,7 +31,7 @@ from polyalign.tasks import resolve_data_dir
 DEMO_RECIPE = {
     "max_steps": 20,
     "learning_rate": 1.0e-3,
-    "precision": "bf16",
+    "precision": "auto",
     "val_size": 0.0,
     "cutoff_len": 512,
     "logging_steps": 2,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from polyalign.config import apply_overrides, build, read_mapping
 from polyalign.declarations import (
-    DTYPE_NAMES,
+    DTYPE_CHOICES,
     POOLINGS,
     RULES,
     check_analysis_limit,
@@ -118,7 +118,7 @@ def check_experiment(exp: Experiment) -> None:
         raise PolyalignError("models: give at least one model, each once")
     check_choice(exp.scoring, RULES, "scoring")
     if exp.dtype is not None:
-        check_choice(exp.dtype, DTYPE_NAMES, "dtype")
+        check_choice(exp.dtype, DTYPE_CHOICES, "dtype")
     if (exp.limit is not None and exp.limit < 1) or exp.batch_size < 1:
         raise PolyalignError("limit and batch_size must be at least 1")
     if len(set(exp.tasks)) != len(exp.tasks) or len(set(exp.modes)) != len(exp.modes):

@@ -147,17 +147,21 @@ DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in DTYPE_N
 
 
 def pick_dtype(device: torch.device, dtype: str | None = None) -> torch.dtype:
-    """--dtype, else $POLYALIGN_DTYPE, else fp32 on CPU (exact) and bf16 on GPUs that have it."""
-    dtype = dtype or os.environ.get("POLYALIGN_DTYPE") or None
-    if dtype:
-        if dtype not in DTYPES:
-            raise PolyalignError(
-                f"dtype: unknown '{dtype}' (choose from {', '.join(DTYPES)}; from --dtype or POLYALIGN_DTYPE)"
-            )
-        return DTYPES[dtype]
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
+    """--dtype, else $POLYALIGN_DTYPE, else auto: bf16 where the device computes it natively (a CUDA
+    GPU with bf16, a CPU with AVX512-BF16 or AMX; such runs are verified in fp32, see polyalign.verify),
+    float32 elsewhere."""
+    from polyalign.precision import DTYPE_OF, resolve_precision
+
+    dtype = dtype or os.environ.get("POLYALIGN_DTYPE") or "auto"
+    if dtype == "auto":
+        return DTYPES[DTYPE_OF[resolve_precision("auto", device.type)]]
+    if dtype not in DTYPES:
+        raise PolyalignError(
+            f"dtype: unknown '{dtype}' (choose from auto, {', '.join(DTYPES)}; from --dtype or POLYALIGN_DTYPE)"
+        )
+    if dtype == "bfloat16":
+        resolve_precision("bf16", device.type)  # one line if bf16 is slow on this CPU
+    return DTYPES[dtype]
 
 
 def load_tokenizer(model: str, trust_remote_code: bool = False):

@@ -31,7 +31,7 @@ class TrainConfig:
     per_device_eval_batch: int = 4
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
-    precision: str = "auto"  # auto: bf16 on CUDA with bf16, else fp32
+    precision: str = "auto"  # auto: bf16 where native (CUDA with bf16, AVX512-BF16/AMX CPU), else fp32
     gradient_checkpointing: bool = False
     val_size: float = 0.05  # held-out fraction, evaluated every eval_steps
     keep: str = "final"  # final: the last weights (the paper's runs); best: reload the lowest eval loss

@@ -210,6 +210,7 @@ def _summary(trainer, cfg: TrainConfig, tokenizer, resumed_from: str | None, n_t
         "n_train": n_train,
         "n_val": n_val,
         "bf16": bool(trainer.args.bf16),
+        "precision": "bf16" if trainer.args.bf16 else "fp32",  # what precision=auto resolved to here
         "kept": "best" if n_val and cfg.keep == "best" else "final",
         "template": "chat" if chat else "none",
         "world_size": world,
@@ -245,11 +246,13 @@ def _setup_data(tokenizer, rows: list[dict], cfg: TrainConfig, model: str) -> tu
 
 
 def _use_bf16(cfg: TrainConfig) -> bool:
+    """precision auto: bf16 where the device computes it natively (polyalign.precision), else fp32."""
     import torch
 
-    return cfg.precision == "bf16" or (
-        cfg.precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    )
+    from polyalign.precision import resolve_precision
+
+    device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    return resolve_precision(cfg.precision, device_type) == "bf16"
 
 
 def _setup_model(model: str, cfg: TrainConfig, bf16: bool):
