@@ -44,6 +44,7 @@ from polyalign.prompts import PromptPack  # noqa: E402
 from polyalign.results import read_samples  # noqa: E402
 from polyalign.scoring import prefix_sets  # noqa: E402
 from polyalign.tasks import gold_labels, load_task, load_test_records, resolve_data_dir  # noqa: E402
+from polyalign.precision import cpu_description, resolve_precision
 
 MODEL = "gemma-3-270m"
 TASK, LANG, MODE = "emotion", "en", "english"
@@ -318,6 +319,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def bf16_variants(args, model, tokenizer, run: Run) -> list[Outcome]:
     """polyalign on the same model cast to bfloat16 (after the float32 methods), plain and verified."""
+    resolve_precision("bf16", torch.device(args.device).type)  # one line where bf16 is not native
     model.to(torch.bfloat16)
     with torch.inference_mode():  # untimed warm-up of the bf16 kernels
         model(torch.tensor([tokenizer("warm up")["input_ids"]], device=model.device))
@@ -383,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{n} items of {TASK} in {len(langs)} languages ({MODE} labels, {args.scoring} scoring), model "
         f"{args.model} ({args.dtype}) on {model.device}, torch {torch.__version__} with "
-        f"{torch.get_num_threads()} threads",
+        f"{torch.get_num_threads()} threads, CPU {cpu_description()}",
         file=sys.stderr,
     )
 
@@ -432,6 +434,7 @@ def main(argv: list[str] | None = None) -> int:
                 "label_words": dict(zip(items.langs, items.words)),
                 "versions": {
                     "torch": torch.__version__,
+                    "cpu": cpu_description(),
                     "transformers": version("transformers"),
                     "lm_eval": None if args.skip_lm_eval else version("lm_eval"),
                 },

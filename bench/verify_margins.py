@@ -45,6 +45,7 @@ from polyalign.evaluate import EvalConfig, run_eval  # noqa: E402
 from polyalign.models import load_model  # noqa: E402
 from polyalign.results import read_samples  # noqa: E402
 from polyalign.verify import margin  # noqa: E402
+from polyalign.precision import cpu_description, resolve_precision
 
 LANGS = "en,zh,ja,th,sw,ru,bn,hi,de,is"
 CANDIDATES = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
@@ -106,9 +107,11 @@ def main(argv: list[str] | None = None) -> int:
         "items": args.items,
         "mode": args.mode,
         "torch": torch.__version__,
+        "cpu": cpu_description(),
         "threads": torch.get_num_threads(),
         "rules": {},
     }
+    resolve_precision("bf16", "cpu")  # one line where bf16 is not native: this measurement is slow there
     models = {dtype: load_model(args.model, device="cpu", dtype=dtype) for dtype in ("float32", "bfloat16")}
     for rule in args.rules.split(","):
         rows = {}

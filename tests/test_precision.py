@@ -1,0 +1,80 @@
+"""precision: auto follows the hardware (bf16 only where it is native), and nothing packaged forces bf16."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from polyalign import models, precision, training
+from polyalign.demo import DEMO_RECIPE
+from polyalign.train_config import TrainConfig
+
+EXPERIMENTS = Path(precision.__file__).parent / "experiments"
+
+
+@pytest.fixture(params=[True, False], ids=["native-bf16-cpu", "avx2-only-cpu"])
+def cpu_bf16(request, monkeypatch) -> bool:
+    """The CPU's bf16 capability, mocked both ways (and no CUDA device)."""
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: request.param)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    return request.param
+
+
+def test_auto_resolves_to_bf16_only_where_the_cpu_has_it(cpu_bf16, capsys):
+    assert precision.resolve_precision("auto", "cpu") == ("bf16" if cpu_bf16 else "fp32")
+    assert precision.resolve_precision("fp32", "cpu") == "fp32"
+    assert capsys.readouterr().err == ""  # auto never warns
+
+
+def test_training_precision_auto_follows_the_cpu(cpu_bf16):
+    assert training._use_bf16(TrainConfig(precision="auto")) is cpu_bf16
+    assert training._use_bf16(TrainConfig(precision="fp32")) is False
+
+
+def test_eval_dtype_auto_follows_the_cpu(cpu_bf16, monkeypatch):
+    monkeypatch.delenv("POLYALIGN_DTYPE", raising=False)
+    want = torch.bfloat16 if cpu_bf16 else torch.float32
+    assert models.pick_dtype(torch.device("cpu")) == want
+    assert models.pick_dtype(torch.device("cpu"), "auto") == want
+    assert models.pick_dtype(torch.device("cpu"), "float32") == torch.float32
+
+
+def test_explicit_bf16_without_native_support_warns_in_one_line_and_runs(cpu_bf16, capsys):
+    assert training._use_bf16(TrainConfig(precision="bf16")) is True
+    assert models.pick_dtype(torch.device("cpu"), "bfloat16") == torch.bfloat16
+    err = capsys.readouterr().err.strip().splitlines()
+    if cpu_bf16:
+        assert err == []
+    else:
+        assert len(err) == 2 and all("100x slower than fp32" in line for line in err)
+
+
+def test_cpu_description_names_the_capability(cpu_bf16):
+    text = precision.cpu_description()
+    assert torch.backends.cpu.get_cpu_capability() in text
+    assert text.endswith("native bf16: yes" if cpu_bf16 else "native bf16: no")
+
+
+def test_the_real_cpu_answer_is_a_bool():
+    assert isinstance(precision.cpu_has_native_bf16(), bool)
+
+
+def _declared_precisions(node) -> list:
+    """Every `precision` and `dtype` value anywhere in a loaded YAML document."""
+    if isinstance(node, dict):
+        found = [v for k, v in node.items() if k in ("precision", "dtype")]
+        return found + [x for v in node.values() for x in _declared_precisions(v)]
+    if isinstance(node, list):
+        return [x for v in node for x in _declared_precisions(v)]
+    return []
+
+
+def test_nothing_packaged_forces_bf16():
+    files = sorted(EXPERIMENTS.rglob("*.yaml"))
+    assert len(files) >= 8
+    declared = [v for f in files for v in _declared_precisions(yaml.safe_load(f.read_text(encoding="utf-8")))]
+    assert not {"bf16", "bfloat16", "fp16", "float16"} & set(map(str, declared))
+    assert DEMO_RECIPE["precision"] in ("auto", "fp32")
