@@ -40,11 +40,11 @@ from polyalign.errors import PolyalignError  # noqa: E402
 from polyalign.evaluate import EvalConfig, run_eval  # noqa: E402
 from polyalign.languages import parse_languages  # noqa: E402
 from polyalign.models import load_model, resolve_model_path  # noqa: E402
+from polyalign.precision import cpu_description, resolve_precision  # noqa: E402
 from polyalign.prompts import PromptPack  # noqa: E402
 from polyalign.results import read_samples  # noqa: E402
 from polyalign.scoring import prefix_sets  # noqa: E402
 from polyalign.tasks import gold_labels, load_task, load_test_records, resolve_data_dir  # noqa: E402
-from polyalign.precision import cpu_description, resolve_precision
 
 MODEL = "gemma-3-270m"
 TASK, LANG, MODE = "emotion", "en", "english"

@@ -43,9 +43,9 @@ import torch  # noqa: E402
 
 from polyalign.evaluate import EvalConfig, run_eval  # noqa: E402
 from polyalign.models import load_model  # noqa: E402
+from polyalign.precision import cpu_description, resolve_precision  # noqa: E402
 from polyalign.results import read_samples  # noqa: E402
 from polyalign.verify import margin  # noqa: E402
-from polyalign.precision import cpu_description, resolve_precision
 
 LANGS = "en,zh,ja,th,sw,ru,bn,hi,de,is"
 CANDIDATES = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
