@@ -66,7 +66,7 @@ def cmd_prompt(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from polyalign.demo import run_demo
 
-    return run_demo(Path(args.out), data_dir=args.data_dir, model=args.model, quick=args.quick)
+    return run_demo(Path(args.out), args.data_dir, args.model, args.quick, args.precision)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir")
     p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--quick", action="store_true", help="fewer items, for a smoke test")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16"],
+        help="training and evaluation precision (auto: bf16 only where the hardware has it natively)",
+    )
     p.set_defaults(func=cmd_demo)
 
     from polyalign import data_cli, experiment_files, report, run_cli, train_cli

@@ -43,10 +43,10 @@ TRAIN_ITEMS, EVAL_ITEMS = "250:500", "0:120"
 SEEN, UNSEEN = ["en", "zh", "es"], ["de", "ru", "hi", "sw"]
 
 
-def demo_experiment(data_dir: Path, model: str, quick: bool) -> dict:
-    """The demo's experiment: about 11 minutes on 2 CPU cores once the model is converted."""
+def demo_experiment(data_dir: Path, model: str, quick: bool, precision: str = "auto") -> dict:
+    """The demo's experiment; `precision` (auto, fp32, bf16) applies to training and evaluation."""
     pack = data_dir / "prompts.json"
-    recipe = {**DEMO_RECIPE, "max_steps": 2} if quick else DEMO_RECIPE
+    recipe = {**DEMO_RECIPE, "precision": precision, **({"max_steps": 2} if quick else {})}
     return {
         "name": "demo",
         "description": "polyalign demo: zh/es => en emotion question alignment (held-out items) on the default model",
@@ -68,6 +68,7 @@ def demo_experiment(data_dir: Path, model: str, quick: bool) -> dict:
         "languages": SEEN + UNSEEN,
         "items": "0:4" if quick else EVAL_ITEMS,
         "data_dir": str(data_dir),
+        "dtype": {"auto": "auto", "fp32": "float32", "bf16": "bfloat16"}[precision],
         "prompts": str(pack) if pack.exists() else None,
         "analyses": {
             "lens": {"task": "emotion", "langs": ["zh", "ru"], "mode": "native", "limit": 3 if quick else 8},
@@ -82,10 +83,12 @@ def demo_experiment(data_dir: Path, model: str, quick: bool) -> dict:
     }
 
 
-def run_demo(out: Path, data_dir: str | None = None, model: str = "gemma-3-270m", quick: bool = False) -> int:
+def run_demo(
+    out: Path, data_dir: str | None = None, model: str = "gemma-3-270m", quick: bool = False, precision: str = "auto"
+) -> int:
     data = resolve_data_dir(data_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    spec = demo_experiment(data, model, quick)
+    spec = demo_experiment(data, model, quick, precision)
     if spec["prompts"] is None:
         del spec["prompts"]
     path = out / "demo.yaml"
