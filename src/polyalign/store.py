@@ -198,6 +198,10 @@ class Step:
     after: Callable[[Path, dict], None] | None = None
 
 
+def _held(marker: Path) -> dict:
+    return json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else {}
+
+
 def step_folder(run_dir: Path, step: Step) -> Path:
     return Path(run_dir) / "steps" / f"{step.kind}-{step.key[:12]}"
 
@@ -208,24 +212,31 @@ def execute_steps(
     steps: list[Step],
     log: Callable[[str], None] = print,
     before: Callable[[Step], None] | None = None,
+    clock=None,
 ) -> tuple[list[Step], list[Step]]:
-    """Run, in order, every step whose folder holds no marker with its key; (executed, skipped)."""
+    """Run, in order, every step whose folder holds no marker with its key; (executed, skipped).
+    `clock` (polyalign.step_clock.StepClock) adds the precision and the time left to each start line."""
     executed, skipped = [], []
+    held_keys = [_held(step_folder(run_dir, step) / "done.json").get("key") for step in steps]
+    pending = [key != step.key for key, step in zip(held_keys, steps)]
     for n, step in enumerate(steps, 1):
         folder, where = step_folder(run_dir, step), f"[{n}/{len(steps)}] {step.kind} {step.label}"
         marker = folder / "done.json"
-        held = json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else {}
+        held = _held(marker)
         if held.get("key") == step.key:
             outputs = held["outputs"]
             skipped.append(step)
             log(f"{where}: done earlier, skipped")
         else:
-            log(f"{where}: running in {folder}")
+            log(f"{where}: running in {folder}{clock.start(n - 1, pending) if clock else ''}")
             if before:
                 before(step)
             store.record_step(step.kind, step.key, step.config, "running")
             folder.mkdir(parents=True, exist_ok=True)
             outputs = step.run(folder)
+            if clock:
+                clock.finish(step)
+            pending[n - 1] = False
             atomic_write_json(marker, {"kind": step.kind, "key": step.key, "config": step.config, "outputs": outputs})
             executed.append(step)
         if step.after:

@@ -1,0 +1,68 @@
+"""The time-left estimate printed at each step start: units, priors, measured rates, precision."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from polyalign import step_clock
+from polyalign.step_clock import PRIOR_SECONDS, StepClock
+from polyalign.store import Step, Store, execute_steps
+
+
+def _step(kind: str, key: str, config: dict, run=None) -> Step:
+    return Step(kind, key, config, key, run or (lambda folder: {}))
+
+
+DATA = _step("data", "d1", {"per_language": 250, "sources": ["zh", "es"]})
+TRAIN = _step(
+    "train", "t1", {"data": "d1", "train": {"max_steps": 20, "per_device_batch": 4, "grad_accum": 4, "epochs": 3}}
+)
+TRAIN_EPOCHS = _step("train", "t2", {"data": "d1", "train": {"max_steps": -1, "epochs": 2.0}})
+EVAL = _step("eval", "e1", {"langs": ["en", "zh", "de"], "items": "0:120", "limit": None, "dtype": "float32"})
+LENS = _step("lens", "l1", {"langs": ["zh", "ru"], "adapters": {"a": "k"}, "spec": {"items": "0:120", "limit": 8}})
+
+
+def test_units_are_pairs_seen_and_items_scored():
+    clock = StepClock([DATA, TRAIN, TRAIN_EPOCHS, EVAL, LENS], precision_of=lambda s: "fp32")
+    assert clock.units(DATA) == 0
+    assert clock.units(TRAIN) == 20 * 16
+    assert clock.units(TRAIN_EPOCHS) == 2.0 * 500  # epochs x the data step's pairs
+    assert clock.units(EVAL) == 3 * 120
+    assert clock.units(LENS) == 2 * 8 * 2  # languages x limit x (base + one adapter)
+
+
+def test_time_left_uses_priors_then_measured_rates(monkeypatch):
+    steps = [DATA, TRAIN, EVAL]
+    clock = StepClock(steps, precision_of=lambda s: None if s.kind == "data" else "fp32")
+    prior = 320 * PRIOR_SECONDS[("train", "fp32")] + 360 * PRIOR_SECONDS[("eval", "fp32")]
+    assert clock.start(0, [True, True, True]) == f" (about {prior / 60:.0f} min left, estimated)"
+    now = iter([100.0, 132.0, 200.0, 300.0])  # training takes 32 s for 320 pairs: 0.1 s per pair
+    monkeypatch.setattr(step_clock.time, "perf_counter", lambda: next(now))
+    clock.start(1, [False, True, True])
+    clock.finish(TRAIN)
+    left = 320 * 0.1 + 360 * PRIOR_SECONDS[("eval", "fp32")]
+    assert clock.start(1, [False, True, True]) == f" (fp32; about {left:.0f} s left, estimated)"
+    assert clock.start(2, [False, False, True]).startswith(" (fp32; about 43 s left")  # done steps not counted
+
+
+def test_step_precision_resolves_auto_for_this_machine(monkeypatch):
+    monkeypatch.setattr(step_clock, "_cuda", lambda: False)
+    monkeypatch.setattr("polyalign.precision.cpu_has_native_bf16", lambda: False)
+    assert step_clock.step_precision(TRAIN) == "fp32"  # no precision key: auto
+    assert step_clock.step_precision(EVAL) == "fp32"
+    monkeypatch.setattr("polyalign.precision.cpu_has_native_bf16", lambda: True)
+    assert step_clock.step_precision(TRAIN) == "bf16"
+    assert step_clock.step_precision(_step("eval", "e2", {"langs": [], "dtype": None})) == "bf16"
+    assert step_clock.step_precision(DATA) is None
+
+
+def test_execute_steps_prints_the_estimate_only_for_steps_that_run(tmp_path: Path):
+    steps = [_step("eval", f"e{i}", {"langs": ["en"], "items": "0:10", "dtype": "float32"}) for i in range(2)]
+    store = Store(tmp_path / "results.sqlite")
+    lines: list[str] = []
+    execute_steps(store, tmp_path, steps[:1], lines.append)  # the first step is done before
+    lines.clear()
+    execute_steps(store, tmp_path, steps, lines.append, clock=StepClock(steps, precision_of=lambda s: "fp32"))
+    store.close()
+    assert lines[0].endswith("done earlier, skipped")
+    assert "(fp32; about" in lines[1] and "left, estimated)" in lines[1]
