@@ -45,6 +45,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         for lang, entry in results.get("unscorable", {}).items():
             print(f"{lang}: not scored: {entry['reason']}")
         print(f"results: {Path(args.out) / 'results.json'}")
+        if not results.get("languages"):  # an average of nothing is not a result
+            raise PolyalignError(f"no language could be scored (see the reasons above and {args.out}/results.json)")
     return 0
 
 

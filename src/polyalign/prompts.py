@@ -97,8 +97,14 @@ class PromptPack:
         if isinstance(verbatim, str):
             return verbatim
         demos = entry.get("demos")
+        if task.shots == 0 and not demos:
+            return ""
         if not isinstance(demos, list) or not demos:
             raise PolyalignError(f"{self.source}: {task.name}/{lang} has no few-shot block for mode '{mode}'")
+        if len(demos) != task.shots:  # the task's shot count is what the prompt must hold
+            raise PolyalignError(
+                f"{self.source}: {task.name}/{lang} has {len(demos)} demos but the task declares shots: {task.shots}"
+            )
         words = self.label_words(task, lang, mode)
         rendered = []
         for i, demo in enumerate(demos):

@@ -9,6 +9,7 @@ translated files (SNLI ja/bn/no in the paper's data) and reports them instead.
 from __future__ import annotations
 
 import os
+import string
 from collections import Counter
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -32,7 +33,7 @@ class TaskSpec:
 
     classes: canonical class names, in the order used everywhere (files, tables).
     fields: record fields that fill the prompt's placeholders.
-    shots: number of demonstrations in the few-shot block.
+    shots: number of demonstrations in the few-shot block (a pack's structured demos must match it).
     test_file: path pattern relative to the data dir, with `{lang}`.
     answer_field: the record field holding the label word.
     answer_words: per class, label words accepted in the pivot file.
@@ -87,11 +88,58 @@ def load_task(name_or_path: str) -> TaskSpec:
     unknown = sorted(set(raw) - known)
     if unknown:
         raise PolyalignError(f"{path}: unknown task keys {', '.join(unknown)}")
+    _check_task(path, raw)
     raw["classes"] = tuple(raw["classes"])
     raw["fields"] = tuple(raw["fields"])
-    if len(raw["classes"]) < 2 or len(set(raw["classes"])) != len(raw["classes"]):
-        raise PolyalignError(f"{path}: a task needs at least two distinct classes")
     return TaskSpec(**raw)
+
+
+def _strings(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) and v.strip() for v in value)
+
+
+def _check_task(path: Path, raw: dict) -> None:
+    """Types and consistency a dataclass does not check: a bad value must not become a traceback
+    later or, worse, wrong gold labels (one answer word for two classes)."""
+    classes, fields = raw["classes"], raw["fields"]
+    if not _strings(classes) or len(classes) < 2 or len(set(classes)) != len(classes):
+        raise PolyalignError(f"{path}: classes must be a list of at least two distinct names (got {classes!r})")
+    if not _strings(fields) or not fields:
+        raise PolyalignError(f"{path}: fields must be a non-empty list of record field names (got {fields!r})")
+    shots = raw["shots"]
+    if not isinstance(shots, int) or isinstance(shots, bool) or shots < 0:
+        raise PolyalignError(f"{path}: shots must be a whole number >= 0 (got {shots!r})")
+    for key in ("test_file", "question_file", "train_file"):
+        if raw.get(key) is not None:
+            _check_pattern(path, key, raw[key], per_language=key != "train_file")
+    for key in ("answer_field", "pivot"):
+        if key in raw and not (isinstance(raw[key], str) and raw[key].strip()):
+            raise PolyalignError(f"{path}: {key} must be a non-empty string (got {raw[key]!r})")
+    words = raw.get("answer_words", {})
+    if not isinstance(words, dict) or not all(c in classes and _strings(w) for c, w in words.items()):
+        raise PolyalignError(f"{path}: answer_words must map classes of the task to lists of words")
+    owner: dict[str, str] = {}
+    for cls in classes:
+        for word in {cls.strip().lower(), *(w.strip().lower() for w in words.get(cls, []))}:
+            if owner.setdefault(word, cls) != cls:
+                raise PolyalignError(
+                    f"{path}: answer word '{word}' stands for both '{owner[word]}' and '{cls}'; "
+                    f"every gold label would be '{owner[word]}'"
+                )
+
+
+def _check_pattern(path: Path, key: str, pattern: object, per_language: bool) -> None:
+    """A file pattern whose only placeholder is {lang} (required `per_language`, else none)."""
+    if not isinstance(pattern, str) or not pattern.strip():
+        raise PolyalignError(f"{path}: {key} must be a file pattern string (got {pattern!r})")
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(pattern) if name is not None}
+    except ValueError as exc:
+        raise PolyalignError(f"{path}: {key} '{pattern}' is not a valid pattern: {exc}") from None
+    allowed = {"lang"} if per_language else set()
+    if fields != allowed:
+        need = "{lang} and no other placeholder" if per_language else "no placeholder"
+        raise PolyalignError(f"{path}: {key} '{pattern}' must contain {need}")
 
 
 def source_checkout() -> Path | None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -11,6 +12,17 @@ from pathlib import Path
 from polyalign.config import apply_overrides, build, read_mapping
 from polyalign.errors import PolyalignError
 from polyalign.training_data import TEMPLATES
+
+# Schedulers that transformers builds from the warm-up and step counts alone (others need more keys).
+SCHEDULERS = (
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+)
 
 
 @dataclass
@@ -78,10 +90,14 @@ def check_config(cfg: TrainConfig) -> None:
     for name in positive:
         if getattr(cfg, name) < 1:
             raise PolyalignError(f"config key '{name}' must be at least 1 (got {getattr(cfg, name)})")
+    _check_schedule(cfg)
     if not 0 <= cfg.val_size < 1:
         raise PolyalignError(f"val_size must be in [0, 1) (got {cfg.val_size})")
-    if cfg.learning_rate <= 0 or not 0 <= cfg.warmup_ratio < 1 or not 0 <= cfg.lora_dropout < 1:
-        raise PolyalignError("learning_rate must be > 0, warmup_ratio and lora_dropout in [0, 1)")
+    if not 0 < cfg.learning_rate < math.inf or not 0 <= cfg.warmup_ratio < 1 or not 0 <= cfg.lora_dropout < 1:
+        raise PolyalignError(
+            f"learning_rate must be a finite number > 0 (got {cfg.learning_rate}), "
+            "warmup_ratio and lora_dropout in [0, 1)"
+        )
     if cfg.keep not in ("final", "best"):
         raise PolyalignError(f"keep must be final or best (got '{cfg.keep}')")
     if cfg.template not in TEMPLATES:
@@ -95,3 +111,16 @@ def check_config(cfg: TrainConfig) -> None:
         raise PolyalignError(f"precision must be auto, bf16 or fp32 (got '{cfg.precision}')")
     if not cfg.target_modules:
         raise PolyalignError("target_modules is empty")
+
+
+def _check_schedule(cfg: TrainConfig) -> None:
+    """Values Trainer takes without complaint but that train nothing, or train to NaN."""
+    if cfg.max_steps != -1 and cfg.max_steps < 1:
+        raise PolyalignError(f"max_steps must be -1 (train for epochs) or at least 1 (got {cfg.max_steps})")
+    if not 0 < cfg.epochs < math.inf:
+        raise PolyalignError(f"epochs must be a finite number > 0 (got {cfg.epochs})")
+    if cfg.lr_scheduler not in SCHEDULERS:
+        raise PolyalignError(f"lr_scheduler must be one of {', '.join(SCHEDULERS)} (got '{cfg.lr_scheduler}')")
+    for name in ("weight_decay", "max_grad_norm"):
+        if not 0 <= getattr(cfg, name) < math.inf:
+            raise PolyalignError(f"{name} must be a finite number >= 0 (got {getattr(cfg, name)})")
