@@ -55,6 +55,7 @@ _BUILTIN = [
 
 PAPER_LANGUAGES: tuple[str, ...] = tuple(lang.code for lang in _BUILTIN)
 _REGISTRY: dict[str, Language] = {lang.code: lang for lang in _BUILTIN}
+_BUILTIN_BY_CODE: dict[str, Language] = dict(_REGISTRY)
 
 
 def register_language(language: Language) -> None:
@@ -67,16 +68,37 @@ def load_languages_file(path: str | Path) -> list[Language]:
     path = Path(path)
     try:
         entries = json.loads(path.read_text(encoding="utf-8"))
-        languages = [
-            Language(e["code"], e["name"], e.get("native", e["name"]), e.get("script", "unknown")) for e in entries
-        ]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise PolyalignError(
-            f"{path}: not a valid languages file (need a JSON list of objects with code and name): {exc}"
-        ) from exc
+    except (OSError, ValueError) as exc:
+        raise PolyalignError(f"{path}: not a valid languages file: {exc}") from None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and "code" in e and "name" in e for e in entries):
+        raise PolyalignError(f"{path}: not a valid languages file (need a JSON list of objects with code and name)")
+    languages = [_entry(path, i, e) for i, e in enumerate(entries)]
+    codes = [language.code for language in languages]
+    for code in codes:
+        if codes.count(code) > 1:
+            raise PolyalignError(f"{path}: language code '{code}' is listed twice")
     for language in languages:
         register_language(language)
     return languages
+
+
+def _entry(path: Path, i: int, entry: dict) -> Language:
+    """One checked entry: text fields, a code usable in lists and file names, and no built-in
+    redefined (their names enter translation instructions and reports)."""
+    values = {key: entry.get(key, entry["name"] if key == "native" else "unknown") for key in Language.__annotations__}
+    if not all(isinstance(v, str) and v.strip() for v in values.values()):
+        raise PolyalignError(f"{path}: entry {i}: code, name, native and script must be non-empty strings")
+    code = values["code"]
+    if not code.replace("-", "").replace("_", "").isalnum() or code == "all":
+        raise PolyalignError(f"{path}: entry {i}: code '{code}' must be letters, digits, '-' or '_'")
+    builtin = _BUILTIN_BY_CODE.get(code)
+    if builtin is not None:
+        if any(entry[key] != getattr(builtin, key) for key in values if key in entry):
+            raise PolyalignError(
+                f"{path}: '{code}' is built in ({builtin.name}); a languages file may only add languages"
+            )
+        return builtin
+    return Language(**values)
 
 
 def _load_env_languages() -> None:

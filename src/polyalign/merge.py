@@ -17,20 +17,20 @@ def merge(
     """Base model + LoRA folded into one HF folder (safetensors + tokenizer), merged in fp32
     for exactness and saved in the base model's dtype; written atomically."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
 
-    from polyalign.models import apply_adapter, load_tokenizer, resolve_model_path
+    from polyalign.adapters import check_adapter
+    from polyalign.models import apply_adapter, load_tokenizer, load_weights, resolve_model_path
 
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise PolyalignError(f"{out} exists and is not empty; pass --overwrite to replace it")
     path = resolve_model_path(model)
     tokenizer = load_tokenizer(model, trust_remote_code)
+    check_adapter(model, adapter, trust_remote_code)  # before the weights load
     dtype = getattr(AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code), "dtype", None)
-    net = AutoModelForCausalLM.from_pretrained(
-        path, dtype=torch.float32, use_safetensors=True, trust_remote_code=trust_remote_code
-    )
-    merged = apply_adapter(net, str(adapter)).merge_and_unload()
+    net = load_weights(model, torch.float32, trust_remote_code)
+    merged = apply_adapter(net, str(adapter), model).merge_and_unload()
     if isinstance(dtype, torch.dtype):
         merged = merged.to(dtype)
     out.parent.mkdir(parents=True, exist_ok=True)

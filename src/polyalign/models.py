@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from polyalign.adapters import check_adapter, check_fits
 from polyalign.declarations import DTYPE_NAMES
 from polyalign.errors import PolyalignError
 from polyalign.results import file_sha256
@@ -182,30 +183,40 @@ def load_model(
     trust_remote_code: bool = False,
 ):
     """(model, tokenizer) in eval mode, with a LoRA adapter applied (not merged) if given."""
-    from transformers import AutoModelForCausalLM
-
-    path = resolve_model_path(model)
     dev = pick_device(device)
     tokenizer = load_tokenizer(model, trust_remote_code)
-    try:
-        net = AutoModelForCausalLM.from_pretrained(
-            path, dtype=pick_dtype(dev, dtype), use_safetensors=True, trust_remote_code=trust_remote_code
-        )
-    except (OSError, ValueError) as exc:
-        raise PolyalignError(f"{model}: cannot load model: {str(exc).splitlines()[0]}") from None
     if adapter:
-        net = apply_adapter(net, adapter)
+        check_adapter(model, adapter, trust_remote_code)  # before the weights load
+    net = load_weights(model, pick_dtype(dev, dtype), trust_remote_code)
+    if adapter:
+        net = apply_adapter(net, adapter, model)
     net.to(dev).eval()  # type: ignore[arg-type]
     return net, tokenizer
 
 
-def apply_adapter(net, adapter: str):
-    from peft import PeftModel
+def load_weights(model: str, dtype: torch.dtype, trust_remote_code: bool = False):
+    """The base model's weights; a missing, truncated or corrupt weights file is one line."""
+    from safetensors import SafetensorError
+    from transformers import AutoModelForCausalLM
 
-    folder = Path(adapter)
-    if not (folder / "adapter_config.json").is_file():
-        raise PolyalignError(f"{adapter}: not a LoRA adapter folder (no adapter_config.json)")
-    return PeftModel.from_pretrained(net, str(folder))
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            resolve_model_path(model), dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError, SafetensorError) as exc:
+        raise PolyalignError(f"{model}: cannot load model: {str(exc).splitlines()[0]}") from None
+
+
+def apply_adapter(net, adapter: str, model: str = "the model"):
+    """`net` with the LoRA adapter applied, once its matrices are known to fit `net`'s layers."""
+    from peft import PeftModel
+    from safetensors import SafetensorError
+
+    check_fits(net, adapter, model)
+    try:
+        return PeftModel.from_pretrained(net, str(adapter))
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
+        raise PolyalignError(f"{adapter}: cannot apply the LoRA adapter: {str(exc).splitlines()[0]}") from None
 
 
 def describe_model(model: str, adapter: str | None) -> dict:

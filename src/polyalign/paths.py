@@ -16,6 +16,8 @@ def check_output_path(path: str | Path, folder: bool = True) -> None:
     on the way is probed with a temporary file that is removed at once.
     """
     path = Path(path).expanduser()
+    if path.is_symlink() and not path.exists():  # mkdir would fail on it after the computation
+        raise PolyalignError(f"{path}: is a symlink to {path.readlink()}, which does not exist (choose another --out)")
     existing = path
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
