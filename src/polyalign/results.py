@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -167,11 +168,15 @@ def summarize(rows: list[dict]) -> dict:
         "n": len(rows),
         "ci95": [lo, hi],
         "ties": sum(1 for r in rows if r["pred"] is None),
+        "nan_scores": sum(1 for r in rows if any(math.isnan(v) for v in r["scores"].values())),
     }
 
 
 def predict(scores: dict[str, float]) -> tuple[str | None, list[str]]:
-    """The top class, or None with the tied classes when the maximum is shared."""
+    """The top class, or None with the tied classes when the maximum is shared. A NaN score decides
+    nothing (max() would pick by dict order): None, every class listed, counted in `nan_scores`."""
+    if any(math.isnan(s) for s in scores.values()):
+        return None, list(scores)
     best = max(scores.values())
     top = [c for c, s in scores.items() if s == best]
     return (top[0], []) if len(top) == 1 else (None, top)

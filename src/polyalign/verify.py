@@ -3,9 +3,9 @@
 Reduced-precision weights move every class score by a small error, so an item's prediction can
 differ from float32's only when its top-two margin is smaller than that error. A verified run
 scores every item in the fast dtype, then scores again, with a float32 copy of the model (loaded
-from disk with the same adapter, and only when some item needs it), every item whose margin is
-below the threshold. The rows written for those items are the float32 ones, marked with what the
-fast dtype gave:
+from disk with the same adapter, and only when some item needs it), every item whose margin is at
+most the threshold (ties and NaN scores included, whatever the threshold). The rows written for
+those items are the float32 ones, marked with what the fast dtype gave:
 
   {"index", "gold", "pred", "scores", ["tied"], "fast": {"dtype": "bfloat16", "pred": ..., "margin": ...}}
 
@@ -17,6 +17,9 @@ Resumable like the fast pass: float32 rows go to their own per-process logs
 (samples/.partial/fp32/), the items to re-score follow from the fast rows alone, and the batches
 are planned over all of them with finished flushes skipped, so a resumed run writes the same
 files. The merge keeps exactly the float32 rows of items under the threshold in effect.
+
+Limitation: the threshold is not part of an eval folder's identity (polyalign.evaluate), so a folder
+finished with --no-verify and run again with verify on keeps its unverified samples.
 """
 
 from __future__ import annotations
@@ -31,15 +34,20 @@ from polyalign.results import SampleLog, read_jsonl_tolerant
 from polyalign.scoring import Item, Scorer
 
 FAST_DTYPES = ("bfloat16", "float16")
-# Log-probability margin under which a fast-dtype item is re-scored in float32: about 2x the
-# largest change bf16 made to a top-two margin (0.234) on gemma-3-270m, emotion, 10 languages x 10
-# items per rule (bench/verify_margins.py); about a quarter of emotion items fall under it.
+# Log-probability margin up to which a fast-dtype item is re-scored in float32. Measured, not a
+# bound: about 2x the largest change bf16 made to a top-two margin (0.234) on gemma-3-270m, emotion,
+# 10 languages x 10 items per rule (bench/verify_margins.py); another model, task or device may
+# shift margins more. About a quarter of emotion items fall under it.
 THRESHOLD = 0.5
 
 
 def margin(scores: dict[str, float], rule: str) -> float:
-    """Gap between the two best classes in log-probability (0 on a tie, inf with one class)."""
-    values = sorted((_log(v) if rule == "prefix" else v for v in scores.values()), reverse=True)
+    """Gap between the two best classes in log-probability (0 on a tie, inf with one class, NaN
+    when a score is NaN or +inf: no gap can be trusted then)."""
+    values = [_log(v) if rule == "prefix" else v for v in scores.values()]
+    if any(math.isnan(v) or v == math.inf for v in values):
+        return math.nan
+    values.sort(reverse=True)
     if len(values) < 2:
         return math.inf
     if values[0] == values[1]:
@@ -48,7 +56,15 @@ def margin(scores: dict[str, float], rule: str) -> float:
 
 
 def _log(p: float) -> float:
+    if math.isnan(p):
+        return p
     return math.log(p) if p > 0 else -math.inf
+
+
+def under(scores: dict[str, float], rule: str, threshold: float) -> bool:
+    """Whether an item goes back to float32: margin at most the threshold, so ties always do (also
+    at threshold 0), and so does a NaN margin (`nan < threshold` would be false)."""
+    return not margin(scores, rule) > threshold
 
 
 def threshold_in_effect(verify: bool | None, threshold: float | None, dtype: str) -> float | None:
@@ -102,7 +118,7 @@ class Verifier:
         return self._scorer is not None
 
     def needs(self, row: dict) -> bool:
-        return margin(row["scores"], self.rule) < self.threshold
+        return under(row["scores"], self.rule, self.threshold)
 
     def run(
         self,
@@ -156,7 +172,7 @@ class Verifier:
 def merge(rows: dict[int, dict], partial_dir: Path, task: str, lang: str, threshold: float, rule: str) -> None:
     """Replace, in `rows` (index -> fast row), every item under the threshold by its float32 row."""
     verified = {r["index"]: r for f in log_glob(partial_dir, task, lang) for r in read_jsonl_tolerant(f)}
-    need = [i for i, row in rows.items() if margin(row["scores"], rule) < threshold]
+    need = [i for i, row in rows.items() if under(row["scores"], rule, threshold)]
     missing = [i for i in need if i not in verified]
     if missing:
         raise PolyalignError(f"{task}/{lang}: {len(missing)} items were not re-scored in float32; run again to resume")

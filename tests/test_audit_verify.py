@@ -1,0 +1,54 @@
+"""Issue 18, item 6: verification edge cases (NaN scores, threshold 0) and the NaN-safe prediction."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from polyalign.errors import PolyalignError
+from polyalign.results import predict, summarize
+from polyalign.verify import Verifier, margin, merge, under
+
+NAN = math.nan
+
+
+@pytest.mark.parametrize("rule", ["exact", "prefix"])
+def test_a_nan_or_infinite_score_has_no_margin_and_is_rescored(rule):
+    scores = {"a": NAN, "b": 0.2 if rule == "prefix" else -1.0}
+    assert math.isnan(margin(scores, rule)) and math.isnan(margin(dict(reversed(scores.items())), rule))
+    assert under(scores, rule, 0.5) and under(scores, rule, 0.0)
+    assert math.isnan(margin({"a": math.inf, "b": -1.0}, "exact"))
+    assert margin({"a": -math.inf, "b": -1.0}, "exact") == math.inf  # a label of probability 0 is a real score
+    assert not under({"a": 0.0, "b": -1.0}, "exact", 0.5)
+
+
+def test_threshold_zero_still_rescores_ties():
+    assert under({"a": -1.0, "b": -1.0}, "exact", 0.0)
+    assert not under({"a": -1.0, "b": -1.001}, "exact", 0.0)
+    verifier = Verifier(0.0, "bfloat16", lambda: None, None, "exact", 4)
+    assert verifier.needs({"scores": {"a": -2.0, "b": -2.0}}) and verifier.needs({"scores": {"a": NAN, "b": -2.0}})
+
+
+def test_merge_requires_float32_rows_for_nan_items(tmp_path):
+    rows = {0: {"index": 0, "scores": {"a": NAN, "b": -1.0}}, 1: {"index": 1, "scores": {"a": -1.0, "b": -9.0}}}
+    with pytest.raises(PolyalignError, match="1 items were not re-scored in float32"):
+        merge(dict(rows), tmp_path, "t", "en", 0.5, "exact")
+    (tmp_path / "fp32").mkdir()
+    fixed = {"index": 0, "scores": {"a": -3.0, "b": -1.0}, "pred": "b", "fast": {"pred": None}}
+    (tmp_path / "fp32" / "t_en.rank0.jsonl").write_text(json.dumps(fixed) + "\n")
+    merged = dict(rows)
+    merge(merged, tmp_path, "t", "en", 0.5, "exact")
+    assert merged[0] == fixed and merged[1] == rows[1]
+
+
+def test_a_nan_score_predicts_nothing_whatever_the_order():
+    assert predict({"a": NAN, "b": -1.0}) == (None, ["a", "b"])
+    assert predict({"b": -1.0, "a": NAN}) == (None, ["b", "a"])
+    rows = [
+        {"gold": "a", "pred": None, "scores": {"a": NAN, "b": -1.0}},
+        {"gold": "a", "pred": "a", "scores": {"a": -0.1, "b": -1.0}},
+    ]
+    stats = summarize(rows)
+    assert stats["nan_scores"] == 1 and stats["accuracy"] == 0.5
