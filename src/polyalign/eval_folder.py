@@ -1,17 +1,25 @@
 """An evaluation's output folder: which run it holds (run.json) and whether a new run may resume it.
 
 A folder is resumed only by the same configuration computed with the same dtype and device type;
-batch size and process count may change (float32 results are batch-invariant, tested).
+batch size and process count may change (float32 results are batch-invariant, tested). The
+configuration holds content digests of the adapter, the prompt pack and a task file, so a replaced
+adapter or an edited pack under the same path is a different run. A folder is never taken over
+unless it is empty or holds a polyalign run, and --overwrite removes only what an evaluation writes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
 
 from polyalign.errors import PolyalignError
-from polyalign.results import atomic_write_json
+from polyalign.item_range import PROVENANCE_FILE
+from polyalign.results import atomic_write_json, file_sha256
+
+OWN = ("run.json", "results.json", "samples")  # everything an evaluation writes in its folder
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", PROVENANCE_FILE)
 
 
 def run_identity(model, batch_size: int, world_size: int) -> dict:
@@ -26,13 +34,41 @@ def run_identity(model, batch_size: int, world_size: int) -> dict:
     }
 
 
+def content_identity(identity: dict) -> dict:
+    """`identity` plus sha256 digests of the files it names by path (adapter, prompt pack, task
+    file): a path says where the inputs were, not what they held."""
+    from polyalign.prompts import default_pack_path
+
+    digests = {"prompts_sha256": file_sha256(Path(identity.get("prompts") or default_pack_path()))}
+    adapter = identity.get("adapter")
+    if adapter:
+        parts = [
+            f"{name}:{file_sha256(Path(adapter) / name)}" for name in ADAPTER_FILES if (Path(adapter) / name).is_file()
+        ]
+        digests["adapter_sha256"] = hashlib.sha256("\n".join(parts).encode()).hexdigest()
+    task = Path(str(identity.get("task", "")))
+    if task.suffix in (".yaml", ".yml") and task.is_file():
+        digests["task_sha256"] = file_sha256(task)
+    return {**identity, **digests}
+
+
 def check_run_dir(out: Path, identity: dict, overwrite: bool, runtime: dict | None = None) -> bool:
     """Whether `out` holds a different (or unreadable) run, or one computed with another dtype or
-    device than `runtime`; refused unless `overwrite`. Reads only: the CLI calls it (without
-    `runtime`) before loading the model."""
+    device than `runtime`; refused unless `overwrite`. A non-empty folder that holds no run is
+    refused even with `overwrite`: its files are not ours to delete. Reads only: the CLI calls it
+    (without `runtime`) before loading the model."""
+    identity = content_identity(identity)
     run_file = out / "run.json"
     if not run_file.exists():
-        return False
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in OWN) if out.is_dir() else []
+        if foreign:
+            raise PolyalignError(
+                f"{out}: holds files that are not a polyalign run ({', '.join(foreign[:3])}"
+                f"{', ...' if len(foreign) > 3 else ''}); choose an empty or new --out"
+            )
+        if out.is_dir() and any(out.iterdir()) and not overwrite:  # run.json is written first: a wreck
+            raise PolyalignError(f"{out}: holds evaluation files without run.json; use --overwrite or another --out")
+        return out.is_dir() and any(out.iterdir())
     try:
         previous = json.loads(run_file.read_text(encoding="utf-8"))
         config = previous["config"] if isinstance(previous, dict) else None
@@ -54,13 +90,27 @@ def check_run_dir(out: Path, identity: dict, overwrite: bool, runtime: dict | No
             )
         return bool(moved)
     if not overwrite:
-        raise PolyalignError(f"{out}: holds a different run ({run_file}); use another --out or --overwrite")
+        held = config if isinstance(config, dict) else {}
+        diff = sorted(k for k in set(held) | set(identity) if held.get(k) != identity.get(k))
+        raise PolyalignError(
+            f"{out}: holds a different run ({run_file}; differs in {', '.join(diff)}); use another --out or --overwrite"
+        )
     return True
+
+
+def clear_run_dir(out: Path) -> None:
+    """Remove what an evaluation wrote in `out`, and nothing else (links are removed, not followed)."""
+    for name in OWN:
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
 
 
 def claim_run_dir(out: Path, identity: dict, overwrite: bool, rank: int, runtime: dict) -> None:
     """Check `out` (see `check_run_dir`), clear it when replaced, and record this run in run.json."""
     if check_run_dir(out, identity, overwrite, runtime) and rank == 0:
-        shutil.rmtree(out)
+        clear_run_dir(out)
     if rank == 0:
-        atomic_write_json(out / "run.json", {"config": identity, "runtime": runtime})
+        atomic_write_json(out / "run.json", {"config": content_identity(identity), "runtime": runtime})
