@@ -15,6 +15,7 @@ from polyalign.errors import PolyalignError
 def cmd_eval(args: argparse.Namespace) -> int:
     from polyalign.eval_folder import check_run_dir
     from polyalign.evaluate import EvalConfig, check_config, run_eval
+    from polyalign.inputs import check_inputs
     from polyalign.models import load_model
     from polyalign.report import accuracy_table
     from polyalign.verify import reference_loader
@@ -36,6 +37,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
         verify_threshold=args.verify_threshold,
     )
     check_config(cfg)
+    # a merged model carries its adapter's provenance: the leak guard applies to it too
+    check_inputs(
+        cfg.task,
+        cfg.langs,
+        cfg.mode,
+        cfg.items,
+        cfg.limit,
+        cfg.data_dir,
+        cfg.prompts,
+        model=args.model,
+        allow_overlap=args.allow_overlap,
+    )
     check_run_dir(Path(args.out), cfg.identity(), args.overwrite)  # before the model is loaded
     model, tokenizer = load_model(args.model, args.adapter, args.device, args.dtype, args.trust_remote_code)
     reference = reference_loader(args.model, args.adapter, str(next(model.parameters()).device), args.trust_remote_code)
@@ -69,6 +82,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from polyalign.demo import run_demo
 
     return run_demo(Path(args.out), args.data_dir, args.model, args.quick, args.precision)
+
+
+def _add_demo_cli(sub) -> None:
+    p = sub.add_parser("demo", help="the main job: a small real experiment on the default model")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--data-dir")
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--quick", action="store_true", help="fewer items, for a smoke test")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16"],
+        help="training and evaluation precision (auto: bf16 only where the hardware has it natively)",
+    )
+    p.set_defaults(func=cmd_demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,18 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--newline", action="store_true", help="end the output with a newline")
     p.set_defaults(func=cmd_prompt)
 
-    p = sub.add_parser("demo", help="the main job: a small real experiment on the default model")
-    p.add_argument("--out", default="runs/demo")
-    p.add_argument("--data-dir")
-    p.add_argument("--model", default=DEFAULT_MODEL)
-    p.add_argument("--quick", action="store_true", help="fewer items, for a smoke test")
-    p.add_argument(
-        "--precision",
-        default="auto",
-        choices=["auto", "fp32", "bf16"],
-        help="training and evaluation precision (auto: bf16 only where the hardware has it natively)",
-    )
-    p.set_defaults(func=cmd_demo)
+    _add_demo_cli(sub)
 
     from polyalign import data_cli, experiment_files, report, run_cli, train_cli
 

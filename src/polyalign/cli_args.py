@@ -104,6 +104,7 @@ def check_analysis_args(args: argparse.Namespace, what: str) -> list[int | str] 
                 args.prompts,
                 adapter,
                 args.allow_overlap,
+                None if adapter else args.model,  # a merged model's provenance
             )
     return parse_layers(args.layers)
 

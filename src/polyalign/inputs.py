@@ -25,21 +25,26 @@ def check_inputs(
     prompts: str | Path | None = None,
     adapter: str | None = None,
     allow_overlap: bool = False,
+    model: str | None = None,
 ) -> tuple[TaskSpec, PromptPack, list[str]]:
-    """(task, pack, language codes), once every chosen item renders and no adapter was trained on it."""
+    """(task, pack, language codes), once every chosen item renders and neither the adapter nor the
+    model (a merged one records what its adapter was trained on) was trained on it."""
     check_mode(mode)
     spec = load_task(task)
     pack = PromptPack.load(prompts)
     codes = parse_languages(langs, pack.languages(spec.name))
     chosen_items = parse_items(items)
     folder = resolve_data_dir(data_dir)
-    trained = read_provenance(adapter)
+    trained = [(f"adapter {adapter}", read_provenance(adapter))]
+    if model and Path(model).is_dir():
+        trained.append((f"model {model}", read_provenance(model)))
     for lang in codes:
         records = load_test_records(spec, lang, folder)
         if chosen_items is not None:
             chosen_items.check_within(len(records), f"{test_file_path(spec, lang, folder)}")
         chosen = evaluated_range(chosen_items, limit, len(records))
-        check_overlap(trained, spec.name, chosen, f"adapter {adapter}", allow_overlap)
+        for what, ranges in trained:
+            check_overlap(ranges, spec.name, chosen, what, allow_overlap)
         pack.render(spec, lang, mode, records[chosen.start])
         pack.label_words(spec, lang, mode)
     return spec, pack, codes

@@ -9,13 +9,15 @@ import tempfile
 from pathlib import Path
 
 from polyalign.errors import PolyalignError
+from polyalign.item_range import PROVENANCE_FILE, read_provenance, write_provenance
 
 
 def merge(
     model: str, adapter: str | Path, out: str | Path, overwrite: bool = False, trust_remote_code: bool = False
 ) -> Path:
     """Base model + LoRA folded into one HF folder (safetensors + tokenizer), merged in fp32
-    for exactness and saved in the base model's dtype; written atomically."""
+    for exactness and saved in the base model's dtype, with the adapter's benchmark provenance;
+    written atomically."""
     import torch
     from transformers import AutoConfig
 
@@ -39,7 +41,18 @@ def merge(
         merged.save_pretrained(folder, safe_serialization=True)
         tokenizer.save_pretrained(folder)
         (folder / "polyalign-merge.json").write_text(json.dumps({"model": model, "adapter": str(adapter)}, indent=2))
+        # the merged model was trained on what the adapter (and a merged base) was: the leak guard reads it
+        trained = _provenance(Path(adapter)) + _provenance(Path(path))
+        if trained:
+            write_provenance(folder, trained)
         if out.exists():
             shutil.rmtree(out)
         os.replace(folder, out)
     return out
+
+
+def _provenance(folder: Path) -> list[dict]:
+    """The provenance records of an adapter or model folder as written (checked by read_provenance)."""
+    if not read_provenance(folder):
+        return []
+    return json.loads((folder / PROVENANCE_FILE).read_text(encoding="utf-8"))["benchmark_items"]

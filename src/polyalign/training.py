@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from polyalign.checkpoints import last_complete_checkpoint, provenance_callback
 from polyalign.errors import PolyalignError
 from polyalign.item_range import parse_items, provenance_record, write_provenance
 from polyalign.results import atomic_write_text, file_sha256, read_jsonl_tolerant, read_records, write_jsonl
@@ -96,8 +97,6 @@ def _held_config(config_path: Path, overwrite: bool) -> dict | None:
 
 def _prepare_run(out: Path, resolved: dict, resume: bool, overwrite: bool) -> str | None:
     """Check the folder holds this run (or nothing); return the checkpoint to resume from."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     config_path = out / "config.yaml"
     if out.exists() and any(out.iterdir()):
         held = _held_config(config_path, overwrite)
@@ -115,13 +114,12 @@ def _prepare_run(out: Path, resolved: dict, resume: bool, overwrite: bool) -> st
             shutil.rmtree(out)
         elif (out / "summary.json").exists():
             raise PolyalignError(f"{out} holds this run, already finished; pass --overwrite to train again")
-        elif out.joinpath("checkpoints").is_dir() and get_last_checkpoint(str(out / "checkpoints")):
+        elif last := last_complete_checkpoint(out / "checkpoints", remove_incomplete=True):  # half ones skipped
             if not resume:
                 raise PolyalignError(
                     f"{out} holds an unfinished run of this config; pass --resume to continue "
                     f"or --overwrite to start over"
                 )
-            last = get_last_checkpoint(str(out / "checkpoints"))
             step = int(Path(last).name.split("-")[-1])
             rows = [r for r in read_jsonl_tolerant(out / "log.jsonl") if r.get("step", 0) <= step]
             write_jsonl(out / "log.jsonl", rows)
@@ -177,7 +175,11 @@ def train(
         eval_dataset=val_rows or None,
         data_collator=collator,
         processing_class=tokenizer,
-        callbacks=[_log_callback(out / "log.jsonl"), *(callbacks or [])],
+        callbacks=[
+            _log_callback(out / "log.jsonl"),
+            provenance_callback(benchmark_provenance(rows)),
+            *(callbacks or []),
+        ],
     )
     trainer.train(resume_from_checkpoint=last)
     trainer.save_model(str(out / "adapter"))  # the last weights, or the best ones with keep: best
@@ -222,7 +224,6 @@ def _setup_folder(out: Path, resolved: dict, resume: bool, overwrite: bool) -> s
     """The main process checks and prepares the run folder first; returns the checkpoint to resume from."""
     import torch
     from accelerate import PartialState
-    from transformers.trainer_utils import get_last_checkpoint
 
     state = PartialState(cpu=not torch.cuda.is_available())  # CPU: join the gloo group too
     last = None
@@ -230,7 +231,7 @@ def _setup_folder(out: Path, resolved: dict, resume: bool, overwrite: bool) -> s
         if state.is_main_process:
             last = _prepare_run(out, resolved, resume, overwrite)
         elif resume and (out / "checkpoints").is_dir():
-            last = get_last_checkpoint(str(out / "checkpoints"))
+            last = last_complete_checkpoint(out / "checkpoints")
     return last
 
 
