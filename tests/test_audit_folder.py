@@ -11,7 +11,7 @@ import pytest
 
 from polyalign.cli import main
 from polyalign.errors import PolyalignError
-from polyalign.eval_folder import check_run_dir, claim_run_dir, content_identity
+from polyalign.eval_folder import LOCK, check_run_dir, claim_run_dir, content_identity
 from polyalign.prompts import default_pack_path
 
 RUNTIME = {"dtype": "float32", "device": "cpu", "batch_size": 2, "world_size": 1}
@@ -74,7 +74,7 @@ def test_overwrite_removes_only_what_the_evaluation_wrote(tmp_path, through_link
     with pytest.raises(PolyalignError, match="holds a different run .*differs in mode"):
         check_run_dir(out, identity(mode="native"), False)
     claim_run_dir(out, identity(mode="native"), True, 0, RUNTIME)
-    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt", "run.json"]
+    assert sorted(p.name for p in folder.iterdir()) == [LOCK, "notes.txt", "run.json"]
     assert json.loads((folder / "run.json").read_text())["config"]["mode"] == "native"
     assert out.exists() and (folder / "notes.txt").read_text() == "mine"
 
@@ -85,7 +85,7 @@ def test_evaluation_files_without_run_json_need_overwrite(tmp_path):
     with pytest.raises(PolyalignError, match="evaluation files without run.json"):
         check_run_dir(out, identity(), False)
     claim_run_dir(out, identity(), True, 0, RUNTIME)
-    assert sorted(p.name for p in out.iterdir()) == ["run.json"]
+    assert sorted(p.name for p in out.iterdir()) == [LOCK, "run.json"]
 
 
 def adapter(folder: Path, weights: bytes) -> Path:

@@ -8,6 +8,7 @@ unknown key, missing key or ill-typed value is a one-line error naming where it 
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -18,6 +19,23 @@ from polyalign.errors import PolyalignError
 from polyalign.results import read_text
 
 TRUE, FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML without YAML 1.1's base-60 numbers: `items: 10:50` is the text "10:50", not 650."""
+
+
+_Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_BASE_60 = re.compile(r"^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$")
+for _first in "+-0123456789":  # checked before the int and float resolvers: first match wins
+    _Loader.yaml_implicit_resolvers.setdefault(_first, []).insert(0, ("tag:yaml.org,2002:str", _BASE_60))
+
+
+def load_yaml(text: str):
+    """YAML text as Python values, with `START:STOP` ranges kept as text."""
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: safe
+
+
 NONE = ("none", "null", "~", "")
 
 
@@ -105,7 +123,7 @@ def read_mapping(path: Path, what: str) -> dict:
     """A YAML file that must hold a mapping (an empty file is an empty one)."""
     text = read_text(path, what)
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml(text)
     except yaml.YAMLError as exc:
         raise PolyalignError(f"{path}: malformed YAML: {str(exc).splitlines()[0]}") from None
     raw = {} if raw is None else raw
@@ -121,7 +139,7 @@ def apply_overrides(raw: dict, overrides) -> dict:
         if not sep or not key.strip():
             raise PolyalignError(f"override '{item}' is not key=value")
         try:
-            value = yaml.safe_load(text)
+            value = load_yaml(text)
         except yaml.YAMLError:
             raise PolyalignError(f"override '{item}': value is not valid YAML") from None
         node, parts = raw, key.strip().split(".")

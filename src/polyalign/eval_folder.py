@@ -18,7 +18,9 @@ from polyalign.errors import PolyalignError
 from polyalign.item_range import PROVENANCE_FILE
 from polyalign.results import atomic_write_json, file_sha256
 
-OWN = ("run.json", "results.json", "samples")  # everything an evaluation writes in its folder
+LOCK = ".polyalign-eval.lock"  # held by the evaluation writing the folder (main process), never removed
+OWN = ("run.json", "results.json", "samples", LOCK)  # everything an evaluation writes in its folder
+_HELD: dict[Path, object] = {}  # folder -> open lock file, for this process's lifetime
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", PROVENANCE_FILE)
 
 
@@ -66,9 +68,10 @@ def check_run_dir(out: Path, identity: dict, overwrite: bool, runtime: dict | No
                 f"{out}: holds files that are not a polyalign run ({', '.join(foreign[:3])}"
                 f"{', ...' if len(foreign) > 3 else ''}); choose an empty or new --out"
             )
-        if out.is_dir() and any(out.iterdir()) and not overwrite:  # run.json is written first: a wreck
+        written = [p for p in out.iterdir() if p.name != LOCK] if out.is_dir() else []
+        if written and not overwrite:  # run.json is written first: a wreck
             raise PolyalignError(f"{out}: holds evaluation files without run.json; use --overwrite or another --out")
-        return out.is_dir() and any(out.iterdir())
+        return bool(written)
     try:
         previous = json.loads(run_file.read_text(encoding="utf-8"))
         config = previous["config"] if isinstance(previous, dict) else None
@@ -100,7 +103,7 @@ def check_run_dir(out: Path, identity: dict, overwrite: bool, runtime: dict | No
 
 def clear_run_dir(out: Path) -> None:
     """Remove what an evaluation wrote in `out`, and nothing else (links are removed, not followed)."""
-    for name in OWN:
+    for name in OWN[:-1]:  # not the lock: this process holds it
         path = out / name
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
@@ -109,8 +112,35 @@ def clear_run_dir(out: Path) -> None:
 
 
 def claim_run_dir(out: Path, identity: dict, overwrite: bool, rank: int, runtime: dict) -> None:
-    """Check `out` (see `check_run_dir`), clear it when replaced, and record this run in run.json."""
+    """Lock `out` for this run (main process), check it (see `check_run_dir`), clear it when
+    replaced, and record this run in run.json."""
+    if rank == 0:
+        check_run_dir(out, identity, overwrite, runtime)  # nothing is created in a folder refused
+        lock_run_dir(out)
     if check_run_dir(out, identity, overwrite, runtime) and rank == 0:
         clear_run_dir(out)
     if rank == 0:
         atomic_write_json(out / "run.json", {"config": content_identity(identity), "runtime": runtime})
+
+
+def lock_run_dir(out: Path) -> None:
+    """Hold an exclusive lock on `out` until this process ends: two evaluations writing one folder
+    would interleave their logs and replace each other's files."""
+    try:
+        import fcntl
+    except ImportError:  # no flock on this platform: unlocked, as before
+        return
+    key = out.resolve()
+    if key in _HELD:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    handle = open(out / LOCK, "a+")  # noqa: SIM115  # kept open: the lock lives as long as the file
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise PolyalignError(
+            f"{out}: another evaluation is writing this folder (lock {out / LOCK}); wait for it to end "
+            "or use another --out"
+        ) from None
+    _HELD[key] = handle

@@ -89,18 +89,26 @@ def read_records(path: Path) -> list[dict]:
         raise PolyalignError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     if not text.strip():
         raise PolyalignError(f"{path}: file is empty")
-    try:
-        if path.suffix == ".jsonl":
-            records = [json.loads(line) for line in text.splitlines() if line.strip()]
-        else:
+    if path.suffix == ".jsonl":
+        records = [_json_line(path, number, line) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+    else:
+        try:
             records = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PolyalignError(f"{path}: malformed JSON ({exc.msg} at line {exc.lineno})") from None
+        except json.JSONDecodeError as exc:
+            raise PolyalignError(f"{path}: malformed JSON ({exc.msg} at line {exc.lineno})") from None
     if not isinstance(records, list) or not records:
         raise PolyalignError(f"{path}: expected a non-empty list of records")
     if not all(isinstance(r, dict) for r in records):
         raise PolyalignError(f"{path}: every record must be a JSON object")
     return records
+
+
+def _json_line(path: Path, number: int, line: str):
+    """One JSONL line; an error names the line of the file (each line parses on its own as line 1)."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise PolyalignError(f"{path}: malformed JSON at line {number} ({exc.msg}, column {exc.colno})") from None
 
 
 def read_samples(path: Path) -> list[dict]:

@@ -1,0 +1,55 @@
+"""Issue 18, item 9: messages that pointed the wrong way (base-60 ranges, JSONL line 1, a shared --out)."""
+
+from __future__ import annotations
+
+import fcntl
+from dataclasses import dataclass
+
+import pytest
+
+from polyalign.config import apply_overrides, build, read_mapping
+from polyalign.errors import PolyalignError
+from polyalign.eval_folder import LOCK, claim_run_dir
+from polyalign.results import read_records
+
+RUNTIME = {"dtype": "float32", "device": "cpu", "batch_size": 2, "world_size": 1}
+
+
+def test_an_item_range_is_text_in_yaml_and_overrides(tmp_path):
+    """YAML 1.1 reads 10:50 as the base-60 number 650: `650 is not a valid str`."""
+    path = tmp_path / "exp.yaml"
+    path.write_text("items: 10:50\nother: 1:02:03\nsteps: 3\nrate: 1.5\n")
+    assert read_mapping(path, "experiment") == {"items": "10:50", "other": "1:02:03", "steps": 3, "rate": 1.5}
+    assert apply_overrides({}, ["items=250:500", "n=7"]) == {"items": "250:500", "n": 7}
+
+
+@dataclass
+class Spec:
+    items: str | None = None
+
+
+def test_an_item_range_override_reaches_a_config(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text("items: 0:250\n")
+    assert build(Spec, read_mapping(path, "spec"), "spec").items == "0:250"
+    assert build(Spec, apply_overrides({}, ["items=10:50"]), "spec").items == "10:50"
+
+
+def test_a_bad_jsonl_record_names_its_line(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text('{"prompt": "a", "completion": "b"}\n\n{"prompt": "c", "completion": "d"}\n{"prompt": oops}\n')
+    with pytest.raises(PolyalignError, match="malformed JSON at line 4 "):
+        read_records(path)
+
+
+def test_two_evaluations_cannot_share_an_out_folder(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    with open(out / LOCK, "a+") as other:  # another process's evaluation holds the folder
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(PolyalignError, match="another evaluation is writing this folder"):
+            claim_run_dir(out, {"model": "m", "task": "emotion"}, False, 0, RUNTIME)
+        assert sorted(p.name for p in out.iterdir()) == [LOCK]
+    claim_run_dir(out, {"model": "m", "task": "emotion"}, False, 0, RUNTIME)
+    claim_run_dir(out, {"model": "m", "task": "emotion"}, False, 0, RUNTIME)  # the same process: resumes
+    assert (out / "run.json").exists()
