@@ -1,7 +1,8 @@
 """An evaluation's output folder: which run it holds (run.json) and whether a new run may resume it.
 
 A folder is resumed only by the same configuration computed with the same dtype and device type;
-batch size and process count may change (float32 results are batch-invariant, tested). The
+batch size and process count may change (float32 scores may move by about 1e-5, so only an item
+that close to a tie could flip, and files are bit-identical only at equal batch size). The
 configuration holds content digests of the adapter, the prompt pack and a task file, so a replaced
 adapter or an edited pack under the same path is a different run. A folder is never taken over
 unless it is empty or holds a polyalign run, and --overwrite removes only what an evaluation writes.
@@ -26,7 +27,7 @@ ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_mo
 
 def run_identity(model, batch_size: int, world_size: int) -> dict:
     """How a run computes: dtype and device type change scores, so a resume must keep them; batch
-    size and world size may change (fp32 results are batch-invariant, tested)."""
+    size and world size may change (fp32 scores may differ by about 1e-5, see the module docstring)."""
     weights = next(model.parameters())
     return {
         "dtype": str(weights.dtype).removeprefix("torch."),
