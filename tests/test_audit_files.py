@@ -157,3 +157,15 @@ def test_out_as_a_dangling_symlink_is_one_line(tmp_path, capsys, data_dir):
     argv = ["eval", "--model", "/nonexistent/model", "--task", "emotion", "--langs", "en", "--limit", "2"]
     one_line_error(capsys, [*argv, "--data-dir", str(data_dir), "--out", str(link)], "which does not exist")
     assert link.is_symlink() and not (tmp_path / "gone").exists()
+
+
+def test_a_full_disk_is_one_line(monkeypatch, capsys):
+    import errno
+
+    from polyalign import cli
+
+    def full(args):
+        raise OSError(errno.ENOSPC, "No space left on device", "/runs/x/samples/emotion_en.jsonl")
+
+    monkeypatch.setattr(cli, "cmd_prompt", full)
+    one_line_error(capsys, ["prompt", "--task", "emotion", "--lang", "en"], "emotion_en.jsonl: No space left on device")

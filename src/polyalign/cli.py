@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 
@@ -10,6 +11,10 @@ from polyalign import __version__
 from polyalign.cli_args import add_analysis_cli, add_data_args, add_items_args, add_model_args
 from polyalign.declarations import DEFAULT_MODEL
 from polyalign.errors import PolyalignError
+
+# A full disk or quota: one line, not a traceback. Results are written atomically and logs are
+# read tolerantly, so what was finished is kept and the same command resumes.
+FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -176,6 +181,15 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except PolyalignError as exc:
         print(f"polyalign: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in FULL:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(
+            f"polyalign: error: {where}{exc.strerror or exc}; free space and run the same command again",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print("polyalign: interrupted; run the same command again to resume", file=sys.stderr)
