@@ -52,3 +52,41 @@ def test_a_nan_score_predicts_nothing_whatever_the_order():
     ]
     stats = summarize(rows)
     assert stats["nan_scores"] == 1 and stats["accuracy"] == 0.5
+
+
+def finished(out, verify) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps({"verify": verify}))
+
+
+def test_a_rerun_with_other_verification_is_refused_or_redone(tmp_path):
+    from polyalign.eval_folder import check_verification
+
+    out = tmp_path / "run"
+    assert check_verification(out, 0.5, False) is False  # nothing finished
+    finished(out, None)
+    assert check_verification(out, None, False) is False
+    with pytest.raises(PolyalignError, match="finished without float32 verification; this run would be verified"):
+        check_verification(out, 0.5, False)
+    assert check_verification(out, 0.5, True) is True
+    finished(out, {"threshold": 0.5})
+    with pytest.raises(PolyalignError, match="verified at threshold 0.5; this run would be verified at threshold 0.0"):
+        check_verification(out, 0.0, False)
+
+
+def test_the_cli_refuses_before_loading_the_model(tmp_path, data_dir, capsys):
+    from polyalign.cli import main
+    from polyalign.eval_folder import claim_run_dir
+    from polyalign.evaluate import EvalConfig
+
+    out = tmp_path / "run"
+    cfg = EvalConfig(model="/nonexistent/model", task="emotion", langs="en", limit=2, data_dir=str(data_dir))
+    claim_run_dir(out, cfg.identity(), False, 0, {"dtype": "bfloat16", "device": "cpu"})
+    finished(out, None)  # finished with --no-verify
+    argv = ["eval", "--model", cfg.model, "--task", "emotion", "--langs", "en", "--limit", "2", "--dtype", "bfloat16"]
+    assert main([*argv, "--data-dir", str(data_dir), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after a possible slow-bf16 warning
+    assert "finished without float32 verification" in err, err
+    assert main([*argv, "--no-verify", "--data-dir", str(data_dir), "--out", str(out)]) == 2
+    err = capsys.readouterr().err  # the same settings: on to loading the model, missing here
+    assert "model folder not found" in err and "verification" not in err, err

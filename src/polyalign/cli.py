@@ -18,12 +18,12 @@ FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from polyalign.eval_folder import check_run_dir
+    from polyalign.eval_folder import check_run_dir, check_verification, clear_run_dir
     from polyalign.evaluate import EvalConfig, check_config, run_eval
     from polyalign.inputs import check_inputs
-    from polyalign.models import load_model
+    from polyalign.models import load_model, pick_device, pick_dtype
     from polyalign.report import accuracy_table
-    from polyalign.verify import reference_loader
+    from polyalign.verify import reference_loader, threshold_in_effect
 
     cfg = EvalConfig(
         model=args.model,
@@ -55,6 +55,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         allow_overlap=args.allow_overlap,
     )
     check_run_dir(Path(args.out), cfg.identity(), args.overwrite)  # before the model is loaded
+    dtype = str(pick_dtype(pick_device(args.device), args.dtype)).removeprefix("torch.")
+    if check_verification(
+        Path(args.out), threshold_in_effect(args.verify, args.verify_threshold, dtype), args.overwrite
+    ):
+        clear_run_dir(Path(args.out))  # --overwrite: run again with these settings
     model, tokenizer = load_model(args.model, args.adapter, args.device, args.dtype, args.trust_remote_code)
     reference = reference_loader(args.model, args.adapter, str(next(model.parameters()).device), args.trust_remote_code)
     results = run_eval(cfg, model, tokenizer, Path(args.out), overwrite=args.overwrite, load_reference=reference)

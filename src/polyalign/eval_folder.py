@@ -102,6 +102,29 @@ def check_run_dir(out: Path, identity: dict, overwrite: bool, runtime: dict | No
     return True
 
 
+def check_verification(out: Path, threshold: float | None, overwrite: bool) -> bool:
+    """Whether a finished run in `out` was verified differently from this one (`threshold` None: not
+    verified); refused unless `overwrite`, then the caller clears it. Why: verification is not in the
+    run identity (polyalign.evaluate), so finished samples would be kept and relabelled."""
+    try:
+        held = json.loads((out / "results.json").read_text(encoding="utf-8")).get("verify")
+    except (OSError, ValueError, AttributeError):
+        return False  # nothing finished (or unreadable: the identity check speaks for it)
+    was = held.get("threshold") if isinstance(held, dict) else None
+    if was == threshold:
+        return False
+    if not overwrite:
+        raise PolyalignError(
+            f"{out}: finished {_verified(was)}; this run would be {_verified(threshold)} and keep the old samples "
+            "(use the same --verify settings, another --out or --overwrite)"
+        )
+    return True
+
+
+def _verified(threshold: float | None) -> str:
+    return "without float32 verification" if threshold is None else f"verified at threshold {threshold}"
+
+
 def clear_run_dir(out: Path) -> None:
     """Remove what an evaluation wrote in `out`, and nothing else (links are removed, not followed)."""
     for name in OWN[:-1]:  # not the lock: this process holds it

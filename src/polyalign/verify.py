@@ -18,8 +18,9 @@ Resumable like the fast pass: float32 rows go to their own per-process logs
 are planned over all of them with finished flushes skipped, so a resumed run writes the same
 files. The merge keeps exactly the float32 rows of items under the threshold in effect.
 
-Limitation: the threshold is not part of an eval folder's identity (polyalign.evaluate), so a folder
-finished with --no-verify and run again with verify on keeps its unverified samples.
+The threshold is not part of an eval folder's identity (polyalign.evaluate): `polyalign eval`
+compares it with a finished folder's results.json instead (eval_folder.check_verification), so a
+folder finished with --no-verify is not relabelled verified by a rerun.
 """
 
 from __future__ import annotations
