@@ -124,9 +124,16 @@ def test_formats_and_errors(tmp_path):
     assert (run_dir / "report_files" / "bars_00_org_m1_emotion_english.png").is_file()
     rows = list(csv.DictReader(io.StringIO(write_report(run_dir, "csv").read_text())))
     zh = [r for r in rows if r["table"] == "per_language" and r["row"] == "zh †"]
-    assert [(r["column"], r["value"], r["best"]) for r in zh] == [
+    assert [(r["column"], r["value"], r["best"]) for r in zh[:2]] == [
         ("org/m1 / base", "0.4", "0"),
         ("org/m1 / al", "0.9", "1"),
+    ]
+    # every item has the same scores: calibrated, each ties (wrong); one gold class: no AUC
+    assert [(r["column"], r["value"]) for r in zh[2:]] == [
+        ("org/m1 / base cal", "0"),
+        ("org/m1 / al cal", "0"),
+        ("org/m1 / base AUC", ""),
+        ("org/m1 / al AUC", ""),
     ]
     tex = write_report(run_dir, "latex", tmp_path / "paper.tex").read_text()
     assert "\\textbf{90.0}" in tex and "paper_files/bars_00" in tex and "$\\Delta$" in tex

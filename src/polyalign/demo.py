@@ -103,11 +103,13 @@ def run_demo(
 
 
 def print_headline(run_dir: Path) -> None:
-    """The measured effect in the terminal: the pooled aligned-vs-base table of the report."""
+    """The measured effect in the terminal: raw and calibrated Δ, ΔAUC and the label prior (a raw gain
+    that calibration and AUC do not keep is a prior shift), then the report's pooled table."""
+    from polyalign.report_calibrated import headline_table
     from polyalign.report_formats import render_md
     from polyalign.report_tables import pooled_table
     from polyalign.run_data import load_run
 
-    table = pooled_table(load_run(run_dir))
-    text = render_md("polyalign demo: base vs aligned", [], [table], [], "")
+    run = load_run(run_dir)
+    text = render_md("polyalign demo: base vs aligned", [], [headline_table(run), pooled_table(run)], [], "")
     print(text.split("## Figures")[0].rstrip())

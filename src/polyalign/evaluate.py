@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from polyalign.calibration import calibration_averages, calibration_summary
 from polyalign.declarations import RULES
 from polyalign.errors import PolyalignError
 from polyalign.eval_folder import claim_run_dir, run_identity
@@ -311,7 +312,7 @@ def _finish(
         if not final[prep.lang].exists():
             _merge_language(prep, task, partial_dir, final[prep.lang], threshold, cfg.scoring)
         samples = read_samples(final[prep.lang])
-        languages[prep.lang] = {**summarize(samples), **prep.info}
+        languages[prep.lang] = {**summarize(samples), **calibration_summary(samples, cfg.scoring), **prep.info}
         if threshold is not None:
             languages[prep.lang]["verify"] = language_stats(samples)
     accuracies = [v["accuracy"] for v in languages.values()]
@@ -328,6 +329,7 @@ def _finish(
         "languages": languages,
         "unscorable": unscorable,  # languages whose label words the rule cannot tell apart, with the reason
         "average": sum(accuracies) / len(accuracies) if accuracies else 0.0,
+        **calibration_averages(languages),  # of calibrated accuracy and (two classes) AUC
         "runtime": runtime,  # dtype and device type of the weights, batch size, processes (last session)
         # bf16/fp16 runs: threshold, items re-scored in float32 (in total and per language); else None
         "verify": summary(threshold, runtime["dtype"], languages, verifier),

@@ -11,6 +11,7 @@ import numpy as np
 
 from polyalign.errors import PolyalignError
 from polyalign.paths import slug
+from polyalign.report_calibrated import with_calibration
 from polyalign.report_formats import ReportFigure, md_table, render_csv, render_html, render_latex, render_md
 from polyalign.report_tables import _cname, build_tables, short
 from polyalign.results import atomic_write_text
@@ -142,7 +143,7 @@ def write_report(run_dir: str | Path, fmt: str = "md", out: str | Path | None = 
     if not run.correct:
         raise PolyalignError(f"{run_dir}: the store holds no evaluation results yet")
     out = Path(out) if out else Path(run_dir) / f"report.{EXTENSIONS[fmt]}"
-    tables = build_tables(run)
+    tables = with_calibration(run, build_tables(run))  # Table 1 raw and calibrated, the headline, Tables C1-C4
     figures = build_figures(run) if fmt != "csv" else []
     files_dir = f"{out.stem}_files"
     if fmt in ("md", "latex"):

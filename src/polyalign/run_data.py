@@ -40,7 +40,8 @@ class Table:
 @dataclass
 class RunData:
     """A run's current results: labels[(model, setting, task, mode, scoring)][lang][idx] = (gold, pred),
-    correct[...][lang][idx] = bool (a tie, pred None, is wrong); class_order[(task, mode, scoring)]."""
+    correct[...][lang][idx] = bool (a tie, pred None, is wrong); class_order[(task, mode, scoring)];
+    scores[...][lang][idx] = the item's saved class scores (None if the store holds none)."""
 
     run_dir: Path
     experiment: dict
@@ -48,6 +49,7 @@ class RunData:
     correct: dict
     labels: dict = field(default_factory=dict)
     class_order: dict = field(default_factory=dict)
+    scores: dict = field(default_factory=dict)
 
     def conditions(self) -> list[tuple[str, str, str]]:
         return list(dict.fromkeys(k[2:] for k in self.correct))
@@ -124,11 +126,14 @@ def load_run(run_dir: str | Path) -> RunData:
     correct: dict = {}
     labels: dict = {}
     class_order: dict = {}
+    scores: dict = {}
     for r in rows:
         key = (r["model"], r["setting"], r["task"], r["mode"], r["scoring"])
         hit = r["pred"] is not None and r["pred"] == r["gold"]  # a tie (pred None) counts as wrong
         correct.setdefault(key, {}).setdefault(r["lang"], {})[r["idx"]] = hit
         labels.setdefault(key, {}).setdefault(r["lang"], {})[r["idx"]] = (r["gold"], r["pred"])
-        if key[2:] not in class_order and r.get("scores_json"):
-            class_order[key[2:]] = list(json.loads(r["scores_json"]) or {})
-    return RunData(run_dir, experiment, plan, correct, labels, class_order)
+        item_scores = json.loads(r["scores_json"]) if r.get("scores_json") else None
+        scores.setdefault(key, {}).setdefault(r["lang"], {})[r["idx"]] = item_scores
+        if key[2:] not in class_order and item_scores:
+            class_order[key[2:]] = list(item_scores)
+    return RunData(run_dir, experiment, plan, correct, labels, class_order, scores)
