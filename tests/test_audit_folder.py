@@ -122,3 +122,12 @@ def test_a_task_file_is_identified_by_content(tmp_path):
     task.write_text("name: b\n")
     assert content_identity(identity(task=str(task)))["task_sha256"] != first["task_sha256"]
     assert "task_sha256" not in content_identity(identity())
+
+
+def test_a_run_json_being_written_by_another_process_is_ours(tmp_path):
+    """Under accelerate launch, rank 1 checks the folder while rank 0 writes run.json atomically."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / LOCK).write_text("")
+    (out / ".run.json.1t7ues3a.tmp").write_text("{")
+    assert check_run_dir(out, identity(), False) is False

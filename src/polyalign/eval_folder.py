@@ -63,13 +63,14 @@ def check_run_dir(out: Path, identity: dict, overwrite: bool, runtime: dict | No
     identity = content_identity(identity)
     run_file = out / "run.json"
     if not run_file.exists():
-        foreign = sorted(p.name for p in out.iterdir() if p.name not in OWN) if out.is_dir() else []
+        foreign = sorted(p.name for p in out.iterdir() if not _ours(p.name)) if out.is_dir() else []
         if foreign:
             raise PolyalignError(
                 f"{out}: holds files that are not a polyalign run ({', '.join(foreign[:3])}"
                 f"{', ...' if len(foreign) > 3 else ''}); choose an empty or new --out"
             )
-        written = [p for p in out.iterdir() if p.name != LOCK] if out.is_dir() else []
+        # the lock, and a run.json being written by another process of this run, are no wreck
+        written = [p for p in out.iterdir() if p.name != LOCK and not _temporary(p.name)] if out.is_dir() else []
         if written and not overwrite:  # run.json is written first: a wreck
             raise PolyalignError(f"{out}: holds evaluation files without run.json; use --overwrite or another --out")
         return bool(written)
@@ -119,6 +120,15 @@ def check_verification(out: Path, threshold: float | None, overwrite: bool) -> b
             "(use the same --verify settings, another --out or --overwrite)"
         )
     return True
+
+
+def _temporary(name: str) -> bool:
+    """A file being written atomically (results.atomic_write_text) in place of one of ours."""
+    return name.endswith(".tmp") and any(name.startswith(f".{own}.") for own in OWN)
+
+
+def _ours(name: str) -> bool:
+    return name in OWN or _temporary(name)
 
 
 def _verified(threshold: float | None) -> str:
