@@ -169,3 +169,27 @@ def test_a_full_disk_is_one_line(monkeypatch, capsys):
 
     monkeypatch.setattr(cli, "cmd_prompt", full)
     one_line_error(capsys, ["prompt", "--task", "emotion", "--lang", "en"], "emotion_en.jsonl: No space left on device")
+
+
+@pytest.mark.parametrize("command", ["train", "merge"])
+def test_overwrite_never_replaces_through_a_symlink(tmp_path, capsys, command):
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (target / "keep.txt").write_text("kept")
+    link = tmp_path / "out"
+    link.symlink_to(target)
+    argv = {
+        "train": ["train", "--model", "/nonexistent/model", "--data", "pairs.jsonl"],
+        "merge": ["merge", "--model", "/nonexistent/model", "--adapter", "adapter"],
+    }[command]
+    one_line_error(capsys, [*argv, "--out", str(link), "--overwrite"], "does not replace through a link")
+    assert (target / "keep.txt").read_text() == "kept" and link.is_symlink()
+
+
+def test_merge_overwrite_replaces_only_a_merged_model(tmp_path, capsys):
+    folder = tmp_path / "work"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("kept")
+    argv = ["merge", "--model", "/nonexistent/model", "--adapter", "adapter", "--out", str(folder), "--overwrite"]
+    one_line_error(capsys, argv, "holds files that are not a merged model")
+    assert (folder / "keep.txt").read_text() == "kept"

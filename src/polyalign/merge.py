@@ -10,6 +10,7 @@ from pathlib import Path
 
 from polyalign.errors import PolyalignError
 from polyalign.item_range import PROVENANCE_FILE, read_provenance, write_provenance
+from polyalign.paths import check_replaceable
 
 
 def merge(
@@ -25,8 +26,12 @@ def merge(
     from polyalign.models import apply_adapter, load_tokenizer, load_weights, resolve_model_path
 
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise PolyalignError(f"{out} exists and is not empty; pass --overwrite to replace it")
+    check_replaceable(out, overwrite)
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise PolyalignError(f"{out} exists and is not empty; pass --overwrite to replace it")
+        if not (out / "polyalign-merge.json").is_file():  # --overwrite replaces a merged model only
+            raise PolyalignError(f"{out}: holds files that are not a merged model; choose an empty or new --out")
     path = resolve_model_path(model)
     tokenizer = load_tokenizer(model, trust_remote_code)
     check_adapter(model, adapter, trust_remote_code)  # before the weights load

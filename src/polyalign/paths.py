@@ -38,6 +38,17 @@ def check_output_path(path: str | Path, folder: bool = True) -> None:
         raise PolyalignError(f"{path}: cannot write in {probe}: {exc.strerror or exc}") from None
 
 
+def check_replaceable(path: str | Path, overwrite: bool) -> None:
+    """--overwrite replaces a folder, never what a symlink points to (removing a link's target
+    failed with a traceback, or would delete another folder's contents)."""
+    path = Path(path).expanduser()
+    if overwrite and path.is_symlink():
+        raise PolyalignError(
+            f"{path}: is a symlink to {path.readlink()}; --overwrite does not replace through a link "
+            "(give the folder itself or another --out)"
+        )
+
+
 def slug(text: str) -> str:
     """`text` as a file-name part: runs of anything but ASCII letters, digits, '_', '.' and '-' become '_'."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text) or "_"

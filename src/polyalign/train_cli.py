@@ -8,11 +8,13 @@ from pathlib import Path
 
 from polyalign.declarations import DEFAULT_MODEL
 from polyalign.merge import merge
+from polyalign.paths import check_replaceable
 from polyalign.train_config import load_config
 from polyalign.training import train
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    check_replaceable(args.out, args.overwrite)
     cfg = load_config(args.config, args.overrides)
     summary = train(args.model, args.data, args.out, cfg, resume=args.resume, overwrite=args.overwrite)
     print(json.dumps(summary, indent=2))
