@@ -12,12 +12,18 @@ import sqlite3
 import pytest
 import yaml
 
-from polyalign import evaluate, experiment, lens, pca, report, run_cli
+from polyalign import alignment_steps, evaluate, experiment, lens, pca, report, run_cli
 from polyalign.errors import PolyalignError
 
 # Where each step's real work is looked up when the step runs (the torch-heavy engines are
-# imported by experiment only then, so that a dry run imports no torch).
-COUNTED = {"build_pairs": experiment, "train": experiment, "run_eval": evaluate, "run_lens": lens, "run_pca": pca}
+# imported by experiment and alignment_steps only then, so that a dry run imports no torch).
+COUNTED = {
+    "build_pairs": alignment_steps,
+    "train": alignment_steps,
+    "run_eval": evaluate,
+    "run_lens": lens,
+    "run_pca": pca,
+}
 TRAIN = {
     "max_steps": 2,
     "per_device_batch": 2,

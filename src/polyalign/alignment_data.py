@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from polyalign.errors import PolyalignError
@@ -25,6 +25,7 @@ from polyalign.results import atomic_write_json, read_records, write_jsonl
 from polyalign.tasks import TaskSpec, load_task, load_test_records, resolve_data_dir
 
 FORMATS = ("jsonl", "llamafactory")
+PAIRINGS = ("parallel", "shuffled")  # shuffled: the control, each source paired with another item's target
 # "<label>: text" with an ASCII or full-width colon; labels themselves never hold a colon.
 _LABELLED = re.compile(r"^[^:：]*[:：] ?(.*)$", re.S)
 _INSTRUCTION = re.compile(r"\nTranslate the input from [^\n]* to [^\n]*:\n?$")
@@ -99,6 +100,22 @@ def _sample(population: list[int], k: int, seed: int, lang: str) -> list[int]:
     return sorted(random.Random(f"{seed}:{lang}").sample(population, k))
 
 
+def derangement(items: Sequence[int], seed: int | str) -> list[int]:
+    """A seeded reordering of distinct `items` that leaves none in place (drawn uniformly among
+    derangements by rejection): result[k] is the partner of items[k], so a shuffled control pairs
+    the same questions, in the same numbers, with no item's own translation."""
+    items = list(items)
+    if len(set(items)) != len(items):
+        raise PolyalignError("a shuffled pairing needs distinct items")
+    if len(items) < 2:
+        raise PolyalignError(f"a shuffled pairing needs at least 2 items to exchange (got {len(items)})")
+    rng, order = random.Random(str(seed)), list(items)
+    while True:  # about e shuffles on average, whatever the number of items
+        rng.shuffle(order)
+        if all(a != b for a, b in zip(items, order)):
+            return order
+
+
 def _targets(task: TaskSpec, target: str, data_dir, target_file) -> tuple[list[dict], str]:
     """Target records: the user's file, else the task's (English) train file."""
     if target_file:
@@ -166,9 +183,13 @@ def _test_item_records(task: TaskSpec, langs: list[str], data_dir, items: ItemRa
     return out
 
 
-def _check_mixture(sources: list[str], target: str, per_language: int, source_files: dict, mixed: bool) -> None:
+def _check_mixture(
+    sources: list[str], target: str, per_language: int, source_files: dict, mixed: bool, pairing: str
+) -> None:
     """What build_pairs refuses before reading any file; `mixed`: --items with other record sources."""
     get_language(target)
+    if pairing not in PAIRINGS:
+        raise PolyalignError(f"unknown pairing '{pairing}' (choose from {', '.join(PAIRINGS)})")
     if target in sources:
         raise PolyalignError(f"source language '{target}' is the target language; pairs need two languages")
     stray = sorted(set(source_files) - set(sources))
@@ -195,6 +216,7 @@ def build_pairs(
     target_file: str | Path | None = None,
     translate: Callable | None = None,
     items: ItemRange | str | None = None,
+    pairing: str = "parallel",
 ) -> list[dict]:
     """The shuffled mixture: `per_language` pairs from each source language into `target`.
 
@@ -202,19 +224,15 @@ def build_pairs(
     (see `translate_records`); it is only called on the sampled target records. With
     `items` the questions (never the answers) of that range of the benchmark's item-parallel
     test files are paired by item; each pair row keeps its task and item index, so the
-    adapter can later refuse evaluation on the same items.
+    adapter can later refuse evaluation on the same items. `pairing` "shuffled" pairs each sampled
+    source question with the target question of another sampled item (`derangement`).
     """
     task = load_task(task) if isinstance(task, str) else task
     items = parse_items(items) if isinstance(items, str) else items
     source_files = dict(source_files or {})
     sources = parse_languages(list(sources))
-    _check_mixture(
-        sources,
-        target,
-        per_language,
-        source_files,
-        items is not None and bool(source_files or target_file or translate),
-    )
+    mixed = items is not None and bool(source_files or target_file or translate)
+    _check_mixture(sources, target, per_language, source_files, mixed, pairing)
     targets, population, records = _target_population(task, target, sources, data_dir, target_file, items)
     if per_language > len(population):
         raise PolyalignError(
@@ -238,7 +256,8 @@ def build_pairs(
             _check_fields(task, picked, where)
         else:
             picked = [source[i] for i in indices]
-        pairs.extend(_pair_rows(task, pack, lang, target, indices, picked, targets, items))
+        partners = indices if pairing == "parallel" else derangement(indices, f"{seed}:{lang}:{pairing}")
+        pairs.extend(_pair_rows(task, pack, lang, target, list(zip(indices, partners)), picked, targets, items))
     random.Random(seed).shuffle(pairs)
     return pairs
 
@@ -264,21 +283,23 @@ def _pair_rows(
     pack: PromptPack,
     lang: str,
     target: str,
-    indices: list[int],
+    indices: list[tuple[int, int]],
     picked: list[dict],
     targets: list[dict],
     items: ItemRange | None,
 ) -> list[dict]:
-    """One training row per sampled record: the source question, the instruction, the target question."""
+    """One training row per sampled record: the source question, the instruction, the target
+    question of its partner item (itself, unless the pairing is shuffled)."""
     line = instruction(lang, target)
     rows = []
-    for i, record in zip(indices, picked):
+    for (i, j), record in zip(indices, picked):
         row = {
             "source_lang": lang,
             "target_lang": target,
             "index": i,
             "prompt": pack.query(task, lang, record) + "\n" + line + "\n",
-            "completion": pack.query(task, target, targets[i]),
+            "completion": pack.query(task, target, targets[j]),
+            **({"target_index": j} if j != i else {}),
         }
         if items is not None:
             row.update(task=task.name, items=str(items))

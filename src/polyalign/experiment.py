@@ -1,9 +1,9 @@
 """`polyalign run EXPERIMENT.yaml`: one file declares a whole study, and every step runs once.
 
-Steps, in order: data (alignment pairs per setting) -> train (a LoRA adapter per model and
-setting) -> eval (the base model and every adapter, per task and mode) -> lens -> pca. A step's
-key is the sha256 of its resolved configuration plus the keys or content hashes of its inputs
-(model files, benchmark files, prompt pack, earlier steps). It writes into
+Steps, in order: data (alignment pairs per setting) -> train (a LoRA adapter per model, setting and
+training seed; polyalign.alignment_steps) -> eval (the base model and every adapter, per task and
+mode) -> lens -> pca. A step's key is the sha256 of its resolved configuration plus the keys or
+content hashes of its inputs (model files, benchmark files, prompt pack, earlier steps). It writes into
 RUN_DIR/steps/<kind>-<key[:12]>/ and, only once its outputs are in place, a done.json marker
 holding that key. A re-run skips every step whose marker matches, so after a crash or an edit
 only what is new runs; an interrupted training or evaluation resumes inside its folder.
@@ -18,16 +18,15 @@ from dataclasses import asdict
 from importlib.resources import files
 from pathlib import Path
 
-from polyalign.alignment_data import build_pairs, question_file_records, write_pairs
-from polyalign.experiment_spec import AlignmentSetting, Experiment, LensSpec, PcaSpec, load_experiment, train_config
+from polyalign.alignment_steps import data_step, train_steps
+from polyalign.experiment_spec import Experiment, LensSpec, PcaSpec, load_experiment
 from polyalign.inputs import check_inputs
 from polyalign.paths import check_output_path
-from polyalign.prompts import PromptPack, default_pack_path
-from polyalign.results import read_records, read_samples
+from polyalign.prompts import default_pack_path
+from polyalign.results import read_samples
 from polyalign.store import Step, Store, execute_steps, step_folder, step_key
 from polyalign.tasks import load_task, resolve_data_dir, test_file_path
-from polyalign.training import train
-from polyalign.translation import records_translator
+from polyalign.variants import split_seeded
 
 
 def validate_experiment(path: str | Path, overrides=(), data: bool = False) -> tuple[Experiment, list[str]]:
@@ -130,17 +129,18 @@ class Runner:
     # the plan ------------------------------------------------------------------------------
     def plan(self) -> list[Step]:
         exp, steps = self.exp, list[Step]()
-        data = {s.name: self.data_step(s) for s in exp.alignment}
+        data = {s.name: data_step(self, s) for s in exp.alignment}
         steps += data.values()
+        tasks_of = {s.name: s.tasks or exp.tasks for s in exp.alignment}
         for model in exp.models:
             mid = self.model_id(model)
-            trained = {s.name: self.train_step(model, mid, s, data[s.name]) for s in exp.alignment}
+            trained = {n: t for s in exp.alignment for n, t in train_steps(self, model, mid, s, data[s.name])}
             steps += trained.values()
             adapters: dict[str | None, str] = {
                 name: str(self.folder(t) / "train" / "adapter") for name, t in trained.items()
             }
             keys: dict[str | None, str] = {name: t.key for name, t in trained.items()}
-            variants = [("base", None, exp.tasks)] + [(s.name, s.name, s.tasks or exp.tasks) for s in exp.alignment]
+            variants = [("base", None, exp.tasks)] + [(n, n, tasks_of[split_seeded(n)[0]]) for n in trained]
             for setting, adapter, tasks in variants:
                 for task in tasks:
                     for mode in exp.modes:
@@ -150,88 +150,6 @@ class Runner:
             for kind, specs in (("lens", exp.analyses.lens), ("pca", exp.analyses.pca)):
                 steps += [self.analysis_step(kind, model, mid, spec, adapters, keys) for spec in specs]
         return steps
-
-    def data_step(self, s: AlignmentSetting) -> Step:
-        task = load_task(s.task)
-        files_in = {f"pair:{lang}": self.resolve(p) for lang, p in s.pair_files.items()}
-        if s.target_file:
-            files_in["target_file"] = self.resolve(s.target_file)
-        if task.train_file:
-            files_in["train_file"] = self.data_dir / task.train_file
-        if s.items is not None:
-            files_in = {
-                f"test:{lang}": test_file_path(task, lang, self.data_dir)
-                for lang in dict.fromkeys([s.target, *s.sources, task.pivot])
-            }
-        elif task.question_file:
-            files_in.update(
-                {
-                    f"question:{lang}": self.data_dir / task.question_file.format(lang=lang)
-                    for lang in [*s.sources, s.target]
-                }
-            )
-        declared = {k: v for k, v in asdict(s).items() if k not in ("name", "train", "tasks")}
-        if declared["items"] is None:
-            del declared["items"]  # keeps the keys of experiments written before item ranges existed
-        config = {
-            **self.task_id(s.task),
-            **declared,
-            "inputs": {role: self.store.digest(p) for role, p in sorted(files_in.items())},
-        }
-
-        def run(folder: Path) -> dict:
-            pack = PromptPack.load(self.prompts)
-            sources = {lang: str(files_in[f"pair:{lang}"]) for lang in s.pair_files}
-            target = str(files_in["target_file"]) if s.target_file else None
-            if not target and s.items is None and s.target != task.pivot and self._has_question(task, s.target):
-                english = read_records(self.data_dir / task.train_file)  # type: ignore[operator]  # see _has_question
-                for lang in [s.target, *s.sources]:
-                    if lang not in sources and self._has_question(task, lang):
-                        path = folder / f"records_{lang}.jsonl"
-                        write_pairs(question_file_records(task, lang, self.data_dir, english), path)
-                        sources[lang] = str(path)
-                target = sources.pop(s.target)
-            pairs = build_pairs(
-                task,
-                s.sources,
-                s.target,
-                s.per_language,
-                s.seed,
-                self.data_dir,
-                pack,
-                sources,
-                target,
-                self._translator(s, task, folder),
-                s.items,
-            )
-            write_pairs(pairs, folder / "pairs.jsonl")
-            return {"pairs": "pairs.jsonl", "n": len(pairs)}
-
-        return Step(
-            "data", step_key("data", config), config, f"{s.name} ({s.task} {','.join(s.sources)}->{s.target})", run
-        )
-
-    def _has_question(self, task, lang: str) -> bool:
-        return bool(
-            task.question_file and task.train_file and (self.data_dir / task.question_file.format(lang=lang)).exists()
-        )
-
-    def _translator(self, s: AlignmentSetting, task, folder: Path) -> Callable | None:
-        if not s.translator:
-            return None
-        return records_translator(
-            s.translator, task.fields, s.translator_lang_codes, folder / "translations.jsonl", device=self.exp.device
-        )
-
-    def train_step(self, model: str, mid: dict, s: AlignmentSetting, data: Step) -> Step:
-        cfg = train_config(s, self.exp.trust_remote_code)
-        config = {"model": mid, "data": data.key, "train": asdict(cfg)}
-
-        def run(folder: Path) -> dict:
-            summary = train(model, self.folder(data) / "pairs.jsonl", folder / "train", cfg, resume=True)
-            return {"adapter": "train/adapter", "summary": summary}
-
-        return Step("train", step_key("train", config), config, f"{model} + {s.name}", run)
 
     def eval_step(self, model, mid, setting, adapter, adapter_key, task, mode) -> Step:
         exp = self.exp

@@ -7,9 +7,10 @@ validates a file without touching a model or the benchmark. polyalign.experiment
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from polyalign.alignment_data import PAIRINGS
 from polyalign.config import apply_overrides, build, read_mapping
 from polyalign.declarations import (
     DTYPE_CHOICES,
@@ -26,6 +27,7 @@ from polyalign.prompts import check_mode
 from polyalign.tasks import load_task
 from polyalign.train_config import TrainConfig, load_config
 from polyalign.train_config import check_config as check_train_config
+from polyalign.variants import seeded_name
 
 
 @dataclass
@@ -45,6 +47,14 @@ class AlignmentSetting:
     translator_lang_codes: dict[str, str] = field(default_factory=dict)  # e.g. {zh: zho_Hans}; NLLB is built in
     tasks: list[str] | None = None  # evaluation tasks of this adapter (default: all of the experiment's)
     items: str | None = None  # questions of benchmark test items START:STOP (held out from evaluation)
+    seeds: list[int] | None = None  # training seeds, one adapter each, named NAME@s<SEED> (None: train's seed)
+    pairing: str = "parallel"  # shuffled: a control pairing each source question with another item's target
+    control_of: str | None = None  # the parallel setting a shuffled control is compared with
+
+
+# what a control shares with the setting it controls; it differs only in pairing, seeds and tasks
+CONTROL_SAME: tuple[str, ...] = ("task", "sources", "target", "per_language", "seed", "train", "items")
+CONTROL_SAME += ("pair_files", "target_file", "translator", "translator_lang_codes")
 
 
 @dataclass
@@ -112,6 +122,15 @@ def train_config(setting: AlignmentSetting, trust_remote_code: bool = False) -> 
     return cfg
 
 
+def trainings(setting: AlignmentSetting, trust_remote_code: bool = False) -> list[tuple[str, TrainConfig]]:
+    """(stored name, train config) of each adapter of a setting: one per seed of `seeds`, else one
+    with the recipe's own seed under the plain name (so the step keeps its earlier identity)."""
+    cfg = train_config(setting, trust_remote_code)
+    if setting.seeds is None:
+        return [(setting.name, cfg)]
+    return [(seeded_name(setting.name, seed), replace(cfg, seed=seed)) for seed in setting.seeds]
+
+
 def check_experiment(exp: Experiment) -> None:
     """Everything that needs neither models nor data: names, languages, tasks, modes, training keys."""
     if not exp.models or len(set(exp.models)) != len(exp.models):
@@ -149,6 +168,7 @@ def check_experiment(exp: Experiment) -> None:
                     f"{where}: items takes questions from the benchmark's test files; drop "
                     f"pair_files, target_file and translator"
                 )
+    check_seeds_and_controls(exp)
     parse_items(exp.items, "items")
     check_held_out(exp)
     for kind, specs in (("lens", exp.analyses.lens), ("pca", exp.analyses.pca)):
@@ -161,6 +181,35 @@ def check_experiment(exp: Experiment) -> None:
             check_analysis_limit(spec.limit, kind, f"analyses.{kind}: limit")
             if isinstance(spec, PcaSpec):
                 check_choice(spec.pooling, POOLINGS, "pooling")
+
+
+def check_seeds_and_controls(exp: Experiment) -> None:
+    """Seeds are distinct, and a shuffled control names a parallel setting it matches in all but pairing."""
+    by_name = {s.name: s for s in exp.alignment}
+    for s in exp.alignment:
+        where = f"alignment '{s.name}'"
+        if s.seeds is not None and (not s.seeds or len(set(s.seeds)) != len(s.seeds) or min(s.seeds) < 0):
+            raise PolyalignError(f"{where}: seeds must list distinct whole numbers >= 0 (got {s.seeds})")
+        check_choice(s.pairing, PAIRINGS, f"{where}: pairing")
+        if s.pairing == "parallel":
+            if s.control_of is not None:
+                raise PolyalignError(f"{where}: control_of is for a setting with pairing: shuffled")
+            continue
+        items = parse_items(s.items, f"{where}: items")
+        if s.per_language < 2 or (items is not None and len(items) < 2):
+            raise PolyalignError(f"{where}: a shuffled pairing needs at least 2 items and per_language >= 2")
+        other = by_name.get(s.control_of or "")
+        if other is None or other.pairing != "parallel":
+            raise PolyalignError(
+                f"{where}: a shuffled control names the parallel setting it controls with control_of "
+                f"(one of {[o.name for o in exp.alignment if o.pairing == 'parallel']})"
+            )
+        differ = [k for k in CONTROL_SAME if getattr(s, k) != getattr(other, k)]
+        if differ:
+            raise PolyalignError(
+                f"{where}: a control differs from '{other.name}' only in pairing, seeds and tasks; "
+                f"{', '.join(differ)} differ"
+            )
 
 
 def check_held_out(exp: Experiment) -> None:

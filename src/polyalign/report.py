@@ -11,8 +11,9 @@ import numpy as np
 
 from polyalign.errors import PolyalignError
 from polyalign.paths import slug
-from polyalign.report_calibrated import with_calibration
+from polyalign.report_calibrated import calibrate_run, with_calibration
 from polyalign.report_formats import ReportFigure, md_table, render_csv, render_html, render_latex, render_md
+from polyalign.report_seeds import seed_tables, setting_note
 from polyalign.report_tables import _cname, build_tables, short
 from polyalign.results import atomic_write_text
 from polyalign.run_data import RunData, Table, load_run
@@ -132,6 +133,7 @@ def _header(run: RunData) -> tuple[str, list[str]]:
         lines.append(
             f"Setting {s['name']}: {s['task']} questions {','.join(s['sources'])} → {s['target']}{pairs}{trained}."
         )
+        lines[-1] += setting_note(s)  # seeds, control
     return title, lines
 
 
@@ -144,6 +146,7 @@ def write_report(run_dir: str | Path, fmt: str = "md", out: str | Path | None = 
         raise PolyalignError(f"{run_dir}: the store holds no evaluation results yet")
     out = Path(out) if out else Path(run_dir) / f"report.{EXTENSIONS[fmt]}"
     tables = with_calibration(run, build_tables(run))  # Table 1 raw and calibrated, the headline, Tables C1-C4
+    tables += seed_tables(run, calibrate_run(run))  # seeds and shuffled controls (polyalign.report_seeds)
     figures = build_figures(run) if fmt != "csv" else []
     files_dir = f"{out.stem}_files"
     if fmt in ("md", "latex"):

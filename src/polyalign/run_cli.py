@@ -5,6 +5,23 @@ from __future__ import annotations
 import argparse
 
 from polyalign.experiment import run_experiment, validate_experiment
+from polyalign.experiment_spec import Experiment, trainings
+
+
+def plan_lines(exp: Experiment, name: str) -> list[str]:
+    """The dry run's summary: each setting's trainings (one per seed and model), then the step counts."""
+    n, lines, trains, evals = len(exp.models), [], 0, len(exp.tasks)
+    for s in exp.alignment:
+        names = [stored for stored, _ in trainings(s, exp.trust_remote_code)]
+        role = f"control of {s.control_of} (shuffled pairing)" if s.control_of else f"{s.pairing} pairing"
+        seeds = f"seeds {', '.join(map(str, s.seeds))}" if s.seeds is not None else "the recipe's seed"
+        lines.append(f"  {s.name}: {role}; {n * len(names)} train ({seeds}): {', '.join(names)}")
+        trains, evals = trains + len(names), evals + len(names) * len(s.tasks or exp.tasks)
+    lines.append(
+        f"{name}: valid; {len(exp.alignment)} data, {n * trains} train, {n * evals * len(exp.modes)} eval, "
+        f"{n * len(exp.analyses.lens)} lens, {n * len(exp.analyses.pca)} pca steps"
+    )
+    return lines
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -18,13 +35,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         exp, notes = validate_experiment(path, overrides, data=True)
         for note in notes:
             print(f"note: {note}")
-        n = len(exp.models)
-        evals = sum(len(s.tasks or exp.tasks) for s in exp.alignment) + len(exp.tasks)
-        print(
-            f"{args.experiment}: valid; {len(exp.alignment)} data, {n * len(exp.alignment)} train, "
-            f"{n * evals * len(exp.modes)} eval, {n * len(exp.analyses.lens)} lens, "
-            f"{n * len(exp.analyses.pca)} pca steps"
-        )
+        print("\n".join(plan_lines(exp, args.experiment)))
         return 0
     runner = run_experiment(path, args.out, overrides)
     print(

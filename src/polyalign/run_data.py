@@ -11,6 +11,7 @@ import numpy as np
 
 from polyalign.languages import PAPER_LANGUAGES
 from polyalign.stats import balanced_accuracy, macro_f1
+from polyalign.variants import split_seeded
 
 
 @dataclass
@@ -96,6 +97,8 @@ class RunData:
         return known + sorted(found - set(known))
 
     def seen(self, setting: str) -> set[str]:
+        """The languages of a setting's pairs (of each seed's adapter NAME@s<SEED> too)."""
+        setting = split_seeded(setting)[0]
         for s in self.experiment.get("alignment", []):
             if s["name"] == setting:
                 return {*s["sources"], s["target"]}
@@ -120,7 +123,8 @@ def load_run(run_dir: str | Path) -> RunData:
             modes.get(r["mode"], 99),
             r["scoring"],
             models.get(r["model"], 99),
-            order.get(r["setting"], 99),
+            order.get(split_seeded(r["setting"])[0], 99),
+            split_seeded(r["setting"])[1] or 0,  # a setting's seeds in numeric order
         )
     )
     correct: dict = {}
