@@ -224,7 +224,10 @@ def test_report_of_the_run_in_every_format(run_state, tmp_path):
     assert html.count("data:image/png;base64,") == len(figures) and "<link" not in html and "src='http" not in html
     rows = list(csv.DictReader(io.StringIO(outs["csv"].read_text())))
     per_lang = [r for r in rows if r["table"] == "per_language" and r["row"].startswith("fr")]
-    assert len(per_lang) == 4 and all(0 <= float(r["value"]) <= 1 for r in per_lang)
+    # raw and calibrated for base and aligned in both tasks, and ROC-AUC where the task has two classes
+    kinds = sorted(r["column"].split(" / ")[1] for r in per_lang)
+    assert kinds == sorted(["base", "zh-es_en", "base cal", "zh-es_en cal"] * 2 + ["base AUC", "zh-es_en AUC"])
+    assert all(0 <= float(r["value"]) <= 1 for r in per_lang)
     assert {r["table"] for r in rows} == {
         "per_language",
         "per_model",
@@ -234,6 +237,11 @@ def test_report_of_the_run_in_every_format(run_state, tmp_path):
         "pooled",
         "balanced",
         "label_distribution",
+        "headline",
+        "auc",
+        "pooled_calibrated",
+        "significance_calibrated",
+        "label_distribution_calibrated",
     }
     tex = outs["latex"].read_text()
     assert tex.startswith("\\documentclass") and "\\begin{tabular}" in tex and "r_files/" in tex

@@ -24,6 +24,7 @@ from polyalign.inputs import check_inputs
 from polyalign.paths import check_output_path
 from polyalign.prompts import default_pack_path
 from polyalign.results import read_samples
+from polyalign.step_clock import StepClock
 from polyalign.store import Step, Store, execute_steps, step_folder, step_key
 from polyalign.tasks import load_task, resolve_data_dir, test_file_path
 from polyalign.variants import split_seeded
@@ -282,7 +283,12 @@ class Runner:
         self.store.prune_samples((s.key, s.config["labels"]) for s in steps if s.kind == "eval")
         try:
             self.executed, self.skipped = execute_steps(
-                self.store, self.run_dir, steps, log, before=lambda step: self.release(keep=step.needs)
+                self.store,
+                self.run_dir,
+                steps,
+                log,
+                before=lambda step: self.release(keep=step.needs),
+                clock=StepClock(steps),  # each start line: the step's precision, the time left
             )
         finally:
             self.release()
