@@ -2,12 +2,15 @@
 
 Why: alignment data mixes languages whose questions differ a lot in token length; polyalign
 batches similar lengths together (group_by_length) and computes the loss on target tokens
-only. This runs both loops in one process on the same model, pairs, LoRA and batch size and
-reports real (non-padding) tokens per second of the training loop and the padding fraction
-of each, so the effect of length grouping is measured rather than assumed.
+only, unembedding just those positions in chunks (polyalign.target_loss). This runs both loops
+on the same model, pairs, LoRA and batch size, each in its own process, and reports real
+(non-padding) tokens per second of the training loop (wall and CPU time), the padding fraction
+and the process's peak resident memory (ru_maxrss: loading included, the same model in both),
+so the effect of each is measured rather than assumed. On a machine shared with other jobs,
+OMP_NUM_THREADS=1 keeps torch's threads from waiting on each other (docs/benchmarks.md).
 
     python bench/train_throughput.py --model smollm2-135m --pairs 64 --steps 8 [--out FILE.json]
-    python bench/train_throughput.py --demo --steps 8 --precision bf16   # the demo's pairs and model
+    OMP_NUM_THREADS=1 python bench/train_throughput.py --demo --steps 4 --precision fp32  # the demo's pairs
 
 Exits 0 whatever the ratio; non-zero only on errors.
 """
@@ -17,6 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +35,7 @@ from transformers import TrainerCallback  # noqa: E402
 from polyalign import train_config, training  # noqa: E402
 from polyalign.alignment_data import build_pairs, write_pairs  # noqa: E402
 from polyalign.errors import PolyalignError  # noqa: E402
+from polyalign.precision import cpu_description, resolve_precision  # noqa: E402
 from polyalign.prompts import PromptPack  # noqa: E402
 
 SOURCES = ["zh", "de", "es", "it", "sw"]  # every language with a benchmark question file
@@ -49,13 +55,15 @@ class Counter:
 
 
 class Clock(TrainerCallback):
-    """Wall time of the training loop only (no loading, tokenization or saving)."""
+    """Wall and CPU time of the training loop only (no loading, tokenization or saving). CPU time
+    (all threads of the process) is the steadier one on a machine shared with other jobs."""
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.start = time.perf_counter()
+        self.start, self.cpu_start = time.perf_counter(), time.process_time()
 
     def on_train_end(self, args, state, control, **kwargs):
         self.seconds = time.perf_counter() - self.start
+        self.cpu_seconds = time.process_time() - self.cpu_start
 
 
 def result(name: str, counter: Counter, clock: Clock) -> dict:
@@ -64,7 +72,9 @@ def result(name: str, counter: Counter, clock: Clock) -> dict:
         "seconds": clock.seconds,
         "real_tokens": counter.real,
         "tokens_per_second": counter.real / clock.seconds,
+        "tokens_per_cpu_second": counter.real / clock.cpu_seconds,
         "padding_fraction": 1 - counter.real / max(counter.total, 1),
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux: KiB
     }
 
 
@@ -73,8 +83,8 @@ def run_polyalign(model: str, data: Path, cfg: train_config.TrainConfig, work: P
     counters = []
     original = training.PadCollator
 
-    def counted(pad_id):
-        counters.append(Counter(original(pad_id)))
+    def counted(pad_id, **kwargs):
+        counters.append(Counter(original(pad_id, **kwargs)))
         return counters[-1]
 
     training.PadCollator = counted
@@ -98,9 +108,7 @@ def run_baseline(model: str, rows: list[dict], cfg: train_config.TrainConfig, wo
         tok.pad_token = tok.eos_token
     texts = [r["prompt"] + r["completion"] + (tok.eos_token or "") for r in rows]
     dataset = [{"input_ids": ids} for ids in tok(texts, truncation=True, max_length=cfg.cutoff_len)["input_ids"]]
-    bf16 = cfg.precision == "bf16" or (
-        cfg.precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    )
+    bf16 = resolve_precision(cfg.precision, "cuda" if torch.cuda.is_available() else "cpu") == "bf16"  # as polyalign
     net = AutoModelForCausalLM.from_pretrained(
         resolve_model_path(model), dtype=torch.bfloat16 if bf16 else torch.float32
     )
@@ -138,7 +146,7 @@ def run_baseline(model: str, rows: list[dict], cfg: train_config.TrainConfig, wo
     return result("HF Trainer + PEFT", counter, clock)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--pairs", type=int, default=64, help="pairs in the mixture (split over 5 languages)")
@@ -155,56 +163,105 @@ def main(argv: list[str] | None = None) -> int:
         "prompts, on gemma-3-270m (overrides --model)",
     )
     parser.add_argument("--out", help="also write the results as JSON here")
+    parser.add_argument("--loop", choices=["baseline", "polyalign"], help=argparse.SUPPRESS)  # a child process
+    parser.add_argument("--work", help=argparse.SUPPRESS)  # the child's folder: pairs.jsonl in, LOOP.json out
     args = parser.parse_args(argv)
-    try:
-        if args.demo:
-            from polyalign.demo import TRAIN_ITEMS
-            from polyalign.tasks import resolve_data_dir
+    if args.demo:
+        args.model = "gemma-3-270m"
+    return args
 
-            args.model = "gemma-3-270m"
-            pack = PromptPack.load(str(resolve_data_dir(args.data_dir) / "prompts.json"))
-            rows = build_pairs(
-                "emotion", ["zh", "es"], "en", max(1, args.pairs // 2), 0, args.data_dir, pack, items=TRAIN_ITEMS
-            )
-        else:
-            per_language = max(1, args.pairs // len(SOURCES))
-            rows = build_pairs("snli", SOURCES, "en", per_language, 0, args.data_dir, PromptPack.load())
-        cfg = train_config.load_config(
-            None,
-            [
-                f"max_steps={args.steps}",
-                f"per_device_batch={args.batch}",
-                f"grad_accum={args.grad_accum}",
-                f"cutoff_len={args.cutoff}",
-                "val_size=0",
-                f"save_steps={10**6}",
-                f"logging_steps={10**6}",
-                f"precision={args.precision}",
-            ],
+
+def build_rows(args: argparse.Namespace) -> list[dict]:
+    if args.demo:
+        from polyalign.demo import TRAIN_ITEMS
+        from polyalign.tasks import resolve_data_dir
+
+        pack = PromptPack.load(str(resolve_data_dir(args.data_dir) / "prompts.json"))
+        return build_pairs(
+            "emotion", ["zh", "es"], "en", max(1, args.pairs // 2), 0, args.data_dir, pack, items=TRAIN_ITEMS
         )
+    per_language = max(1, args.pairs // len(SOURCES))
+    return build_pairs("snli", SOURCES, "en", per_language, 0, args.data_dir, PromptPack.load())
+
+
+def bench_config(args: argparse.Namespace) -> train_config.TrainConfig:
+    return train_config.load_config(
+        None,
+        [
+            f"max_steps={args.steps}",
+            f"per_device_batch={args.batch}",
+            f"grad_accum={args.grad_accum}",
+            f"cutoff_len={args.cutoff}",
+            "val_size=0",
+            f"save_steps={10**6}",
+            f"logging_steps={10**6}",
+            f"precision={args.precision}",
+        ],
+    )
+
+
+def run_loop(args: argparse.Namespace) -> None:
+    """The child: one loop on work/pairs.jsonl; its result, with this process's peak memory, to work/LOOP.json."""
+    work = Path(args.work)
+    cfg = bench_config(args)
+    if args.loop == "baseline":
+        rows = [json.loads(line) for line in (work / "pairs.jsonl").read_text(encoding="utf-8").splitlines()]
+        res = run_baseline(args.model, rows, cfg, work)
+    else:
+        res = run_polyalign(args.model, work / "pairs.jsonl", cfg, work)
+    (work / f"{args.loop}.json").write_text(json.dumps(res) + "\n")
+
+
+def in_subprocess(loop: str, argv: list[str], work: Path) -> dict:
+    """One loop in a fresh process: its peak memory is its own, not the other loop's."""
+    cmd = [sys.executable, __file__, *argv, "--loop", loop, "--work", str(work)]
+    proc = subprocess.run(cmd, check=False)
+    if proc.returncode != 0:
+        raise PolyalignError(f"the {loop} loop failed (exit {proc.returncode})")
+    return json.loads((work / f"{loop}.json").read_text(encoding="utf-8"))
+
+
+def report(args: argparse.Namespace, n_rows: int, base: dict, ours: dict) -> None:
+    threads = f"{torch.get_num_threads()} threads"
+    device = "cuda" if torch.cuda.is_available() else f"cpu ({cpu_description()}, {os.cpu_count()} cores, {threads})"
+    print(
+        f"\nmodel {args.model}, {n_rows} pairs, {args.steps} steps x batch {args.batch} "
+        f"x accum {args.grad_accum}, precision {args.precision}, device {device}"
+    )
+    print(f"{'loop':<20} {'tokens/s':>10} {'tokens/CPU-s':>13} {'padding':>8} {'seconds':>8} {'peak RSS MiB':>13}")
+    for r in (base, ours):
+        print(
+            f"{r['name']:<20} {r['tokens_per_second']:>10.1f} {r['tokens_per_cpu_second']:>13.1f} "
+            f"{r['padding_fraction']:>8.1%} {r['seconds']:>8.2f} {r['peak_rss_mib']:>13.0f}"
+        )
+    ratio = ours["tokens_per_second"] / base["tokens_per_second"]
+    cpu_ratio = ours["tokens_per_cpu_second"] / base["tokens_per_cpu_second"]
+    memory = ours["peak_rss_mib"] / base["peak_rss_mib"]
+    print(f"polyalign / baseline tokens/s: {ratio:.2f}x (per CPU second {cpu_ratio:.2f}x); peak memory: {memory:.2f}x")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        record = {"config": vars(args), "device": device, "baseline": base, "polyalign": ours, "ratio": ratio}
+        record["cpu_ratio"] = cpu_ratio
+        Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    try:
+        if args.loop:
+            run_loop(args)
+            return 0
+        rows = build_rows(args)
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
             write_pairs(rows, work / "pairs.jsonl")
-            base = run_baseline(args.model, rows, cfg, work)
-            ours = run_polyalign(args.model, work / "pairs.jsonl", cfg, work)
+            base = in_subprocess("baseline", argv, work)
+            ours = in_subprocess("polyalign", argv, work)
     except PolyalignError as exc:
         print(f"train_throughput: error: {exc}", file=sys.stderr)
         return 2
-    print(
-        f"\nmodel {args.model}, {len(rows)} pairs, {args.steps} steps x batch {args.batch} "
-        f"x accum {args.grad_accum}, "
-        f"device {'cuda' if torch.cuda.is_available() else 'cpu'}"
-    )
-    print(f"{'loop':<20} {'tokens/s':>10} {'padding':>8} {'seconds':>8}")
-    for r in (base, ours):
-        print(f"{r['name']:<20} {r['tokens_per_second']:>10.1f} {r['padding_fraction']:>8.1%} {r['seconds']:>8.2f}")
-    ratio = ours["tokens_per_second"] / base["tokens_per_second"]
-    print(f"polyalign / baseline tokens/s: {ratio:.2f}x")
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(
-            json.dumps({"config": vars(args), "baseline": base, "polyalign": ours, "ratio": ratio}, indent=2) + "\n"
-        )
+    report(args, len(rows), base, ours)
     return 0
 
 

@@ -144,9 +144,8 @@ def train(
     Recipe-style: the folder, the data, the model and the Trainer's arguments are each set up
     by their own function; the model is checked before anything is written.
     """
-    from transformers import Trainer
-
     from polyalign.models import load_tokenizer
+    from polyalign.target_loss import TargetLossTrainer
 
     cfg = cfg or load_config()
     check_config(cfg)
@@ -168,7 +167,7 @@ def train(
     bf16 = _use_bf16(cfg)
     net = _setup_model(model, cfg, bf16)
     args = _training_args(cfg, out, bf16, has_val=bool(val_rows))
-    trainer = Trainer(
+    trainer = TargetLossTrainer(  # the loss on target tokens only, unembedded in chunks
         model=net,
         args=args,
         train_dataset=train_rows,
@@ -243,7 +242,7 @@ def _setup_data(tokenizer, rows: list[dict], cfg: TrainConfig, model: str) -> tu
     train_rows, val_rows = split_pairs(
         tokenize_pairs(tokenizer, rows, cfg.cutoff_len, cfg.template), cfg.val_size, cfg.seed
     )
-    return train_rows, val_rows, PadCollator(pad_id)
+    return train_rows, val_rows, PadCollator(pad_id, targets_only=False)  # target_loss picks the rows
 
 
 def _use_bf16(cfg: TrainConfig) -> bool:
