@@ -71,6 +71,7 @@ def check_run_dir(out: Path, identity: dict, overwrite: bool, runtime: dict | No
             )
         # the lock, and a run.json being written by another process of this run, are no wreck
         written = [p for p in out.iterdir() if p.name != LOCK and not _temporary(p.name)] if out.is_dir() else []
+        written = [p for p in written if not _other_ranks_logs(p)]  # other processes may start first
         if written and not overwrite:  # run.json is written first: a wreck
             raise PolyalignError(f"{out}: holds evaluation files without run.json; use --overwrite or another --out")
         return bool(written)
@@ -143,6 +144,17 @@ def clear_run_dir(out: Path) -> None:
             shutil.rmtree(path)
         elif path.exists() or path.is_symlink():
             path.unlink()
+
+
+def _other_ranks_logs(path: Path) -> bool:
+    """`samples/` holding only shard logs of processes other than the main one: under `accelerate
+    launch` they can start scoring before the main process has written run.json."""
+    if path.name != "samples" or not path.is_dir():
+        return False
+    files = [f for f in path.rglob("*") if f.is_file()]
+    return bool(files) and all(
+        f.relative_to(path).parts[0] == ".partial" and ".rank0." not in f.name and "rank" in f.name for f in files
+    )
 
 
 def claim_run_dir(out: Path, identity: dict, overwrite: bool, rank: int, runtime: dict) -> None:
