@@ -22,7 +22,7 @@ from polyalign.item_range import ItemRange, parse_items
 from polyalign.languages import get_language, parse_languages
 from polyalign.prompts import PromptPack
 from polyalign.results import atomic_write_json, read_records, write_jsonl
-from polyalign.tasks import TaskSpec, load_task, load_test_records, resolve_data_dir
+from polyalign.tasks import TaskSpec, load_task, load_test_records, resolve_data_dir, test_file_path
 
 FORMATS = ("jsonl", "llamafactory")
 PAIRINGS = ("parallel", "shuffled")  # shuffled: the control, each source paired with another item's target
@@ -240,7 +240,7 @@ def build_pairs(
             f"records available" + (f" in items {items}" if items else "")
         )
     from_train_file = not target_file and target == task.pivot
-    pairs = []
+    pairs, used = [], {}  # used: the records each language's side of the pairs came from
     for lang in sources:
         source: list[dict] | None
         if records is not None:
@@ -258,8 +258,36 @@ def build_pairs(
             picked = [source[i] for i in indices]
         partners = indices if pairing == "parallel" else derangement(indices, f"{seed}:{lang}:{pairing}")
         pairs.extend(_pair_rows(task, pack, lang, target, list(zip(indices, partners)), picked, targets, items))
+        used[lang], used[target] = picked, [*used.get(target, []), *(targets[j] for j in partners)]
+    if items is None:  # files the user named may be the benchmark's own test files
+        span = benchmark_item_span(task, data_dir, used)
+        for row in pairs if span else []:
+            row.update(task=task.name, items=str(span))
     random.Random(seed).shuffle(pairs)
     return pairs
+
+
+def benchmark_item_span(
+    task: TaskSpec, data_dir: str | Path | None, records: dict[str, list[dict]]
+) -> ItemRange | None:
+    """The smallest item range holding every benchmark test item whose question (all task fields) is
+    among `records` (language -> records), else None. Why: pairs built from copies of the test files
+    must carry provenance like `--items` pairs do, or the leak guard never sees them."""
+    try:
+        folder = resolve_data_dir(data_dir)
+    except PolyalignError:
+        return None  # no benchmark here: the records cannot be its test items
+    found: list[int] = []
+    for lang, rows in records.items():
+        if not test_file_path(task, lang, folder).is_file():
+            continue
+        index = {_question(task, r): i for i, r in enumerate(load_test_records(task, lang, folder))}
+        found += [index[key] for key in (_question(task, r) for r in rows) if key in index]
+    return ItemRange(min(found), max(found) + 1) if found else None
+
+
+def _question(task: TaskSpec, record: dict) -> tuple[str, ...]:
+    return tuple(str(record.get(name, "")).strip() for name in task.fields)
 
 
 def _target_population(

@@ -61,6 +61,11 @@ def cmd_data_build(args: argparse.Namespace) -> int:
     )
     for path in write_pairs(pairs, out, args.format):
         print(f"wrote {path}")
+    if pairs and args.items is None and pairs[0].get("items"):
+        print(
+            f"note: these questions are {pairs[0]['task']} benchmark test items within {pairs[0]['items']}; "
+            "an adapter trained on them refuses evaluation there (the leak guard)"
+        )
     print(
         f"{len(pairs)} pairs: "
         + ", ".join(

@@ -179,7 +179,16 @@ def check_config(cfg: EvalConfig) -> tuple:
     if cfg.batch_size < 1:
         raise PolyalignError("--batch-size must be at least 1")
     return check_inputs(
-        cfg.task, cfg.langs, cfg.mode, cfg.items, cfg.limit, cfg.data_dir, cfg.prompts, cfg.adapter, cfg.allow_overlap
+        cfg.task,
+        cfg.langs,
+        cfg.mode,
+        cfg.items,
+        cfg.limit,
+        cfg.data_dir,
+        cfg.prompts,
+        cfg.adapter,
+        cfg.allow_overlap,
+        model=cfg.model,  # a merged model carries its adapter's provenance
     )
 
 

@@ -21,7 +21,7 @@ from polyalign.declarations import (
     check_layer_names,
 )
 from polyalign.errors import PolyalignError
-from polyalign.item_range import check_overlap, evaluated_range, parse_items
+from polyalign.item_range import check_overlap, evaluated_range, parse_items, read_provenance
 from polyalign.languages import get_language, parse_languages
 from polyalign.prompts import check_mode
 from polyalign.tasks import load_task
@@ -213,15 +213,20 @@ def check_seeds_and_controls(exp: Experiment) -> None:
 
 
 def check_held_out(exp: Experiment) -> None:
-    """Refuse, before anything runs, evaluations of an adapter on the items it was trained on."""
-    for s in (s for s in exp.alignment if s.items is not None):
-        trained = [{"task": load_task(s.task).name, "items": s.items}]
-        evaluations = [(t, exp.items, exp.limit) for t in s.tasks or exp.tasks]
-        analyses: list[LensSpec | PcaSpec] = [*exp.analyses.lens, *exp.analyses.pca]
-        evaluations += [(a.task, a.items or exp.items, a.limit) for a in analyses]
-        for task, items, limit in evaluations:
+    """Refuse, before anything runs, evaluations of an adapter on the items it was trained on, and of
+    a model folder (one `polyalign merge` wrote records its adapter's items) on its own."""
+    analyses: list[LensSpec | PcaSpec] = [*exp.analyses.lens, *exp.analyses.pca]
+    analysed = [(a.task, a.items or exp.items, a.limit) for a in analyses]
+    guarded = [
+        (f"alignment '{s.name}'", [{"task": load_task(s.task).name, "items": s.items}], s.tasks or exp.tasks)
+        for s in exp.alignment
+        if s.items is not None
+    ]
+    guarded += [(f"model {m}", read_provenance(m), exp.tasks) for m in exp.models if Path(m).expanduser().is_dir()]
+    for what, trained, tasks in guarded:
+        for task, items, limit in [(t, exp.items, exp.limit) for t in tasks] + analysed:
             chosen = evaluated_range(parse_items(items), limit, 10**9)  # without data: an unbounded file
-            check_overlap(trained, load_task(task).name, chosen, f"alignment '{s.name}'", exp.allow_overlap)
+            check_overlap(trained, load_task(task).name, chosen, what, exp.allow_overlap)
 
 
 def load_experiment(path: str | Path, overrides=()) -> Experiment:
