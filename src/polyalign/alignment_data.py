@@ -260,11 +260,16 @@ def build_pairs(
         pairs.extend(_pair_rows(task, pack, lang, target, list(zip(indices, partners)), picked, targets, items))
         used[lang], used[target] = picked, [*used.get(target, []), *(targets[j] for j in partners)]
     if items is None:  # files the user named may be the benchmark's own test files
-        span = benchmark_item_span(task, data_dir, used)
-        for row in pairs if span else []:
-            row.update(task=task.name, items=str(span))
+        _mark_test_items(task, data_dir, pairs, used)
     random.Random(seed).shuffle(pairs)
     return pairs
+
+
+def _mark_test_items(task: TaskSpec, data_dir, pairs: list[dict], used: dict[str, list[dict]]) -> None:
+    """Give every pair the task and item span of the benchmark test questions among `used`, if any."""
+    span = benchmark_item_span(task, data_dir, used)
+    for row in pairs if span else []:
+        row.update(task=task.name, items=str(span))
 
 
 def benchmark_item_span(

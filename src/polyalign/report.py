@@ -122,7 +122,7 @@ def _header(run: RunData) -> tuple[str, list[str]]:
     exp = run.experiment
     title = f"polyalign report: {exp.get('name') or run.run_dir.name}"
     lines = [exp.get("description", "")] if exp.get("description") else []
-    evaluated = f" Evaluated items {exp['items']}." if exp.get("items") else ""
+    evaluated = _evaluated_items(run) if exp.get("items") else ""
     lines.append(
         f"Run folder: {run.run_dir}. Models: {', '.join(map(short, exp.get('models', [])))}. "
         f"Languages: {', '.join(run.langs())}.{evaluated}"
@@ -135,6 +135,20 @@ def _header(run: RunData) -> tuple[str, list[str]]:
         )
         lines[-1] += setting_note(s)  # seeds, control
     return title, lines
+
+
+def _evaluated_items(run: RunData) -> str:
+    """The header's item range: the one the stored results cover, not the configured one, which
+    `limit` may have cut (items 0:250 with limit 120 evaluate 0:120)."""
+    indices = {i for by_lang in run.correct.values() for items in by_lang.values() for i in items}
+    start, stop = min(indices), max(indices) + 1
+    text = f" Evaluated items {start}:{stop}"
+    if len(indices) != stop - start:
+        text += f" ({len(indices)} of them)"
+    configured, limit = run.experiment["items"], run.experiment.get("limit")
+    if f"{start}:{stop}" != configured:
+        text += f" (configured {configured}" + (f", limit {limit})" if limit else ")")
+    return text + "."
 
 
 def write_report(run_dir: str | Path, fmt: str = "md", out: str | Path | None = None) -> Path:

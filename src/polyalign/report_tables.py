@@ -87,15 +87,17 @@ def comparisons(run: RunData) -> Iterator[Comparison]:
             )
 
 
-def per_language_table(run: RunData, condition, seen_any: set[str]) -> Table:
+def per_language_table(run: RunData, condition) -> Table:
     """Table 1: accuracy per language, best marked."""
     variants, best = run.variants(condition), set()
+    marks, seen_note = run.seen_marks(condition)
     rows: list[list] = []
     for lang in run.langs() + ["avg"]:
         values = [run.average(v, condition) if lang == "avg" else run.accuracy(v, condition, lang) for v in variants]
         best |= {(len(rows), j) for j in _best(values)}
-        rows.append([lang + (" †" if lang in seen_any else "") if lang != "avg" else "average", *values])
+        rows.append([lang + marks[lang] if lang != "avg" else "average", *values])
     counts = sorted({len(i) for k, by in run.correct.items() if k[2:] == condition for i in by.values()})
+    counts_text = ", ".join(map(str, counts))
     return Table(
         "per_language",
         f"Table 1 — accuracy (%) per language: {_cname(condition)}",
@@ -103,7 +105,7 @@ def per_language_table(run: RunData, condition, seen_any: set[str]) -> Table:
         rows,
         ["text"] + ["acc"] * len(variants),
         best,
-        f"Best per language in bold. † seen in alignment training. Items per language: {', '.join(map(str, counts))}.",
+        " ".join(x for x in ("Best per language in bold.", seen_note, f"Items per language: {counts_text}.") if x),
     )
 
 
@@ -149,8 +151,7 @@ def seen_unseen_table(run: RunData) -> Table:
         unseen = [lang for lang in c.items if lang not in c.seen]
         cells = []
         for group in (seen, unseen):
-            b = run.average((c.model, "base"), c.condition, group)
-            a = run.average((c.model, c.setting), c.condition, group)
+            b, a = _paired_mean(c, group, 2), _paired_mean(c, group, 1)
             cells += [b, a, a - b if a is not None and b is not None else None]
         rows.append([c.name, ",".join(seen) or "–", *cells])
     return Table(
@@ -169,8 +170,14 @@ def seen_unseen_table(run: RunData) -> Table:
         rows,
         ["text", "text"] + ["acc", "acc", "delta"] * 2,
         set(),
-        "Seen = the setting's source languages and its target.",
+        "Seen = the setting's source languages and its target. Averages over languages of the accuracy "
+        "on the items both base and aligned were evaluated on (paired items).",
     )
+
+
+def _paired_mean(c: Comparison, langs: list[str], part: int) -> float | None:
+    """Mean over `langs` of the accuracy on the comparison's paired items (part 1: aligned, 2: base)."""
+    return _mean([np.mean(c.items[lang][part]) for lang in langs])
 
 
 def significance_table(run: RunData) -> Table:
@@ -178,34 +185,20 @@ def significance_table(run: RunData) -> Table:
     rows: list[list] = []
     best: set = set()
     for c in comparisons(run):
-        tests = []
+        found: list[list] = []  # one row per language; the corrected p-values (None here) follow from all of them
         for lang, (_, a, b) in c.items.items():
             delta, p_boot = paired_bootstrap(a, b)
             fixed, broken = discordant(a, b)
-            tests.append((lang, len(a), delta, p_boot, fixed, broken, sign_test(fixed, broken)))
-        boot_holm = holm([t[3] for t in tests])
-        sign_holm, sign_bh = holm([t[6] for t in tests]), benjamini_hochberg([t[6] for t in tests])
-        for k, (lang, n, delta, p_boot, fixed, broken, p_sign) in enumerate(tests):
-            best |= {(len(rows), j) for j in (5, 11) if sign_holm[k] < ALPHA} | (
-                {(len(rows), 7)} if boot_holm[k] < ALPHA else set()
-            )
-            rows.append(
-                [
-                    c.name,
-                    lang,
-                    n,
-                    run.accuracy((c.model, "base"), c.condition, lang),
-                    run.accuracy((c.model, c.setting), c.condition, lang),
-                    delta,
-                    p_boot,
-                    boot_holm[k],
-                    fixed,
-                    broken,
-                    p_sign,
-                    sign_holm[k],
-                    sign_bh[k],
-                ]
-            )
+            p_sign = sign_test(fixed, broken)
+            base, aligned = float(b.mean()), float(a.mean())
+            found.append([c.name, lang, len(a), base, aligned, delta, p_boot, None, fixed, broken, p_sign])
+        boot_holm = holm([r[6] for r in found])
+        sign_holm, sign_bh = holm([r[10] for r in found]), benjamini_hochberg([r[10] for r in found])
+        for row, p_boot_holm, p_sign_holm, p_sign_bh in zip(found, boot_holm, sign_holm, sign_bh):
+            row[7] = p_boot_holm
+            best |= {(len(rows), j) for j in (5, 11) if p_sign_holm < ALPHA}
+            best |= {(len(rows), 7)} if p_boot_holm < ALPHA else set()
+            rows.append([*row, p_sign_holm, p_sign_bh])
     return Table(
         "significance",
         f"Table 5 — aligned vs base per language: paired bootstrap ({RESAMPLES} "
@@ -228,7 +221,8 @@ def significance_table(run: RunData) -> Table:
         rows,
         ["text", "text", "int", "acc", "acc", "delta", "p", "p", "int", "int", "p", "p", "p"],
         best,
-        "Items paired by index; two-sided p-values. fixed = items wrong in base and right aligned, "
+        "Items paired by index: n, base and aligned are on the items both were evaluated on; two-sided "
+        "p-values. fixed = items wrong in base and right aligned, "
         "broken = the reverse; p sign = exact sign test (McNemar exact) on them. Holm = Holm-Bonferroni "
         "adjustment over the languages of one comparison (family-wise error rate); BH = "
         f"Benjamini-Hochberg (false discovery rate), for reference. Bold where the Holm-adjusted p < {ALPHA}.",
@@ -267,13 +261,11 @@ def pooled_table(run: RunData) -> Table:
             "unseen": [lang for lang in c.items if lang not in c.seen],
             "all": list(c.items),
         }
-        for group, langs in groups.items():
-            if not langs:
-                continue
-            row = _pooled_row(c, group, langs)
-            if row[-1] < ALPHA:  # p items
+        found = [_pooled_row(c, group, langs) for group, langs in groups.items() if langs]
+        for row, p_holm in zip(found, holm([row[-1] for row in found])):  # the groups overlap: one family
+            if p_holm < ALPHA:
                 best.add((len(rows), 6))
-            rows.append(row)
+            rows.append([*row, p_holm])
     return Table(
         "pooled",
         f"Table 7 — aligned vs base pooled over languages: exact sign test and 95% "
@@ -294,9 +286,11 @@ def pooled_table(run: RunData) -> Table:
             "items better",
             "items worse",
             "p items",
+            "p items (Holm)",
         ],
         rows,
-        ["text", "text", "int", "int", "acc", "acc", "delta", "delta", "delta", "int", "int", "p", "int", "int", "p"],
+        ["text", "text", "int", "int", "acc", "acc", "delta", "delta", "delta", "int", "int", "p", "int", "int"]
+        + ["p", "p"],
         best,
         "Averages are means over languages of per-language accuracy on paired items. The CI resamples "
         "item indices jointly across languages (the test sets are item-parallel). fixed/broken and p sign "
@@ -304,14 +298,17 @@ def pooled_table(run: RunData) -> Table:
         "the same reviews). The headline test treats the benchmark item as the unit: per item, the net "
         "number of languages fixed (fixed minus broken); 'items better/worse' count items with a net "
         "gain/loss and p items is the exact sign test over them, valid for independent items. Per "
-        f"language, see the Holm-corrected tests (Table 5). Δ bold where p items < {ALPHA}.",
+        "language, see the Holm-corrected tests (Table 5). The seen, unseen and all rows of a comparison "
+        "overlap, so p items (Holm) corrects over them (Holm-Bonferroni, valid under any dependence); "
+        f"Δ bold where p items (Holm) < {ALPHA}.",
     )
 
 
-def balanced_table(run: RunData, condition, seen_any: set[str]) -> Table:
+def balanced_table(run: RunData, condition) -> Table:
     """Table 6: accuracy, balanced accuracy and macro-F1 side by side: a model that answers one
     label everywhere keeps its accuracy on a skewed test set, not its balanced accuracy."""
     variants, langs, best = run.variants(condition), run.langs(), set()
+    marks, seen_note = run.seen_marks(condition)
     rows: list[list] = []
     scores: dict[str, list[tuple]] = {
         lang: [(run.accuracy(v, condition, lang), *run.class_scores(v, condition, lang)) for v in variants]
@@ -322,7 +319,7 @@ def balanced_table(run: RunData, condition, seen_any: set[str]) -> Table:
     ]
     for lang, values in scores.items():
         best |= {(len(rows), 3 * j - 1) for j in _best([v[1] for v in values])}
-        rows.append([lang + (" †" if lang in seen_any else ""), *[x for v in values for x in v]])
+        rows.append([lang + marks.get(lang, ""), *[x for v in values for x in v]])
     header = [f"{_vname(v)} {m}" for v in variants for m in ("acc", "bal acc", "macro-F1")]
     return Table(
         "balanced",
@@ -333,7 +330,7 @@ def balanced_table(run: RunData, condition, seen_any: set[str]) -> Table:
         best,
         "Balanced accuracy = mean over the gold classes present of per-class recall; macro-F1 = mean "
         "over the same classes of F1; a tie counts as wrong. Best balanced accuracy per row in bold; "
-        "the average row is the mean over languages.",
+        f"the average row is the mean over languages. {seen_note}".rstrip(),
     )
 
 
@@ -375,10 +372,9 @@ def distribution_table(run: RunData, condition) -> Table:
 
 
 def build_tables(run: RunData) -> list[Table]:
-    seen_any = set().union(*(run.seen(s["name"]) for s in run.experiment.get("alignment", [])))
     conditions = run.conditions()
-    tables = [per_language_table(run, c, seen_any) for c in conditions]
+    tables = [per_language_table(run, c) for c in conditions]
     tables += averages_tables(run) + [seen_unseen_table(run), significance_table(run)]
-    tables += [balanced_table(run, c, seen_any) for c in conditions] + [pooled_table(run)]
+    tables += [balanced_table(run, c) for c in conditions] + [pooled_table(run)]
     tables += [distribution_table(run, c) for c in conditions]
     return [t for t in tables if t.rows]  # a run without adapters has no comparison tables

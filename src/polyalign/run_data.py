@@ -104,6 +104,23 @@ class RunData:
                 return {*s["sources"], s["target"]}
         return set()
 
+    def seen_marks(self, condition) -> tuple[dict[str, str], str]:
+        """Each language's mark in a table of `condition`: " †" when every aligned setting shown saw
+        it in training, " (†)" when only some did, and the note saying so. Why per table: a union over
+        all settings would mark a language seen for a column whose adapter never saw it."""
+        names = list(dict.fromkeys(split_seeded(s)[0] for _, s in self.variants(condition) if s != "base"))
+        seen = {name: self.seen(name) for name in names}
+        marks = {}
+        for lang in self.langs():
+            hits = [name for name in names if lang in seen[name]]
+            marks[lang] = " †" if hits and len(hits) == len(names) else " (†)" if hits else ""
+        if not any(marks.values()):
+            return marks, ""
+        note = "† seen in alignment training" + (" by every setting shown" if len(names) > 1 else "") + "."
+        if " (†)" in marks.values():
+            note += " (†) seen by some: " + "; ".join(f"{n}: {', '.join(sorted(seen[n]))}" for n in names) + "."
+        return marks, note
+
 
 def load_run(run_dir: str | Path) -> RunData:
     """Everything the report needs, from RUN_DIR/results.sqlite alone (plus analysis folders)."""
