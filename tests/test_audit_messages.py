@@ -53,3 +53,37 @@ def test_two_evaluations_cannot_share_an_out_folder(tmp_path):
     claim_run_dir(out, {"model": "m", "task": "emotion"}, False, 0, RUNTIME)
     claim_run_dir(out, {"model": "m", "task": "emotion"}, False, 0, RUNTIME)  # the same process: resumes
     assert (out / "run.json").exists()
+
+
+@pytest.mark.parametrize(
+    "model,message",
+    [
+        ("nonexistent-model", "model 'nonexistent-model': not a packaged alias (gemma-3-270m, smollm2-135m)"),
+        ("./no/such/folder", "./no/such/folder: model folder not found"),
+        ("owner name/x", "model 'owner name/x': not a packaged alias"),
+    ],
+)
+def test_a_dry_run_refuses_a_model_that_cannot_exist(tmp_path, data_dir, capsys, model, message):
+    from polyalign.cli import main
+
+    path = tmp_path / "e.yaml"
+    path.write_text(f"models: ['{model}']\ntasks: [emotion]\nlanguages: [en]\nlimit: 2\n")
+    assert main(["run", str(path), "--dry-run", "--data-dir", str(data_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert main(["run", str(path), "--out", str(tmp_path / "run"), "--data-dir", str(data_dir)]) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_a_dry_run_accepts_aliases_folders_and_hub_ids(tmp_path, data_dir, capsys):
+    from polyalign.cli import main
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    path = tmp_path / "e.yaml"
+    path.write_text(f"models: [gemma-3-270m, '{folder}', Qwen/Qwen1.5-7B]\ntasks: [emotion]\nlanguages: [en]\n")
+    assert main(["run", str(path), "--dry-run", "--data-dir", str(data_dir)]) == 0, capsys.readouterr().err
+    (folder / "config.json").unlink()
+    assert main(["run", str(path), "--dry-run", "--data-dir", str(data_dir)]) == 2
+    assert "not a model folder (no config.json)" in capsys.readouterr().err

@@ -167,7 +167,7 @@ def test_corrupt_results_sqlite(damage, tmp_path, capsys):
         db.close()
         store.write_bytes((tmp_path / "full.sqlite").read_bytes()[:200_000])
     before = store.read_bytes()
-    (tmp_path / "e.yaml").write_text("models: [m]\ntasks: [emotion]\n")
+    (tmp_path / "e.yaml").write_text("models: [org/m]\ntasks: [emotion]\n")
     one_line_error(capsys, ["report", str(run)], "results.sqlite: unreadable store")
     one_line_error(capsys, ["run", str(tmp_path / "e.yaml"), "--out", str(run)], "results.sqlite: unreadable store")
     assert store.read_bytes() == before

@@ -21,6 +21,7 @@ from pathlib import Path
 from polyalign.alignment_steps import data_step, train_steps
 from polyalign.experiment_spec import Experiment, LensSpec, PcaSpec, load_experiment
 from polyalign.inputs import check_inputs
+from polyalign.model_names import check_model_name
 from polyalign.paths import check_output_path
 from polyalign.prompts import default_pack_path
 from polyalign.results import read_samples
@@ -34,6 +35,8 @@ def validate_experiment(path: str | Path, overrides=(), data: bool = False) -> t
     """What `polyalign run --dry-run` does: load and check the file (and, with `data`, that every
     evaluation renders from the benchmark); returns notes on input files that must be supplied."""
     exp = load_experiment(path, overrides)
+    for model in exp.models:  # a typo is refused here, not after the data and training steps ran
+        check_model_name(model)
     notes: list[str] = []
     if data:
         runner = Runner(exp, None, Path(path).resolve().parent)
@@ -301,6 +304,8 @@ def run_experiment(
     exp = load_experiment(path, overrides)
     run_dir = Path(run_dir) if run_dir else Path("runs") / (exp.name or Path(path).stem)
     check_output_path(run_dir)  # before anything is written or loaded
+    for model in exp.models:  # before the run folder is created
+        check_model_name(model)
     runner = Runner(exp, run_dir, Path(path).resolve().parent)
     try:
         runner.execute(runner.plan(), log)

