@@ -154,12 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_demo_cli(sub)
 
-    from polyalign import data_cli, experiment_files, report, run_cli, train_cli
+    from polyalign import claims_report, data_cli, experiment_files, report, run_cli, train_cli
 
     data_cli.add_cli(sub)
     train_cli.add_cli(sub)
     add_analysis_cli(sub)
-    for module in (run_cli, experiment_files, report):
+    for module in (run_cli, experiment_files, report, claims_report):
         module.add_cli(sub)
     return parser
 

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from polyalign.alignment_data import PAIRINGS
+from polyalign.claims_spec import ClaimsSpec, check_claims
 from polyalign.config import apply_overrides, build, read_mapping
 from polyalign.declarations import (
     DTYPE_CHOICES,
@@ -112,6 +113,7 @@ class Experiment:
     device: str | None = None
     dtype: str | None = None
     trust_remote_code: bool = False
+    claims: ClaimsSpec | None = None  # the paper's claims and their pre-registered rules (polyalign.claims)
 
 
 def train_config(setting: AlignmentSetting, trust_remote_code: bool = False) -> TrainConfig:
@@ -181,6 +183,7 @@ def check_experiment(exp: Experiment) -> None:
             check_analysis_limit(spec.limit, kind, f"analyses.{kind}: limit")
             if isinstance(spec, PcaSpec):
                 check_choice(spec.pooling, POOLINGS, "pooling")
+    check_claims(exp)
 
 
 def check_seeds_and_controls(exp: Experiment) -> None:

@@ -7,6 +7,7 @@ macro-F1, predicted-label distribution) that expose a model that just predicts o
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from collections.abc import Hashable, Sequence
 
@@ -84,19 +85,17 @@ def paired_bootstrap(
     return delta, (1 + extreme) / (1 + resamples) if delta != 0 else 1.0
 
 
-def bootstrap_average_ci(
-    diff: np.ndarray, resamples: int = RESAMPLES, seed: int = SEED, level: float = 0.95
-) -> tuple[float, float, float]:
-    """Mean over languages of the per-language accuracy difference, with a percentile CI.
-
-    `diff[lang, item]` is aligned - base correctness (NaN where a language lacks the item).
-    Items are parallel across languages (translations of one review), so item indices are
-    resampled jointly for every language: the CI keeps the cross-language correlation that
-    resampling (lang, item) pairs independently would hide."""
+def bootstrap_average_samples(
+    diff: np.ndarray, resamples: int = RESAMPLES, seed: int = SEED
+) -> tuple[float, np.ndarray] | None:
+    """Mean over languages of the per-language mean of `diff[lang, item]` (NaN: item missing),
+    and its value under each bootstrap resample of the items (drawn jointly for every language:
+    item-parallel test sets keep their cross-language correlation); None when nothing is present.
+    A resample that draws no item of some language averages the others (NaN if none)."""
     diff = np.atleast_2d(np.asarray(diff, dtype=float))
     present = ~np.isnan(diff)
     if not present.any():
-        return 0.0, 0.0, 0.0
+        return None
     values = np.where(present, diff, 0.0)
     with np.errstate(invalid="ignore"):
         delta = float(np.nanmean(values.sum(1) / present.sum(1)))
@@ -105,7 +104,25 @@ def bootstrap_average_ci(
         rows = picks + n * np.arange(resamples)[:, None]  # how often each item is drawn, per resample
         weights = np.bincount(rows.ravel(), minlength=resamples * n).reshape(resamples, n).astype(float)
         per_lang = (weights @ values.T) / (weights @ present.T)  # (resamples, langs); NaN: no item drawn
-        boot = np.nanmean(per_lang, axis=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            boot = np.nanmean(per_lang, axis=1)
+    return delta, boot
+
+
+def bootstrap_average_ci(
+    diff: np.ndarray, resamples: int = RESAMPLES, seed: int = SEED, level: float = 0.95
+) -> tuple[float, float, float]:
+    """Mean over languages of the per-language accuracy difference, with a percentile CI.
+
+    `diff[lang, item]` is aligned - base correctness (NaN where a language lacks the item).
+    Items are parallel across languages (translations of one review), so item indices are
+    resampled jointly for every language (`bootstrap_average_samples`): the CI keeps the
+    cross-language correlation that resampling (lang, item) pairs independently would hide."""
+    found = bootstrap_average_samples(diff, resamples, seed)
+    if found is None:
+        return 0.0, 0.0, 0.0
+    delta, boot = found
     lo, hi = np.nanquantile(boot, [(1 - level) / 2, (1 + level) / 2])
     return delta, float(lo), float(hi)
 

@@ -1,0 +1,188 @@
+"""polyalign.claims: pre-registered verdicts on hand-made per-item results (no model)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from polyalign.claims import evaluate_claims
+from polyalign.claims_report import write_claims
+from polyalign.claims_spec import ClaimsSpec
+from polyalign.config import build
+from polyalign.run_data import load_run
+from polyalign.stats import sign_test
+from polyalign.store import Store
+
+MODELS = ["org/a", "org/b"]
+N = 60
+SETTING = {"name": "al", "task": "emotion", "sources": ["zh"], "target": "en"}
+
+
+def outcome(right: int, start: int = 0) -> list[bool]:
+    """Items start..start+right-1 right (cyclically), the rest wrong."""
+    return [(i - start) % N < right for i in range(N)]
+
+
+def fake_run(tmp_path, results: dict, claims: list[dict], correction: str = "holm"):
+    """A run folder whose store holds `results[(model, setting, mode)][lang]` = correctness per item."""
+    run_dir = tmp_path / "run"
+    experiment = {
+        "name": "claims",
+        "models": MODELS,
+        "tasks": ["emotion"],
+        "modes": ["english"],
+        "scoring": "prefix",
+        "alignment": [SETTING, {**SETTING, "name": "al2"}, {**SETTING, "name": "al3"}],
+        "claims": {"alpha": 0.05, "correction": correction, "claims": claims},
+    }
+    with Store(run_dir) as store:
+        store.set_meta("experiment", experiment)
+        for (model, setting, mode), by_lang in results.items():
+            rows = []
+            for lang, right in by_lang.items():
+                for i, ok in enumerate(right):
+                    gold, other = ("positive", "negative") if i % 2 else ("negative", "positive")
+                    mass = {gold: 0.8 if ok else 0.2, other: 0.2 if ok else 0.8}
+                    scores = {c: mass[c] for c in ("positive", "negative")}
+                    rows.append({"lang": lang, "idx": i, "gold": gold, "pred": gold if ok else other, "scores": scores})
+            labels = {"model": model, "setting": setting, "task": "emotion", "mode": mode, "scoring": "prefix"}
+            store.replace_samples(f"step-{model}-{setting}-{mode}", labels, rows)
+    return run_dir
+
+
+def claim(cid: str, treatment="al", reference="base", **part) -> dict:
+    body = {"name": "p", "treatment": {"setting": treatment}, "reference": {"setting": reference}, **part}
+    return {"id": cid, "statement": f"claim {cid}", "paper": "Table X", "comparison": "ours", "parts": [body]}
+
+
+def verdicts(run_dir) -> dict:
+    run = load_run(run_dir)
+    spec = build(ClaimsSpec, run.experiment["claims"], "claims")
+    return {r.claim.id: r for r in evaluate_claims(run, spec)}
+
+
+LANGS = ("en", "fr", "de")
+
+
+def results_for(**settings) -> dict:
+    """(model, setting, mode): the same correctness in every language."""
+    out = {}
+    for key, right in settings.items():
+        model, setting, *mode = key.split("__")
+        out[(f"org/{model}", setting, mode[0] if mode else "english")] = {lang: right for lang in LANGS}
+    return out
+
+
+def test_each_verdict_is_reachable(tmp_path):
+    res = results_for(
+        a__base=outcome(42),  # 70% on model a: above chance
+        a__al=outcome(54),  # fixes 12 items in every language, breaks none
+        a__al2=outcome(30, start=12),  # 50%, only on items the base got right: a loss
+        a__al3=[(ok or 42 <= i < 45) and i != 0 for i, ok in enumerate(outcome(42))],  # +3, -1: too few
+        b__base=outcome(30),  # 50% on model b: at chance
+        b__al=outcome(45),
+    )
+    claims = [
+        claim("gain", min_effect=0.02, preconditions=[{"arm": {"setting": "base"}}]),
+        claim("loss", treatment="al2", min_effect=0.02),
+        claim("tiny", treatment="al3", min_effect=0.02),
+        claim("chance", model="org/b", preconditions=[{"arm": {"setting": "base"}}]),
+    ]
+    found = verdicts(fake_run(tmp_path, res, claims))
+    assert {k: r.verdict for k, r in found.items()} == {
+        "gain": "supported",
+        "loss": "contradicted",
+        "tiny": "inconclusive",
+        "chance": "not testable",
+    }
+    gain = found["gain"].parts[0]
+    assert gain.effect[0] == pytest.approx(0.2) and (gain.better, gain.worse) == (12, 0)
+    assert gain.p == sign_test(12, 0) and gain.raw[0] == pytest.approx(0.2)
+    assert gain.calibrated is not None and gain.auc is not None  # two classes, one condition
+    assert "precondition failed" in found["chance"].reason and "(chance)" in found["chance"].reason
+    assert found["chance"].p is None and found["gain"].p_corrected == pytest.approx(3 * gain.p)  # 3 testable
+
+
+def test_holm_across_claims_changes_a_verdict(tmp_path):
+    # 12 items better, 3 worse in each claim: p = 0.035 alone, 0.07 after Holm over two claims
+    base = outcome(30)
+    better = [ok or 30 <= i < 42 for i, ok in enumerate(base)]
+    better = [False if i < 3 else ok for i, ok in enumerate(better)]
+    res = results_for(a__base=base, a__al=better, a__al2=better)
+    claims = [claim("one"), claim("two", treatment="al2"), claim("gone", model="org/b")]
+    for correction, expected in (("none", "supported"), ("holm", "inconclusive")):
+        found = verdicts(fake_run(tmp_path / correction, res, claims, correction))
+        assert found["one"].p == pytest.approx(sign_test(12, 3)) and 0.025 < found["one"].p < 0.05
+        assert [found[k].verdict for k in ("one", "two")] == [expected, expected], correction
+        assert found["gone"].verdict == "not testable" and "no evaluation of org/b" in found["gone"].reason
+
+
+def test_equivalence(tmp_path):
+    base = outcome(30)
+    close = [not ok if i in (0, 31) else ok for i, ok in enumerate(base)]  # one item lost, one gained
+    far = outcome(54)
+    res = results_for(a__base=base, a__al=close, a__al2=far)
+    claims = [
+        claim("same", test="equivalence", margin=0.1),
+        claim("strict", test="equivalence", margin=0.001),
+        claim("far", treatment="al2", test="equivalence", margin=0.1),
+    ]
+    found = verdicts(fake_run(tmp_path, res, claims, "none"))
+    same = found["same"].parts[0]
+    assert found["same"].verdict == "supported" and -0.1 < same.equivalence_ci[0] <= same.equivalence_ci[1] < 0.1
+    assert found["strict"].verdict == "inconclusive" and found["strict"].p > 0.05
+    assert found["far"].verdict == "contradicted" and found["far"].parts[0].effect[1] > 0.1
+
+
+def test_claims_markdown(tmp_path):
+    res = results_for(a__base=outcome(36), a__al=outcome(48))
+    run_dir = fake_run(tmp_path, res, [claim("1", min_effect=0.02), claim("2", mode="native")])
+    out = write_claims(run_dir, tmp_path / "CLAIMS.md")
+    text = out.read_text()
+    assert f"polyalign claims {run_dir} --out {out}" in text and "native bf16" in text
+    assert "| 1 | claim 1 | Table X | ours | +20.0 [" in text and "**supported**" in text
+    assert "### Claim 2: not testable" in text and "english" in text and "native labels" in text
+
+
+def test_lens_and_pca_parts(tmp_path):
+    rng = np.random.default_rng(0)
+    res = results_for(a__base=outcome(36), a__al=outcome(48))
+    claims = [
+        claim("lens", measure="lens", quantity=["p_en_answer"], depth=[0.3, 0.7]),
+        claim("pca", measure="pca", test="bootstrap", depth=[0.3, 0.7], languages=["de"]),
+    ]
+    run_dir = fake_run(tmp_path, res, claims, "none")
+    plan = []
+    for kind in ("lens", "pca"):
+        folder = run_dir / "steps" / kind / kind
+        folder.mkdir(parents=True)
+        plan.append({"kind": kind, "key": kind, "label": "org/a emotion de", "labels": None, "dir": f"steps/{kind}"})
+    lens_rows = [
+        {"model": m, "lang": lang, "index": i, "layers": [2, 5, 9], "p_en_answer": [0.1, 0.2 + (m == "al") * 0.1, 0.9]}
+        for m in ("base", "al")
+        for lang in ("de", "fr")
+        for i in range(20)
+    ]
+    (run_dir / "steps/lens/lens/lens_items.jsonl").write_text("\n".join(map(json.dumps, lens_rows)))
+    (run_dir / "steps/lens/lens/lens.json").write_text(
+        json.dumps({"task": "emotion", "layers": [2, 5, 9], "num_layers": 10})
+    )
+    en = rng.normal(size=40)
+    files = {}
+    for name, noise in (("base", 2.0), ("al", 0.3)):
+        proj = np.zeros((2, 2, 40, 2))
+        proj[:, 0, :, 0] = en
+        proj[:, 1, :, 0] = en + noise * rng.normal(size=40)
+        files[name] = f"pca_{name}.npz"
+        np.savez(
+            run_dir / "steps/pca/pca" / files[name], proj=proj, langs=np.array(["en", "de"]), item_index=np.arange(40)
+        )
+    meta = {"task": "emotion", "layers": [5, 9], "num_layers": 10, "files": files}
+    (run_dir / "steps/pca/pca/pca.json").write_text(json.dumps(meta))
+    with Store(run_dir) as store:
+        store.set_meta("plan", plan)
+    found = verdicts(run_dir)
+    lens = found["lens"].parts[0]
+    assert found["lens"].verdict == "supported" and lens.effect[0] == pytest.approx(0.1) and lens.better == 20
+    pca = found["pca"].parts[0]
+    assert found["pca"].verdict == "supported" and pca.effect[1] > 0 and pca.n_items == 40
