@@ -90,3 +90,37 @@ def test_the_cli_refuses_before_loading_the_model(tmp_path, data_dir, capsys):
     assert main([*argv, "--no-verify", "--data-dir", str(data_dir), "--out", str(out)]) == 2
     err = capsys.readouterr().err  # the same settings: on to loading the model, missing here
     assert "model folder not found" in err and "verification" not in err, err
+
+
+BF16 = {"dtype": "bfloat16", "device": "cpu", "batch_size": 2, "world_size": 1}
+
+
+def test_the_threshold_in_effect_is_part_of_the_folders_identity(tmp_path):
+    """run_eval (so an experiment's eval step too) records the threshold in run.json: resuming an
+    unfinished --no-verify run with verification is refused, or with --overwrite redone."""
+    from polyalign.eval_folder import claim_run_dir
+
+    out, ident = tmp_path / "run", {"model": "m", "task": "emotion"}
+    claim_run_dir(out, ident, False, 0, {**BF16, "verify_threshold": None})
+    assert json.loads((out / "run.json").read_text())["runtime"]["verify_threshold"] is None
+    (out / "samples").mkdir()
+    (out / "samples" / "emotion_en.jsonl").write_text("{}\n")  # a language finished, not verified
+    with pytest.raises(PolyalignError, match="with verify_threshold None; resuming with verify_threshold 0.5"):
+        claim_run_dir(out, ident, False, 0, {**BF16, "verify_threshold": 0.5})
+    claim_run_dir(out, ident, False, 0, {**BF16, "verify_threshold": None})  # the same settings resume
+    assert (out / "samples" / "emotion_en.jsonl").exists()
+    claim_run_dir(out, ident, True, 0, {**BF16, "verify_threshold": 0.5})
+    assert not (out / "samples").exists()
+    assert json.loads((out / "run.json").read_text())["runtime"]["verify_threshold"] == 0.5
+
+
+def test_run_eval_checks_a_finished_folder_written_before_run_json_held_the_threshold(tmp_path):
+    from polyalign.eval_folder import claim_run_dir
+
+    out, ident = tmp_path / "run", {"model": "m", "task": "emotion"}
+    claim_run_dir(out, ident, False, 0, BF16)  # an older run.json: no threshold in it
+    finished(out, None)
+    with pytest.raises(PolyalignError, match="finished without float32 verification"):
+        claim_run_dir(out, ident, False, 0, {**BF16, "verify_threshold": 0.5})
+    claim_run_dir(out, ident, True, 0, {**BF16, "verify_threshold": 0.5})
+    assert not (out / "results.json").exists()

@@ -21,6 +21,9 @@ from polyalign.results import atomic_write_json, file_sha256
 
 LOCK = ".polyalign-eval.lock"  # held by the evaluation writing the folder (main process), never removed
 OWN = ("run.json", "results.json", "samples", LOCK)  # everything an evaluation writes in its folder
+# what a resume must keep besides the configuration: the weights' dtype and device type, and the
+# float32 verification in effect (None: not verified), or finished samples would be relabelled
+RESUMED_AS = ("dtype", "device", "verify_threshold")
 _HELD: dict[Path, object] = {}  # folder -> open lock file, for this process's lifetime
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", PROVENANCE_FILE)
 
@@ -87,12 +90,12 @@ def check_run_dir(out: Path, identity: dict, overwrite: bool, runtime: dict | No
         ) from None
     if config == identity:
         held = previous.get("runtime") or {}
-        moved = [k for k in ("dtype", "device") if runtime and k in held and held[k] != runtime[k]]
+        moved = [k for k in RESUMED_AS if runtime and k in held and k in runtime and held[k] != runtime[k]]
         if moved and not overwrite:
             was, now = (", ".join(f"{k} {r[k]}" for k in moved) for r in (held, runtime or {}))
             raise PolyalignError(
                 f"{out}: was evaluated with {was}; resuming with {now} would mix results "
-                f"(use the same --dtype/--device, another --out or --overwrite)"
+                f"(use the same --dtype/--device/--verify settings, another --out or --overwrite)"
             )
         return bool(moved)
     if not overwrite:
@@ -106,8 +109,9 @@ def check_run_dir(out: Path, identity: dict, overwrite: bool, runtime: dict | No
 
 def check_verification(out: Path, threshold: float | None, overwrite: bool) -> bool:
     """Whether a finished run in `out` was verified differently from this one (`threshold` None: not
-    verified); refused unless `overwrite`, then the caller clears it. Why: verification is not in the
-    run identity (polyalign.evaluate), so finished samples would be kept and relabelled."""
+    verified); refused unless `overwrite`, then the caller clears it. Why: finished samples would be
+    kept and relabelled. run.json records the threshold too (RESUMED_AS); results.json also covers
+    folders written before it did, and lets the CLI check before the model loads."""
     try:
         held = json.loads((out / "results.json").read_text(encoding="utf-8")).get("verify")
     except (OSError, ValueError, AttributeError):
@@ -163,7 +167,10 @@ def claim_run_dir(out: Path, identity: dict, overwrite: bool, rank: int, runtime
     if rank == 0:
         check_run_dir(out, identity, overwrite, runtime)  # nothing is created in a folder refused
         lock_run_dir(out)
-    if check_run_dir(out, identity, overwrite, runtime) and rank == 0:
+    redo = check_run_dir(out, identity, overwrite, runtime)
+    if rank == 0 and "verify_threshold" in runtime:  # a folder finished before run.json recorded it
+        redo = check_verification(out, runtime["verify_threshold"], overwrite) or redo
+    if redo and rank == 0:
         clear_run_dir(out)
     if rank == 0:
         atomic_write_json(out / "run.json", {"config": content_identity(identity), "runtime": runtime})

@@ -65,8 +65,8 @@ class EvalConfig:
     verify_threshold: float | None = None
 
     def identity(self) -> dict:
-        # verification is not part of it: the merge at the end follows the settings in effect
-        # (polyalign.verify), so a run resumed with other settings still writes consistent files
+        # verification is not part of it: what it depends on is the threshold in effect for the
+        # weights' dtype, which run.json records with the dtype (eval_folder.RESUMED_AS)
         skip = ("batch_size", "allow_overlap", "verify", "verify_threshold")
         return {k: v for k, v in asdict(self).items() if k not in skip}
 
@@ -210,7 +210,7 @@ def run_eval(
     rank, world, barrier = _distributed()
     runtime = run_identity(model, cfg.batch_size, world)
     threshold = threshold_in_effect(cfg.verify, cfg.verify_threshold, runtime["dtype"])
-    claim_run_dir(out, cfg.identity(), overwrite, rank, runtime)
+    claim_run_dir(out, cfg.identity(), overwrite, rank, {**runtime, "verify_threshold": threshold})
     barrier()
     # every language is prepared (and checked) before any computing; one whose labels the rule
     # cannot tell apart is reported in results.json, not scored, and does not stop the others

@@ -18,9 +18,10 @@ Resumable like the fast pass: float32 rows go to their own per-process logs
 are planned over all of them with finished flushes skipped, so a resumed run writes the same
 files. The merge keeps exactly the float32 rows of items under the threshold in effect.
 
-The threshold is not part of an eval folder's identity (polyalign.evaluate): `polyalign eval`
-compares it with a finished folder's results.json instead (eval_folder.check_verification), so a
-folder finished with --no-verify is not relabelled verified by a rerun.
+The threshold in effect (None: not verified) is part of an eval folder's identity: run.json records
+it beside the dtype (eval_folder.RESUMED_AS) and a finished folder's results.json holds it
+(eval_folder.check_verification), so a folder evaluated with --no-verify, or another threshold, is
+refused (or with --overwrite redone) by a rerun, never relabelled; experiments included.
 """
 
 from __future__ import annotations
