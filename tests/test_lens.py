@@ -131,6 +131,79 @@ def test_lens_distribution_per_layer_equals_naive_forward(family, request, data_
     assert checked == 3
 
 
+def plain_forward_quantities(model, ids, sets, gold, n_classes, layers):
+    """The lens's quantities for one item from a plain full forward (no cache, no padding), in float64."""
+    with torch.inference_mode():
+        out = model(torch.tensor([ids], device=model.device), output_hidden_states=True)
+        head, norm = model.get_output_embeddings(), model.get_decoder().norm
+        cap = getattr(model.config, "final_logit_softcapping", None)
+        values = {q: [] for q in QUANTITIES}
+        for layer in layers:
+            if layer == num_layers(model):
+                logits = out.logits[0, -1].double()
+            else:
+                logits = head(norm(out.hidden_states[layer][0, -1])).double()
+                logits = torch.tanh(logits / cap) * cap if cap else logits
+            logp = logits.log_softmax(-1)
+            p = logp.exp()
+            mass = [float(p[s].sum()) for s in sets]
+            picked = [mass[gold], mass[n_classes + gold], mass[2 * n_classes + gold], mass[-2], mass[-1]]
+            for q, v in zip(QUANTITIES, picked + [float(-(p * logp).sum() / math.log(2))]):
+                values[q].append(v)
+    return values
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "family,cap,head", [("tiny_gemma", None, "plain"), ("tiny_gemma", 2.0, "plain"), ("tiny_llama", None, "other")]
+)
+def test_lens_quantities_equal_plain_forward_per_item(family, cap, head, request, data_dir, monkeypatch):
+    """Every item, layer and quantity of the batched lens (planned forward batches of several lengths,
+    answer-position hooks, unembedding chunks that cut across batches, vocabulary blocks) = one plain
+    forward per item; with a soft-cap, and with a head that is not a plain Linear (run whole)."""
+    from polyalign import lens_readout
+    from polyalign.evaluate import EvalConfig
+
+    model, tok = load_lens_model(request.getfixturevalue(family))
+    if cap:
+        model.config.final_logit_softcapping = cap  # read by Unembed and by the model's own forward
+    if head == "other":
+
+        class OtherHead(torch.nn.Linear):
+            pass
+
+        model.lm_head = OtherHead(model.config.hidden_size, model.config.vocab_size, bias=False)
+        model.lm_head.weight = model.get_input_embeddings().weight
+    monkeypatch.setattr(lens_readout, "CHUNK_ROWS", 2 * num_layers(model) + 1)  # 2 items per chunk
+    cfg = EvalConfig(model="m", task="emotion", langs="de", mode="native", limit=9, data_dir=str(data_dir))
+    lang = lens.prepare_lens_language(cfg, PromptPack.load(), load_task("emotion"), tok, "de")
+    layers = list(range(1, num_layers(model) + 1))
+    hooks = [dict(block._forward_hooks) for block in model.get_decoder().layers]
+    got = lens.lens_language(model, tok, lang, layers, batch_size=4)
+    assert [dict(block._forward_hooks) for block in model.get_decoder().layers] == hooks  # ours are removed
+    assert sorted(got) == [it.index for it in lang.prep.items] and len(got) == 9
+    assert len({len(it.ids) for it in lang.prep.items}) > 3  # lengths differ: batches carry padding
+    n_classes = (len(lang.sets) - 2) // 3
+    for item, gold in zip(lang.prep.items, lang.gold_index):
+        want = plain_forward_quantities(model, item.ids, lang.sets, gold, n_classes, layers)
+        for q in QUANTITIES:
+            assert got[item.index][q] == pytest.approx(want[q], rel=1e-5, abs=1e-9), (item.index, q)
+
+
+def test_rechunk_regroups_batches_in_order():
+    from polyalign.lens_readout import rechunk
+
+    batches = [
+        ([0, 1, 2], torch.arange(6.0).view(2, 3, 1)),
+        ([3], torch.full((2, 1, 1), 9.0)),
+        ([4, 5], torch.ones(2, 2, 1)),
+    ]
+    chunks = list(rechunk(batches, 2))
+    assert [c[0] for c in chunks] == [[0, 1], [2, 3], [4, 5]]
+    assert torch.equal(torch.cat([c[1] for c in chunks], 1), torch.cat([b[1] for b in batches], 1))
+    assert [c[0] for c in rechunk(batches, 4)] == [[0, 1, 2, 3], [4, 5]]
+
+
 @pytest.mark.slow
 def test_outputs_overlap_and_compare(gemma_lens):
     _, _, tok, meta, rows, out = gemma_lens

@@ -70,7 +70,9 @@ def add_analysis_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--langs", required=True, help="comma-separated codes (zh,ja,ru) or 'all'")
     p.add_argument("--limit", type=int, default=100, help="first N items per language (at least 3)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument(
+        "--batch-size", type=int, default=16, help="most prompts per forward; batches are cut to minimize padding"
+    )
     add_items_args(p)
 
 

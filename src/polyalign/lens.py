@@ -2,8 +2,10 @@
 
 Why: the paper reads every layer's residual stream through the model's own final norm and
 unembedding to see when the answer appears and in which language (a latent English answer
-before the input-language one). Only the answer position (the last prompt token) is ever
-unembedded: memory is batch x vocabulary per layer, never layers x positions x vocabulary.
+before the input-language one). It runs the forward an evaluation runs (shared few-shot cache,
+planned batches) and keeps hidden states only at the answer position (the last prompt token);
+only those are unembedded, in chunks of about 128 rows (`polyalign.lens_readout`), never
+layers x positions x vocabulary.
 
 Files written to the output folder:
   lens_items.jsonl  per model, language and item, every quantity at every layer (source of truth)
@@ -27,12 +29,12 @@ import torch
 from polyalign.declarations import MIN_ITEMS
 from polyalign.errors import PolyalignError
 from polyalign.evaluate import EvalConfig, PreparedLanguage, prepare_language
+from polyalign.lens_readout import SetReadout, rechunk
 from polyalign.prompts import PromptPack
 from polyalign.results import atomic_write_json, atomic_write_text, write_jsonl
 from polyalign.scoring import prefix_token_ids
 from polyalign.states import collect_states, setup_analysis
 from polyalign.tasks import TaskSpec
-from polyalign.unembed import Unembed
 
 QUANTITIES = ("p_input_answer", "p_en_answer", "p_shared_answer", "p_input_labels", "p_en_labels", "entropy_bits")
 Z95 = 1.959964
@@ -90,33 +92,24 @@ def prepare_lens_language(cfg: EvalConfig, pack: PromptPack, task: TaskSpec, tok
 
 @torch.inference_mode()
 def lens_language(model, tokenizer, lang: LensLanguage, layers: list[int], batch_size: int) -> dict[int, dict]:
-    """Per item: every quantity at every chosen layer (lists aligned with `layers`)."""
-    device = next(model.parameters()).device
-    unembed = Unembed(model)
-    vocab = unembed.vocab_size
-    if max(max(ids, default=0) for ids in lang.sets) >= vocab:
-        raise PolyalignError(f"label token ids exceed the model's vocabulary ({vocab}); tokenizer and model differ")
-    # One 0/1 column per token set: every mass is a single [batch, vocab] x [vocab, sets] product.
-    columns = torch.zeros(vocab, len(lang.sets), device=device)
-    for k, ids in enumerate(lang.sets):
-        columns[ids, k] = 1.0
+    """Per item: every quantity at every chosen layer (lists aligned with `layers`).
+
+    Forward batches are planned as in evaluation (`collect_states`); their answer-position states
+    are regrouped into unembedding chunks (`SetReadout`).
+    """
+    readout = SetReadout(model, lang.sets, layers)
+    device = readout.device
     n_classes = (len(lang.sets) - 2) // 3
     gold = torch.tensor(lang.gold_index, device=device)  # by position in prep.items, not benchmark index
     position = {item.index: i for i, item in enumerate(lang.prep.items)}
-    results: dict[int, dict] = {}
-    for indices, states in collect_states(
+    batches = collect_states(
         model, tokenizer, lang.prep.items, lang.prep.shared, layers, "last", batch_size, desc=f"lens {lang.prep.lang}"
-    ):
+    )
+    results: dict[int, dict] = {}
+    for indices, states in rechunk(batches, readout.items_per_chunk):
         rows = torch.arange(len(indices), device=device)
         g = gold[torch.tensor([position[i] for i in indices], device=device)]
-        # All layers of the batch in one unembedding matmul: the vocabulary matrix is read once.
-        logp = unembed.log_probs(states, layers)  # [layers * batch, vocab]
-        probs = logp.exp()
-        mass = (probs @ columns).view(len(layers), len(indices), -1)
-        entropy = (-torch.where(probs > 0, probs * logp, torch.zeros_like(probs)).sum(-1) / math.log(2.0)).view(
-            len(layers), len(indices)
-        )
-        del logp, probs
+        mass, entropy = readout(states)  # [layers, items, sets], [layers, items]
         per_layer = [
             torch.stack(
                 [
@@ -131,7 +124,7 @@ def lens_language(model, tokenizer, lang: LensLanguage, layers: list[int], batch
             )
             for k in range(len(layers))
         ]
-        values = torch.stack(per_layer, 1).cpu().double().numpy()  # [batch, layers, quantities]
+        values = torch.stack(per_layer, 1).cpu().double().numpy()  # [items, layers, quantities]
         for i, index in enumerate(indices):
             results[index] = {q: [float(f"{v:.8g}") for v in values[i, :, j]] for j, q in enumerate(QUANTITIES)}
     return results
@@ -217,7 +210,7 @@ def run_lens(
     label: str = "base",
     compare: list[tuple[str, object]] | None = None,
     layers: list[int | str] | None = None,
-    batch_size: int = 8,
+    batch_size: int = 16,
     items: str | None = None,
 ) -> dict:
     """Run the lens for `model` and every (label, model) in `compare`; returns lens.json's content.

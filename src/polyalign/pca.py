@@ -191,7 +191,7 @@ def run_pca(
     label: str = "base",
     compare: list[tuple[str, object]] | None = None,
     mode: str = "english",
-    batch_size: int = 8,
+    batch_size: int = 16,
     items: str | None = None,
 ) -> dict:
     """PCA, PC1 correlations and alignment for `model` (and each (label, model) in `compare`)."""

@@ -1,13 +1,14 @@
 """Hidden states of every item, per layer, and the checks shared by the logit lens and PCA.
 
 Why a module of its own: the lens and PCA read the same forward (shared few-shot prefix
-computed once, its KV cache copied per batch, as in scoring) and differ only in how
-positions are pooled.
+computed once, its KV cache copied per batch, batches planned as in scoring) and differ only
+in how positions are pooled.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -19,9 +20,11 @@ from polyalign.evaluate import EvalConfig
 from polyalign.inputs import check_inputs
 from polyalign.paths import slug
 from polyalign.prompts import PromptPack
-from polyalign.scoring import Item, Scorer
+from polyalign.scoring import Item, Scorer, plan_batches
 from polyalign.tasks import TaskSpec
 from polyalign.unembed import num_layers
+
+Pooler = Callable[[torch.Tensor], torch.Tensor]  # block output [batch, length, hidden] -> [batch, hidden]
 
 
 def setup_analysis(
@@ -84,6 +87,43 @@ def _prefix(scorer: Scorer, prefix_ids: list[int], layers: list[int], total: int
     return out.cache, sums
 
 
+@contextmanager
+def _block_outputs(decoder, layers: list[int], total: int, pool: Pooler) -> Iterator[dict[int, torch.Tensor]]:
+    """While open, each chosen block but the last leaves `pool(its output)` [batch, hidden] in the dict.
+
+    Why hooks rather than `output_hidden_states`: that keeps every block's [batch, length, hidden]
+    output alive until the forward ends; the lens needs one position of each.
+    """
+    blocks = getattr(decoder, "layers", None)
+    if not isinstance(blocks, torch.nn.ModuleList) or len(blocks) != total:
+        raise PolyalignError(f"{type(decoder).__name__}: expected its {total} decoder blocks in `.layers`")
+    kept: dict[int, torch.Tensor] = {}
+
+    def keeper(layer: int):
+        def hook(module, args, output) -> None:
+            kept[layer] = pool(output[0] if isinstance(output, tuple) else output)
+
+        return hook
+
+    handles = [blocks[layer - 1].register_forward_hook(keeper(layer)) for layer in layers if layer != total]
+    try:
+        yield kept
+    finally:
+        for handle in handles:
+            handle.remove()
+    if len(kept) != len(handles):
+        raise PolyalignError(f"{type(decoder).__name__}: {len(handles) - len(kept)} chosen blocks did not run")
+
+
+def _pooler(pooling: str, lengths: torch.Tensor) -> Pooler:
+    """hidden [batch, length, hidden] -> [batch, hidden]: the answer position, or float32 sums over real tokens."""
+    rows = torch.arange(len(lengths), device=lengths.device)
+    if pooling == "last":
+        return lambda h: h[rows, lengths - 1]
+    mask = torch.arange(int(lengths.max()), device=lengths.device)[None, :] < lengths[:, None]  # [batch, length]
+    return lambda h: (h.float() * mask[..., None]).sum(1)
+
+
 @torch.inference_mode()
 def collect_states(
     model,
@@ -100,36 +140,31 @@ def collect_states(
     pooling 'last': the answer position (model dtype, ready for the norm and unembedding);
     'mean': float32 average over the item's own tokens after the shared prefix, pads masked;
     'all': float32 average over every prompt position (the prefix's sums are computed once).
-    The final layer is the decoder's `last_hidden_state` (already normed); HF also puts it at
-    hidden_states[-1], but reading it directly does not depend on that convention.
+    Batches are planned as scoring plans them (`plan_batches`: longest first, at most `batch_size`
+    rows, least padding plus per-batch cost). The final layer is the decoder's `last_hidden_state`
+    (already normed); HF also puts it at hidden_states[-1], but reading it directly does not
+    depend on that convention.
     """
     check_choice(pooling, POOLINGS, "pooling")
     scorer = Scorer(model, tokenizer)
     total = num_layers(model)
     cache, prefix_sums = _prefix(scorer, items[0].ids[:shared] if items else [], layers, total, pooling)
     order = sorted(items, key=lambda it: -len(it.ids))  # longest first: memory errors surface at once
+    suffixes = [it.ids[shared:] for it in order]
+    if not all(suffixes):
+        raise PolyalignError("an item's prompt is entirely the shared prefix")
+    starts = plan_batches([len(s) for s in suffixes], batch_size, scorer.batch_overhead)
     bar = tqdm(total=len(order), desc=desc, unit="item", leave=False)
-    for start in range(0, len(order), batch_size):
-        batch = order[start : start + batch_size]
-        bar.update(len(batch))
-        suffixes = [it.ids[shared:] for it in batch]
-        if not all(suffixes):
-            raise PolyalignError("an item's prompt is entirely the shared prefix")
-        lengths = torch.tensor([len(s) for s in suffixes], device=scorer.device)
-        out = scorer.forward_suffixes(suffixes, cache, output_hidden_states=True)
-        if len(out.hidden_states) != total + 1:
-            raise PolyalignError(f"model returned {len(out.hidden_states)} hidden states, expected {total + 1}")
-        mask = (torch.arange(out.last_hidden_state.shape[1], device=scorer.device)[None, :] < lengths[:, None]).float()
-        picked = []
-        for k, layer in enumerate(layers):
-            h = _layer(out, layer, total)
-            if pooling == "last":
-                picked.append(h[torch.arange(len(batch), device=scorer.device), lengths - 1])
-                continue
-            sums = (h.float() * mask[..., None]).sum(1)
-            if pooling == "all" and prefix_sums is not None:
-                picked.append((sums + prefix_sums[k]) / (lengths[:, None].float() + shared))
-            else:
-                picked.append(sums / lengths[:, None].float())
-        yield [it.index for it in batch], torch.stack(picked)
+    for start, stop in zip(starts, starts[1:] + [len(order)]):
+        bar.update(stop - start)
+        lengths = torch.tensor([len(s) for s in suffixes[start:stop]], device=scorer.device)
+        pool = _pooler(pooling, lengths)
+        with _block_outputs(scorer.decoder, layers, total, pool) as kept:
+            last = pool(scorer.forward_suffixes(suffixes[start:stop], cache).last_hidden_state)
+        picked = torch.stack([last if layer == total else kept[layer] for layer in layers])  # [layers, batch, hidden]
+        if pooling == "all" and prefix_sums is not None:
+            picked = (picked + prefix_sums[:, None]) / (lengths[:, None].float() + shared)
+        elif pooling != "last":
+            picked = picked / lengths[:, None].float()
+        yield [it.index for it in order[start:stop]], picked
     bar.close()

@@ -8,6 +8,8 @@ twice.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 
 from polyalign.errors import PolyalignError
@@ -72,11 +74,44 @@ class Unembed:
             logits = torch.tanh(logits / self.cap) * self.cap
         return logits
 
+    def normed(self, states: torch.Tensor, layers: list[int]) -> torch.Tensor:
+        """States [layers, batch, hidden] of blocks `layers` through the final norm (the last layer is
+        already normed), flattened to [layers * batch, hidden]."""
+        return torch.stack([h if layer == self.total else self.norm(h) for h, layer in zip(states, layers)]).flatten(
+            0, 1
+        )
+
     @torch.inference_mode()
     def log_probs(self, states: torch.Tensor, layers: list[int]) -> torch.Tensor:
         """fp32 log-probabilities of states [layers, batch, hidden], flattened to [layers * batch, vocab].
 
         All layers go through one head product: the vocabulary matrix is read once.
         """
-        normed = torch.stack([h if layer == self.total else self.norm(h) for h, layer in zip(states, layers)])
-        return self.forward(normed.flatten(0, 1)).log_softmax(-1)
+        return self.forward(self.normed(states, layers)).log_softmax(-1)
+
+    @torch.inference_mode()
+    def logit_blocks(
+        self, normed: torch.Tensor, width: int, buffer: torch.Tensor
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """(first column, fp32 logits [rows, <= width]) of normed rows [rows, hidden], `width` columns at a time.
+
+        Why: a block small enough to stay in cache is reduced (softmax statistics) before the next
+        is computed, so no [rows, vocab] tensor is written to memory at all; on a CPU that costs
+        less than the whole product alone. Each block lives in `buffer` (at least rows x width
+        elements) until the next. A plain fp32 head computes each block as `forward` computes it;
+        any other head (adapted, bf16) runs once whole and is handed out block by block.
+        """
+        rows, vocab, weight = normed.shape[0], self.vocab_size, self.head.weight
+        direct = type(self.head) is torch.nn.Linear and self.head.bias is None
+        direct = direct and weight.dtype == normed.dtype == torch.float32
+        whole = None if direct else self.forward(normed)  # [rows, vocab]
+        for start in range(0, vocab, width):
+            stop = min(start + width, vocab)
+            block = buffer[: rows * (stop - start)].view(rows, stop - start)
+            if whole is not None:
+                block.copy_(whole[:, start:stop])
+            else:
+                torch.matmul(normed, weight[start:stop].T, out=block)
+                if self.cap:
+                    block.div_(self.cap).tanh_().mul_(self.cap)  # forward's soft-cap, in place
+            yield start, block
