@@ -16,5 +16,5 @@ test-fast:
 test: lint
 	bash scripts/bootstrap.sh
 	bash scripts/test-deps.sh
-	.venv/bin/python -m pytest -q -ra
+	.venv/bin/python -m pytest -q -ra --durations=15
 	bash scripts/wheel_check.sh

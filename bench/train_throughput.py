@@ -10,7 +10,7 @@ so the effect of each is measured rather than assumed. On a machine shared with 
 OMP_NUM_THREADS=1 keeps torch's threads from waiting on each other (docs/benchmarks.md).
 
     python bench/train_throughput.py --model smollm2-135m --pairs 64 --steps 8 [--out FILE.json]
-    OMP_NUM_THREADS=1 python bench/train_throughput.py --demo --steps 4 --precision fp32  # the demo's pairs
+    OMP_NUM_THREADS=1 python bench/train_throughput.py --demo --steps 8 --precision fp32  # the demo's 500 pairs
 
 Exits 0 whatever the ratio; non-zero only on errors.
 """
@@ -149,7 +149,9 @@ def run_baseline(model: str, rows: list[dict], cfg: train_config.TrainConfig, wo
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--pairs", type=int, default=64, help="pairs in the mixture (split over 5 languages)")
+    parser.add_argument(
+        "--pairs", type=int, default=None, help="pairs in the mixture (default 64 over 5 languages; --demo: the demo's 500)"
+    )
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--grad-accum", type=int, default=1)
@@ -168,6 +170,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.demo:
         args.model = "gemma-3-270m"
+    if args.pairs is None:  # the demo trains on 250 pairs per source language: the sampler sees all 500
+        args.pairs = 500 if args.demo else 64
     return args
 
 
