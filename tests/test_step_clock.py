@@ -41,8 +41,9 @@ def test_time_left_uses_priors_then_measured_rates(monkeypatch):
     clock.start(1, [False, True, True])
     clock.finish(TRAIN)
     left = 320 * 0.1 + 360 * PRIOR_SECONDS[("eval", "fp32")]
-    assert clock.start(1, [False, True, True]) == f" (fp32; about {left:.0f} s left, estimated)"
-    assert clock.start(2, [False, False, True]).startswith(" (fp32; about 43 s left")  # done steps not counted
+    assert clock.start(1, [False, True, True]) == f" (fp32; about {step_clock._minutes(left)} left, estimated)"
+    eval_only = step_clock._minutes(360 * PRIOR_SECONDS[("eval", "fp32")])
+    assert clock.start(2, [False, False, True]).startswith(f" (fp32; about {eval_only} left")  # done steps not counted
 
 
 def test_step_precision_resolves_auto_for_this_machine(monkeypatch):

@@ -13,17 +13,19 @@ from collections.abc import Callable
 
 from polyalign.store import Step
 
-# seconds per unit, gemma-3-270m on 2 CPU cores (fp32, or bf16 where native): a training pair seen,
-# an item scored; data steps cost almost nothing. Priors only: measured rates replace them.
+# seconds per unit, gemma-3-270m on 2 CPU cores: a training pair seen, an item scored; data steps
+# cost almost nothing. fp32 as measured on a CPU without native bf16 (AVX2: about 52 s per training
+# step of 16 pairs, about 4 items/s), bf16 where native (AVX512-BF16). Priors only: measured rates
+# replace them.
 PRIOR_SECONDS = {
-    ("train", "fp32"): 1.0,
-    ("train", "bf16"): 0.7,
-    ("eval", "fp32"): 0.12,
-    ("eval", "bf16"): 0.09,
-    ("lens", "fp32"): 0.15,
-    ("lens", "bf16"): 0.12,
-    ("pca", "fp32"): 0.15,
-    ("pca", "bf16"): 0.12,
+    ("train", "fp32"): 3.2,
+    ("train", "bf16"): 0.75,
+    ("eval", "fp32"): 0.25,
+    ("eval", "bf16"): 0.12,
+    ("lens", "fp32"): 0.3,
+    ("lens", "bf16"): 0.15,
+    ("pca", "fp32"): 0.3,
+    ("pca", "bf16"): 0.15,
 }
 UNKNOWN_ITEMS = 500  # items per language when an eval declares neither a range nor a limit
 
