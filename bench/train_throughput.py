@@ -150,7 +150,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument(
-        "--pairs", type=int, default=None, help="pairs in the mixture (default 64 over 5 languages; --demo: the demo's 500)"
+        "--pairs", type=int, default=None, help="pairs in the mixture (default 64 over 5 languages; --demo: 500)"
     )
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--batch", type=int, default=4)
