@@ -348,12 +348,13 @@ def test_run_identity_is_recorded_and_a_resume_keeps_dtype_and_device(tiny_gemma
     cfg = cfg_for(tiny_gemma, data_dir, langs="en", limit=3, batch_size=2)
     results = run_eval(cfg, model, tok, out, progress=False)
     want = {"dtype": "float32", "device": "cpu", "batch_size": 2, "world_size": 1}
-    assert results["runtime"] == want and json.loads((out / "run.json").read_text())["runtime"] == want
+    assert results["runtime"] == want
+    assert json.loads((out / "run.json").read_text())["runtime"] == want | {"verify_threshold": None}  # fp32: none
     again = run_eval(
         cfg_for(tiny_gemma, data_dir, langs="en", limit=3, batch_size=8), model, tok, out, progress=False
     )  # another batch size resumes (nothing left to score)
     assert again["runtime"]["batch_size"] == 8 and again["languages"] == results["languages"]
-    with pytest.raises(PolyalignError, match=r"was evaluated with dtype float32; resuming with dtype bfloat16") as e:
+    with pytest.raises(PolyalignError, match=r"was evaluated with dtype float32, verify_threshold None; resuming with dtype bfloat16") as e:
         run_eval(cfg, model.to(torch.bfloat16), tok, out, progress=False)
     assert "\n" not in str(e.value)
     assert run_eval(cfg, model, tok, out, overwrite=True, progress=False)["runtime"]["dtype"] == "bfloat16"
