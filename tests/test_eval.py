@@ -354,7 +354,8 @@ def test_run_identity_is_recorded_and_a_resume_keeps_dtype_and_device(tiny_gemma
         cfg_for(tiny_gemma, data_dir, langs="en", limit=3, batch_size=8), model, tok, out, progress=False
     )  # another batch size resumes (nothing left to score)
     assert again["runtime"]["batch_size"] == 8 and again["languages"] == results["languages"]
-    with pytest.raises(PolyalignError, match=r"was evaluated with dtype float32, verify_threshold None; resuming with dtype bfloat16") as e:
+    moved = r"was evaluated with dtype float32, verify_threshold None; resuming with dtype bfloat16"
+    with pytest.raises(PolyalignError, match=moved) as e:
         run_eval(cfg, model.to(torch.bfloat16), tok, out, progress=False)
     assert "\n" not in str(e.value)
     assert run_eval(cfg, model, tok, out, overwrite=True, progress=False)["runtime"]["dtype"] == "bfloat16"
