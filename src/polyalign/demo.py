@@ -46,7 +46,8 @@ SEEN, UNSEEN = ["en", "zh", "es"], ["de", "ru", "hi", "sw"]
 def demo_experiment(data_dir: Path, model: str, quick: bool, precision: str = "auto") -> dict:
     """The demo's experiment; `precision` (auto, fp32, bf16) applies to training and evaluation."""
     pack = data_dir / "prompts.json"
-    recipe = {**DEMO_RECIPE, "precision": precision, **({"max_steps": 2} if quick else {})}
+    # quick (the test suite's end-to-end check): 2 steps of 4 pairs, every stage on the real model
+    recipe = {**DEMO_RECIPE, "precision": precision, **({"max_steps": 2, "grad_accum": 1} if quick else {})}
     return {
         "name": "demo",
         "description": "polyalign demo: zh/es => en emotion question alignment (held-out items) on the default model",
