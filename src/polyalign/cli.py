@@ -20,7 +20,6 @@ FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 def cmd_eval(args: argparse.Namespace) -> int:
     from polyalign.eval_folder import check_run_dir, check_verification, clear_run_dir
     from polyalign.evaluate import EvalConfig, check_config, run_eval
-    from polyalign.inputs import check_inputs
     from polyalign.models import load_model, pick_device, pick_dtype
     from polyalign.report import accuracy_table
     from polyalign.verify import reference_loader, threshold_in_effect
@@ -41,19 +40,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         verify=args.verify,
         verify_threshold=args.verify_threshold,
     )
-    check_config(cfg)
-    # a merged model carries its adapter's provenance: the leak guard applies to it too
-    check_inputs(
-        cfg.task,
-        cfg.langs,
-        cfg.mode,
-        cfg.items,
-        cfg.limit,
-        cfg.data_dir,
-        cfg.prompts,
-        model=args.model,
-        allow_overlap=args.allow_overlap,
-    )
+    check_config(cfg)  # the leak guard included: a merged model carries its adapter's provenance
     check_run_dir(Path(args.out), cfg.identity(), args.overwrite)  # before the model is loaded
     dtype = str(pick_dtype(pick_device(args.device), args.dtype)).removeprefix("torch.")
     if check_verification(
