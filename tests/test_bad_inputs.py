@@ -149,7 +149,7 @@ def test_files_that_are_not_utf8(name, data_dir, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
-def test_corrupt_results_sqlite(damage, tmp_path, capsys):
+def test_corrupt_results_sqlite(damage, tmp_path, capsys, data_dir):
     import sqlite3
 
     from polyalign.store import STORE_NAME

@@ -169,7 +169,7 @@ def test_bad_arguments_give_one_line_and_exit_2(tiny_gemma, data_dir, tmp_path, 
     assert not (tmp_path / "o" / "results.json").exists()
 
 
-def test_unreadable_model_folder(tmp_path, capsys):
+def test_unreadable_model_folder(tmp_path, capsys, data_dir):
     (tmp_path / "m").mkdir()
     assert main(["eval", "--model", str(tmp_path / "m"), "--task", "emotion", "--out", str(tmp_path / "o")]) == 2
     assert "not a model folder" in capsys.readouterr().err

@@ -51,14 +51,14 @@ def test_paper_pack_renders_byte_identical_prompts_everywhere(data_dir):
     assert checked == 20 * (3 + 1 + 1) * 2
 
 
-def test_paper_pack_keeps_its_quirks_verbatim():
+def test_paper_pack_keeps_its_quirks_verbatim(data_dir):
     pack = PromptPack.load(PAPER_PACK)
     fewshot = pack.fewshot(load_task("emotion"), "en", "english")
     assert 'Emotion: "positive"' + " " * 13 + "\n" in fewshot
     assert "Locatie:" in pack.fewshot(load_task("snli"), "nl", "english")
 
 
-def test_paper_pack_lacks_native_snli_labels_and_says_so():
+def test_paper_pack_lacks_native_snli_labels_and_says_so(data_dir):
     pack = PromptPack.load(PAPER_PACK)
     with pytest.raises(PolyalignError, match="no few-shot block for mode 'native'"):
         pack.render(load_task("snli"), "zh", "native", {"premise": "a", "hypothesis": "b"})
