@@ -12,7 +12,7 @@ in one run, on the same items, and reports time, agreement and accuracy.
 
 --langs takes `all` (every language of the task in the paper's pack) or codes; --items is per
 language. --bf16-verify adds `bf16+verify`: polyalign with bfloat16 weights and float32
-re-scoring of the items under polyalign.verify.THRESHOLD (the float32 copy's load is timed); its
+re-scoring of the items under polyalign.evaluation.verify.THRESHOLD (the float32 copy's load is timed); its
 target is fp32's predictions exactly and at least 1.3x polyalign float32 in the same run.
 lm-eval scores log-likelihoods only: it runs with --scoring exact.
 
@@ -36,15 +36,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local; never wait 
 
 import torch  # noqa: E402
 
-from polyalign.errors import PolyalignError  # noqa: E402
-from polyalign.evaluate import EvalConfig, run_eval  # noqa: E402
-from polyalign.languages import parse_languages  # noqa: E402
-from polyalign.models import load_model, resolve_model_path  # noqa: E402
-from polyalign.precision import cpu_description, resolve_precision  # noqa: E402
-from polyalign.prompts import PromptPack  # noqa: E402
-from polyalign.results import read_samples  # noqa: E402
-from polyalign.scoring import prefix_sets  # noqa: E402
-from polyalign.tasks import gold_labels, load_task, load_test_records, resolve_data_dir  # noqa: E402
+from polyalign.core.errors import PolyalignError  # noqa: E402
+from polyalign.core.languages import parse_languages  # noqa: E402
+from polyalign.core.prompts import PromptPack  # noqa: E402
+from polyalign.core.tasks import gold_labels, load_task, load_test_records, resolve_data_dir  # noqa: E402
+from polyalign.engine.models import load_model, resolve_model_path  # noqa: E402
+from polyalign.engine.precision import cpu_description, resolve_precision  # noqa: E402
+from polyalign.engine.scoring import prefix_sets  # noqa: E402
+from polyalign.evaluation.evaluate import EvalConfig, run_eval  # noqa: E402
+from polyalign.evaluation.results import read_samples  # noqa: E402
 
 MODEL = "gemma-3-270m"
 TASK, LANG, MODE = "emotion", "en", "english"
@@ -306,7 +306,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--bf16-verify",
         action="store_true",
-        help="add bf16+verify: bfloat16 weights, float32 re-scoring under polyalign.verify.THRESHOLD",
+        help="add bf16+verify: bfloat16 weights, float32 re-scoring under polyalign.evaluation.verify.THRESHOLD",
     )
     parser.add_argument("--skip-lm-eval", action="store_true", help="where lm-eval is not installed")
     args = parser.parse_args(argv)

@@ -29,12 +29,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local; never wait 
 
 import torch  # noqa: E402
 
-from polyalign.errors import PolyalignError  # noqa: E402
-from polyalign.evaluate import EvalConfig, run_eval  # noqa: E402
-from polyalign.lens import run_lens  # noqa: E402
-from polyalign.models import load_model  # noqa: E402
-from polyalign.precision import cpu_description  # noqa: E402
-from polyalign.tasks import resolve_data_dir  # noqa: E402
+from polyalign.analysis.lens import run_lens  # noqa: E402
+from polyalign.core.errors import PolyalignError  # noqa: E402
+from polyalign.core.tasks import resolve_data_dir  # noqa: E402
+from polyalign.engine.models import load_model  # noqa: E402
+from polyalign.engine.precision import cpu_description  # noqa: E402
+from polyalign.evaluation.evaluate import EvalConfig, run_eval  # noqa: E402
 
 TARGET = 1.3  # lens time over evaluation time, same items, same run
 

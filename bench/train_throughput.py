@@ -2,7 +2,7 @@
 
 Why: alignment data mixes languages whose questions differ a lot in token length; polyalign
 batches similar lengths together (group_by_length) and computes the loss on target tokens
-only, unembedding just those positions in chunks (polyalign.target_loss). This runs both loops
+only, unembedding just those positions in chunks (polyalign.alignment.target_loss). This runs both loops
 on the same model, pairs, LoRA and batch size, each in its own process, and reports real
 (non-padding) tokens per second of the training loop (wall and CPU time), the padding fraction
 and the process's peak resident memory (ru_maxrss: loading included, the same model in both),
@@ -32,11 +32,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local
 import torch  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
-from polyalign import train_config, training  # noqa: E402
-from polyalign.alignment_data import build_pairs, write_pairs  # noqa: E402
-from polyalign.errors import PolyalignError  # noqa: E402
-from polyalign.precision import cpu_description, resolve_precision  # noqa: E402
-from polyalign.prompts import PromptPack  # noqa: E402
+from polyalign.alignment import (
+    train_config,  # noqa: E402
+    training,  # noqa: E402
+)
+from polyalign.alignment.alignment_data import build_pairs, write_pairs  # noqa: E402
+from polyalign.core.errors import PolyalignError  # noqa: E402
+from polyalign.core.prompts import PromptPack  # noqa: E402
+from polyalign.engine.precision import cpu_description, resolve_precision  # noqa: E402
 
 SOURCES = ["zh", "de", "es", "it", "sw"]  # every language with a benchmark question file
 
@@ -79,7 +82,7 @@ def result(name: str, counter: Counter, clock: Clock) -> dict:
 
 
 def run_polyalign(model: str, data: Path, cfg: train_config.TrainConfig, work: Path) -> dict:
-    """polyalign.training.train as users run it, with its collator instrumented."""
+    """polyalign.alignment.training.train as users run it, with its collator instrumented."""
     counters = []
     original = training.PadCollator
 
@@ -101,7 +104,7 @@ def run_baseline(model: str, rows: list[dict], cfg: train_config.TrainConfig, wo
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
-    from polyalign.models import load_tokenizer, resolve_model_path
+    from polyalign.engine.models import load_tokenizer, resolve_model_path
 
     tok = load_tokenizer(model)
     if tok.pad_token is None:
@@ -177,8 +180,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def build_rows(args: argparse.Namespace) -> list[dict]:
     if args.demo:
-        from polyalign.demo import TRAIN_ITEMS
-        from polyalign.tasks import resolve_data_dir
+        from polyalign.cli.demo import TRAIN_ITEMS
+        from polyalign.core.tasks import resolve_data_dir
 
         pack = PromptPack.load(str(resolve_data_dir(args.data_dir) / "prompts.json"))
         return build_pairs(

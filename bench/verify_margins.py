@@ -1,4 +1,4 @@
-"""How far bf16 moves top-two margins: the measurement behind polyalign.verify.THRESHOLD.
+"""How far bf16 moves top-two margins: the measurement behind polyalign.evaluation.verify.THRESHOLD.
 
 An item's bf16 prediction can differ from float32's only if bf16 moves its top-two margin (in
 log-probability: summed label log-probs for exact scoring, log of the label probability mass for
@@ -30,7 +30,7 @@ while other jobs shared the 2 cores, so no timing):
           margin 0.176, fp32 0.017)
 
 Most of the shift is the bf16 logits' rounding (steps of 0.0625 to 0.125 at Gemma's logit sizes:
-exact-rule labels tie in bf16 on 6% of items). polyalign.verify.THRESHOLD = 0.5 is about 2x the
+exact-rule labels tie in bf16 on 6% of items). polyalign.evaluation.verify.THRESHOLD = 0.5 is about 2x the
 largest shift seen on emotion but only 1.35x on snli, whose longer prompts and three classes shift
 margins more. A flip needs a shift larger than the bf16 margin, so the threshold covers every flip
 these runs could have had; it is a measured safety factor, not a bound: another model, task, device
@@ -54,11 +54,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from polyalign.evaluate import EvalConfig, run_eval  # noqa: E402
-from polyalign.models import load_model  # noqa: E402
-from polyalign.precision import cpu_description, resolve_precision  # noqa: E402
-from polyalign.results import read_samples  # noqa: E402
-from polyalign.verify import margin  # noqa: E402
+from polyalign.engine.models import load_model  # noqa: E402
+from polyalign.engine.precision import cpu_description, resolve_precision  # noqa: E402
+from polyalign.evaluation.evaluate import EvalConfig, run_eval  # noqa: E402
+from polyalign.evaluation.results import read_samples  # noqa: E402
+from polyalign.evaluation.verify import margin  # noqa: E402
 
 LANGS = "en,zh,ja,th,sw,ru,bn,hi,de,is"
 CANDIDATES = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0)

@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from polyalign.models import ALIASES, cache_dir
-from polyalign.results import file_sha256
+from polyalign.core.files import file_sha256
+from polyalign.engine.models import ALIASES, cache_dir
 
 
 def main(bundle: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from polyalign.scoring import Item, continuation_ids, prefix_token_ids
+from polyalign.engine.scoring import Item, continuation_ids, prefix_token_ids
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("POLYALIGN_DATA", REPO.parent / "shared" / "data" / "multilingual-learner"))
@@ -66,7 +66,7 @@ def packaged_tokenizer(alias: str) -> Path:
     """
     from transformers import AutoTokenizer
 
-    from polyalign.models import ALIASES, _packaged_gguf, cache_dir
+    from polyalign.engine.models import ALIASES, _packaged_gguf, cache_dir
 
     spec = ALIASES[alias]
     name = f"{alias}-{spec.sha256[:12]}"
@@ -93,7 +93,7 @@ def random_lora(model_dir: Path, folder: Path, seed: int = 1) -> Path:
     """A LoRA adapter with random (non-zero) A and B, so the adapted model really differs from the base."""
     from peft import LoraConfig, get_peft_model
 
-    from polyalign.models import load_model
+    from polyalign.engine.models import load_model
 
     base, _ = load_model(str(model_dir))
     torch.manual_seed(seed)

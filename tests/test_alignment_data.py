@@ -6,13 +6,13 @@ import json
 import pytest
 import torch
 
-from polyalign.alignment_data import build_pairs, question_file_records
-from polyalign.data_cli import add_cli
-from polyalign.errors import PolyalignError
-from polyalign.prompts import PromptPack
-from polyalign.results import read_records
-from polyalign.tasks import load_task
-from polyalign.translation import Seq2SeqTranslator, translate_records
+from polyalign.alignment.alignment_data import build_pairs, question_file_records
+from polyalign.alignment.translation import Seq2SeqTranslator, translate_records
+from polyalign.cli.data import add_cli
+from polyalign.core.errors import PolyalignError
+from polyalign.core.files import read_records
+from polyalign.core.prompts import PromptPack
+from polyalign.core.tasks import load_task
 
 PACK = PromptPack.load()
 SNLI = load_task("snli")

@@ -10,9 +10,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from polyalign.checkpoints import last_complete_checkpoint, provenance_callback
+from polyalign.alignment.checkpoints import last_complete_checkpoint, provenance_callback
 from polyalign.cli import main
-from polyalign.item_range import PROVENANCE_FILE, read_provenance, write_provenance
+from polyalign.core.item_range import PROVENANCE_FILE, read_provenance, write_provenance
 
 
 def checkpoint(folder: Path, step: int, state: str | None = '{"global_step": 1}', weights: bytes | None = None) -> Path:
@@ -49,7 +49,7 @@ def test_the_newest_complete_checkpoint_is_resumed_and_a_half_one_removed(tmp_pa
 
 
 def test_no_complete_checkpoint_means_a_fresh_start(tmp_path):
-    from polyalign.training import _prepare_run
+    from polyalign.alignment.training import _prepare_run
 
     out = tmp_path / "run"
     resolved = {"model": "m", "lr": 1}
@@ -95,7 +95,7 @@ def test_a_merged_model_is_guarded_by_its_adapters_provenance(tmp_path, smollm_t
 @pytest.mark.slow
 def test_merge_keeps_the_adapters_provenance(tiny_llama, tmp_path):
     from helpers import random_lora
-    from polyalign.merge import merge
+    from polyalign.alignment.merge import merge
 
     adapter = random_lora(tiny_llama, tmp_path / "lora")
     write_provenance(adapter, [{"task": "snli", "items": "250:500", "pairs": 20}])

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from polyalign.cli import main
-from polyalign.errors import PolyalignError
+from polyalign.core.errors import PolyalignError
 
 HIDDEN = 32
 
@@ -63,7 +63,7 @@ def eval_args(model: Path, adapter: Path, data_dir, out: Path) -> list[str]:
 
 
 def test_an_adapter_that_fits_passes_the_check(model_dir, tmp_path):
-    from polyalign.adapters import check_adapter
+    from polyalign.engine.adapters import check_adapter
 
     check_adapter(str(model_dir), fake_adapter(tmp_path / "a"))
 
@@ -111,7 +111,7 @@ def _truncate(path: Path) -> None:
 def test_truncated_model_weights_are_one_line(tmp_path, smollm_tokenizer):
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from polyalign.models import load_model
+    from polyalign.engine.models import load_model
 
     folder = config_only_model(tmp_path / "model", smollm_tokenizer)
     AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder)).save_pretrained(folder)
@@ -133,7 +133,7 @@ def test_truncated_model_weights_are_one_line(tmp_path, smollm_tokenizer):
     ],
 )
 def test_bad_languages_files_are_one_line_and_change_nothing(tmp_path, capsys, data_dir, entries, message):
-    from polyalign.languages import get_language
+    from polyalign.core.languages import get_language
 
     path = tmp_path / "langs.json"
     path.write_text(json.dumps(entries))
@@ -143,7 +143,7 @@ def test_bad_languages_files_are_one_line_and_change_nothing(tmp_path, capsys, d
 
 
 def test_a_languages_file_may_repeat_a_builtin_unchanged(tmp_path, monkeypatch):
-    from polyalign import languages
+    from polyalign.core import languages
 
     monkeypatch.setattr(languages, "_REGISTRY", dict(languages._REGISTRY))
     path = tmp_path / "langs.json"
@@ -162,7 +162,7 @@ def test_out_as_a_dangling_symlink_is_one_line(tmp_path, capsys, data_dir):
 def test_a_full_disk_is_one_line(monkeypatch, capsys):
     import errno
 
-    from polyalign import cli
+    from polyalign.cli import commands as cli
 
     def full(args):
         raise OSError(errno.ENOSPC, "No space left on device", "/runs/x/samples/emotion_en.jsonl")

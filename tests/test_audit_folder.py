@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from polyalign.cli import main
-from polyalign.errors import PolyalignError
-from polyalign.eval_folder import LOCK, check_run_dir, claim_run_dir, content_identity
-from polyalign.prompts import default_pack_path
+from polyalign.core.errors import PolyalignError
+from polyalign.core.prompts import default_pack_path
+from polyalign.evaluation.eval_folder import LOCK, check_run_dir, claim_run_dir, content_identity
 
 RUNTIME = {"dtype": "float32", "device": "cpu", "batch_size": 2, "world_size": 1}
 

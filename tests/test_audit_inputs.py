@@ -7,11 +7,11 @@ import json
 import pytest
 
 from helpers import PAPER_PACK
+from polyalign.alignment.train_config import SCHEDULERS, load_config
 from polyalign.cli import main
-from polyalign.errors import PolyalignError
-from polyalign.prompts import PromptPack
-from polyalign.tasks import load_task
-from polyalign.train_config import SCHEDULERS, load_config
+from polyalign.core.errors import PolyalignError
+from polyalign.core.prompts import PromptPack
+from polyalign.core.tasks import load_task
 
 TASK = "name: mini\nclasses: [good, bad]\nfields: [text]\nshots: 0\ntest_file: 't/mini_{lang}.jsonl'\n"
 EMOTION = TASK.replace("mini", "emotion").replace("[good, bad]", "[positive, negative]").replace("[text]", "[input]")

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from polyalign.cli import main
-from polyalign.errors import PolyalignError
-from polyalign.item_range import check_overlap, parse_items, write_provenance
+from polyalign.core.errors import PolyalignError
+from polyalign.core.item_range import check_overlap, parse_items, write_provenance
 
 
 def test_file(data_dir, lang: str) -> str:
@@ -20,7 +20,7 @@ test_file.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
 
 
 def test_pairs_from_the_test_files_carry_the_items_they_took(data_dir, tmp_path, capsys):
-    from polyalign.training import benchmark_provenance, read_pairs
+    from polyalign.alignment.training import benchmark_provenance, read_pairs
 
     out = tmp_path / "pairs.jsonl"
     argv = ["data", "build", "--task", "emotion", "--sources", "zh", "--target", "en", "--per-language", "6"]
@@ -38,8 +38,8 @@ def test_pairs_from_the_test_files_carry_the_items_they_took(data_dir, tmp_path,
 
 
 def test_pairs_from_other_files_carry_no_provenance(data_dir, tmp_path):
-    from polyalign.alignment_data import build_pairs
-    from polyalign.prompts import PromptPack
+    from polyalign.alignment.alignment_data import build_pairs
+    from polyalign.core.prompts import PromptPack
 
     files = {}
     for lang in ("zh", "en"):
@@ -72,7 +72,7 @@ def test_an_experiment_refuses_a_merged_model_on_its_own_items(tmp_path, data_di
 
 
 def test_run_eval_checks_a_merged_models_provenance(tmp_path, data_dir):
-    from polyalign.evaluate import EvalConfig, check_config
+    from polyalign.evaluation.evaluate import EvalConfig, check_config
 
     folder = merged_model(tmp_path)
     cfg = EvalConfig(model=str(folder), task="emotion", langs="en", items="10:12", data_dir=str(data_dir))

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from polyalign.config import apply_overrides, build, read_mapping
-from polyalign.errors import PolyalignError
-from polyalign.eval_folder import LOCK, claim_run_dir
-from polyalign.results import read_records
+from polyalign.core.config import apply_overrides, build, read_mapping
+from polyalign.core.errors import PolyalignError
+from polyalign.core.files import read_records
+from polyalign.evaluation.eval_folder import LOCK, claim_run_dir
 
 RUNTIME = {"dtype": "float32", "device": "cpu", "batch_size": 2, "world_size": 1}
 

@@ -7,9 +7,9 @@ import math
 
 import pytest
 
-from polyalign.errors import PolyalignError
-from polyalign.results import predict, summarize
-from polyalign.verify import Verifier, margin, merge, under
+from polyalign.core.errors import PolyalignError
+from polyalign.evaluation.results import predict, summarize
+from polyalign.evaluation.verify import Verifier, margin, merge, under
 
 NAN = math.nan
 
@@ -60,7 +60,7 @@ def finished(out, verify) -> None:
 
 
 def test_a_rerun_with_other_verification_is_refused_or_redone(tmp_path):
-    from polyalign.eval_folder import check_verification
+    from polyalign.evaluation.eval_folder import check_verification
 
     out = tmp_path / "run"
     assert check_verification(out, 0.5, False) is False  # nothing finished
@@ -76,8 +76,8 @@ def test_a_rerun_with_other_verification_is_refused_or_redone(tmp_path):
 
 def test_the_cli_refuses_before_loading_the_model(tmp_path, data_dir, capsys):
     from polyalign.cli import main
-    from polyalign.eval_folder import claim_run_dir
-    from polyalign.evaluate import EvalConfig
+    from polyalign.evaluation.eval_folder import claim_run_dir
+    from polyalign.evaluation.evaluate import EvalConfig
 
     out = tmp_path / "run"
     cfg = EvalConfig(model="/nonexistent/model", task="emotion", langs="en", limit=2, data_dir=str(data_dir))
@@ -98,7 +98,7 @@ BF16 = {"dtype": "bfloat16", "device": "cpu", "batch_size": 2, "world_size": 1}
 def test_the_threshold_in_effect_is_part_of_the_folders_identity(tmp_path):
     """run_eval (so an experiment's eval step too) records the threshold in run.json: resuming an
     unfinished --no-verify run with verification is refused, or with --overwrite redone."""
-    from polyalign.eval_folder import claim_run_dir
+    from polyalign.evaluation.eval_folder import claim_run_dir
 
     out, ident = tmp_path / "run", {"model": "m", "task": "emotion"}
     claim_run_dir(out, ident, False, 0, {**BF16, "verify_threshold": None})
@@ -115,7 +115,7 @@ def test_the_threshold_in_effect_is_part_of_the_folders_identity(tmp_path):
 
 
 def test_run_eval_checks_a_finished_folder_written_before_run_json_held_the_threshold(tmp_path):
-    from polyalign.eval_folder import claim_run_dir
+    from polyalign.evaluation.eval_folder import claim_run_dir
 
     out, ident = tmp_path / "run", {"model": "m", "task": "emotion"}
     claim_run_dir(out, ident, False, 0, BF16)  # an older run.json: no threshold in it

@@ -11,8 +11,8 @@ import pytest
 
 import polyalign
 from polyalign.cli import main
-from polyalign.errors import PolyalignError
-from polyalign.paths import check_output_path
+from polyalign.core.errors import PolyalignError
+from polyalign.core.paths import check_output_path
 
 NO_MODEL = "/nonexistent/model"  # loading it would fail with another message: the check must come first
 
@@ -106,8 +106,8 @@ def test_eval_folder_with_a_bad_run_json_is_refused_before_loading(content, matc
 
 @pytest.fixture
 def pairs(data_dir, tmp_path):
-    from polyalign.alignment_data import build_pairs, write_pairs
-    from polyalign.prompts import PromptPack
+    from polyalign.alignment.alignment_data import build_pairs, write_pairs
+    from polyalign.core.prompts import PromptPack
 
     path = tmp_path / "pairs.jsonl"
     write_pairs(build_pairs("snli", ["zh"], "en", 4, 0, data_dir, PromptPack.load()), path)
@@ -152,7 +152,7 @@ def test_files_that_are_not_utf8(name, data_dir, tmp_path, capsys):
 def test_corrupt_results_sqlite(damage, tmp_path, capsys, data_dir):
     import sqlite3
 
-    from polyalign.store import STORE_NAME
+    from polyalign.study.store import STORE_NAME
 
     run = tmp_path / "run"
     run.mkdir()
@@ -181,9 +181,9 @@ def test_forwards_use_the_current_cache_api_and_only_peft_notice_is_filtered(tin
     import torch
 
     from helpers import WORDS, make_items
-    from polyalign.models import load_model
-    from polyalign.scoring import Scorer
-    from polyalign.states import collect_states
+    from polyalign.analysis.states import collect_states
+    from polyalign.engine.models import load_model
+    from polyalign.engine.scoring import Scorer
 
     model, tok = load_model(str(tiny_llama))
     items, shared = make_items(tok, WORDS)

@@ -1,4 +1,4 @@
-"""polyalign.calibration against straightforward re-computations on hand-made scores: batch
+"""polyalign.evaluation.calibration against straightforward re-computations on hand-made scores: batch
 calibration (prefix masses and exact log-probs, ties, unscored items), the midrank ROC-AUC by
 counting pairs, and the paired bootstrap of ΔAUC."""
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from polyalign.calibration import (
+from polyalign.evaluation.calibration import (
     batch_calibrate,
     bootstrap_delta_auc,
     calibration_averages,

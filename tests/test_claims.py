@@ -1,17 +1,17 @@
-"""polyalign.claims: pre-registered verdicts on hand-made per-item results (no model)."""
+"""polyalign.study.claims: pre-registered verdicts on hand-made per-item results (no model)."""
 
 import json
 
 import numpy as np
 import pytest
 
-from polyalign.claims import evaluate_claims
-from polyalign.claims_report import write_claims
-from polyalign.claims_spec import ClaimsSpec
-from polyalign.config import build
-from polyalign.run_data import load_run
-from polyalign.stats import sign_test
-from polyalign.store import Store
+from polyalign.core.config import build
+from polyalign.evaluation.stats import sign_test
+from polyalign.study.claims import evaluate_claims
+from polyalign.study.claims_report import write_claims
+from polyalign.study.claims_spec import ClaimsSpec
+from polyalign.study.run_data import load_run
+from polyalign.study.store import Store
 
 MODELS = ["org/a", "org/b"]
 N = 60

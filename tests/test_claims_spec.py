@@ -3,12 +3,12 @@
 import pytest
 import yaml
 
-from polyalign.claims_spec import LENS_QUANTITIES
 from polyalign.cli import main
-from polyalign.errors import PolyalignError
-from polyalign.experiment import validate_experiment
-from polyalign.experiment_files import packaged_config
-from polyalign.experiment_spec import load_experiment
+from polyalign.core.errors import PolyalignError
+from polyalign.study.claims_spec import LENS_QUANTITIES
+from polyalign.study.experiment import validate_experiment
+from polyalign.study.experiment_files import packaged_config
+from polyalign.study.experiment_spec import load_experiment
 
 PART = {"name": "p", "treatment": {"setting": "al"}, "reference": {"setting": "base"}}
 CLAIM = {"id": "1", "statement": "s", "paper": "Table 1", "comparison": "c", "parts": [PART]}
@@ -76,6 +76,6 @@ def test_paper_claims_validates(data_dir, monkeypatch):
 
 
 def test_lens_quantities_match_the_lens():
-    from polyalign.lens import QUANTITIES
+    from polyalign.analysis.lens import QUANTITIES
 
     assert set(LENS_QUANTITIES) <= set(QUANTITIES) and "entropy_bits" not in LENS_QUANTITIES

@@ -4,8 +4,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from polyalign.config import apply_overrides, build, read_mapping
-from polyalign.errors import PolyalignError
+from polyalign.core.config import apply_overrides, build, read_mapping
+from polyalign.core.errors import PolyalignError
 
 
 @dataclass

@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from helpers import WORDS, make_items
-from polyalign.alignment_data import build_pairs, write_pairs
-from polyalign.evaluate import EvalConfig, run_eval
-from polyalign.models import load_model
-from polyalign.prompts import PromptPack
-from polyalign.scoring import Scorer, prefix_token_ids
-from polyalign.train_config import load_config
-from polyalign.training import train
-from polyalign.unembed import Unembed, num_layers
+from polyalign.alignment.alignment_data import build_pairs, write_pairs
+from polyalign.alignment.train_config import load_config
+from polyalign.alignment.training import train
+from polyalign.core.prompts import PromptPack
+from polyalign.engine.models import load_model
+from polyalign.engine.scoring import Scorer, prefix_token_ids
+from polyalign.engine.unembed import Unembed, num_layers
+from polyalign.evaluation.evaluate import EvalConfig, run_eval
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
 

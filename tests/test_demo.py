@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from polyalign.demo import SEEN, UNSEEN, demo_experiment, run_demo
-from polyalign.experiment import validate_experiment
-from polyalign.item_range import parse_items
+from polyalign.cli.demo import SEEN, UNSEEN, demo_experiment, run_demo
+from polyalign.core.item_range import parse_items
+from polyalign.study.experiment import validate_experiment
 
 
 def test_demo_experiment_is_valid_held_out_and_covers_seen_and_unseen(data_dir, tmp_path):

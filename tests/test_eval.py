@@ -7,11 +7,11 @@ import subprocess
 import pytest
 
 from helpers import PAPER_PACK, two_cpu_processes
-from polyalign import scoring
 from polyalign.cli import main
-from polyalign.evaluate import EvalConfig, run_eval
-from polyalign.models import load_model
-from polyalign.results import SampleLog
+from polyalign.engine import scoring
+from polyalign.engine.models import load_model
+from polyalign.evaluation.evaluate import EvalConfig, run_eval
+from polyalign.evaluation.results import SampleLog
 
 
 def files_of(out):
@@ -266,9 +266,9 @@ def test_labels_with_a_shared_stem_are_scored_after_the_stem(tiny_gemma, data_di
     prefix rule applies to the remainders (the paper's Thai case), checked against a plain forward."""
     import torch
 
-    from polyalign.evaluate import prepare_language
-    from polyalign.prompts import PromptPack
-    from polyalign.scoring import Scorer, prefix_token_ids
+    from polyalign.core.prompts import PromptPack
+    from polyalign.engine.scoring import Scorer, prefix_token_ids
+    from polyalign.evaluation.evaluate import prepare_language
 
     model, tok = load_model(str(tiny_gemma))
     cfg = cfg_for(tiny_gemma, data_dir, task="emotion", langs="th", mode="native", scoring="prefix", limit=3)
@@ -341,7 +341,7 @@ def test_a_language_that_cannot_be_scored_is_reported_not_fatal(tiny_llama, data
 def test_run_identity_is_recorded_and_a_resume_keeps_dtype_and_device(tiny_gemma, data_dir, tmp_path):
     import torch
 
-    from polyalign.errors import PolyalignError
+    from polyalign.core.errors import PolyalignError
 
     model, tok = load_model(str(tiny_gemma))
     out = tmp_path / "r"

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from polyalign.alignment_data import build_pairs
+from polyalign.alignment.alignment_data import build_pairs
+from polyalign.alignment.training import benchmark_provenance
 from polyalign.cli import main
-from polyalign.errors import PolyalignError
-from polyalign.item_range import (
+from polyalign.core.errors import PolyalignError
+from polyalign.core.item_range import (
     ItemRange,
     check_overlap,
     evaluated_range,
@@ -18,9 +19,8 @@ from polyalign.item_range import (
     read_provenance,
     write_provenance,
 )
-from polyalign.prompts import PromptPack
-from polyalign.tasks import load_task, load_test_records
-from polyalign.training import benchmark_provenance
+from polyalign.core.prompts import PromptPack
+from polyalign.core.tasks import load_task, load_test_records
 
 
 def test_parse_items_and_overlap():
@@ -305,7 +305,7 @@ def _experiment(tmp_path: Path, **top) -> Path:
 
 
 def test_experiment_guard_and_dry_run(data_dir, tmp_path, capsys):
-    from polyalign.experiment_spec import load_experiment
+    from polyalign.study.experiment_spec import load_experiment
 
     assert load_experiment(_experiment(tmp_path, items="0:250")).alignment[0].items == "250:500"
     with pytest.raises(PolyalignError, match="trained on emotion items 250:500.*overlaps 250:500"):

@@ -2,10 +2,10 @@ import json
 
 import pytest
 
-from polyalign.errors import PolyalignError
-from polyalign.languages import PAPER_LANGUAGES, Language, get_language, parse_languages, register_language
-from polyalign.results import read_records
-from polyalign.tasks import gold_labels, load_task, load_test_records
+from polyalign.core.errors import PolyalignError
+from polyalign.core.files import read_records
+from polyalign.core.languages import PAPER_LANGUAGES, Language, get_language, parse_languages, register_language
+from polyalign.core.tasks import gold_labels, load_task, load_test_records
 
 
 def test_registry_has_the_papers_20_languages():
@@ -20,7 +20,7 @@ def test_unknown_language_is_one_clear_error():
 
 
 def test_user_added_language(monkeypatch):
-    from polyalign import languages
+    from polyalign.core import languages
 
     # A copy of the registry for this test only: 'yo' must not leak into later tests.
     monkeypatch.setattr(languages, "_REGISTRY", dict(languages._REGISTRY))

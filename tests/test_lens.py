@@ -9,15 +9,16 @@ import pytest
 import torch
 
 from helpers import random_lora
-from polyalign import cli_args, lens
-from polyalign.errors import PolyalignError
-from polyalign.lens import QUANTITIES, plot_from_dir, run_lens
-from polyalign.models import load_model
-from polyalign.prompts import PromptPack
-from polyalign.scoring import prefix_token_ids
-from polyalign.states import collect_states
-from polyalign.tasks import load_task, load_test_records
-from polyalign.unembed import Unembed, num_layers
+from polyalign.analysis import lens
+from polyalign.analysis.lens import QUANTITIES, plot_from_dir, run_lens
+from polyalign.analysis.states import collect_states
+from polyalign.cli import args as cli_args
+from polyalign.core.errors import PolyalignError
+from polyalign.core.prompts import PromptPack
+from polyalign.core.tasks import load_task, load_test_records
+from polyalign.engine.models import load_model
+from polyalign.engine.scoring import prefix_token_ids
+from polyalign.engine.unembed import Unembed, num_layers
 
 
 def load_lens_model(model_dir, adapter=None):
@@ -103,7 +104,7 @@ def test_lens_distribution_per_layer_equals_naive_forward(family, request, data_
     """Full vocabulary, through the production path (`Unembed.log_probs` on all layers at once):
     last layer = softmax(logits); others = head(final_norm(h_k)), normed once."""
     model, tok = load_lens_model(request.getfixturevalue(family))
-    from polyalign.evaluate import EvalConfig, prepare_language
+    from polyalign.evaluation.evaluate import EvalConfig, prepare_language
 
     cfg = EvalConfig(model="m", task="emotion", langs="de", mode="native", limit=3, data_dir=str(data_dir))
     prep = prepare_language(cfg, PromptPack.load(), tok, "de")
@@ -161,8 +162,8 @@ def test_lens_quantities_equal_plain_forward_per_item(family, cap, head, request
     """Every item, layer and quantity of the batched lens (planned forward batches of several lengths,
     answer-position hooks, unembedding chunks that cut across batches, vocabulary blocks) = one plain
     forward per item; with a soft-cap, and with a head that is not a plain Linear (run whole)."""
-    from polyalign import lens_readout
-    from polyalign.evaluate import EvalConfig
+    from polyalign.analysis import lens_readout
+    from polyalign.evaluation.evaluate import EvalConfig
 
     model, tok = load_lens_model(request.getfixturevalue(family))
     if cap:
@@ -191,7 +192,7 @@ def test_lens_quantities_equal_plain_forward_per_item(family, cap, head, request
 
 
 def test_rechunk_regroups_batches_in_order():
-    from polyalign.lens_readout import rechunk
+    from polyalign.analysis.lens_readout import rechunk
 
     batches = [
         ([0, 1, 2], torch.arange(6.0).view(2, 3, 1)),

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 import polyalign
-from polyalign import tasks
 from polyalign.cli import main
-from polyalign.errors import PolyalignError
-from polyalign.experiment_files import packaged_names, resolve_experiment
+from polyalign.core import tasks
+from polyalign.core.errors import PolyalignError
+from polyalign.study.experiment_files import packaged_names, resolve_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from polyalign.experiment import validate_experiment
-from polyalign.experiment_spec import train_config
-from polyalign.languages import PAPER_LANGUAGES
-from polyalign.train_config import TrainConfig
+from polyalign.alignment.train_config import TrainConfig
+from polyalign.core.languages import PAPER_LANGUAGES
+from polyalign.study.experiment import validate_experiment
+from polyalign.study.experiment_spec import train_config
 
 PAPER = Path(__file__).resolve().parents[1] / "configs" / "paper"
 FILES = sorted(PAPER.glob("*.yaml"))
@@ -137,7 +137,7 @@ PAPER_SHOTS = {"emotion": 2, "snli": 6, "paws": 4}  # demonstrations in each tas
 
 @pytest.mark.parametrize("name", sorted(PAPER_TABLES))
 def test_table_configs_use_the_papers_settings(name, data_dir, monkeypatch):
-    from polyalign.languages import parse_languages
+    from polyalign.core.languages import parse_languages
 
     tasks, modes, scoring, langs, alignment = PAPER_TABLES[name]
     exp = load(name, data_dir, monkeypatch)[0]
@@ -162,8 +162,8 @@ def test_figure_configs_use_the_papers_settings(name, data_dir, monkeypatch):
 
 @pytest.mark.parametrize("task", sorted(PAPER_SHOTS))
 def test_prompt_pack_has_the_papers_shots(task, data_dir):
-    from polyalign.prompts import PromptPack
-    from polyalign.tasks import load_task
+    from polyalign.core.prompts import PromptPack
+    from polyalign.core.tasks import load_task
 
     pack, spec = PromptPack.load(data_dir / "prompts.json"), load_task(task)
     modes = ["english", "native", "agnostic"] if task == "emotion" else ["english"]

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from helpers import random_lora
-from polyalign import cli_args
-from polyalign.errors import PolyalignError
-from polyalign.evaluate import EvalConfig, prepare_language
-from polyalign.models import load_model
-from polyalign.pca import plot_from_dir, run_pca
-from polyalign.prompts import PromptPack
+from polyalign.analysis.pca import plot_from_dir, run_pca
+from polyalign.cli import args as cli_args
+from polyalign.core.errors import PolyalignError
+from polyalign.core.prompts import PromptPack
+from polyalign.engine.models import load_model
+from polyalign.evaluation.evaluate import EvalConfig, prepare_language
 
 LANGS = ["en", "de", "zh"]
 
@@ -94,7 +94,7 @@ def test_projections_correlations_alignment_equal_numpy(family, pooling, request
 def test_pooling_all_is_the_mean_over_every_prompt_position(family, request, data_dir):
     """'all' (the paper's notebook) = mean of a plain forward's hidden states over BOS, few-shot block and item;
     it differs from 'mean' (item tokens only)."""
-    from polyalign.states import collect_states
+    from polyalign.analysis.states import collect_states
 
     model, tok = load_model(str(request.getfixturevalue(family)))
     cfg = EvalConfig(model="m", task="emotion", langs="de", mode="native", limit=5, data_dir=str(data_dir))

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 import yaml
 
-from polyalign import models, precision, training
-from polyalign.demo import DEMO_RECIPE
-from polyalign.train_config import TrainConfig
+from polyalign.alignment import training
+from polyalign.alignment.train_config import TrainConfig
+from polyalign.cli.demo import DEMO_RECIPE
+from polyalign.engine import models, precision
+from polyalign.study.experiment_files import packaged_root
 
-EXPERIMENTS = Path(precision.__file__).parent / "experiments"
+EXPERIMENTS = packaged_root()
 
 
 @pytest.fixture(params=[True, False], ids=["native-bf16-cpu", "avx2-only-cpu"])

@@ -11,10 +11,10 @@ import json
 
 import pytest
 
-from polyalign.models import load_tokenizer
-from polyalign.prompts import MODES, PromptPack
-from polyalign.scoring import is_byte_level, prefix_sets
-from polyalign.tasks import load_task, load_test_records
+from polyalign.core.prompts import MODES, PromptPack
+from polyalign.core.tasks import load_task, load_test_records
+from polyalign.engine.models import load_tokenizer
+from polyalign.engine.scoring import is_byte_level, prefix_sets
 
 
 # --- the paper's code, ported literally (emotion_eval_2shot.py and siblings, from the spec) ----------

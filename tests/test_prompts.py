@@ -3,10 +3,10 @@ import json
 import pytest
 
 from helpers import PAPER_PACK
-from polyalign.errors import PolyalignError
-from polyalign.languages import PAPER_LANGUAGES
-from polyalign.prompts import MODES, PromptPack
-from polyalign.tasks import load_task, load_test_records
+from polyalign.core.errors import PolyalignError
+from polyalign.core.languages import PAPER_LANGUAGES
+from polyalign.core.prompts import MODES, PromptPack
+from polyalign.core.tasks import load_task, load_test_records
 
 PACK_MODE = {v: k for k, v in MODES.items()}
 

@@ -6,10 +6,10 @@ import pytest
 
 from helpers import PAPER_PACK, naive_scores
 from polyalign.cli import main
-from polyalign.evaluate import EvalConfig, prepare_language
-from polyalign.models import load_model
-from polyalign.prompts import PromptPack
-from polyalign.scoring import Scorer
+from polyalign.core.prompts import PromptPack
+from polyalign.engine.models import load_model
+from polyalign.engine.scoring import Scorer
+from polyalign.evaluation.evaluate import EvalConfig, prepare_language
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +21,7 @@ def test_gemma_cached_scores_equal_naive_forward_on_real_prompts(gemma_dir, data
     )
     prep = prepare_language(cfg, PromptPack.load(PAPER_PACK), tok, "de")
     got = Scorer(model, tok).score(prep.items, prep.shared, "exact", None, batch_size=3)
-    from polyalign.tasks import load_task, load_test_records
+    from polyalign.core.tasks import load_task, load_test_records
 
     task = load_task("snli")
     records = load_test_records(task, "de", data_dir)

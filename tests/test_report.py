@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from polyalign.errors import PolyalignError
-from polyalign.report import accuracy_table, build_tables, load_run, paired_bootstrap, write_report
-from polyalign.stats import benjamini_hochberg, holm
-from polyalign.store import Store
+from polyalign.core.errors import PolyalignError
+from polyalign.evaluation.stats import benjamini_hochberg, holm
+from polyalign.study.report import accuracy_table, build_tables, load_run, paired_bootstrap, write_report
+from polyalign.study.store import Store
 
 N = 40
 # accuracy per (setting, lang): the adapter helps zh (seen) a lot and fr (unseen) a little

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from helpers import PAPER_PACK
-from polyalign.calibration import roc_auc
-from polyalign.demo import print_headline
-from polyalign.report import build_tables, load_run, write_report
-from polyalign.report_calibrated import auc_of, calibrate_run, headline_table, with_calibration
-from polyalign.store import Store
+from polyalign.cli.demo import print_headline
+from polyalign.evaluation.calibration import roc_auc
+from polyalign.study.report import build_tables, load_run, write_report
+from polyalign.study.report_calibrated import auc_of, calibrate_run, headline_table, with_calibration
+from polyalign.study.store import Store
 
 N = 40
 LANGS = ("en", "de", "fr")
@@ -117,8 +117,8 @@ def test_demo_headline_prints_raw_calibrated_and_delta_auc(tmp_path, capsys):
 def test_real_eval_results_json_and_report_agree(tiny_gemma, data_dir, tmp_path, rule):
     """A real evaluation's results.json holds calibrated accuracy and AUC; a store filled from its
     samples alone (a run made before this change) gives the same numbers in the report."""
-    from polyalign.evaluate import EvalConfig, run_eval
-    from polyalign.models import load_model
+    from polyalign.engine.models import load_model
+    from polyalign.evaluation.evaluate import EvalConfig, run_eval
 
     model, tok = load_model(str(tiny_gemma))
     cfg = EvalConfig(str(tiny_gemma), "emotion", "en,zh", "english", rule, limit=12, data_dir=str(data_dir))

@@ -3,9 +3,9 @@
 import pytest
 
 from helpers import PREFIX, QUERIES, WORDS, make_items, naive_scores
-from polyalign.errors import PolyalignError
-from polyalign.models import load_model
-from polyalign.scoring import Indistinguishable, Scorer, check_distinguishable, plan_batches, prefix_token_ids
+from polyalign.core.errors import PolyalignError
+from polyalign.engine.models import load_model
+from polyalign.engine.scoring import Indistinguishable, Scorer, check_distinguishable, plan_batches, prefix_token_ids
 
 
 @pytest.mark.slow
@@ -71,7 +71,7 @@ def _byte_level_alphabet() -> dict[str, int]:
 def test_byte_level_tokenizer_finds_non_ascii_labels(smollm_tokenizer):
     from transformers import AutoTokenizer
 
-    from polyalign.scoring import is_byte_level
+    from polyalign.engine.scoring import is_byte_level
 
     tok = AutoTokenizer.from_pretrained(smollm_tokenizer)
     assert is_byte_level(tok)
@@ -145,7 +145,7 @@ def test_plan_batches_separates_a_long_row_from_short_ones():
 @pytest.mark.slow
 def test_resumed_scoring_replays_the_whole_plan(tiny_gemma, monkeypatch):
     """Items already done are skipped; the rest get bit-identical scores to an uninterrupted run."""
-    from polyalign import scoring
+    from polyalign.engine import scoring
 
     monkeypatch.setattr(scoring, "UNEMBED_POSITIONS", 2)
     model, tokenizer = load_model(str(tiny_gemma))

@@ -7,19 +7,19 @@ from collections import Counter
 import pytest
 import yaml
 
-from polyalign.alignment_data import build_pairs, derangement
+from polyalign.alignment.alignment_data import build_pairs, derangement
 from polyalign.cli import main
-from polyalign.errors import PolyalignError
-from polyalign.experiment import Runner
-from polyalign.experiment_spec import load_experiment
-from polyalign.prompts import PromptPack
-from polyalign.report import write_report
-from polyalign.report_seeds import control_table, seeds_table
-from polyalign.report_tables import build_tables
-from polyalign.run_data import load_run
-from polyalign.stats import sign_test
-from polyalign.store import Store
-from polyalign.variants import seeded_name, split_seeded
+from polyalign.core.errors import PolyalignError
+from polyalign.core.prompts import PromptPack
+from polyalign.evaluation.stats import sign_test
+from polyalign.study.experiment import Runner
+from polyalign.study.experiment_spec import load_experiment
+from polyalign.study.report import write_report
+from polyalign.study.report_seeds import control_table, seeds_table
+from polyalign.study.report_tables import build_tables
+from polyalign.study.run_data import load_run
+from polyalign.study.store import Store
+from polyalign.study.variants import seeded_name, split_seeded
 
 SETTING = {"task": "emotion", "sources": ["zh", "es"], "target": "en", "items": "250:300", "per_language": 16}
 CONTROL = {**SETTING, "name": "ctl", "pairing": "shuffled", "control_of": "al", "seeds": [0, 1]}

@@ -1,4 +1,4 @@
-"""polyalign.stats against values worked out by hand: the Holm and Benjamini-Hochberg corrections,
+"""polyalign.evaluation.stats against values worked out by hand: the Holm and Benjamini-Hochberg corrections,
 the exact sign test, balanced accuracy, macro-F1, the label distribution and the joint bootstrap CI."""
 
 from math import exp, lgamma, log
@@ -6,7 +6,7 @@ from math import exp, lgamma, log
 import numpy as np
 import pytest
 
-from polyalign.stats import (
+from polyalign.evaluation.stats import (
     balanced_accuracy,
     benjamini_hochberg,
     bootstrap_average_ci,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from polyalign import step_clock
-from polyalign.step_clock import PRIOR_SECONDS, StepClock
-from polyalign.store import Step, Store, execute_steps
+from polyalign.study import step_clock
+from polyalign.study.step_clock import PRIOR_SECONDS, StepClock
+from polyalign.study.store import Step, Store, execute_steps
 
 
 def _step(kind: str, key: str, config: dict, run=None) -> Step:
@@ -48,10 +48,10 @@ def test_time_left_uses_priors_then_measured_rates(monkeypatch):
 
 def test_step_precision_resolves_auto_for_this_machine(monkeypatch):
     monkeypatch.setattr(step_clock, "_cuda", lambda: False)
-    monkeypatch.setattr("polyalign.precision.cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr("polyalign.engine.precision.cpu_has_native_bf16", lambda: False)
     assert step_clock.step_precision(TRAIN) == "fp32"  # no precision key: auto
     assert step_clock.step_precision(EVAL) == "fp32"
-    monkeypatch.setattr("polyalign.precision.cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr("polyalign.engine.precision.cpu_has_native_bf16", lambda: True)
     assert step_clock.step_precision(TRAIN) == "bf16"
     assert step_clock.step_precision(_step("eval", "e2", {"langs": [], "dtype": None})) == "bf16"
     assert step_clock.step_precision(DATA) is None

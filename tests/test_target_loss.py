@@ -5,9 +5,15 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
 
-from polyalign.target_loss import CHUNK_BYTES, TargetLossTrainer, chunk_rows, summed_cross_entropy, target_loss
-from polyalign.training_data import PadCollator, tokenize_pairs
-from polyalign.unembed import Unembed
+from polyalign.alignment.target_loss import (
+    CHUNK_BYTES,
+    TargetLossTrainer,
+    chunk_rows,
+    summed_cross_entropy,
+    target_loss,
+)
+from polyalign.alignment.training_data import PadCollator, tokenize_pairs
+from polyalign.engine.unembed import Unembed
 
 ROWS = [
     {"prompt": "Translate: Der Hund schläft.\nEnglish:", "completion": " The dog is asleep."},

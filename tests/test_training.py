@@ -10,15 +10,15 @@ import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 from helpers import two_cpu_processes
-from polyalign.alignment_data import build_pairs, write_pairs
-from polyalign.errors import PolyalignError
-from polyalign.merge import merge
-from polyalign.models import load_model
-from polyalign.prompts import PromptPack
-from polyalign.train_cli import add_cli
-from polyalign.train_config import TrainConfig, default_config_path, load_config
-from polyalign.training import train
-from polyalign.training_data import IGNORE, PadCollator, tokenize_pairs
+from polyalign.alignment.alignment_data import build_pairs, write_pairs
+from polyalign.alignment.merge import merge
+from polyalign.alignment.train_config import TrainConfig, default_config_path, load_config
+from polyalign.alignment.training import train
+from polyalign.alignment.training_data import IGNORE, PadCollator, tokenize_pairs
+from polyalign.cli.train import add_cli
+from polyalign.core.errors import PolyalignError
+from polyalign.core.prompts import PromptPack
+from polyalign.engine.models import load_model
 
 TINY = [
     "max_steps=4",

@@ -7,12 +7,12 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoTokenizer, TrainerCallback
 
-from polyalign.alignment_data import build_pairs, write_pairs
-from polyalign.errors import PolyalignError
-from polyalign.prompts import PromptPack
-from polyalign.train_config import load_config
-from polyalign.training import train
-from polyalign.training_data import IGNORE, tokenize_pairs
+from polyalign.alignment.alignment_data import build_pairs, write_pairs
+from polyalign.alignment.train_config import load_config
+from polyalign.alignment.training import train
+from polyalign.alignment.training_data import IGNORE, tokenize_pairs
+from polyalign.core.errors import PolyalignError
+from polyalign.core.prompts import PromptPack
 
 STEPS = [
     "max_steps=6",

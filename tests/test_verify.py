@@ -1,4 +1,4 @@
-"""Verified reduced precision (polyalign.verify): bf16 scores, float32 re-scores under the threshold."""
+"""Verified reduced precision (polyalign.evaluation.verify): bf16 scores, float32 re-scores under the threshold."""
 
 import json
 import math
@@ -6,12 +6,13 @@ import math
 import pytest
 
 from helpers import PAPER_PACK
-from polyalign import evaluate, scoring
 from polyalign.cli import main
-from polyalign.evaluate import EvalConfig, run_eval
-from polyalign.models import load_model
-from polyalign.results import SampleLog
-from polyalign.verify import margin, threshold_in_effect
+from polyalign.engine import scoring
+from polyalign.engine.models import load_model
+from polyalign.evaluation import evaluate
+from polyalign.evaluation.evaluate import EvalConfig, run_eval
+from polyalign.evaluation.results import SampleLog
+from polyalign.evaluation.verify import margin, threshold_in_effect
 
 LANGS = ("en", "zh")
 

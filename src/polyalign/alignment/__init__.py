@@ -1,0 +1,5 @@
+"""Layer 4, alignment: question-alignment data and LoRA training.
+
+Alignment pairs, translation, tokenized training data, the training config (+ configs/), the
+training loop, the target-token loss, checkpoints and adapter merging. Imports core and engine.
+"""

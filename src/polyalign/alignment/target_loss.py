@@ -1,0 +1,121 @@
+"""The training loss on target tokens only, unembedded in chunks: HF's value, a fraction of its cost.
+
+Why: HF's causal-LM loss projects every position onto the vocabulary and takes a log-softmax
+over [tokens, vocab] fp32 logits. With Gemma's 262k-token vocabulary that projection, the
+log-softmax and their gradients are about half of a CPU training step (docs/benchmarks.md), yet
+the loss reads only the positions whose next token is a target (the completion; prompt and
+padding are masked). Here the model runs its body only (no logits), the target rows are kept,
+and the unembedding (`polyalign.engine.unembed`: the model's own head and soft-cap) is applied to them
+a chunk at a time: 128 MiB of fp32 logits, 128 rows of Gemma's vocabulary (on the demo's longest
+batch, 1024-row chunks peaked 2 GB higher at the same speed). Each chunk's gradient with respect
+to its rows is taken as soon as its logits exist, so no logits tensor outlives its chunk. The
+value, its normalisation (HF's `num_items_in_batch` under gradient accumulation and across
+processes) and the LoRA gradients are HF's default loss's (tests/test_target_loss.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import Trainer
+
+from polyalign.alignment.training_data import IGNORE
+from polyalign.engine.unembed import Unembed
+
+CHUNK_BYTES = 128 * 2**20  # fp32 logits of one chunk of rows
+BATCH_ONLY = ("labels", "shift_labels", "logits_to_keep")  # what the loss reads, not the model
+
+
+class _RowGradients(torch.autograd.Function):
+    """Summed cross-entropy of rows; forward also takes d(sum)/d(rows) chunk by chunk (the unembedding
+    is frozen), so backward only scales that [rows, hidden] gradient, never a [rows, vocab] one."""
+
+    @staticmethod
+    def forward(ctx, rows: torch.Tensor, targets: torch.Tensor, unembed: Unembed, chunk: int) -> torch.Tensor:
+        total = torch.zeros((), dtype=torch.float32, device=rows.device)
+        grads = torch.empty_like(rows)  # [rows, hidden]
+        for start in range(0, len(rows), chunk):
+            piece = rows[start : start + chunk].detach().requires_grad_()  # [chunk, hidden]
+            with torch.enable_grad():
+                logits = unembed.forward(piece)  # [chunk, vocab] fp32
+                loss = F.cross_entropy(logits, targets[start : start + chunk], reduction="sum")
+            (grads[start : start + chunk],) = torch.autograd.grad(loss, piece)
+            total += loss.detach()
+        ctx.save_for_backward(grads)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
+        (grads,) = ctx.saved_tensors
+        return grads * grad_total.to(grads.dtype), None, None, None
+
+
+def chunk_rows(vocab_size: int) -> int:
+    """Rows whose fp32 logits fill CHUNK_BYTES (128 for Gemma's 262k vocabulary, 682 for SmolLM2's 49k)."""
+    return max(1, CHUNK_BYTES // (4 * vocab_size))
+
+
+def summed_cross_entropy(rows: torch.Tensor, targets: torch.Tensor, unembed: Unembed, chunk: int) -> torch.Tensor:
+    """fp32 sum over rows [n, hidden] of -log p(target [n]), unembedded at most `chunk` rows at a time."""
+    pieces = max(1, -(-len(rows) // chunk))
+    chunk = max(1, -(-len(rows) // pieces))  # equal chunks: no small remainder (a slow matmul)
+    frozen = not any(p.requires_grad for p in unembed.head.parameters())
+    if torch.is_grad_enabled() and rows.requires_grad and frozen:
+        return _RowGradients.apply(rows, targets, unembed, chunk)
+    total = torch.zeros((), dtype=torch.float32, device=rows.device)
+    for start in range(0, len(rows), chunk):  # evaluation, or a trainable head: plain autograd per chunk
+        logits = unembed.forward(rows[start : start + chunk])  # [chunk, vocab] fp32
+        total = total + F.cross_entropy(logits, targets[start : start + chunk], reduction="sum")
+    return total
+
+
+def target_loss(
+    model: torch.nn.Module,
+    inputs: dict[str, Any],
+    unembed: Unembed,
+    num_items_in_batch: torch.Tensor | int | None = None,
+    chunk: int | None = None,
+) -> tuple[torch.Tensor, Any]:
+    """(mean next-token cross-entropy over the target tokens, the model's outputs without logits).
+
+    Divided by `num_items_in_batch` when the Trainer passes it (targets of the whole accumulated
+    batch, as HF's loss), else by this batch's targets. `model` may be wrapped (PEFT, DDP): it is
+    called as a whole, so a distributed wrapper sees the forward it needs. `chunk`: rows unembedded
+    at once (default `chunk_rows`).
+    """
+    labels = inputs["labels"]  # [batch, seq], IGNORE on prompt and padding
+    body = {k: v for k, v in inputs.items() if k not in BATCH_ONLY}
+    no_position = torch.zeros(0, dtype=torch.long, device=labels.device)  # the head runs below, on targets
+    outputs = model(**body, logits_to_keep=no_position, output_hidden_states=True)
+    hidden = outputs.hidden_states[-1]  # [batch, seq, hidden]: the decoder's final, normed output
+    next_labels = F.pad(labels[:, 1:], (0, 1), value=IGNORE)  # [batch, seq]: the token each position predicts
+    keep = next_labels != IGNORE  # [batch, seq]
+    rows = hidden[keep]  # [targets, hidden]
+    total = summed_cross_entropy(rows, next_labels[keep], unembed, chunk or chunk_rows(unembed.vocab_size))
+    count = num_items_in_batch if num_items_in_batch is not None else keep.sum()
+    if torch.is_tensor(count):
+        count = count.to(total.device)
+    return total / count, outputs
+
+
+class TargetLossTrainer(Trainer):
+    """HF's Trainer with `target_loss` in place of the model's full-vocabulary loss."""
+
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, Any]:
+        unembed = Unembed(self.accelerator.unwrap_model(model))
+        with self.accelerator.autocast():  # mixed precision wraps only the model's forward: the head runs here
+            loss, outputs = target_loss(model, inputs, unembed, num_items_in_batch)
+        counted = self.model_accepts_loss_kwargs and num_items_in_batch is not None
+        if counted and self.args.average_tokens_across_devices:
+            # As Trainer.compute_loss: num_items_in_batch counts every process's targets and DDP
+            # averages gradients over processes, so the loss is scaled back up by their number.
+            loss = loss * (self.accelerator.num_processes if self.args.n_gpu <= 1 else self.args.n_gpu)
+        return (loss, outputs) if return_outputs else loss

@@ -1,0 +1,85 @@
+"""`polyalign run`: the command line of experiments (polyalign.study.experiment)."""
+
+from __future__ import annotations
+
+import argparse
+
+from polyalign.study.experiment import run_experiment, validate_experiment
+from polyalign.study.experiment_spec import Experiment, trainings
+
+
+def plan_lines(exp: Experiment, name: str) -> list[str]:
+    """The dry run's summary: each setting's trainings (one per seed and model), then the step counts."""
+    n, lines, trains, evals = len(exp.models), [], 0, len(exp.tasks)
+    for s in exp.alignment:
+        names = [stored for stored, _ in trainings(s, exp.trust_remote_code)]
+        role = f"control of {s.control_of} (shuffled pairing)" if s.control_of else f"{s.pairing} pairing"
+        seeds = f"seeds {', '.join(map(str, s.seeds))}" if s.seeds is not None else "the recipe's seed"
+        lines.append(f"  {s.name}: {role}; {n * len(names)} train ({seeds}): {', '.join(names)}")
+        trains, evals = trains + len(names), evals + len(names) * len(s.tasks or exp.tasks)
+    lines.append(
+        f"{name}: valid; {len(exp.alignment)} data, {n * trains} train, {n * evals * len(exp.modes)} eval, "
+        f"{n * len(exp.analyses.lens)} lens, {n * len(exp.analyses.pca)} pca steps"
+    )
+    return lines
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import json
+
+    from polyalign.study.experiment_files import resolve_experiment
+
+    path = resolve_experiment(args.experiment)  # a YAML file, or a packaged name such as paper/table3_tasks
+    overrides = [*args.overrides, *([f"data_dir={json.dumps(args.data_dir)}"] if args.data_dir else [])]
+    if args.dry_run:
+        exp, notes = validate_experiment(path, overrides, data=True)
+        for note in notes:
+            print(f"note: {note}")
+        print("\n".join(plan_lines(exp, args.experiment)))
+        return 0
+    runner = run_experiment(path, args.out, overrides)
+    print(
+        f"ran {len(runner.executed)} steps, skipped {len(runner.skipped)} done earlier; "
+        f"results: {runner.run_dir / 'results.sqlite'}; next: polyalign report {runner.run_dir}"
+    )
+    return 0
+
+
+class _IntermixedParser(argparse.ArgumentParser):
+    """Accepts overrides after options (`run X.yaml --out DIR key=value`), which plain argparse
+    rejects once the positionals were matched."""
+
+    _nested = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._nested:
+            return super().parse_known_args(args, namespace)
+        self._nested = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._nested = False
+
+
+def add_cli(subparsers) -> argparse.ArgumentParser:
+    """Register `polyalign run` on the top-level subparsers."""
+    p = subparsers.add_parser(
+        "run", help="run an experiment YAML end to end (data, train, eval, lens, pca); steps already done are skipped"
+    )
+    if type(p) is argparse.ArgumentParser:
+        p.__class__ = _IntermixedParser
+    p.add_argument(
+        "experiment",
+        help="experiment YAML file, or a packaged config such as paper/table3_tasks (list: polyalign configs)",
+    )
+    p.add_argument("--out", help="run folder (default: runs/<name>)")
+    p.add_argument("--data-dir", help="benchmark folder; overrides the experiment's data_dir")
+    p.add_argument("--dry-run", action="store_true", help="validate the file and count its steps; run nothing")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="dotted overrides parsed as YAML, e.g. limit=20 alignment.0.train.max_steps=2",
+    )
+    p.set_defaults(func=cmd_run)
+    return p

@@ -1,0 +1,137 @@
+"""The alignment half of an experiment's plan: one data step per alignment setting (its pairs) and
+one train step per model, setting and training seed (its LoRA adapter).
+
+Split out of polyalign.study.experiment, whose Runner supplies the context (`StepContext`). A step's key
+holds only what changes its outputs: the seed enters a train step's key through its train config,
+and a data step's key gains `pairing` only for a shuffled control, so the steps of experiments
+written before seeds and controls existed keep their keys (and their finished folders).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Protocol
+
+from polyalign.alignment.alignment_data import build_pairs, question_file_records, write_pairs
+from polyalign.alignment.training import train
+from polyalign.alignment.translation import records_translator
+from polyalign.core.files import read_records
+from polyalign.core.prompts import PromptPack
+from polyalign.core.tasks import TaskSpec, load_task, test_file_path
+from polyalign.study.experiment_spec import AlignmentSetting, Experiment, trainings
+from polyalign.study.store import Step, Store, step_key
+
+# AlignmentSetting fields that name, train, evaluate or relate a setting but do not change its pairs
+NOT_DATA = ("name", "train", "tasks", "seeds", "control_of")
+
+
+class StepContext(Protocol):
+    """What the steps need of the experiment's Runner."""
+
+    exp: Experiment
+    data_dir: Path
+    prompts: str | None
+    store: Store
+
+    def resolve(self, name: str) -> Path: ...
+
+    def folder(self, step: Step) -> Path: ...
+
+    def task_id(self, task: str) -> dict: ...
+
+
+def data_declared(s: AlignmentSetting) -> dict:
+    """The setting's declarations that make its pairs, without the defaults added after runs existed."""
+    declared = {k: v for k, v in asdict(s).items() if k not in NOT_DATA}
+    if declared["items"] is None:
+        del declared["items"]  # keeps the keys of experiments written before item ranges existed
+    if declared["pairing"] == "parallel":
+        del declared["pairing"]  # likewise for experiments written before shuffled controls
+    return declared
+
+
+def _data_inputs(ctx: StepContext, s: AlignmentSetting, task: TaskSpec) -> dict[str, Path]:
+    """The files a setting's pairs are read from, by role (their hashes enter the step's key)."""
+    files_in = {f"pair:{lang}": ctx.resolve(p) for lang, p in s.pair_files.items()}
+    if s.target_file:
+        files_in["target_file"] = ctx.resolve(s.target_file)
+    if task.train_file:
+        files_in["train_file"] = ctx.data_dir / task.train_file
+    if s.items is not None:
+        return {
+            f"test:{lang}": test_file_path(task, lang, ctx.data_dir)
+            for lang in dict.fromkeys([s.target, *s.sources, task.pivot])
+        }
+    if task.question_file:
+        files_in.update(
+            {f"question:{lang}": ctx.data_dir / task.question_file.format(lang=lang) for lang in [*s.sources, s.target]}
+        )
+    return files_in
+
+
+def data_step(ctx: StepContext, s: AlignmentSetting) -> Step:
+    """The step writing a setting's pairs.jsonl (shared by every model and seed trained on it)."""
+    task = load_task(s.task)
+    files_in = _data_inputs(ctx, s, task)
+    config = {
+        **ctx.task_id(s.task),
+        **data_declared(s),
+        "inputs": {role: ctx.store.digest(p) for role, p in sorted(files_in.items())},
+    }
+
+    def run(folder: Path) -> dict:
+        pack = PromptPack.load(ctx.prompts)
+        sources = {lang: str(files_in[f"pair:{lang}"]) for lang in s.pair_files}
+        target = str(files_in["target_file"]) if s.target_file else None
+        if not target and s.items is None and s.target != task.pivot and _has_question(ctx, task, s.target):
+            english = read_records(ctx.data_dir / task.train_file)  # type: ignore[operator]  # see _has_question
+            for lang in [s.target, *s.sources]:
+                if lang not in sources and _has_question(ctx, task, lang):
+                    path = folder / f"records_{lang}.jsonl"
+                    write_pairs(question_file_records(task, lang, ctx.data_dir, english), path)
+                    sources[lang] = str(path)
+            target = sources.pop(s.target)
+        translate = _translator(ctx, s, task, folder)
+        args = (s.sources, s.target, s.per_language, s.seed, ctx.data_dir, pack, sources, target, translate)
+        pairs = build_pairs(task, *args, s.items, s.pairing)
+        write_pairs(pairs, folder / "pairs.jsonl")
+        return {"pairs": "pairs.jsonl", "n": len(pairs)}
+
+    shuffled = ", shuffled" if s.pairing != "parallel" else ""
+    return Step(
+        "data",
+        step_key("data", config),
+        config,
+        f"{s.name} ({s.task} {','.join(s.sources)}->{s.target}{shuffled})",
+        run,
+    )
+
+
+def _has_question(ctx: StepContext, task: TaskSpec, lang: str) -> bool:
+    return bool(
+        task.question_file and task.train_file and (ctx.data_dir / task.question_file.format(lang=lang)).exists()
+    )
+
+
+def _translator(ctx: StepContext, s: AlignmentSetting, task: TaskSpec, folder: Path) -> Callable | None:
+    if not s.translator:
+        return None
+    return records_translator(
+        s.translator, task.fields, s.translator_lang_codes, folder / "translations.jsonl", device=ctx.exp.device
+    )
+
+
+def train_steps(ctx: StepContext, model: str, mid: dict, s: AlignmentSetting, data: Step) -> list[tuple[str, Step]]:
+    """(stored name, step) of each adapter of `model` on a setting's pairs: one per training seed."""
+    steps = []
+    for name, cfg in trainings(s, ctx.exp.trust_remote_code):
+        config = {"model": mid, "data": data.key, "train": asdict(cfg)}
+
+        def run(folder: Path, cfg=cfg) -> dict:
+            summary = train(model, ctx.folder(data) / "pairs.jsonl", folder / "train", cfg, resume=True)
+            return {"adapter": "train/adapter", "summary": summary}
+
+        steps.append((name, Step("train", step_key("train", config), config, f"{model} + {name}", run)))
+    return steps

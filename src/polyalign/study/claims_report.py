@@ -1,0 +1,192 @@
+"""`polyalign claims RUN_DIR`: docs/CLAIMS.md, one verdict per paper claim, from a finished run.
+
+The rules are the `claims` block the run was started with (stored in its results.sqlite), so the
+file reports what was pre-registered, not what a later edit of the YAML says. Every number is
+recomputed from per-item results (polyalign.study.claims).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from polyalign.core.config import build
+from polyalign.core.errors import PolyalignError
+from polyalign.core.files import atomic_write_text, md_table
+from polyalign.evaluation.stats import RESAMPLES, SEED
+from polyalign.study.claims import ClaimResult, PartResult, evaluate_claims
+from polyalign.study.claims_spec import ClaimsSpec
+from polyalign.study.run_data import RunData, load_run
+
+TESTS = {
+    "sign": "exact sign test over items",
+    "bootstrap": "bootstrap over items",
+    "equivalence": "equivalence (TOST, bootstrap)",
+}
+
+
+def stored_claims(run: RunData) -> ClaimsSpec:
+    """The claims block the run was started with, typed again."""
+    raw = run.experiment.get("claims")
+    if not raw:
+        raise PolyalignError(f"{run.run_dir}: the run's experiment declares no claims block")
+    return build(ClaimsSpec, raw, f"{run.run_dir}: claims")
+
+
+def _number(value: float, measure: str) -> str:
+    return f"{value:+.3f}" if measure == "pca" else f"{100 * value:+.1f}"
+
+
+def interval_text(interval, measure: str) -> str:
+    if interval is None:
+        return "–"
+    delta, lo, hi = interval
+    return f"{_number(delta, measure)} [{_number(lo, measure)}, {_number(hi, measure)}]"
+
+
+def _p(value: float | None) -> str:
+    return "–" if value is None else (f"{value:.3f}" if value >= 0.001 else f"{value:.1e}")
+
+
+def _lines(result: ClaimResult, cell) -> str:
+    """One line per part (prefixed by its name when the claim has several)."""
+    many = len(result.parts) > 1
+    return "<br>".join((f"{r.part.name}: " if many else "") + cell(r) for r in result.parts)
+
+
+def primary_raw(r: PartResult) -> str:
+    if r.part.measure in ("lens", "pca"):
+        return interval_text(r.effect, r.part.measure) + (" (Δr)" if r.part.measure == "pca" else " (Δp, pp)")
+    return interval_text(r.raw, "accuracy")
+
+
+def summary_rows(results: list[ClaimResult], spec: ClaimsSpec) -> list[list[str]]:
+    rows = []
+    for res in results:
+        tests = sorted({TESTS[r.part.test] for r in res.parts})
+        p = f"{', '.join(tests)}; p {_p(res.p)}, corrected {_p(res.p_corrected)}"
+        rows.append(
+            [
+                res.claim.id,
+                res.claim.statement,
+                res.claim.paper,
+                res.claim.comparison,
+                _lines(res, primary_raw),
+                _lines(res, lambda r: interval_text(r.calibrated, "accuracy")),
+                p if res.p is not None else "–",
+                f"**{res.verdict}**",
+            ]
+        )
+    return rows
+
+
+def arms_text(r: PartResult) -> str:
+    if r.arms is None:
+        return f"{r.part.treatment.setting} vs {r.part.reference.setting}"
+    t, ref = r.arms
+    model = t.model if t.model == ref.model else f"{t.model} vs {ref.model}"
+    return f"{model}: {t.label()} vs {ref.label()}"
+
+
+def part_paragraph(r: PartResult, alpha: float) -> str:
+    """What one part compared and found."""
+    part = r.part
+    head = f"- **{part.name}** ({part.measure}; {arms_text(r)})"
+    if r.missing and r.effect is None:
+        return f"{head}: not testable: {r.missing}."
+    rule = (
+        f"equivalence within ±{_number(part.margin or 0, part.measure)}"
+        if part.test == "equivalence"
+        else f"gain of at least {_number(part.min_effect, part.measure)}"
+    )
+    text = (
+        f"{head}, languages {', '.join(r.langs)}, {r.n_items} items: effect {interval_text(r.effect, part.measure)} "
+        f"({100 * (1 - alpha):.0f}% CI); {TESTS[part.test]} p {_p(r.p)}; items better / worse {r.better} / {r.worse}"
+    )
+    if r.equivalence_ci is not None:
+        lo, hi = r.equivalence_ci
+        text += f"; {100 * (1 - 2 * alpha):.0f}% CI [{_number(lo, part.measure)}, {_number(hi, part.measure)}]"
+    if part.measure in ("accuracy", "calibrated"):
+        text += f"; raw {interval_text(r.raw, 'accuracy')}, calibrated {interval_text(r.calibrated, 'accuracy')}"
+        text += f", ΔAUC {interval_text(r.auc, 'accuracy')}" if r.auc else ""
+    verdict = f"not testable: {r.missing}" if r.missing else r.verdict
+    return f"{text}. Rule: {rule}. Part: {verdict}."
+
+
+def claim_section(res: ClaimResult, alpha: float) -> list[str]:
+    lines = [f"### Claim {res.claim.id}: {res.verdict}", "", f"*Paper:* {res.claim.statement} ({res.claim.paper})"]
+    lines += ["", f"*Our comparison:* {res.claim.comparison}", ""]
+    lines += [part_paragraph(r, alpha) for r in res.parts]
+    p = f"p = {_p(res.p)} (largest of its parts), corrected {_p(res.p_corrected)}. " if res.p is not None else ""
+    return lines + ["", f"Verdict: **{res.verdict}**. {p}{res.reason}.", ""]
+
+
+def wall_time(run: RunData) -> str:
+    """The span of the run's step ledger (first step recorded to last finished), if recorded."""
+    from polyalign.study.store import Store
+
+    keys = {entry["key"] for entry in run.plan}
+    with Store(run.run_dir, create=False) as store:
+        stamps = [row[0] for row in store.db.execute("SELECT updated, key FROM steps") if row[1] in keys]
+    if len(stamps) < 2:
+        return "not recorded"
+    seconds = max(stamps) - min(stamps)
+    return f"{seconds / 3600:.0f} h {seconds % 3600 / 60:02.0f} min (the span of the run's step ledger)"
+
+
+def render_claims(run: RunData, results: list[ClaimResult], spec: ClaimsSpec, machine: str, command: str) -> str:
+    counts = {v: sum(r.verdict == v for r in results) for v in ("supported", "contradicted", "inconclusive")}
+    counts["not testable"] = len(results) - sum(counts.values())
+    header = ["#", "the paper's claim", "paper's numbers", "our comparison", "effect raw, 95% CI (pp)"]
+    header += ["effect calibrated (pp)", "test, p (corrected)", "verdict"]
+    lines = [
+        "# The paper's claims, one verdict each",
+        "",
+        f"Generated by `{command}`; do not edit by hand. Run folder: `{run.run_dir}` (experiment "
+        f"{run.experiment.get('name') or '–'}; models {', '.join(run.experiment.get('models', []))}). "
+        f"Machine: {machine}. Measured wall time: {wall_time(run)}.",
+        "",
+        f"Rules: declared in the experiment's `claims` block before the run and applied mechanically. Each "
+        f"claim's p is the largest of its parts' (all must hold); {spec.correction} correction across the "
+        f"testable claims at alpha {spec.alpha}. Effects: treatment - reference, mean over languages of the "
+        f"mean item difference, CIs from {RESAMPLES} bootstrap resamples of items drawn jointly across "
+        f"languages (seed {SEED}); calibrated = after batch calibration. "
+        + ", ".join(f"{n} {v}" for v, n in counts.items())
+        + ".",
+        "",
+        *md_table(header, summary_rows(results, spec)),
+        "",
+        "## Claim by claim",
+        "",
+    ]
+    for res in results:
+        lines += claim_section(res, spec.alpha)
+    return "\n".join(lines)
+
+
+def write_claims(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Evaluate the run's claims and write the markdown file (default: RUN_DIR/CLAIMS.md)."""
+    from polyalign.engine.precision import cpu_description  # torch: only when the command runs
+
+    run = load_run(run_dir)
+    spec = stored_claims(run)
+    results = evaluate_claims(run, spec)
+    out = Path(out) if out else Path(run_dir) / "CLAIMS.md"
+    command = f"polyalign claims {run_dir}" + (f" --out {out}" if out != Path(run_dir) / "CLAIMS.md" else "")
+    atomic_write_text(out, render_claims(run, results, spec, cpu_description(), command))
+    return out
+
+
+def cmd_claims(args: argparse.Namespace) -> int:
+    out = write_claims(args.run_dir, args.out)
+    print(f"claims: {out}")
+    return 0
+
+
+def add_cli(subparsers) -> argparse.ArgumentParser:
+    """Register `polyalign claims` on the top-level subparsers."""
+    p = subparsers.add_parser("claims", help="one verdict per paper claim (the run's claims block) as markdown")
+    p.add_argument("run_dir", help="the folder of a `polyalign run` whose experiment declares claims")
+    p.add_argument("--out", help="output file (default: RUN_DIR/CLAIMS.md; docs/CLAIMS.md for the study)")
+    p.set_defaults(func=cmd_claims, out_is_file=True)
+    return p

@@ -1,0 +1,240 @@
+"""What an experiment file declares: models, alignment settings, tasks, modes, analyses.
+
+Dataclasses typed and checked by polyalign.core.config; `load_experiment` reads, overrides and
+validates a file without touching a model or the benchmark. polyalign.study.experiment runs it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from polyalign.alignment.alignment_data import PAIRINGS
+from polyalign.alignment.train_config import TrainConfig, load_config
+from polyalign.alignment.train_config import check_config as check_train_config
+from polyalign.core.config import apply_overrides, build, read_mapping
+from polyalign.core.declarations import (
+    DTYPE_CHOICES,
+    POOLINGS,
+    RULES,
+    check_analysis_limit,
+    check_choice,
+    check_layer_names,
+)
+from polyalign.core.errors import PolyalignError
+from polyalign.core.item_range import check_overlap, evaluated_range, parse_items, read_provenance
+from polyalign.core.languages import get_language, parse_languages
+from polyalign.core.prompts import check_mode
+from polyalign.core.tasks import load_task
+from polyalign.study.claims_spec import ClaimsSpec, check_claims
+from polyalign.study.variants import seeded_name
+
+
+@dataclass
+class AlignmentSetting:
+    """One question-alignment mixture, and the LoRA adapter trained on it for every model."""
+
+    name: str  # label in tables and figures ('base' is the unaligned model)
+    task: str  # whose questions are translated: emotion, snli, paws or a task .yaml
+    sources: list[str]  # source languages of the pairs
+    target: str = "en"  # target language of the pairs
+    per_language: int = 10000  # pairs sampled from each source language
+    seed: int = 0  # sampling and shuffling seed
+    train: dict = field(default_factory=dict)  # TrainConfig overrides over the paper's recipe
+    pair_files: dict[str, str] = field(default_factory=dict)  # LANG: records file, item-parallel with the target
+    target_file: str | None = None  # target records (default: the task's train file or question files)
+    translator: str | None = None  # seq2seq model translating target records into sources with no file
+    translator_lang_codes: dict[str, str] = field(default_factory=dict)  # e.g. {zh: zho_Hans}; NLLB is built in
+    tasks: list[str] | None = None  # evaluation tasks of this adapter (default: all of the experiment's)
+    items: str | None = None  # questions of benchmark test items START:STOP (held out from evaluation)
+    seeds: list[int] | None = None  # training seeds, one adapter each, named NAME@s<SEED> (None: train's seed)
+    pairing: str = "parallel"  # shuffled: a control pairing each source question with another item's target
+    control_of: str | None = None  # the parallel setting a shuffled control is compared with
+
+
+# what a control shares with the setting it controls; it differs only in pairing, seeds and tasks
+CONTROL_SAME: tuple[str, ...] = ("task", "sources", "target", "per_language", "seed", "train", "items")
+CONTROL_SAME += ("pair_files", "target_file", "translator", "translator_lang_codes")
+
+
+@dataclass
+class LensSpec:
+    """A logit-lens analysis of the base model and every adapter (paper Figure 1)."""
+
+    task: str
+    langs: list[str]
+    mode: str = "native"  # prompt label words
+    limit: int | None = 100  # first N items per language (at least 3; None: all)
+    layers: list[int | str] | None = None  # 1-based layers or 'last' (None: all)
+    items: str | None = None  # benchmark item range START:STOP (default: the experiment's)
+
+
+@dataclass
+class PcaSpec:
+    """A PCA of intermediate representations of the base model and every adapter (paper Figure 2)."""
+
+    task: str
+    langs: list[str]
+    layers: list[int | str] = field(default_factory=lambda: ["last"])
+    pooling: str = "mean"  # mean (item tokens), all (every prompt position, the paper) or last
+    limit: int | None = 100
+    mode: str = "english"
+    items: str | None = None  # benchmark item range START:STOP (default: the experiment's)
+
+
+@dataclass
+class Analyses:
+    """Interpretability analyses; each key takes one mapping or a list of them."""
+
+    lens: list[LensSpec] = field(default_factory=list)
+    pca: list[PcaSpec] = field(default_factory=list)
+
+
+@dataclass
+class Experiment:
+    """A whole study in one YAML file (complete examples: configs/paper/*.yaml)."""
+
+    models: list[str]  # HF ids, local folders or packaged aliases
+    alignment: list[AlignmentSetting] = field(default_factory=list)
+    tasks: list[str] = field(default_factory=lambda: ["emotion"])  # evaluation tasks
+    modes: list[str] = field(default_factory=lambda: ["english"])  # label words: english, native, agnostic
+    scoring: str = "exact"  # exact (full label log-prob) or prefix (the paper's rule)
+    languages: list[str] = field(default_factory=lambda: ["all"])  # evaluation languages
+    limit: int | None = None  # first N test items per language (None: all)
+    items: str | None = None  # evaluated benchmark item range START:STOP (with limit: its first N)
+    allow_overlap: bool = False  # evaluate adapters on items their training questions came from
+    analyses: Analyses = field(default_factory=Analyses)
+    name: str = ""  # default run folder runs/<name> (else the file's stem)
+    description: str = ""
+    data_dir: str | None = None  # benchmark folder (default: $POLYALIGN_DATA or ../shared/...)
+    prompts: str | None = None  # prompt pack; relative: looked up in data_dir, then next to the YAML
+    batch_size: int = 16
+    device: str | None = None
+    dtype: str | None = None
+    trust_remote_code: bool = False
+    claims: ClaimsSpec | None = None  # the paper's claims and their pre-registered rules (polyalign.study.claims)
+
+
+def train_config(setting: AlignmentSetting, trust_remote_code: bool = False) -> TrainConfig:
+    """The paper's recipe (packaged YAML) with the setting's `train` overrides, typed and checked."""
+    cfg = build(TrainConfig, {**asdict(load_config()), **setting.train}, f"alignment '{setting.name}' train")
+    cfg.trust_remote_code = cfg.trust_remote_code or trust_remote_code
+    check_train_config(cfg)
+    return cfg
+
+
+def trainings(setting: AlignmentSetting, trust_remote_code: bool = False) -> list[tuple[str, TrainConfig]]:
+    """(stored name, train config) of each adapter of a setting: one per seed of `seeds`, else one
+    with the recipe's own seed under the plain name (so the step keeps its earlier identity)."""
+    cfg = train_config(setting, trust_remote_code)
+    if setting.seeds is None:
+        return [(setting.name, cfg)]
+    return [(seeded_name(setting.name, seed), replace(cfg, seed=seed)) for seed in setting.seeds]
+
+
+def check_experiment(exp: Experiment) -> None:
+    """Everything that needs neither models nor data: names, languages, tasks, modes, training keys."""
+    if not exp.models or len(set(exp.models)) != len(exp.models):
+        raise PolyalignError("models: give at least one model, each once")
+    check_choice(exp.scoring, RULES, "scoring")
+    if exp.dtype is not None:
+        check_choice(exp.dtype, DTYPE_CHOICES, "dtype")
+    if (exp.limit is not None and exp.limit < 1) or exp.batch_size < 1:
+        raise PolyalignError("limit and batch_size must be at least 1")
+    if len(set(exp.tasks)) != len(exp.tasks) or len(set(exp.modes)) != len(exp.modes):
+        raise PolyalignError("tasks and modes: list each once")
+    for mode in exp.modes:
+        check_mode(mode)
+    parse_languages(exp.languages)
+    tasks = [load_task(t).name for t in exp.tasks]
+    names = [s.name for s in exp.alignment]
+    if len(set(names)) != len(names) or "base" in names or not all(re.fullmatch(r"[\w.+-]+", n) for n in names):
+        raise PolyalignError(f"alignment names must be distinct words other than 'base' (got {names})")
+    for s in exp.alignment:
+        where = f"alignment '{s.name}'"
+        load_task(s.task)
+        parse_languages(s.sources)
+        get_language(s.target)
+        if s.target in s.sources or s.per_language < 1:
+            raise PolyalignError(f"{where}: target among sources, or per_language < 1")
+        if set(s.pair_files) - set(s.sources):
+            raise PolyalignError(f"{where}: pair_files for languages that are not sources")
+        if any(load_task(t).name not in tasks for t in s.tasks or []):
+            raise PolyalignError(f"{where}: tasks {s.tasks} must be among the experiment's tasks {exp.tasks}")
+        train_config(s, exp.trust_remote_code)
+        if s.items is not None:
+            parse_items(s.items, f"{where}: items")
+            if s.pair_files or s.target_file or s.translator:
+                raise PolyalignError(
+                    f"{where}: items takes questions from the benchmark's test files; drop "
+                    f"pair_files, target_file and translator"
+                )
+    check_seeds_and_controls(exp)
+    parse_items(exp.items, "items")
+    check_held_out(exp)
+    for kind, specs in (("lens", exp.analyses.lens), ("pca", exp.analyses.pca)):
+        for spec in specs:
+            load_task(spec.task)
+            parse_languages(spec.langs)
+            check_mode(spec.mode)
+            check_layer_names(spec.layers, f"analyses.{kind}")
+            parse_items(spec.items, f"analyses.{kind}.items")
+            check_analysis_limit(spec.limit, kind, f"analyses.{kind}: limit")
+            if isinstance(spec, PcaSpec):
+                check_choice(spec.pooling, POOLINGS, "pooling")
+    check_claims(exp)
+
+
+def check_seeds_and_controls(exp: Experiment) -> None:
+    """Seeds are distinct, and a shuffled control names a parallel setting it matches in all but pairing."""
+    by_name = {s.name: s for s in exp.alignment}
+    for s in exp.alignment:
+        where = f"alignment '{s.name}'"
+        if s.seeds is not None and (not s.seeds or len(set(s.seeds)) != len(s.seeds) or min(s.seeds) < 0):
+            raise PolyalignError(f"{where}: seeds must list distinct whole numbers >= 0 (got {s.seeds})")
+        check_choice(s.pairing, PAIRINGS, f"{where}: pairing")
+        if s.pairing == "parallel":
+            if s.control_of is not None:
+                raise PolyalignError(f"{where}: control_of is for a setting with pairing: shuffled")
+            continue
+        items = parse_items(s.items, f"{where}: items")
+        if s.per_language < 2 or (items is not None and len(items) < 2):
+            raise PolyalignError(f"{where}: a shuffled pairing needs at least 2 items and per_language >= 2")
+        other = by_name.get(s.control_of or "")
+        if other is None or other.pairing != "parallel":
+            raise PolyalignError(
+                f"{where}: a shuffled control names the parallel setting it controls with control_of "
+                f"(one of {[o.name for o in exp.alignment if o.pairing == 'parallel']})"
+            )
+        differ = [k for k in CONTROL_SAME if getattr(s, k) != getattr(other, k)]
+        if differ:
+            raise PolyalignError(
+                f"{where}: a control differs from '{other.name}' only in pairing, seeds and tasks; "
+                f"{', '.join(differ)} differ"
+            )
+
+
+def check_held_out(exp: Experiment) -> None:
+    """Refuse, before anything runs, evaluations of an adapter on the items it was trained on, and of
+    a model folder (one `polyalign merge` wrote records its adapter's items) on its own."""
+    analyses: list[LensSpec | PcaSpec] = [*exp.analyses.lens, *exp.analyses.pca]
+    analysed = [(a.task, a.items or exp.items, a.limit) for a in analyses]
+    guarded = [
+        (f"alignment '{s.name}'", [{"task": load_task(s.task).name, "items": s.items}], s.tasks or exp.tasks)
+        for s in exp.alignment
+        if s.items is not None
+    ]
+    guarded += [(f"model {m}", read_provenance(m), exp.tasks) for m in exp.models if Path(m).expanduser().is_dir()]
+    for what, trained, tasks in guarded:
+        for task, items, limit in [(t, exp.items, exp.limit) for t in tasks] + analysed:
+            chosen = evaluated_range(parse_items(items), limit, 10**9)  # without data: an unbounded file
+            check_overlap(trained, load_task(task).name, chosen, what, exp.allow_overlap)
+
+
+def load_experiment(path: str | Path, overrides=()) -> Experiment:
+    """Read, override, type-check and validate an experiment file (runs nothing)."""
+    path = Path(path)
+    exp = build(Experiment, apply_overrides(read_mapping(path, "experiment"), overrides), str(path))
+    check_experiment(exp)
+    return exp

@@ -1,0 +1,246 @@
+"""The report's tables of training seeds and shuffled controls (polyalign.study.report adds them).
+
+One seed's adapter can gain or lose a few points by luck of its LoRA init and data order, so a
+setting trained with `seeds` is read as a group (its adapters are stored as NAME@s<SEED>,
+polyalign.study.variants): each seed's Δ, their mean and sd, and one pooled test in which the aligned
+outcome of each (language, item) is its correctness averaged over the seeds. A shuffled control
+(`pairing: shuffled`, `control_of: NAME`) is trained on the same questions paired with other
+items' translations: aligned minus control isolates what the item-parallel pairing itself adds;
+given the run's batch-calibrated copy (report_calibrated.calibrate_run), the control table repeats
+that comparison with the label prior removed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from polyalign.evaluation.stats import RESAMPLES, SEED, bootstrap_average_ci, sign_test
+from polyalign.study.report_tables import ALPHA, _cname, short
+from polyalign.study.run_data import RunData, Table
+from polyalign.study.variants import split_seeded
+
+Outcomes = dict[str, dict[int, float]]  # lang: item index: correctness (averaged over seeds)
+CALIBRATED_HEADER = ["Δ calibrated (pp)", "calibrated CI low", "calibrated CI high", "p items calibrated"]
+
+
+@dataclass
+class SeedGroup:
+    """The adapters of one model and alignment setting on one condition, one per training seed."""
+
+    model: str
+    setting: str
+    condition: tuple[str, str, str]
+    seeds: list[int | None]
+    names: list[str]  # stored names, in seed order
+
+
+def seed_groups(run: RunData, condition: tuple[str, str, str]) -> list[SeedGroup]:
+    """Every (model, setting) evaluated on `condition`, its stored names grouped by setting."""
+    groups: dict[tuple[str, str], SeedGroup] = {}
+    for model, name in run.variants(condition):
+        setting, seed = split_seeded(name)
+        if name == "base":
+            continue
+        group = groups.setdefault((model, setting), SeedGroup(model, setting, condition, [], []))
+        group.seeds.append(seed)
+        group.names.append(name)
+    return list(groups.values())
+
+
+def averaged(run: RunData, model: str, names: list[str], condition: tuple) -> Outcomes:
+    """Correctness per (language, item) averaged over `names`, on the items every one of them scored."""
+    tables = [run.correct.get((model, name, *condition), {}) for name in names]
+    out: Outcomes = {}
+    for lang in run.langs():
+        if not all(lang in t for t in tables):
+            continue
+        shared = sorted(set.intersection(*(set(t[lang]) for t in tables)))
+        if shared:
+            out[lang] = {i: float(np.mean([t[lang][i] for t in tables])) for i in shared}
+    return out
+
+
+def _difference(a: Outcomes, b: Outcomes) -> tuple[np.ndarray, list[str]]:
+    """diff[language, item] = a - b on the items both hold (NaN elsewhere), and its languages."""
+    langs = [lang for lang in a if lang in b and set(a[lang]) & set(b[lang])]
+    columns = sorted({i for lang in langs for i in set(a[lang]) & set(b[lang])})
+    where = {i: k for k, i in enumerate(columns)}
+    diff = np.full((len(langs), len(columns)), np.nan)
+    for row, lang in enumerate(langs):
+        for i in set(a[lang]) & set(b[lang]):
+            diff[row, where[i]] = a[lang][i] - b[lang][i]
+    return diff, langs
+
+
+def pooled_test(a: Outcomes, b: Outcomes) -> list:
+    """[n pairs, Δ, CI low, CI high, pairs better, pairs worse, p pairs, items better, items worse,
+    p items] of a - b, Δ the mean over languages of the mean item difference (see the table notes)."""
+    diff, _ = _difference(a, b)
+    if not diff.size:
+        return [0, None, None, None, 0, 0, 1.0, 0, 0, 1.0]
+    delta, lo, hi = bootstrap_average_ci(diff)
+    better, worse = int((diff > 0).sum()), int((diff < 0).sum())
+    per_item = np.nansum(diff, axis=0)
+    up, down = int((per_item > 0).sum()), int((per_item < 0).sum())
+    n_pairs = int((~np.isnan(diff)).sum())
+    return [n_pairs, delta, lo, hi, better, worse, sign_test(better, worse), up, down, sign_test(up, down)]
+
+
+def _common(*outcomes: Outcomes) -> dict[str, list[int]]:
+    """The items every one of `outcomes` holds, per language."""
+    langs = [lang for lang in outcomes[0] if all(lang in o for o in outcomes)]
+    shared = {lang: sorted(set.intersection(*(set(o[lang]) for o in outcomes))) for lang in langs}
+    return {lang: items for lang, items in shared.items() if items}
+
+
+def _mean(outcomes: Outcomes, items: dict[str, list[int]]) -> float | None:
+    """Mean over languages of the mean outcome on `items` (accuracy, for one adapter or a seed average)."""
+    values = [np.mean([outcomes[lang][i] for i in idx]) for lang, idx in items.items()]
+    return float(np.mean(values)) if values else None
+
+
+def _minus(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def _seeds_text(seeds: list[int | None]) -> str:
+    return ",".join("–" if s is None else str(s) for s in seeds)
+
+
+TEST_HEADER = ["n pairs", "Δ (pp)", "Δ CI low", "Δ CI high", "pairs better", "pairs worse", "p pairs"]
+TEST_HEADER += ["items better", "items worse", "p items"]
+TEST_KINDS = ["int", "delta", "delta", "delta", "int", "int", "p", "int", "int", "p"]
+TEST_NOTE = (
+    f"Δ and its 95% CI: mean over languages of the mean item difference, items resampled jointly "
+    f"across languages ({RESAMPLES} resamples, seed {SEED}). pairs better/worse count (language, item) "
+    f"pairs whose seed-averaged outcome is above/below; they are not independent across languages "
+    f"(translations of one item). The headline test is per benchmark item: the net difference summed "
+    f"over languages, 'items better/worse' its signs, p items the exact sign test over them. "
+    f"Bold: p items < {ALPHA}."
+)
+
+
+def _seed_row(run: RunData, g: SeedGroup) -> list:
+    """One row of the seeds table: a setting's seeds against the base model on one condition."""
+    base = averaged(run, g.model, ["base"], g.condition)
+    pooled = averaged(run, g.model, g.names, g.condition)
+    items = _common(pooled, base)  # every seed scored these: the seeds' mean Δ is the pooled Δ
+    reference = _mean(base, items)
+    per_seed = [_minus(_mean(averaged(run, g.model, [n], g.condition), items), reference) for n in g.names]
+    known = [d for d in per_seed if d is not None]
+    return [
+        f"{short(g.model)} / {g.setting} — {_cname(g.condition)}",
+        _seeds_text(g.seeds),
+        ", ".join("–" if d is None else f"{100 * d:+.1f}" for d in per_seed),
+        reference,
+        _mean(pooled, items),
+        float(np.mean(known)) if known else None,
+        float(np.std(known, ddof=1)) if len(known) > 1 else None,
+        *pooled_test(pooled, base),
+    ]
+
+
+def seeds_table(run: RunData) -> Table:
+    """Each seed's Δ (aligned - base, mean over languages), their mean and sd, and the pooled test."""
+    rows: list[list] = []
+    for condition in run.conditions():
+        rows += [_seed_row(run, g) for g in seed_groups(run, condition) if len(g.names) > 1]
+    header = ["model / setting — condition", "seeds", "Δ per seed (pp)", "base", "aligned (seed mean)"]
+    return Table(
+        "seeds",
+        "Seeds — aligned vs base per training seed, and pooled over seeds",
+        [*header, "Δ mean", "Δ sd", *TEST_HEADER],
+        rows,
+        ["text", "text", "text", "acc", "acc", "delta", "acc", *TEST_KINDS],
+        {(i, 8) for i, row in enumerate(rows) if row[-1] < ALPHA},
+        "One adapter per seed (stored as SETTING@s<SEED>). Δ per seed: aligned - base accuracy averaged "
+        "over languages, on the items every seed and base scored; Δ mean and Δ sd (pp, sample sd) are over "
+        "seeds. The pooled test compares base with each (language, item)'s aligned outcome averaged over "
+        "seeds. " + TEST_NOTE,
+    )
+
+
+def controls(run: RunData) -> list[tuple[str, str]]:
+    """(control, the setting it controls) declared in the run's experiment."""
+    declared = run.experiment.get("alignment", [])
+    return [(s["name"], s["control_of"]) for s in declared if s.get("pairing") == "shuffled" and s.get("control_of")]
+
+
+def _control_row(run: RunData, aligned: SeedGroup, control: SeedGroup, cal: RunData | None) -> list:
+    """One row of the control table: a setting against its shuffled control on one condition."""
+    model, condition = aligned.model, aligned.condition
+    a = averaged(run, model, aligned.names, condition)
+    c = averaged(run, model, control.names, condition)
+    base = averaged(run, model, ["base"], condition)
+    items = _common(a, c, base) if base else _common(a, c)
+    accs = [_mean(base, items) if base else None, _mean(a, items), _mean(c, items)]
+    calibrated = []
+    if cal is not None:
+        test = pooled_test(
+            averaged(cal, model, aligned.names, condition), averaged(cal, model, control.names, condition)
+        )
+        calibrated = [*test[1:4], test[-1]]
+    return [
+        f"{short(model)} / {aligned.setting} vs {control.setting} — {_cname(condition)}",
+        _seeds_text(aligned.seeds),
+        _seeds_text(control.seeds),
+        *accs,
+        _minus(accs[1], accs[0]),
+        _minus(accs[2], accs[0]),
+        *pooled_test(a, c),
+        *calibrated,
+    ]
+
+
+def control_table(run: RunData, cal: RunData | None = None) -> Table:
+    """Aligned vs its shuffled control, paired by (language, item), each averaged over its seeds.
+
+    `cal`: the same run with batch-calibrated outcomes (report_calibrated.calibrate_run), for the
+    comparison with the label prior removed; None leaves those columns out."""
+    rows: list[list] = []
+    for condition in run.conditions():
+        groups = {(g.model, g.setting): g for g in seed_groups(run, condition)}
+        for control, of in controls(run):
+            for model in dict.fromkeys(m for m, _ in groups):
+                if (model, control) in groups and (model, of) in groups:
+                    rows.append(_control_row(run, groups[(model, of)], groups[(model, control)], cal))
+    header = ["model / aligned vs control — condition", "seeds aligned", "seeds control", "base", "aligned"]
+    header += ["control", "Δ aligned - base", "Δ control - base"]
+    calibrated = CALIBRATED_HEADER if cal is not None else []
+    return Table(
+        "control",
+        f"Control — aligned vs shuffled-pairing control ({'raw and batch-calibrated' if cal else 'raw'} accuracy)",
+        [*header, *TEST_HEADER, *calibrated],
+        rows,
+        ["text"] * 3 + ["acc"] * 3 + ["delta"] * 2 + TEST_KINDS + ["delta", "delta", "delta", "p"][: len(calibrated)],
+        {(i, 9) for i, row in enumerate(rows) if row[17] < ALPHA},
+        "The control is trained on the same source and target questions, in the same numbers, each source "
+        "question paired with the target question of another item (a seeded derangement). Accuracies are "
+        "means over languages on the items aligned, control and base all scored, each adapter group averaged "
+        "over its seeds; the test columns compare aligned with control (Δ = aligned - control), paired by "
+        "(language, item). "
+        + TEST_NOTE
+        + (
+            " Calibrated: Δ, its CI and p items on batch-calibrated outcomes (polyalign.evaluation.calibration)."
+            if cal
+            else ""
+        ),
+    )
+
+
+def seed_tables(run: RunData, cal: RunData | None = None) -> list[Table]:
+    """The seeds and control tables of a run that has any (empty ones are left out); `cal` as in
+    `control_table` adds the calibrated comparison of aligned and control."""
+    return [t for t in (seeds_table(run), control_table(run, cal)) if t.rows]
+
+
+def setting_note(setting: dict) -> str:
+    """What the report's header adds to a setting's line: its seeds, and whether it is a control."""
+    note = ""
+    if setting.get("pairing") == "shuffled":
+        note += f" Control of {setting.get('control_of')}: pairs shuffled across items."
+    if setting.get("seeds"):
+        note += f" Seeds {', '.join(map(str, setting['seeds']))} (adapters {setting['name']}@s<seed>)."
+    return note
