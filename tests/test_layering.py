@@ -1,4 +1,12 @@
-"""Layering of the package: no import cycles, small modules and functions, torch only where needed."""
+"""Layering of the package: subpackages in layer order, no import cycles, small modules and functions,
+no torch in core.
+
+The layers, bottom to top, are LAYERS. A module imports only from its own layer and the layers below
+it, and so do imports inside functions (lazy imports, which defer torch until a command needs it):
+a lazy import may not go upward either, so every layer can be read, tested and reused without the
+layers above it. Only `cli` may import everything, being the top. Modules at the top level of the
+package: `__init__.py` (the version) and nothing else besides the subpackages.
+"""
 
 import ast
 import subprocess
@@ -8,31 +16,87 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "polyalign"
+LAYERS = ("core", "engine", "evaluation", "alignment", "analysis", "study", "cli")
+TOP_LEVEL_FILES = {"__init__.py", "__main__.py"}
 MAX_MODULE_LINES = 400
-MAX_FUNCTION_LINES = 60  # a longer function is split recipe-style (see training.train)
+MAX_FUNCTION_LINES = 60  # a longer function is split recipe-style (see polyalign.alignment.training.train)
 
 
-def module_imports(path: Path, modules: set[str]) -> set[str]:
-    """polyalign modules that `path` imports when it is imported (TYPE_CHECKING blocks included,
-    imports inside functions not: those run later, once every module is loaded)."""
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def resolve(name: str) -> str:
+    """The polyalign module an import names (a package's name resolves to its __init__)."""
+    while name not in MODULES and "." in name:
+        name = name.rsplit(".", 1)[0]
+    return name
+
+
+def imports_of(path: Path, lazy: bool) -> set[str]:
+    """polyalign modules that `path` imports: at module level (TYPE_CHECKING blocks included) and,
+    with `lazy`, also inside functions."""
     found: set[str] = set()
     pending: list[ast.AST] = list(ast.parse(path.read_text(encoding="utf-8")).body)
     while pending:
         node = pending.pop()
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+        if not lazy and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
             continue
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "polyalign":
-            parts = node.module.split(".")
-            found |= {parts[1]} if len(parts) > 1 else {a.name for a in node.names if a.name in modules}
+            assert node.level == 0, f"{path}: relative import"
+            found |= {resolve(f"{node.module}.{a.name}") for a in node.names}
         elif isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("polyalign.")}
+            found |= {resolve(a.name) for a in node.names if a.name.split(".")[0] == "polyalign"}
         pending.extend(ast.iter_child_nodes(node))
-    return found & modules - {path.stem}
+    return found
+
+
+def layer_of(module: str) -> int:
+    """-1 for the package itself (`from polyalign import __version__`), else the index in LAYERS."""
+    parts = module.split(".")
+    return -1 if len(parts) == 1 else LAYERS.index(parts[1])
+
+
+def upward_imports(lazy: bool) -> list[str]:
+    wrong = []
+    for name, path in MODULES.items():
+        for other in sorted(imports_of(path, lazy)):
+            if layer_of(other) > layer_of(name):
+                wrong.append(f"{name} imports {other} ({LAYERS[layer_of(other)]} is above {LAYERS[layer_of(name)]})")
+    return wrong
+
+
+def test_top_level_holds_only_the_layers():
+    entries = {p.name for p in PACKAGE.iterdir() if p.name != "__pycache__"}
+    assert entries - TOP_LEVEL_FILES == set(LAYERS), sorted(entries - TOP_LEVEL_FILES ^ set(LAYERS))
+    assert all((PACKAGE / layer / "__init__.py").is_file() for layer in LAYERS)
+
+
+def test_modules_import_only_their_layer_and_below():
+    assert not upward_imports(lazy=False)
+
+
+def test_lazy_imports_do_not_go_upward_either():
+    assert not upward_imports(lazy=True)
+
+
+def test_the_check_sees_an_upward_import(tmp_path, monkeypatch):
+    """The checks above do fire: a core module with a lazy import of the study layer is reported."""
+    before = {False: upward_imports(lazy=False), True: upward_imports(lazy=True)}
+    bad = tmp_path / "bad.py"
+    bad.write_text("def f():\n    from polyalign.study.store import Store\n", encoding="utf-8")
+    monkeypatch.setitem(MODULES, "polyalign.core.bad", bad)
+    assert upward_imports(lazy=False) == before[False]
+    new = [line for line in upward_imports(lazy=True) if line not in before[True]]
+    assert new == ["polyalign.core.bad imports polyalign.study.store (study is above core)"]
 
 
 def test_no_import_cycles():
-    files = {p.stem: p for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
-    graph = {name: module_imports(path, set(files)) for name, path in files.items()}
+    graph = {name: imports_of(path, lazy=False) & set(MODULES) - {name} for name, path in MODULES.items()}
     state: dict[str, str] = {}  # grey: on the current path, black: finished
 
     def visit(name: str, path: list[str]) -> None:
@@ -50,17 +114,35 @@ def test_no_import_cycles():
             visit(name, [name])
 
 
+CORE_IMPORTS = """
+import importlib, sys
+for name in {names!r}:
+    importlib.import_module(name)
+print("torch" in sys.modules)
+"""
+
+
+def test_core_imports_no_torch():
+    """Every layer imports core: importing all of it must not load torch (seconds on every command)."""
+    names = sorted(n for n in MODULES if n.startswith("polyalign.core"))
+    out = subprocess.run(
+        [sys.executable, "-c", CORE_IMPORTS.format(names=names)], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.split()[-1] == "False", out.stdout[-500:] + out.stderr[-2000:]
+
+
 def test_modules_and_functions_are_small():
     too_long = []
-    for path in sorted(PACKAGE.glob("*.py")):
+    for path in sorted(PACKAGE.rglob("*.py")):
         text = path.read_text(encoding="utf-8")
+        where = path.relative_to(PACKAGE).as_posix()
         if len(text.splitlines()) > MAX_MODULE_LINES:
-            too_long.append(f"{path.name}: {len(text.splitlines())} lines")
+            too_long.append(f"{where}: {len(text.splitlines())} lines")
         for node in ast.walk(ast.parse(text)):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 length = (node.end_lineno or node.lineno) - node.lineno + 1
                 if length > MAX_FUNCTION_LINES:
-                    too_long.append(f"{path.name}: {node.name}() {length} lines")
+                    too_long.append(f"{where}: {node.name}() {length} lines")
     assert not too_long, too_long
 
 
