@@ -1,7 +1,7 @@
 """The alignment half of an experiment's plan: one data step per alignment setting (its pairs) and
 one train step per model, setting and training seed (its LoRA adapter).
 
-Split out of polyalign.study.experiment, whose Runner supplies the context (`StepContext`). A step's key
+Step builders take the experiment's context (polyalign.study.step_context.StepContext). A step's key
 holds only what changes its outputs: the seed enters a train step's key through its train config,
 and a data step's key gains `pairing` only for a shuffled control, so the steps of experiments
 written before seeds and controls existed keep their keys (and their finished folders).
@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Protocol
 
 from polyalign.alignment.alignment_data import build_pairs, question_file_records, write_pairs
 from polyalign.alignment.training import train
@@ -20,26 +19,12 @@ from polyalign.alignment.translation import records_translator
 from polyalign.core.files import read_records
 from polyalign.core.prompts import PromptPack
 from polyalign.core.tasks import TaskSpec, load_task, test_file_path
-from polyalign.study.experiment_spec import AlignmentSetting, Experiment, trainings
-from polyalign.study.store import Step, Store, step_key
+from polyalign.study.experiment_spec import AlignmentSetting, trainings
+from polyalign.study.step_context import StepContext
+from polyalign.study.store import Step, step_key
 
 # AlignmentSetting fields that name, train, evaluate or relate a setting but do not change its pairs
 NOT_DATA = ("name", "train", "tasks", "seeds", "control_of")
-
-
-class StepContext(Protocol):
-    """What the steps need of the experiment's Runner."""
-
-    exp: Experiment
-    data_dir: Path
-    prompts: str | None
-    store: Store
-
-    def resolve(self, name: str) -> Path: ...
-
-    def folder(self, step: Step) -> Path: ...
-
-    def task_id(self, task: str) -> dict: ...
 
 
 def data_declared(s: AlignmentSetting) -> dict:

@@ -1,0 +1,72 @@
+"""The lens and PCA steps of an experiment's plan: one analysis spec on one model and its adapters.
+
+Its key holds the model's identity, the adapters' train-step keys, the declared spec (items
+defaulting to the experiment's), the languages, the dtype and the input hashes of the evaluation
+inputs it reads (for PCA, with the English pivot).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from polyalign.study.step_context import StepContext
+from polyalign.study.store import Step, step_key
+
+
+def analysis_step(ctx: StepContext, kind: str, model: str, mid: dict, spec, adapters: dict, keys: dict) -> Step:
+    codes, inputs = ctx.eval_inputs(spec.task, spec.langs, spec.mode)
+    if kind == "pca":
+        inputs = ctx.eval_inputs(spec.task, list(dict.fromkeys([*codes, "en"])), spec.mode)[1]
+    declared = {**asdict(spec), "items": spec.items or ctx.exp.items}
+    if declared["items"] is None:
+        del declared["items"]  # keeps the keys of experiments written before item ranges existed
+    config = {"model": mid, "adapters": keys, "spec": declared, "langs": codes, "dtype": ctx.exp.dtype, **inputs}
+    needs = ((model, None), *((model, a) for a in adapters.values()))
+
+    def run(folder: Path) -> dict:
+        meta = _run_analysis(ctx, kind, model, spec, codes, adapters, folder / kind)
+        return {"dir": kind, "figures": [str(Path(p).relative_to(folder)) for p in meta["figures"]]}
+
+    return Step(kind, step_key(kind, config), config, f"{model} {spec.task} {','.join(codes)}", run, needs)
+
+
+def _run_analysis(ctx: StepContext, kind: str, model: str, spec, codes: list[str], adapters: dict, out: Path) -> dict:
+    from polyalign.analysis.lens import run_lens  # torch: only when a step runs
+    from polyalign.analysis.pca import run_pca
+
+    net, tokenizer = ctx.models.get(model)
+    compare = [(name, ctx.models.get(model, path)[0]) for name, path in adapters.items()]
+    common = dict(
+        label="base",
+        compare=compare,
+        mode=spec.mode,
+        batch_size=min(ctx.exp.batch_size, 8),
+        items=spec.items or ctx.exp.items,
+    )
+    if kind == "lens":
+        return run_lens(
+            net,
+            tokenizer,
+            spec.task,
+            codes,
+            limit=spec.limit,
+            data_dir=ctx.data_dir,
+            prompts=ctx.prompts,
+            out_dir=out,
+            layers=spec.layers,
+            **common,
+        )
+    return run_pca(
+        net,
+        tokenizer,
+        spec.task,
+        codes,
+        spec.layers,
+        spec.pooling,
+        spec.limit,
+        ctx.data_dir,
+        ctx.prompts,
+        out,
+        **common,
+    )
