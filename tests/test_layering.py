@@ -56,9 +56,12 @@ def imports_of(path: Path, lazy: bool) -> set[str]:
 
 
 def layer_of(module: str) -> int:
-    """-1 for the package itself (`from polyalign import __version__`), else the index in LAYERS."""
+    """The index in LAYERS; -1 for the package itself (`from polyalign import __version__`), and above
+    every layer for `polyalign.__main__` (`python -m polyalign`, which runs the cli)."""
     parts = module.split(".")
-    return -1 if len(parts) == 1 else LAYERS.index(parts[1])
+    if len(parts) == 1:
+        return -1
+    return LAYERS.index(parts[1]) if parts[1] in LAYERS else len(LAYERS)
 
 
 def upward_imports(lazy: bool) -> list[str]:
@@ -66,7 +69,7 @@ def upward_imports(lazy: bool) -> list[str]:
     for name, path in MODULES.items():
         for other in sorted(imports_of(path, lazy)):
             if layer_of(other) > layer_of(name):
-                wrong.append(f"{name} imports {other} ({LAYERS[layer_of(other)]} is above {LAYERS[layer_of(name)]})")
+                wrong.append(f"{name} imports {other} ({other.split('.')[1]} is above {name.split('.')[1]})")
     return wrong
 
 
