@@ -186,3 +186,22 @@ def test_lens_and_pca_parts(tmp_path):
     assert found["lens"].verdict == "supported" and lens.effect[0] == pytest.approx(0.1) and lens.better == 20
     pca = found["pca"].parts[0]
     assert found["pca"].verdict == "supported" and pca.effect[1] > 0 and pca.n_items == 40
+
+
+def test_wall_time_sums_the_steps_own_times_not_the_pauses(tmp_path):
+    """A study resumed across sessions costs what its steps took, not the days between them."""
+    from polyalign.study.claims_report import wall_time
+
+    run_dir = fake_run(tmp_path, results_for(a__base=outcome(36)), [claim("1")])
+    plan = [{"kind": "eval", "key": k, "label": k, "labels": None, "dir": f"steps/{k}"} for k in "abc"]
+    for key, seconds in (("a", 3000.0), ("b", 1500.0)):
+        (run_dir / "steps" / key).mkdir(parents=True)
+        (run_dir / "steps" / key / "done.json").write_text(json.dumps({"key": key, "seconds": seconds}))
+    with Store(run_dir) as store:
+        store.set_meta("plan", plan)
+        store.record_step("eval", "a", {}, "done")
+        store.db.execute("UPDATE steps SET updated = updated - 86400 WHERE key = 'a'")  # a day's pause
+        store.db.commit()
+        store.record_step("eval", "b", {}, "done")
+    text = wall_time(load_run(run_dir))
+    assert text.startswith("1 h 15 min") and "2 steps' wall times; 1 of 3 steps untimed" in text

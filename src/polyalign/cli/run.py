@@ -5,20 +5,22 @@ from __future__ import annotations
 import argparse
 
 from polyalign.study.experiment import run_experiment, validate_experiment
-from polyalign.study.experiment_spec import Experiment, trainings
+from polyalign.study.experiment_spec import Experiment, eval_modes, trainings
 
 
 def plan_lines(exp: Experiment, name: str) -> list[str]:
     """The dry run's summary: each setting's trainings (one per seed and model), then the step counts."""
-    n, lines, trains, evals = len(exp.models), [], 0, len(exp.tasks)
+    n, lines, trains = len(exp.models), [], 0
+    evals = sum(len(eval_modes(exp, t)) for t in exp.tasks)
     for s in exp.alignment:
         names = [stored for stored, _ in trainings(s, exp.trust_remote_code)]
         role = f"control of {s.control_of} (shuffled pairing)" if s.control_of else f"{s.pairing} pairing"
         seeds = f"seeds {', '.join(map(str, s.seeds))}" if s.seeds is not None else "the recipe's seed"
         lines.append(f"  {s.name}: {role}; {n * len(names)} train ({seeds}): {', '.join(names)}")
-        trains, evals = trains + len(names), evals + len(names) * len(s.tasks or exp.tasks)
+        trains += len(names)
+        evals += len(names) * sum(len(eval_modes(exp, t, s)) for t in s.tasks or exp.tasks)
     lines.append(
-        f"{name}: valid; {len(exp.alignment)} data, {n * trains} train, {n * evals * len(exp.modes)} eval, "
+        f"{name}: valid; {len(exp.alignment)} data, {n * trains} train, {n * evals} eval, "
         f"{n * len(exp.analyses.lens)} lens, {n * len(exp.analyses.pca)} pca steps"
     )
     return lines

@@ -24,7 +24,7 @@ from polyalign.study.step_context import StepContext
 from polyalign.study.store import Step, step_key
 
 # AlignmentSetting fields that name, train, evaluate or relate a setting but do not change its pairs
-NOT_DATA = ("name", "train", "tasks", "seeds", "control_of")
+NOT_DATA = ("name", "train", "tasks", "modes", "seeds", "control_of")
 
 
 def data_declared(s: AlignmentSetting) -> dict:

@@ -8,6 +8,7 @@ recomputed from per-item results (polyalign.study.claims).
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from polyalign.core.config import build
@@ -122,7 +123,13 @@ def claim_section(res: ClaimResult, alpha: float) -> list[str]:
 
 
 def wall_time(run: RunData) -> str:
-    """The span of the run's step ledger (first step recorded to last finished), if recorded."""
+    """The run's cost: its steps' own wall times (done.json `seconds`) summed, so pauses and resumes
+    between sessions do not count; the span of the step ledger where no step was timed."""
+    timed = [_step_seconds(run.run_dir / entry["dir"] / "done.json") for entry in run.plan]
+    seconds = [t for t in timed if t is not None]
+    if seconds:
+        untimed = f"; {len(timed) - len(seconds)} of {len(timed)} steps untimed" if len(seconds) < len(timed) else ""
+        return f"{_hours(sum(seconds))} (the sum of its {len(seconds)} steps' wall times{untimed})"
     from polyalign.study.store import Store
 
     keys = {entry["key"] for entry in run.plan}
@@ -130,8 +137,18 @@ def wall_time(run: RunData) -> str:
         stamps = [row[0] for row in store.db.execute("SELECT updated, key FROM steps") if row[1] in keys]
     if len(stamps) < 2:
         return "not recorded"
-    seconds = max(stamps) - min(stamps)
-    return f"{seconds / 3600:.0f} h {seconds % 3600 / 60:02.0f} min (the span of the run's step ledger)"
+    return f"{_hours(max(stamps) - min(stamps))} (the span of the run's step ledger)"
+
+
+def _step_seconds(marker: Path) -> float | None:
+    try:
+        return float(json.loads(marker.read_text(encoding="utf-8"))["seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _hours(seconds: float) -> str:
+    return f"{int(seconds // 3600)} h {seconds % 3600 / 60:02.0f} min"
 
 
 def render_claims(run: RunData, results: list[ClaimResult], spec: ClaimsSpec, machine: str, command: str) -> str:

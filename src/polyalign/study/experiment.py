@@ -22,7 +22,7 @@ from pathlib import Path
 
 from polyalign.core.model_names import check_model_name
 from polyalign.core.paths import check_output_path
-from polyalign.study.experiment_spec import Experiment, LensSpec, PcaSpec, load_experiment
+from polyalign.study.experiment_spec import Experiment, LensSpec, PcaSpec, eval_modes, load_experiment
 from polyalign.study.plan import plan
 from polyalign.study.step_clock import StepClock
 from polyalign.study.step_context import StepContext
@@ -40,7 +40,7 @@ def validate_experiment(path: str | Path, overrides=(), data: bool = False) -> t
     notes: list[str] = []
     if data:
         ctx = StepContext(exp, None, Path(path).resolve().parent)
-        checks = [(t, exp.languages, m, exp.items) for t in exp.tasks for m in exp.modes]
+        checks = [(t, exp.languages, m, exp.items) for t in exp.tasks for m in eval_modes(exp, t)]
         analyses: list[LensSpec | PcaSpec] = [*exp.analyses.lens, *exp.analyses.pca]
         for spec in analyses:
             checks.append((spec.task, spec.langs, spec.mode, spec.items or exp.items))

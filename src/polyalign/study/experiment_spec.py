@@ -47,13 +47,14 @@ class AlignmentSetting:
     translator: str | None = None  # seq2seq model translating target records into sources with no file
     translator_lang_codes: dict[str, str] = field(default_factory=dict)  # e.g. {zh: zho_Hans}; NLLB is built in
     tasks: list[str] | None = None  # evaluation tasks of this adapter (default: all of the experiment's)
+    modes: list[str] | None = None  # label words this adapter is evaluated with (default: each task's modes)
     items: str | None = None  # questions of benchmark test items START:STOP (held out from evaluation)
     seeds: list[int] | None = None  # training seeds, one adapter each, named NAME@s<SEED> (None: train's seed)
     pairing: str = "parallel"  # shuffled: a control pairing each source question with another item's target
     control_of: str | None = None  # the parallel setting a shuffled control is compared with
 
 
-# what a control shares with the setting it controls; it differs only in pairing, seeds and tasks
+# what a control shares with the setting it controls; it differs only in pairing, seeds, tasks and modes
 CONTROL_SAME: tuple[str, ...] = ("task", "sources", "target", "per_language", "seed", "train", "items")
 CONTROL_SAME += ("pair_files", "target_file", "translator", "translator_lang_codes")
 
@@ -99,6 +100,7 @@ class Experiment:
     alignment: list[AlignmentSetting] = field(default_factory=list)
     tasks: list[str] = field(default_factory=lambda: ["emotion"])  # evaluation tasks
     modes: list[str] = field(default_factory=lambda: ["english"])  # label words: english, native, agnostic
+    task_modes: dict[str, list[str]] = field(default_factory=dict)  # TASK: its modes, instead of `modes`
     scoring: str = "exact"  # exact (full label log-prob) or prefix (the paper's rule)
     languages: list[str] = field(default_factory=lambda: ["all"])  # evaluation languages
     limit: int | None = None  # first N test items per language (None: all)
@@ -133,6 +135,33 @@ def trainings(setting: AlignmentSetting, trust_remote_code: bool = False) -> lis
     return [(seeded_name(setting.name, seed), replace(cfg, seed=seed)) for seed in setting.seeds]
 
 
+def eval_modes(exp: Experiment, task: str, setting: AlignmentSetting | None = None) -> list[str]:
+    """The label-word modes `task` is evaluated with: the setting's own list, else the task's entry in
+    `task_modes`, else `modes`. Lets one costly mode (claim 8's agnostic labels) run on a few arms only."""
+    if setting is not None and setting.modes is not None:
+        return setting.modes
+    return exp.task_modes.get(task, exp.modes)
+
+
+def check_modes(exp: Experiment) -> None:
+    """Modes are known and listed once; a setting's modes are among each of its tasks' modes."""
+    lists = {"modes": exp.modes, **{f"task_modes.{t}": m for t, m in exp.task_modes.items()}}
+    lists |= {f"alignment '{s.name}': modes": s.modes for s in exp.alignment if s.modes is not None}
+    for where, modes in lists.items():
+        if not modes or len(set(modes)) != len(modes):
+            raise PolyalignError(f"{where}: list at least one mode, each once")
+        for mode in modes:
+            check_mode(mode)
+    if set(exp.task_modes) - set(exp.tasks):
+        raise PolyalignError(f"task_modes: {sorted(set(exp.task_modes) - set(exp.tasks))} are not among tasks")
+    for s in exp.alignment:
+        for task in s.tasks or exp.tasks:
+            if s.modes is not None and set(s.modes) - set(eval_modes(exp, task)):
+                raise PolyalignError(
+                    f"alignment '{s.name}': modes {s.modes} must be among {task}'s modes {eval_modes(exp, task)}"
+                )
+
+
 def check_experiment(exp: Experiment) -> None:
     """Everything that needs neither models nor data: names, languages, tasks, modes, training keys."""
     if not exp.models or len(set(exp.models)) != len(exp.models):
@@ -142,10 +171,8 @@ def check_experiment(exp: Experiment) -> None:
         check_choice(exp.dtype, DTYPE_CHOICES, "dtype")
     if (exp.limit is not None and exp.limit < 1) or exp.batch_size < 1:
         raise PolyalignError("limit and batch_size must be at least 1")
-    if len(set(exp.tasks)) != len(exp.tasks) or len(set(exp.modes)) != len(exp.modes):
-        raise PolyalignError("tasks and modes: list each once")
-    for mode in exp.modes:
-        check_mode(mode)
+    if len(set(exp.tasks)) != len(exp.tasks):
+        raise PolyalignError("tasks: list each once")
     parse_languages(exp.languages)
     tasks = [load_task(t).name for t in exp.tasks]
     names = [s.name for s in exp.alignment]
@@ -170,6 +197,7 @@ def check_experiment(exp: Experiment) -> None:
                     f"{where}: items takes questions from the benchmark's test files; drop "
                     f"pair_files, target_file and translator"
                 )
+    check_modes(exp)
     check_seeds_and_controls(exp)
     parse_items(exp.items, "items")
     check_held_out(exp)
@@ -210,7 +238,7 @@ def check_seeds_and_controls(exp: Experiment) -> None:
         differ = [k for k in CONTROL_SAME if getattr(s, k) != getattr(other, k)]
         if differ:
             raise PolyalignError(
-                f"{where}: a control differs from '{other.name}' only in pairing, seeds and tasks; "
+                f"{where}: a control differs from '{other.name}' only in pairing, seeds, tasks and modes; "
                 f"{', '.join(differ)} differ"
             )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from polyalign.study.alignment_steps import data_step, train_steps
 from polyalign.study.analysis_step import analysis_step
 from polyalign.study.eval_step import eval_step
+from polyalign.study.experiment_spec import eval_modes
 from polyalign.study.step_context import StepContext
 from polyalign.study.store import Step
 from polyalign.study.variants import split_seeded
@@ -20,6 +21,7 @@ def plan(ctx: StepContext) -> list[Step]:
     data = {s.name: data_step(ctx, s) for s in exp.alignment}
     steps += data.values()
     tasks_of = {s.name: s.tasks or exp.tasks for s in exp.alignment}
+    by_name = {s.name: s for s in exp.alignment}
     for model in exp.models:
         mid = ctx.model_id(model)
         trained = {n: t for s in exp.alignment for n, t in train_steps(ctx, model, mid, s, data[s.name])}
@@ -31,7 +33,7 @@ def plan(ctx: StepContext) -> list[Step]:
         variants = [("base", None, exp.tasks)] + [(n, n, tasks_of[split_seeded(n)[0]]) for n in trained]
         for setting, adapter, tasks in variants:
             for task in tasks:
-                for mode in exp.modes:
+                for mode in eval_modes(exp, task, by_name.get(split_seeded(setting)[0])):
                     steps.append(
                         eval_step(ctx, model, mid, setting, adapters.get(adapter), keys.get(adapter), task, mode)
                     )

@@ -133,7 +133,8 @@ def load_run(run_dir: str | Path) -> RunData:
     order = {name: i for i, name in enumerate(["base"] + [s["name"] for s in experiment.get("alignment", [])])}
     models = {m: i for i, m in enumerate(experiment.get("models", []))}
     tasks = {t: i for i, t in enumerate(experiment.get("tasks", []))}
-    modes = {m: i for i, m in enumerate(experiment.get("modes", []))}
+    declared = [*experiment.get("modes", []), *(m for ms in experiment.get("task_modes", {}).values() for m in ms)]
+    modes = {m: i for i, m in enumerate(dict.fromkeys(declared))}
     rows.sort(
         key=lambda r: (
             tasks.get(r["task"], 99),

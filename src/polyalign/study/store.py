@@ -233,11 +233,14 @@ def execute_steps(
                 before(step)
             store.record_step(step.kind, step.key, step.config, "running")
             folder.mkdir(parents=True, exist_ok=True)
+            started = time.monotonic()
             outputs = step.run(folder)
             if clock:
                 clock.finish(step)
             pending[n - 1] = False
-            atomic_write_json(marker, {"kind": step.kind, "key": step.key, "config": step.config, "outputs": outputs})
+            seconds = round(time.monotonic() - started, 1)  # the step's own wall time: a run's cost sums these
+            done = {"kind": step.kind, "key": step.key, "config": step.config, "outputs": outputs, "seconds": seconds}
+            atomic_write_json(marker, done)
             executed.append(step)
         if step.after:
             step.after(folder, outputs)
