@@ -86,3 +86,22 @@ def test_dry_run_counts_modes(tmp_path, data_dir, capsys):
     path = _experiment(tmp_path, data_dir, alignment, task_modes={"emotion": ["english", "native", "agnostic"]})
     assert main(["run", str(path), "--dry-run"]) == 0
     assert "valid; 1 data, 1 train, 6 eval" in capsys.readouterr().out  # base 3 + 1, a 2
+
+
+def test_a_setting_can_align_some_models_only(tmp_path, data_dir, capsys):
+    """Claim 4 needs one setting on the second model, not all of them: `models` on a setting."""
+    alignment = [{**SETTING, "name": "a"}, {**SETTING, "name": "b", "models": ["gemma-3-270m"]}]
+    path = _experiment(tmp_path, data_dir, alignment, models=["gemma-3-270m", "smollm2-135m"], tasks=["emotion"])
+    steps = Runner(load_experiment(path), None, tmp_path).plan()
+    assert [s.label for s in steps if s.kind == "train"] == [
+        "gemma-3-270m + a",
+        "gemma-3-270m + b",
+        "smollm2-135m + a",
+    ]
+    evals = [(s.config["labels"]["model"], s.config["labels"]["setting"]) for s in steps if s.kind == "eval"]
+    assert evals[3:] == [("smollm2-135m", "base"), ("smollm2-135m", "a")]
+    assert main(["run", str(path), "--dry-run"]) == 0
+    assert "valid; 2 data, 3 train, 5 eval" in capsys.readouterr().out
+    bad = _experiment(tmp_path, data_dir, [{**SETTING, "name": "b", "models": ["org/other"]}])
+    with pytest.raises(PolyalignError, match="models \\['org/other'\\] must be among"):
+        load_experiment(bad)

@@ -11,16 +11,17 @@ from polyalign.study.experiment_spec import Experiment, eval_modes, trainings
 def plan_lines(exp: Experiment, name: str) -> list[str]:
     """The dry run's summary: each setting's trainings (one per seed and model), then the step counts."""
     n, lines, trains = len(exp.models), [], 0
-    evals = sum(len(eval_modes(exp, t)) for t in exp.tasks)
+    evals = n * sum(len(eval_modes(exp, t)) for t in exp.tasks)
     for s in exp.alignment:
         names = [stored for stored, _ in trainings(s, exp.trust_remote_code)]
+        models = len(s.models or exp.models)
         role = f"control of {s.control_of} (shuffled pairing)" if s.control_of else f"{s.pairing} pairing"
         seeds = f"seeds {', '.join(map(str, s.seeds))}" if s.seeds is not None else "the recipe's seed"
-        lines.append(f"  {s.name}: {role}; {n * len(names)} train ({seeds}): {', '.join(names)}")
-        trains += len(names)
-        evals += len(names) * sum(len(eval_modes(exp, t, s)) for t in s.tasks or exp.tasks)
+        lines.append(f"  {s.name}: {role}; {models * len(names)} train ({seeds}): {', '.join(names)}")
+        trains += models * len(names)
+        evals += models * len(names) * sum(len(eval_modes(exp, t, s)) for t in s.tasks or exp.tasks)
     lines.append(
-        f"{name}: valid; {len(exp.alignment)} data, {n * trains} train, {n * evals} eval, "
+        f"{name}: valid; {len(exp.alignment)} data, {trains} train, {evals} eval, "
         f"{n * len(exp.analyses.lens)} lens, {n * len(exp.analyses.pca)} pca steps"
     )
     return lines

@@ -24,7 +24,7 @@ from polyalign.study.step_context import StepContext
 from polyalign.study.store import Step, step_key
 
 # AlignmentSetting fields that name, train, evaluate or relate a setting but do not change its pairs
-NOT_DATA = ("name", "train", "tasks", "modes", "seeds", "control_of")
+NOT_DATA = ("name", "train", "tasks", "modes", "models", "seeds", "control_of")
 
 
 def data_declared(s: AlignmentSetting) -> dict:
@@ -110,7 +110,9 @@ def _translator(ctx: StepContext, s: AlignmentSetting, task: TaskSpec, folder: P
 
 def train_steps(ctx: StepContext, model: str, mid: dict, s: AlignmentSetting, data: Step) -> list[tuple[str, Step]]:
     """(stored name, step) of each adapter of `model` on a setting's pairs: one per training seed."""
-    steps = []
+    steps: list[tuple[str, Step]] = []
+    if s.models is not None and model not in s.models:
+        return steps
     for name, cfg in trainings(s, ctx.exp.trust_remote_code):
         config = {"model": mid, "data": data.key, "train": asdict(cfg)}
 

@@ -48,6 +48,7 @@ class AlignmentSetting:
     translator_lang_codes: dict[str, str] = field(default_factory=dict)  # e.g. {zh: zho_Hans}; NLLB is built in
     tasks: list[str] | None = None  # evaluation tasks of this adapter (default: all of the experiment's)
     modes: list[str] | None = None  # label words this adapter is evaluated with (default: each task's modes)
+    models: list[str] | None = None  # the models aligned on it (default: all of the experiment's)
     items: str | None = None  # questions of benchmark test items START:STOP (held out from evaluation)
     seeds: list[int] | None = None  # training seeds, one adapter each, named NAME@s<SEED> (None: train's seed)
     pairing: str = "parallel"  # shuffled: a control pairing each source question with another item's target
@@ -187,6 +188,8 @@ def check_experiment(exp: Experiment) -> None:
             raise PolyalignError(f"{where}: target among sources, or per_language < 1")
         if set(s.pair_files) - set(s.sources):
             raise PolyalignError(f"{where}: pair_files for languages that are not sources")
+        if s.models is not None and (not s.models or set(s.models) - set(exp.models)):
+            raise PolyalignError(f"{where}: models {s.models} must be among the experiment's models {exp.models}")
         if any(load_task(t).name not in tasks for t in s.tasks or []):
             raise PolyalignError(f"{where}: tasks {s.tasks} must be among the experiment's tasks {exp.tasks}")
         train_config(s, exp.trust_remote_code)
@@ -236,9 +239,11 @@ def check_seeds_and_controls(exp: Experiment) -> None:
                 f"(one of {[o.name for o in exp.alignment if o.pairing == 'parallel']})"
             )
         differ = [k for k in CONTROL_SAME if getattr(s, k) != getattr(other, k)]
+        if set(s.models or exp.models) - set(other.models or exp.models):
+            differ.append("models (a control's must be among its setting's)")
         if differ:
             raise PolyalignError(
-                f"{where}: a control differs from '{other.name}' only in pairing, seeds, tasks and modes; "
+                f"{where}: a control differs from '{other.name}' only in pairing, seeds, tasks, modes and models; "
                 f"{', '.join(differ)} differ"
             )
 
