@@ -14,13 +14,13 @@ from collections.abc import Callable
 from polyalign.study.store import Step
 
 # seconds per unit, gemma-3-270m on 2 CPU cores: a training pair seen, an item scored; data steps
-# cost almost nothing. fp32 as measured on a CPU without native bf16 (AVX2: about 52 s per training
-# step of 16 pairs, about 4 items/s), bf16 where native (AVX512-BF16). Priors only: measured rates
+# cost almost nothing. fp32 as measured by the demo on a CPU without native bf16 (AVX2: 10 steps of 16
+# pairs in 328 s, about 5 items/s), bf16 where native (AVX512-BF16). Priors only: measured rates
 # replace them.
 PRIOR_SECONDS = {
-    ("train", "fp32"): 3.2,
+    ("train", "fp32"): 2.1,
     ("train", "bf16"): 0.75,
-    ("eval", "fp32"): 0.25,
+    ("eval", "fp32"): 0.2,
     ("eval", "bf16"): 0.12,
     ("lens", "fp32"): 0.3,
     ("lens", "bf16"): 0.15,
