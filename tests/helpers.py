@@ -107,3 +107,21 @@ def two_cpu_processes(*polyalign_args: str) -> list[str]:
     what makes accelerate start them (via torchrun); `--cpu --num_processes 2` silently starts one."""
     launch = "--multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no"
     return [sys.executable, "-m", "accelerate.commands.launch", *launch.split(), "-m", "polyalign.cli", *polyalign_args]
+
+
+def write_experiment(tmp_path: Path, data_dir: Path, alignment: list[dict], **top) -> Path:
+    """A small experiment file (gemma alias, emotion, en and zh, items 0:8) with `top` overriding."""
+    import yaml
+
+    spec = {
+        "models": ["gemma-3-270m"],
+        "alignment": alignment,
+        "tasks": ["emotion"],
+        "languages": ["en", "zh"],
+        "items": "0:8",
+        "data_dir": str(data_dir),
+        **top,
+    }
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(spec), encoding="utf-8")
+    return path

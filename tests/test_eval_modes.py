@@ -1,8 +1,8 @@
 """Per-task and per-setting label-word modes: a costly mode runs on the few arms a claim needs."""
 
 import pytest
-import yaml
 
+from helpers import write_experiment
 from polyalign.cli import main
 from polyalign.core.errors import PolyalignError
 from polyalign.study.experiment import Runner
@@ -12,18 +12,7 @@ SETTING = {"task": "emotion", "sources": ["zh"], "target": "en", "items": "250:2
 
 
 def _experiment(tmp_path, data_dir, alignment, **top):
-    spec = {
-        "models": ["gemma-3-270m"],
-        "alignment": alignment,
-        "tasks": ["emotion", "snli"],
-        "languages": ["en", "zh"],
-        "items": "0:8",
-        "data_dir": str(data_dir),
-        **top,
-    }
-    path = tmp_path / "exp.yaml"
-    path.write_text(yaml.safe_dump(spec), encoding="utf-8")
-    return path
+    return write_experiment(tmp_path, data_dir, alignment, **{"tasks": ["emotion", "snli"], **top})
 
 
 def _evals(path, tmp_path) -> list[tuple[str, str, str]]:

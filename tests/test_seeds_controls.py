@@ -5,8 +5,8 @@ control tables on a synthetic store; one slow run end to end on a tiny random mo
 from collections import Counter
 
 import pytest
-import yaml
 
+from helpers import write_experiment
 from polyalign.alignment.alignment_data import build_pairs, derangement
 from polyalign.cli import main
 from polyalign.core.errors import PolyalignError
@@ -63,18 +63,7 @@ def test_shuffled_pairs_keep_every_question(data_dir):
 
 
 def _experiment(tmp_path, data_dir, alignment, **top):
-    spec = {
-        "models": ["gemma-3-270m"],
-        "alignment": alignment,
-        "tasks": ["emotion"],
-        "languages": ["en", "zh"],
-        "items": "0:8",
-        "data_dir": str(data_dir),
-        **top,
-    }
-    path = tmp_path / "exp.yaml"
-    path.write_text(yaml.safe_dump(spec), encoding="utf-8")
-    return path
+    return write_experiment(tmp_path, data_dir, alignment, **top)
 
 
 def test_declarations_are_checked(tmp_path, data_dir):
