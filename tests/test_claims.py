@@ -193,10 +193,11 @@ def test_wall_time_sums_the_steps_own_times_not_the_pauses(tmp_path):
     from polyalign.study.claims_report import wall_time
 
     run_dir = fake_run(tmp_path, results_for(a__base=outcome(36)), [claim("1")])
-    plan = [{"kind": "eval", "key": k, "label": k, "labels": None, "dir": f"steps/{k}"} for k in "abc"]
-    for key, seconds in (("a", 3000.0), ("b", 1500.0)):
+    plan = [{"kind": "eval", "key": k, "label": k, "labels": None, "dir": f"steps/{k}"} for k in "abcd"]
+    for key, seconds in (("a", 3000.0), ("b", 1500.0), ("c", None)):
         (run_dir / "steps" / key).mkdir(parents=True)
-        (run_dir / "steps" / key / "done.json").write_text(json.dumps({"key": key, "seconds": seconds}))
+        done = {"key": key, **({"seconds": seconds} if seconds else {})}  # c: finished before steps were timed
+        (run_dir / "steps" / key / "done.json").write_text(json.dumps(done))
     with Store(run_dir) as store:
         store.set_meta("plan", plan)
         store.record_step("eval", "a", {}, "done")
@@ -204,4 +205,5 @@ def test_wall_time_sums_the_steps_own_times_not_the_pauses(tmp_path):
         store.db.commit()
         store.record_step("eval", "b", {}, "done")
     text = wall_time(load_run(run_dir))
-    assert text.startswith("1 h 15 min") and "2 steps' wall times; 1 of 3 steps untimed" in text
+    assert text.startswith("1 h 15 min") and "2 steps' wall times; 1 of 4 steps not done" in text
+    assert text.endswith("; 1 of 4 steps done untimed)")

@@ -125,11 +125,13 @@ def claim_section(res: ClaimResult, alpha: float) -> list[str]:
 def wall_time(run: RunData) -> str:
     """The run's cost: its steps' own wall times (done.json `seconds`) summed, so pauses and resumes
     between sessions do not count; the span of the step ledger where no step was timed."""
-    timed = [_step_seconds(run.run_dir / entry["dir"] / "done.json") for entry in run.plan]
+    markers = [run.run_dir / entry["dir"] / "done.json" for entry in run.plan]
+    timed = [_step_seconds(m) for m in markers if m.exists()]
     seconds = [t for t in timed if t is not None]
     if seconds:
-        untimed = f"; {len(timed) - len(seconds)} of {len(timed)} steps untimed" if len(seconds) < len(timed) else ""
-        return f"{_hours(sum(seconds))} (the sum of its {len(seconds)} steps' wall times{untimed})"
+        gaps = [(len(markers) - len(timed), "not done"), (len(timed) - len(seconds), "done untimed")]
+        notes = "".join(f"; {n} of {len(markers)} steps {what}" for n, what in gaps if n)
+        return f"{_hours(sum(seconds))} (the sum of its {len(seconds)} steps' wall times{notes})"
     from polyalign.study.store import Store
 
     keys = {entry["key"] for entry in run.plan}
