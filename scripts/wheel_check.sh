@@ -10,8 +10,10 @@ start=$SECONDS
 BUILD_PY="${BUILD_PYTHON:-.venv/bin/python}"    # has `build` ([dev] extra)
 VENV_PY="${PYTHON:-python3}"                    # the interpreter of the fresh environment
 DATA="${POLYALIGN_DATA:-../shared/data/multilingual-learner}"
-[ -d "$DATA" ] || { echo "wheel_check: benchmark not found at $DATA (set POLYALIGN_DATA)" >&2; exit 1; }
-DATA="$(cd "$DATA" && pwd)"
+# without the benchmark, the steps that read it are skipped (as the tests skip), the rest still run
+if [ -d "$DATA" ]; then DATA="$(cd "$DATA" && pwd)"; HAVE_DATA=1; else
+  echo "wheel_check: benchmark not found at $DATA (set POLYALIGN_DATA): skipping the steps that read it" >&2
+  HAVE_DATA=0; fi
 VERSION="$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' src/polyalign/__init__.py)"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/polyalign-wheel.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
@@ -57,14 +59,16 @@ step "running from an empty folder ($PWD)"
 version="$(run --version)"
 echo "$version"
 [ "$(echo "$version" | tail -1)" = "polyalign $VERSION" ] || fail "--version"
-run prompt --task snli --lang zh --index 3 --newline --data-dir "$DATA"
-run eval --model smollm2-135m --task emotion --langs en --limit 2 --data-dir "$DATA" --out "$WORK/eval"
-[ -f "$WORK/eval/results.json" ] || fail "eval wrote no results.json"
-run run paper/table3_tasks --dry-run --data-dir "$DATA"
+if [ "$HAVE_DATA" = 1 ]; then
+  run prompt --task snli --lang zh --index 3 --newline --data-dir "$DATA"
+  run eval --model smollm2-135m --task emotion --langs en --limit 2 --data-dir "$DATA" --out "$WORK/eval"
+  [ -f "$WORK/eval/results.json" ] || fail "eval wrote no results.json"
+  run run paper/table3_tasks --dry-run --data-dir "$DATA"
+fi
 listing="$(run configs)"
 echo "$listing" | grep -q "^paper/table3_tasks " || fail "configs does not list paper/table3_tasks"
 run configs copy paper/table3_tasks "$WORK/mine.yaml"
-run run "$WORK/mine.yaml" --dry-run --data-dir "$DATA"
+[ "$HAVE_DATA" = 0 ] || run run "$WORK/mine.yaml" --dry-run --data-dir "$DATA"
 [ -z "$(ls -A "$WORK/empty")" ] || fail "commands wrote into the working folder: $(ls -A "$WORK/empty")"
 
 step "without --data-dir or POLYALIGN_DATA: one line and exit 2, even beside folders that look like the benchmark"
