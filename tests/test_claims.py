@@ -23,8 +23,10 @@ def outcome(right: int, start: int = 0) -> list[bool]:
     return [(i - start) % N < right for i in range(N)]
 
 
-def fake_run(tmp_path, results: dict, claims: list[dict], correction: str = "holm"):
-    """A run folder whose store holds `results[(model, setting, mode)][lang]` = correctness per item."""
+def fake_run(tmp_path, results: dict, claims: list[dict], correction: str = "holm", prior_shifted=()):
+    """A run folder whose store holds `results[(model, setting, mode)][lang]` = correctness per item.
+    Keys in `prior_shifted` predict 'positive' for every item instead (raw 50%), with scores that still
+    rank the gold label first after batch calibration (calibrated 100%)."""
     run_dir = tmp_path / "run"
     experiment = {
         "name": "claims",
@@ -43,8 +45,12 @@ def fake_run(tmp_path, results: dict, claims: list[dict], correction: str = "hol
                 for i, ok in enumerate(right):
                     gold, other = ("positive", "negative") if i % 2 else ("negative", "positive")
                     mass = {gold: 0.8 if ok else 0.2, other: 0.2 if ok else 0.8}
+                    pred = gold if ok else other
+                    if (model, setting, mode) in prior_shifted:
+                        positive = 0.9 if gold == "positive" else 0.6
+                        mass, pred = {"positive": positive, "negative": 1 - positive}, "positive"
                     scores = {c: mass[c] for c in ("positive", "negative")}
-                    rows.append({"lang": lang, "idx": i, "gold": gold, "pred": gold if ok else other, "scores": scores})
+                    rows.append({"lang": lang, "idx": i, "gold": gold, "pred": pred, "scores": scores})
             labels = {"model": model, "setting": setting, "task": "emotion", "mode": mode, "scoring": "prefix"}
             store.replace_samples(f"step-{model}-{setting}-{mode}", labels, rows)
     return run_dir
@@ -101,6 +107,19 @@ def test_each_verdict_is_reachable(tmp_path):
     assert gain.calibrated is not None and gain.auc is not None  # two classes, one condition
     assert "precondition failed" in found["chance"].reason and "(chance)" in found["chance"].reason
     assert found["chance"].p is None and found["gain"].p_corrected == pytest.approx(3 * gain.p)  # 3 testable
+
+
+def test_a_calibrated_precondition_sees_through_a_label_prior(tmp_path):
+    """A base that answers 'positive' to everything is at chance raw, yet its scores rank every item
+    right: the raw precondition makes the claim not testable, the calibrated one lets it be tested."""
+    res = results_for(a__base=outcome(30), a__al=outcome(54))
+    claims = [
+        claim("raw", min_effect=0.02, preconditions=[{"arm": {"setting": "base"}}]),
+        claim("cal", min_effect=0.02, preconditions=[{"arm": {"setting": "base"}, "measure": "calibrated"}]),
+    ]
+    found = verdicts(fake_run(tmp_path, res, claims, prior_shifted={("org/a", "base", "english")}))
+    assert found["raw"].verdict == "not testable" and "accuracy 50.0%" in found["raw"].reason
+    assert found["cal"].verdict != "not testable" and found["cal"].p is not None
 
 
 def test_holm_across_claims_changes_a_verdict(tmp_path):

@@ -46,6 +46,7 @@ def with_part(**change) -> dict:
         (with_part(measure="lens"), "no lens analysis"),
         (with_part(min_effect=-0.1), "min_effect must be >= 0"),
         (with_part(preconditions=[{"arm": {"setting": "base"}, "above": "half"}]), "precondition above"),
+        (with_part(preconditions=[{"arm": {"setting": "base"}, "measure": "auc"}]), "precondition measure 'auc'"),
         ({"claims": [CLAIM, CLAIM]}, "each id once"),
         ({"claims": [CLAIM], "alpha": 0.7}, "claims.alpha"),
     ],

@@ -195,17 +195,22 @@ def pca_part(run: RunData, part: ClaimPart, arms: tuple, alpha: float, r: PartRe
     r.p = bootstrap_p(delta, boot)
 
 
-def check_precondition(run: RunData, part: ClaimPart, cond: Precondition, langs: list[str], alpha: float) -> None:
-    """Raise Missing when the arm's accuracy over `langs` is not above the threshold by its CI."""
+def check_precondition(
+    run: RunData, cal: RunData, part: ClaimPart, cond: Precondition, langs: list[str], alpha: float
+) -> None:
+    """Raise Missing when the arm's (raw or calibrated) accuracy over `langs` is not above the
+    threshold by its CI."""
     arm = resolve(run, part, cond.arm)
-    correct = restrict(outcomes(run, arm), langs) or outcomes(run, arm)
+    data = cal if cond.measure == "calibrated" else run
+    correct = restrict(outcomes(data, arm), langs) or outcomes(data, arm)
     classes = run.class_order.get(arm.condition, [])
     threshold = 1 / len(classes) if cond.above == "chance" and classes else float(cond.above)
     diff, _ = _difference(correct, {lang: dict.fromkeys(by, threshold) for lang, by in correct.items()})
     delta, lo, _ = bootstrap_average_ci(diff, level=1 - alpha)
     if not lo > 0:
         raise Missing(
-            f"precondition failed: {arm.model} / {arm.label()} accuracy {100 * (delta + threshold):.1f}% "
+            f"precondition failed: {arm.model} / {arm.label()} "
+            f"{'calibrated accuracy' if cond.measure == 'calibrated' else 'accuracy'} {100 * (delta + threshold):.1f}% "
             f"(CI low {100 * (lo + threshold):.1f}%) is not above {100 * threshold:.1f}%"
             + (" (chance)" if cond.above == "chance" else "")
         )
@@ -224,7 +229,7 @@ def evaluate_part(run: RunData, cal: RunData, part: ClaimPart, alpha: float) -> 
         else:
             accuracy_part(run, cal, part, arms, alpha, result)
         for cond in part.preconditions:
-            check_precondition(run, part, cond, result.langs, alpha)
+            check_precondition(run, cal, part, cond, result.langs, alpha)
     except Missing as exc:
         result.missing, result.verdict = str(exc), "not testable"
     return result

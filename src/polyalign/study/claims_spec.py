@@ -21,6 +21,7 @@ from polyalign.core.tasks import load_task
 Experiment = Any  # polyalign.study.experiment_spec.Experiment, which imports this module (no cycle)
 
 MEASURES = ("accuracy", "calibrated", "lens", "pca")  # what a part compares (per item, or PCA's r)
+PRECONDITION_MEASURES = ("accuracy", "calibrated")  # raw, or after batch calibration
 TESTS = ("sign", "bootstrap", "equivalence")  # exact sign test over items, null-centred bootstrap, TOST
 CORRECTIONS = ("holm", "none")  # across the claims' primary p-values
 LANGUAGE_GROUPS = ("all", "unseen", "seen")  # relative to the languages of both arms' settings
@@ -42,10 +43,13 @@ class Arm:
 @dataclass
 class Precondition:
     """The arm's accuracy, averaged over the part's languages, is above `above` (a number, or
-    'chance' = 1 / number of classes) by its lower 1 - alpha bootstrap bound; else not testable."""
+    'chance' = 1 / number of classes) by its lower 1 - alpha bootstrap bound; else not testable.
+    measure: calibrated reads it after batch calibration, so a model whose raw accuracy sits at
+    chance only because it predicts one label for every item still counts as able to do the task."""
 
     arm: Arm
     above: float | str = "chance"
+    measure: str = "accuracy"  # accuracy or calibrated
 
 
 @dataclass
@@ -136,6 +140,7 @@ def check_part(exp: Experiment, part: ClaimPart, where: str) -> None:
     for cond in part.preconditions:
         if not (cond.above == "chance" or (isinstance(cond.above, float) and 0 < cond.above < 1)):
             raise PolyalignError(f"{where}: precondition above {cond.above!r} is not 'chance' or a number in (0, 1)")
+        check_choice(cond.measure, PRECONDITION_MEASURES, f"{where}: precondition measure")
 
 
 def check_languages(exp: Experiment, part: ClaimPart, where: str) -> None:
