@@ -158,7 +158,7 @@ def test_claims_markdown(tmp_path):
     run_dir = fake_run(tmp_path, res, [claim("1", min_effect=0.02), claim("2", mode="native")])
     out = write_claims(run_dir, tmp_path / "CLAIMS.md")
     text = out.read_text()
-    assert f"polyalign claims {run_dir} --out {out}" in text and "native bf16" in text
+    assert f"polyalign claims {run_dir} --out {out}" in text and "Machine: not recorded by the run" in text
     assert "| 1 | claim 1 | Table X | ours | +20.0 [" in text and "**supported**" in text
     assert "### Claim 2: not testable" in text and "english" in text and "native labels" in text
 
@@ -226,3 +226,27 @@ def test_wall_time_sums_the_steps_own_times_not_the_pauses(tmp_path):
     text = wall_time(load_run(run_dir))
     assert text.startswith("1 h 15 min") and "2 steps' wall times; 1 of 4 steps not done" in text
     assert text.endswith("; 1 of 4 steps done untimed)")
+
+
+def test_the_report_names_the_machine_the_steps_ran_on(tmp_path):
+    """Each step records its hardware in done.json; the claims report names that machine, not the one
+    rendering the report. Runs from before the record name their evaluations' precision instead."""
+    from polyalign.engine.precision import machine_description
+    from polyalign.study.claims_report import run_machine
+    from polyalign.study.store import Step, execute_steps
+
+    run_dir = fake_run(tmp_path, results_for(a__base=outcome(36)), [claim("1")])
+    step = Step("eval", "k1", {}, "k1", lambda folder: {"dir": "eval"})
+    plan = [{"kind": "eval", "key": "k1", "label": "k1", "labels": None, "dir": "steps/eval-k1"}]
+    with Store(run_dir) as store:
+        store.set_meta("plan", plan)
+        execute_steps(store, run_dir, [step], log=lambda line: None)
+    marker = run_dir / "steps" / "eval-k1" / "done.json"
+    recorded = json.loads(marker.read_text())["machine"]
+    assert recorded == machine_description() and recorded.startswith("CPU ")
+    assert run_machine(load_run(run_dir)) == recorded
+    legacy = {k: v for k, v in json.loads(marker.read_text()).items() if k != "machine"}
+    marker.write_text(json.dumps(legacy))
+    (marker.parent / "eval").mkdir()
+    (marker.parent / "eval" / "results.json").write_text(json.dumps({"runtime": {"dtype": "float32", "device": "cpu"}}))
+    assert run_machine(load_run(run_dir)) == "not recorded by the run (its evaluations ran in float32 on cpu)"

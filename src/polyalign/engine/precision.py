@@ -40,6 +40,13 @@ def cpu_description() -> str:
     return f"{torch.backends.cpu.get_cpu_capability()}, native bf16: {native}"
 
 
+def machine_description() -> str:
+    """The hardware a step ran on, recorded in its done.json: reports name the machine that
+    produced the numbers, not the one that renders them."""
+    gpu = f"; GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return f"CPU {cpu_description()}{gpu}"
+
+
 def resolve_precision(precision: str, device_type: str) -> str:
     """`auto` -> bf16 where it is native on `device_type`, else fp32; an explicit bf16 on a CPU
     without native support is kept, after one line on stderr saying why it will be slow."""

@@ -125,7 +125,7 @@ def claim_section(res: ClaimResult, alpha: float) -> list[str]:
 def wall_time(run: RunData) -> str:
     """The run's cost: its steps' own wall times (done.json `seconds`) summed, so pauses and resumes
     between sessions do not count; the span of the step ledger where no step was timed."""
-    markers = [run.run_dir / entry["dir"] / "done.json" for entry in run.plan]
+    markers = run_markers(run)
     timed = [_step_seconds(m) for m in markers if m.exists()]
     seconds = [t for t in timed if t is not None]
     if seconds:
@@ -140,6 +140,26 @@ def wall_time(run: RunData) -> str:
     if len(stamps) < 2:
         return "not recorded"
     return f"{_hours(max(stamps) - min(stamps))} (the span of the run's step ledger)"
+
+
+def run_machine(run: RunData) -> str:
+    """The hardware the run's steps recorded in their done.json; for runs made before steps recorded
+    it, the precision and device their evaluations' results.json name."""
+    held = {m: json.loads(m.read_text(encoding="utf-8")) for m in run_markers(run) if m.exists()}
+    machines = sorted({d["machine"] for d in held.values() if d.get("machine")})
+    if machines:
+        return " / ".join(machines)
+    ran_in = set()
+    for marker, done in held.items():
+        results = marker.parent / str(done.get("outputs", {}).get("dir", "")) / "results.json"
+        if done.get("kind") == "eval" and results.is_file():
+            runtime = json.loads(results.read_text(encoding="utf-8")).get("runtime", {})
+            ran_in.add(f"{runtime.get('dtype')} on {runtime.get('device')}")
+    return "not recorded by the run" + (f" (its evaluations ran in {', '.join(sorted(ran_in))})" if ran_in else "")
+
+
+def run_markers(run: RunData) -> list[Path]:
+    return [run.run_dir / entry["dir"] / "done.json" for entry in run.plan]
 
 
 def _step_seconds(marker: Path) -> float | None:
@@ -185,14 +205,12 @@ def render_claims(run: RunData, results: list[ClaimResult], spec: ClaimsSpec, ma
 
 def write_claims(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Evaluate the run's claims and write the markdown file (default: RUN_DIR/CLAIMS.md)."""
-    from polyalign.engine.precision import cpu_description  # torch: only when the command runs
-
     run = load_run(run_dir)
     spec = stored_claims(run)
     results = evaluate_claims(run, spec)
     out = Path(out) if out else Path(run_dir) / "CLAIMS.md"
     command = f"polyalign claims {run_dir}" + (f" --out {out}" if out != Path(run_dir) / "CLAIMS.md" else "")
-    atomic_write_text(out, render_claims(run, results, spec, cpu_description(), command))
+    atomic_write_text(out, render_claims(run, results, spec, run_machine(run), command))
     return out
 
 

@@ -216,6 +216,8 @@ def execute_steps(
 ) -> tuple[list[Step], list[Step]]:
     """Run, in order, every step whose folder holds no marker with its key; (executed, skipped).
     `clock` (polyalign.study.step_clock.StepClock) adds the precision and the time left to each start line."""
+    from polyalign.engine.precision import machine_description  # torch, which every step loads anyway
+
     executed, skipped = [], []
     held_keys = [_held(step_folder(run_dir, step) / "done.json").get("key") for step in steps]
     pending = [key != step.key for key, step in zip(held_keys, steps)]
@@ -240,6 +242,7 @@ def execute_steps(
             pending[n - 1] = False
             seconds = round(time.monotonic() - started, 1)  # the step's own wall time: a run's cost sums these
             done = {"kind": step.kind, "key": step.key, "config": step.config, "outputs": outputs, "seconds": seconds}
+            done["machine"] = machine_description()
             atomic_write_json(marker, done)
             executed.append(step)
         if step.after:
