@@ -125,12 +125,11 @@ def claim_section(res: ClaimResult, alpha: float) -> list[str]:
 def wall_time(run: RunData) -> str:
     """The run's cost: its steps' own wall times (done.json `seconds`) summed, so pauses and resumes
     between sessions do not count; the span of the step ledger where no step was timed."""
-    markers = run_markers(run)
-    timed = [_step_seconds(m) for m in markers if m.exists()]
-    seconds = [t for t in timed if t is not None]
+    planned, held = len(run.plan), done_markers(run)
+    seconds = [float(d["seconds"]) for d in held.values() if isinstance(d.get("seconds"), (int, float))]
     if seconds:
-        gaps = [(len(markers) - len(timed), "not done"), (len(timed) - len(seconds), "done untimed")]
-        notes = "".join(f"; {n} of {len(markers)} steps {what}" for n, what in gaps if n)
+        gaps = [(planned - len(held), "not done"), (len(held) - len(seconds), "done untimed")]
+        notes = "".join(f"; {n} of {planned} steps {what}" for n, what in gaps if n)
         return f"{_hours(sum(seconds))} (the sum of its {len(seconds)} steps' wall times{notes})"
     from polyalign.study.store import Store
 
@@ -145,7 +144,7 @@ def wall_time(run: RunData) -> str:
 def run_machine(run: RunData) -> str:
     """The hardware the run's steps recorded in their done.json; for runs made before steps recorded
     it, the precision and device their evaluations' results.json name."""
-    held = {m: json.loads(m.read_text(encoding="utf-8")) for m in run_markers(run) if m.exists()}
+    held = done_markers(run)
     machines = sorted({d["machine"] for d in held.values() if d.get("machine")})
     if machines:
         return " / ".join(machines)
@@ -158,15 +157,17 @@ def run_machine(run: RunData) -> str:
     return "not recorded by the run" + (f" (its evaluations ran in {', '.join(sorted(ran_in))})" if ran_in else "")
 
 
-def run_markers(run: RunData) -> list[Path]:
-    return [run.run_dir / entry["dir"] / "done.json" for entry in run.plan]
-
-
-def _step_seconds(marker: Path) -> float | None:
-    try:
-        return float(json.loads(marker.read_text(encoding="utf-8"))["seconds"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+def done_markers(run: RunData) -> dict[Path, dict]:
+    """Each finished step's done.json, read once ({} where one cannot be read)."""
+    held = {}
+    for entry in run.plan:
+        marker = run.run_dir / entry["dir"] / "done.json"
+        if marker.exists():
+            try:
+                held[marker] = json.loads(marker.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                held[marker] = {}
+    return held
 
 
 def _hours(seconds: float) -> str:

@@ -218,6 +218,7 @@ def execute_steps(
     `clock` (polyalign.study.step_clock.StepClock) adds the precision and the time left to each start line."""
     from polyalign.engine.precision import machine_description  # torch, which every step loads anyway
 
+    machine = machine_description()  # the same for every step of this process
     executed, skipped = [], []
     held_keys = [_held(step_folder(run_dir, step) / "done.json").get("key") for step in steps]
     pending = [key != step.key for key, step in zip(held_keys, steps)]
@@ -242,7 +243,7 @@ def execute_steps(
             pending[n - 1] = False
             seconds = round(time.monotonic() - started, 1)  # the step's own wall time: a run's cost sums these
             done = {"kind": step.kind, "key": step.key, "config": step.config, "outputs": outputs, "seconds": seconds}
-            done["machine"] = machine_description()
+            done["machine"] = machine
             atomic_write_json(marker, done)
             executed.append(step)
         if step.after:
