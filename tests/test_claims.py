@@ -163,6 +163,28 @@ def test_claims_markdown(tmp_path):
     assert "### Claim 2: not testable" in text and "english" in text and "native labels" in text
 
 
+def test_the_report_adds_a_labelled_sensitivity_with_calibrated_preconditions(tmp_path):
+    """A raw precondition failed by a label prior: the registered verdict stays 'not testable', and a
+    section marked not pre-registered shows the verdict under a calibrated precondition."""
+    res = results_for(a__base=outcome(30), a__al=outcome(54))
+    claims = [claim("raw", min_effect=0.02, preconditions=[{"arm": {"setting": "base"}}])]
+    run_dir = fake_run(tmp_path, res, claims, prior_shifted={("org/a", "base", "english")})
+    text = write_claims(run_dir, tmp_path / "CLAIMS.md").read_text()
+    registered, sensitivity = text.split("## Sensitivity: preconditions on calibrated accuracy (not pre-registered)")
+    assert "### Claim raw: not testable" in registered
+    assert "0 supported, 0 contradicted, 0 inconclusive, 1 not testable" in registered
+    row = next(line for line in sensitivity.splitlines() if line.startswith("| raw |"))
+    assert "| not testable | **supported** (changed) | +40.0 [" in row
+    assert "1 supported, 0 contradicted, 0 inconclusive, 0 not testable" in sensitivity
+
+
+def test_no_sensitivity_section_without_raw_preconditions(tmp_path):
+    res = results_for(a__base=outcome(36), a__al=outcome(48))
+    calibrated = [{"arm": {"setting": "base"}, "measure": "calibrated"}]
+    run_dir = fake_run(tmp_path, res, [claim("1", preconditions=calibrated)])
+    assert "## Sensitivity" not in write_claims(run_dir, tmp_path / "CLAIMS.md").read_text()
+
+
 def test_lens_and_pca_parts(tmp_path):
     rng = np.random.default_rng(0)
     res = results_for(a__base=outcome(36), a__al=outcome(48))

@@ -15,9 +15,9 @@ from polyalign.core.config import build
 from polyalign.core.errors import PolyalignError
 from polyalign.core.files import atomic_write_text, md_table
 from polyalign.evaluation.stats import RESAMPLES, SEED
-from polyalign.study.claims import ClaimResult, PartResult, evaluate_claims
-from polyalign.study.claims_spec import ClaimsSpec
-from polyalign.study.run_data import RunData, load_run
+from polyalign.study.claims import VERDICTS, ClaimResult, PartResult, evaluate_claims
+from polyalign.study.claims_spec import ClaimsSpec, with_calibrated_preconditions
+from polyalign.study.run_data import RunData, load_run, p_text
 
 TESTS = {
     "sign": "exact sign test over items",
@@ -45,10 +45,6 @@ def interval_text(interval, measure: str) -> str:
     return f"{_number(delta, measure)} [{_number(lo, measure)}, {_number(hi, measure)}]"
 
 
-def _p(value: float | None) -> str:
-    return "–" if value is None else (f"{value:.3f}" if value >= 0.001 else f"{value:.1e}")
-
-
 def _lines(result: ClaimResult, cell) -> str:
     """One line per part (prefixed by its name when the claim has several)."""
     many = len(result.parts) > 1
@@ -65,7 +61,7 @@ def summary_rows(results: list[ClaimResult], spec: ClaimsSpec) -> list[list[str]
     rows = []
     for res in results:
         tests = sorted({TESTS[r.part.test] for r in res.parts})
-        p = f"{', '.join(tests)}; p {_p(res.p)}, corrected {_p(res.p_corrected)}"
+        p = f"{', '.join(tests)}; p {p_text(res.p)}, corrected {p_text(res.p_corrected)}"
         rows.append(
             [
                 res.claim.id,
@@ -102,7 +98,8 @@ def part_paragraph(r: PartResult, alpha: float) -> str:
     )
     text = (
         f"{head}, languages {', '.join(r.langs)}, {r.n_items} items: effect {interval_text(r.effect, part.measure)} "
-        f"({100 * (1 - alpha):.0f}% CI); {TESTS[part.test]} p {_p(r.p)}; items better / worse {r.better} / {r.worse}"
+        f"({100 * (1 - alpha):.0f}% CI); {TESTS[part.test]} p {p_text(r.p)}; "
+        f"items better / worse {r.better} / {r.worse}"
     )
     if r.equivalence_ci is not None:
         lo, hi = r.equivalence_ci
@@ -118,7 +115,7 @@ def claim_section(res: ClaimResult, alpha: float) -> list[str]:
     lines = [f"### Claim {res.claim.id}: {res.verdict}", "", f"*Paper:* {res.claim.statement} ({res.claim.paper})"]
     lines += ["", f"*Our comparison:* {res.claim.comparison}", ""]
     lines += [part_paragraph(r, alpha) for r in res.parts]
-    p = f"p = {_p(res.p)} (largest of its parts), corrected {_p(res.p_corrected)}. " if res.p is not None else ""
+    p = "" if res.p is None else f"p = {p_text(res.p)} (largest of its parts), corrected {p_text(res.p_corrected)}. "
     return lines + ["", f"Verdict: **{res.verdict}**. {p}{res.reason}.", ""]
 
 
@@ -204,14 +201,54 @@ def render_claims(run: RunData, results: list[ClaimResult], spec: ClaimsSpec, ma
     return "\n".join(lines)
 
 
+def sensitivity_section(run: RunData, spec: ClaimsSpec, registered: list[ClaimResult], cal: RunData) -> list[str]:
+    """The verdicts again with calibrated preconditions, beside the registered ones. Why: a base that
+    answers one label everywhere sits at chance raw though its scores may rank items well, so a raw
+    precondition can fail on a label prior. That rule was not fixed before the run: it is labelled
+    exploratory and never replaces the verdicts; Holm runs over the claims testable under it."""
+    changed = with_calibrated_preconditions(spec)
+    if changed is None:
+        return []
+    results = evaluate_claims(run, changed, cal)
+    rows = [
+        [
+            new.claim.id,
+            old.verdict,
+            f"**{new.verdict}**" + (" (changed)" if new.verdict != old.verdict else ""),
+            _lines(new, primary_raw),
+            f"p {p_text(new.p)}, corrected {p_text(new.p_corrected)}" if new.p is not None else "–",
+            new.reason,
+        ]
+        for old, new in zip(registered, results)
+    ]
+    counts = ", ".join(f"{sum(r.verdict == v for r in results)} {v}" for v in VERDICTS)
+    header = ["#", "pre-registered verdict", "with calibrated preconditions", "effect raw (pp)", "test p", "why"]
+    return [
+        "## Sensitivity: preconditions on calibrated accuracy (not pre-registered)",
+        "",
+        "The verdicts above are the run's. Here every precondition that read raw accuracy reads calibrated "
+        "accuracy instead (after batch calibration, so a label prior alone cannot fail it); every other rule "
+        "is unchanged, and the Holm correction runs over the claims testable under this rule. This rule was "
+        f"not fixed before the run: read it as exploratory, not as a verdict. Under it: {counts}.",
+        "",
+        *md_table(header, rows),
+        "",
+    ]
+
+
 def write_claims(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Evaluate the run's claims and write the markdown file (default: RUN_DIR/CLAIMS.md)."""
+    from polyalign.study.report_calibrated import calibrate_run
+
     run = load_run(run_dir)
     spec = stored_claims(run)
-    results = evaluate_claims(run, spec)
+    cal = calibrate_run(run)
+    results = evaluate_claims(run, spec, cal)
     out = Path(out) if out else Path(run_dir) / "CLAIMS.md"
     command = f"polyalign claims {run_dir}" + (f" --out {out}" if out != Path(run_dir) / "CLAIMS.md" else "")
-    atomic_write_text(out, render_claims(run, results, spec, run_machine(run), command))
+    text = render_claims(run, results, spec, run_machine(run), command)
+    text += "\n".join(["", *sensitivity_section(run, spec, results, cal)])
+    atomic_write_text(out, text)
     return out
 
 

@@ -9,6 +9,7 @@ model or the benchmark. polyalign.study.claims applies the rules to a finished r
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -191,3 +192,13 @@ def check_arm(exp: Experiment, part: ClaimPart, arm: Arm, where: str) -> None:
     evaluated = (setting.tasks if setting is not None and setting.tasks else None) or exp.tasks
     if name not in [load_task(t).name for t in evaluated]:
         raise PolyalignError(f"{where}: setting '{arm.setting}' is not evaluated on task '{task}'")
+
+
+def with_calibrated_preconditions(spec: ClaimsSpec) -> ClaimsSpec | None:
+    """The spec with every raw-accuracy precondition read on calibrated accuracy instead (for the
+    report's sensitivity analysis, which is not a pre-registered rule); None when it has none."""
+    changed = copy.deepcopy(spec)
+    raw = [c for claim in changed.claims for part in claim.parts for c in part.preconditions if c.measure == "accuracy"]
+    for cond in raw:
+        cond.measure = "calibrated"
+    return changed if raw else None

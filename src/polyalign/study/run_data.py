@@ -14,6 +14,11 @@ from polyalign.evaluation.stats import balanced_accuracy, macro_f1
 from polyalign.study.variants import split_seeded
 
 
+def p_text(value: float | None) -> str:
+    """A p-value as tables print it: three decimals, or scientific notation below 0.001."""
+    return "–" if value is None else (f"{value:.3f}" if value >= 0.001 else f"{value:.1e}")
+
+
 @dataclass
 class Table:
     """A rendered-agnostic table: `rows[i][0]` is the row label; `kinds[j]` formats column j
@@ -34,7 +39,7 @@ class Table:
         return {
             "acc": lambda v: f"{100 * v:.1f}",
             "delta": lambda v: f"{100 * v:+.1f}",
-            "p": lambda v: f"{v:.3f}" if v >= 0.001 else f"{v:.1e}",
+            "p": p_text,
         }.get(kind, str)(value)
 
 
