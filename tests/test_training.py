@@ -157,6 +157,8 @@ def test_run_folder_guards(run, tiny_llama, pairs_file):
 
 @pytest.mark.slow
 def test_adapter_loads_and_merge_matches_it(run, tiny_llama, pairs_file, tmp_path):
+    assert (run / "adapter" / "adapter_model.safetensors").is_file()
+    assert not [p.name for p in (run / "adapter").iterdir() if p.suffix in (".bin", ".pt", ".pkl", ".pth")]
     base, tok = load_model(str(tiny_llama))
     tuned, _ = load_model(str(tiny_llama), adapter=str(run / "adapter"))
     ids = tok(json.loads(pairs_file.read_text().splitlines()[0])["prompt"], return_tensors="pt").to(base.device)
