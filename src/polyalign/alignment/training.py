@@ -182,9 +182,7 @@ def train(
     )
     trainer.train(resume_from_checkpoint=last)
     trainer.save_model(str(out / "adapter"))  # the last weights, or the best ones with keep: best
-    # the Trainer also pickles its arguments there; config.yaml and summary.json hold them, and an
-    # adapter we hand out carries no pickle
-    (out / "adapter" / "training_args.bin").unlink(missing_ok=True)
+    (out / "adapter" / "training_args.bin").unlink(missing_ok=True)  # Trainer's pickle; config.yaml has it
     summary = _summary(trainer, cfg, tokenizer, last, len(train_rows), len(val_rows))
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(out / "adapter"))
