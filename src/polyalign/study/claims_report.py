@@ -156,12 +156,14 @@ def run_machine(run: RunData) -> str:
 
 def done_markers(run: RunData) -> dict[Path, dict]:
     """Each finished step's done.json, read once ({} where one cannot be read)."""
+    from polyalign.study.store import read_marker
+
     held = {}
     for entry in run.plan:
         marker = run.run_dir / entry["dir"] / "done.json"
         if marker.exists():
             try:
-                held[marker] = json.loads(marker.read_text(encoding="utf-8"))
+                held[marker] = read_marker(marker)
             except (OSError, ValueError):
                 held[marker] = {}
     return held

@@ -198,7 +198,8 @@ class Step:
     after: Callable[[Path, dict], None] | None = None
 
 
-def _held(marker: Path) -> dict:
+def read_marker(marker: Path) -> dict:
+    """A step's done.json as a mapping ({} where the step has none)."""
     return json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else {}
 
 
@@ -220,12 +221,12 @@ def execute_steps(
 
     machine = machine_description()  # the same for every step of this process
     executed, skipped = [], []
-    held_keys = [_held(step_folder(run_dir, step) / "done.json").get("key") for step in steps]
+    held_keys = [read_marker(step_folder(run_dir, step) / "done.json").get("key") for step in steps]
     pending = [key != step.key for key, step in zip(held_keys, steps)]
     for n, step in enumerate(steps, 1):
         folder, where = step_folder(run_dir, step), f"[{n}/{len(steps)}] {step.kind} {step.label}"
         marker = folder / "done.json"
-        held = _held(marker)
+        held = read_marker(marker)
         if held.get("key") == step.key:
             outputs = held["outputs"]
             skipped.append(step)
