@@ -255,7 +255,8 @@ def test_the_report_names_the_machine_the_steps_ran_on(tmp_path):
     rendering the report. Runs from before the record name their evaluations' precision instead."""
     from polyalign.engine.precision import machine_description
     from polyalign.study.claims_report import run_machine
-    from polyalign.study.store import Step, execute_steps
+    from polyalign.study.executor import execute_steps
+    from polyalign.study.steps import Step
 
     run_dir = fake_run(tmp_path, results_for(a__base=outcome(36)), [claim("1")])
     step = Step("eval", "k1", {}, "k1", lambda folder: {"dir": "eval"})

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from polyalign.study import step_clock
+from polyalign.study.executor import execute_steps
 from polyalign.study.step_clock import PRIOR_SECONDS, StepClock
-from polyalign.study.store import Step, Store, execute_steps
+from polyalign.study.steps import Step
+from polyalign.study.store import Store
 
 
 def _step(kind: str, key: str, config: dict, run=None) -> Step:

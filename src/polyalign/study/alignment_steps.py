@@ -21,7 +21,7 @@ from polyalign.core.prompts import PromptPack
 from polyalign.core.tasks import TaskSpec, load_task, test_file_path
 from polyalign.study.experiment_spec import AlignmentSetting, trainings
 from polyalign.study.step_context import StepContext
-from polyalign.study.store import Step, step_key
+from polyalign.study.steps import Step, step_key
 
 # AlignmentSetting fields that name, train, evaluate or relate a setting but do not change its pairs
 NOT_DATA = ("name", "train", "tasks", "modes", "models", "seeds", "control_of")

@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from polyalign.study.step_context import StepContext
-from polyalign.study.store import Step, step_key
+from polyalign.study.steps import Step, step_key
 
 
 def analysis_step(ctx: StepContext, kind: str, model: str, mid: dict, spec, adapters: dict, keys: dict) -> Step:

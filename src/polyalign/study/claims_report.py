@@ -156,7 +156,7 @@ def run_machine(run: RunData) -> str:
 
 def done_markers(run: RunData) -> dict[Path, dict]:
     """Each finished step's done.json, read once ({} where one cannot be read)."""
-    from polyalign.study.store import read_marker
+    from polyalign.study.steps import read_marker
 
     held = {}
     for entry in run.plan:

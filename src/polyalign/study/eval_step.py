@@ -11,7 +11,7 @@ from pathlib import Path
 
 from polyalign.evaluation.results import read_samples
 from polyalign.study.step_context import StepContext
-from polyalign.study.store import Step, step_key
+from polyalign.study.steps import Step, step_key
 
 
 def eval_step(ctx: StepContext, model, mid, setting, adapter, adapter_key, task, mode) -> Step:

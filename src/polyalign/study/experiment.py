@@ -22,11 +22,12 @@ from pathlib import Path
 
 from polyalign.core.model_names import check_model_name
 from polyalign.core.paths import check_output_path
+from polyalign.study.executor import execute_steps
 from polyalign.study.experiment_spec import Experiment, LensSpec, PcaSpec, eval_modes, load_experiment
 from polyalign.study.plan import plan
 from polyalign.study.step_clock import StepClock
 from polyalign.study.step_context import StepContext
-from polyalign.study.store import Step, execute_steps
+from polyalign.study.steps import Step
 
 __all__ = ["Runner", "load_experiment", "run_experiment", "validate_experiment"]
 

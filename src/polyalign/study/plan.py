@@ -12,7 +12,7 @@ from polyalign.study.analysis_step import analysis_step
 from polyalign.study.eval_step import eval_step
 from polyalign.study.experiment_spec import eval_modes
 from polyalign.study.step_context import StepContext
-from polyalign.study.store import Step
+from polyalign.study.steps import Step
 from polyalign.study.variants import split_seeded
 
 

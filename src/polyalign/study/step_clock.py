@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from polyalign.study.store import Step
+from polyalign.study.steps import Step
 
 # seconds per unit, gemma-3-270m on 2 CPU cores: a training pair seen, an item scored; data steps
 # cost almost nothing. fp32 as measured by the demo on a CPU without native bf16 (AVX2: 10 steps of 16

@@ -15,7 +15,8 @@ from polyalign.core.tasks import load_task, resolve_data_dir, test_file_path
 from polyalign.evaluation.inputs import check_inputs
 from polyalign.study.experiment_spec import Experiment
 from polyalign.study.model_cache import ModelCache
-from polyalign.study.store import Step, Store, step_folder
+from polyalign.study.steps import Step, step_folder
+from polyalign.study.store import Store
 
 
 class StepContext:

@@ -10,25 +10,21 @@ Tables:
   digests(path, size, mtime_ns, sha256)   content hashes of input files, reused while a
       file's size and modification time are unchanged.
 
-Steps: a step's key is the sha256 of its resolved configuration (which holds the keys or
-content hashes of its inputs); it writes into RUN_DIR/steps/<kind>-<key[:12]>/ and, only once
-its outputs are in place, a done.json marker holding the key. `execute_steps` skips every step
-whose marker holds its key. Only the standard library's sqlite3 is used; each write is one
-transaction.
+Steps themselves (their keys, folders and done.json markers) live in polyalign.study.steps;
+running them in polyalign.study.executor. Only the standard library's sqlite3 is used; each
+write is one transaction.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from polyalign.core.errors import PolyalignError
-from polyalign.core.files import atomic_write_json, file_sha256
+from polyalign.core.files import file_sha256
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS samples(model TEXT NOT NULL, setting TEXT NOT NULL, task TEXT NOT NULL, mode TEXT NOT NULL,
@@ -178,76 +174,3 @@ class Store:
                 "INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?)", (str(path), stat.st_size, stat.st_mtime_ns, value)
             )
         return value
-
-
-def step_key(kind: str, config: dict) -> str:
-    return hashlib.sha256(json.dumps({"kind": kind, **config}, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
-
-
-@dataclass
-class Step:
-    """One unit of work: `run(folder)` writes its outputs there and returns a JSON-able summary;
-    `after(folder, outputs)` runs whether the step ran or was skipped (e.g. store synchronisation)."""
-
-    kind: str
-    key: str
-    config: dict
-    label: str
-    run: Callable[[Path], dict]
-    needs: tuple = ()  # resources the step uses (the experiment: (model, adapter) pairs to load)
-    after: Callable[[Path, dict], None] | None = None
-
-
-def read_marker(marker: Path) -> dict:
-    """A step's done.json as a mapping ({} where the step has none)."""
-    return json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else {}
-
-
-def step_folder(run_dir: Path, step: Step) -> Path:
-    return Path(run_dir) / "steps" / f"{step.kind}-{step.key[:12]}"
-
-
-def execute_steps(
-    store: Store,
-    run_dir: Path,
-    steps: list[Step],
-    log: Callable[[str], None] = print,
-    before: Callable[[Step], None] | None = None,
-    clock=None,
-) -> tuple[list[Step], list[Step]]:
-    """Run, in order, every step whose folder holds no marker with its key; (executed, skipped).
-    `clock` (polyalign.study.step_clock.StepClock) adds the precision and the time left to each start line."""
-    from polyalign.engine.precision import machine_description  # torch, which every step loads anyway
-
-    machine = machine_description()  # the same for every step of this process
-    executed, skipped = [], []
-    held_keys = [read_marker(step_folder(run_dir, step) / "done.json").get("key") for step in steps]
-    pending = [key != step.key for key, step in zip(held_keys, steps)]
-    for n, step in enumerate(steps, 1):
-        folder, where = step_folder(run_dir, step), f"[{n}/{len(steps)}] {step.kind} {step.label}"
-        marker = folder / "done.json"
-        held = read_marker(marker)
-        if held.get("key") == step.key:
-            outputs = held["outputs"]
-            skipped.append(step)
-            log(f"{where}: done earlier, skipped")
-        else:
-            log(f"{where}: running in {folder}{clock.start(n - 1, pending) if clock else ''}")
-            if before:
-                before(step)
-            store.record_step(step.kind, step.key, step.config, "running")
-            folder.mkdir(parents=True, exist_ok=True)
-            started = time.monotonic()
-            outputs = step.run(folder)
-            if clock:
-                clock.finish(step)
-            pending[n - 1] = False
-            seconds = round(time.monotonic() - started, 1)  # the step's own wall time: a run's cost sums these
-            done = {"kind": step.kind, "key": step.key, "config": step.config, "outputs": outputs, "seconds": seconds}
-            done["machine"] = machine
-            atomic_write_json(marker, done)
-            executed.append(step)
-        if step.after:
-            step.after(folder, outputs)
-        store.record_step(step.kind, step.key, step.config, "done", outputs)
-    return executed, skipped
