@@ -291,3 +291,13 @@ def test_the_report_puts_the_papers_effect_and_direction_beside_ours(tmp_path):
     assert "-3.33 (Qwen1.5-4B, Table 2" in row2 and "| mixed (1 of 5) |" in row2  # ours -10.0: as Qwen1.5-4B only
     assert "| 9 | claim 9 |" in text and "Figure 1 only" in text
     assert "same direction as the paper?" in text and "single runs" in text
+
+
+def test_the_header_names_the_run_command_of_the_packaged_experiment():
+    from polyalign.study.claims_paper import regenerate_commands
+
+    claims = "polyalign claims runs/c --out docs/CLAIMS.md"
+    text = regenerate_commands("runs/c", "paper_claims", claims)
+    assert text == f"`polyalign run examples/paper_claims --out runs/c` then `{claims}`"
+    assert "`polyalign run paper/claims --out runs/g`" in regenerate_commands("runs/g", "paper_claims_paper_scale", "x")
+    assert "EXPERIMENT.yaml" in regenerate_commands("runs/c", "mine", claims)

@@ -99,5 +99,7 @@ def packaged_experiment_for(name: str | None) -> str | None:
 
 def regenerate_commands(run_dir: str | Path, experiment_name: str | None, claims_command: str) -> str:
     """'`polyalign run examples/paper_claims --out RUN` then `polyalign claims RUN --out ...`'."""
-    experiment = packaged_experiment_for(experiment_name) or f"EXPERIMENT.yaml (the one named {experiment_name})"
-    return f"`polyalign run {experiment} --out {run_dir}` then `{claims_command}`"
+    packaged = packaged_experiment_for(experiment_name)
+    run = f"`polyalign run {packaged or 'EXPERIMENT.yaml'} --out {run_dir}`"
+    where = "" if packaged else f" (EXPERIMENT.yaml: the file of experiment {experiment_name or 'of the run'})"
+    return f"{run}{where} then `{claims_command}`"
