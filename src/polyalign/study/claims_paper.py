@@ -42,9 +42,8 @@ def direction(r: PartResult, effects: list[PaperEffect]) -> str:
         return "– (no effect of ours)"
     ours = sign(r.effect[0])
     same = sum(sign(e.effect) == ours for e in linked)
-    if same == len(linked):
-        return "yes"
-    return "no" if same == 0 else f"mixed ({same} of {len(linked)})"
+    answer = "yes" if same == len(linked) else "no" if same == 0 else f"mixed ({same} of {len(linked)})"
+    return answer + (" (an equivalence claim: sign only)" if r.part.test == "equivalence" else "")
 
 
 def direction_cell(res: ClaimResult) -> str:
