@@ -301,3 +301,18 @@ def test_the_header_names_the_run_command_of_the_packaged_experiment():
     assert text == f"`polyalign run examples/paper_claims --out runs/c` then `{claims}`"
     assert "`polyalign run paper/claims --out runs/g`" in regenerate_commands("runs/g", "paper_claims_paper_scale", "x")
     assert "EXPERIMENT.yaml" in regenerate_commands("runs/c", "mine", claims)
+
+
+def test_direction_is_by_sign_and_says_when_ours_is_zero():
+    from polyalign.study.claims import PartResult
+    from polyalign.study.claims_paper import direction
+    from polyalign.study.claims_spec import Arm, ClaimPart
+    from polyalign.study.paper_effects import paper_effects
+
+    part = ClaimPart("agnostic_aligned", Arm("zh-es_en"), Arm("base"))
+    effects = paper_effects("8")  # Table 6: +27.21 with task-agnostic labels
+    assert direction(PartResult(part, effect=(0.05, 0.01, 0.09)), effects) == "yes"
+    assert direction(PartResult(part, effect=(-0.05, -0.09, -0.01)), effects) == "no"
+    assert direction(PartResult(part, effect=(0.0, 0.0, 0.0)), effects) == "– (our effect is 0)"
+    other = ClaimPart("vs_control", Arm("zh-es_en"), Arm("shuffled"))
+    assert direction(PartResult(other, effect=(0.05, 0.01, 0.09)), paper_effects("1")).startswith("– (no counterpart")

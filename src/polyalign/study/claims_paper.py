@@ -41,6 +41,8 @@ def direction(r: PartResult, effects: list[PaperEffect]) -> str:
     if r.effect is None:
         return "– (no effect of ours)"
     ours = sign(r.effect[0])
+    if ours == 0:
+        return "– (our effect is 0)"
     same = sum(sign(e.effect) == ours for e in linked)
     answer = "yes" if same == len(linked) else "no" if same == 0 else f"mixed ({same} of {len(linked)})"
     return answer + (" (an equivalence claim: sign only)" if r.part.test == "equivalence" else "")
