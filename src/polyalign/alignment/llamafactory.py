@@ -3,7 +3,7 @@ the token ids and labels `polyalign train` trains.
 
 Why the special tokens are in the text: LLaMA-Factory (0.9) builds a pair's tokens from its template;
 the stock `empty` template adds nothing, neither the BOS that polyalign's prompt starts with nor the
-EOS its completion ends with (gemma-3-270m: step-1 loss 3.29 instead of 1.87). So each exported
+EOS its completion ends with (reported for gemma-3-270m: step-1 loss 3.29, not 1.87). So each exported
 prompt carries the special tokens the tokenizer adds around it, each completion the EOS (or, with
 template chat, the chat template's own text), and NAME.llamafactory.yaml names `template: empty`
 with polyalign's training values. Every row is checked: its texts, encoded as that template does
