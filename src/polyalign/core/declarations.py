@@ -21,9 +21,13 @@ MIN_ITEMS = 3  # items per language the lens and PCA need (an interval, a PCA)
 
 
 def check_choice(value: str, choices: tuple[str, ...], what: str) -> str:
-    """`value` if it is one of `choices`, else one line naming them."""
+    """`value` if it is one of `choices`, else one line naming them. `what` may be 'WHERE: KEY'
+    (claim 1, part 'gain': measure): the message then reads as an invalid value of that key,
+    not as if the claim or the setting were unknown."""
     if value not in choices:
-        raise PolyalignError(f"unknown {what} '{value}' (choose from {', '.join(choices)})")
+        where, _, key = what.rpartition(": ")
+        head = f"{where}: invalid {key}" if where else f"unknown {key}"
+        raise PolyalignError(f"{head} '{value}' (choose from {', '.join(choices)})")
     return value
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from polyalign.core.model_names import check_model_name
 from polyalign.core.paths import check_output_path
+from polyalign.study.claims_history import record_claims_change
 from polyalign.study.executor import execute_steps
 from polyalign.study.experiment_spec import Experiment, LensSpec, PcaSpec, eval_modes, load_experiment
 from polyalign.study.plan import plan
@@ -65,6 +66,8 @@ class Runner(StepContext):
         return plan(self)
 
     def execute(self, steps: list[Step], log: Callable[[str], None] = print) -> None:
+        for change in record_claims_change(self.store, asdict(self.exp)):  # the rules are part of the run
+            log(f"note: the claims block changed after the run held results (CLAIMS.md will say so): {change}")
         self.store.set_meta("experiment", asdict(self.exp))
         self.store.set_meta(
             "plan",
