@@ -31,6 +31,15 @@ def check_choice(value: str, choices: tuple[str, ...], what: str) -> str:
     return value
 
 
+SEED_MAX = 2**32 - 1  # numpy's and the Trainer's seeds: a larger one fails only once training starts
+
+
+def check_seed(seed: int, what: str) -> None:
+    """A seed every random generator the run seeds accepts, refused at load (not after steps ran)."""
+    if not 0 <= seed <= SEED_MAX:
+        raise PolyalignError(f"{what} {seed}: a seed must be a whole number in 0..{SEED_MAX} (2**32 - 1)")
+
+
 def check_analysis_limit(limit: int | None, what: str, flag: str = "--limit") -> None:
     """The lens and PCA need MIN_ITEMS items per language; `limit=None` takes them all."""
     if limit is not None and limit < MIN_ITEMS:

@@ -13,10 +13,11 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from polyalign.alignment.alignment_data import build_pairs, question_file_records, write_pairs
+from polyalign.alignment.alignment_data import build_pairs, held_out_records, question_file_records, write_pairs
 from polyalign.alignment.training import train
 from polyalign.alignment.translation import records_translator
 from polyalign.core.files import read_records
+from polyalign.core.item_range import parse_items
 from polyalign.core.prompts import PromptPack
 from polyalign.core.tasks import TaskSpec, load_task, test_file_path
 from polyalign.study.experiment_spec import AlignmentSetting, trainings
@@ -66,7 +67,16 @@ def data_step(ctx: StepContext, s: AlignmentSetting) -> Step:
         "inputs": {role: ctx.store.digest(p) for role, p in sorted(files_in.items())},
     }
 
+    def check() -> None:
+        """The setting's item range against the test files of every language it takes questions
+        from, as build_pairs reads them (the dry run calls this too), named by its YAML key."""
+        key = f"alignment '{s.name}': items"
+        items = parse_items(s.items, key)
+        if items is not None:
+            held_out_records(task, list(dict.fromkeys([s.target, *s.sources])), ctx.data_dir, items, key)
+
     def run(folder: Path) -> dict:
+        check()
         pack = PromptPack.load(ctx.prompts)
         sources = {lang: str(files_in[f"pair:{lang}"]) for lang in s.pair_files}
         target = str(files_in["target_file"]) if s.target_file else None
@@ -91,6 +101,7 @@ def data_step(ctx: StepContext, s: AlignmentSetting) -> Step:
         config,
         f"{s.name} ({s.task} {','.join(s.sources)}->{s.target}{shuffled})",
         run,
+        check=check,
     )
 
 

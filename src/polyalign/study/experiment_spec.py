@@ -21,6 +21,7 @@ from polyalign.core.declarations import (
     check_analysis_limit,
     check_choice,
     check_layer_names,
+    check_seed,
 )
 from polyalign.core.errors import PolyalignError
 from polyalign.core.item_range import check_overlap, evaluated_range, parse_items, read_provenance
@@ -224,6 +225,8 @@ def check_seeds_and_controls(exp: Experiment) -> None:
         where = f"alignment '{s.name}'"
         if s.seeds is not None and (not s.seeds or len(set(s.seeds)) != len(s.seeds) or min(s.seeds) < 0):
             raise PolyalignError(f"{where}: seeds must list distinct whole numbers >= 0 (got {s.seeds})")
+        for seed in s.seeds or []:
+            check_seed(seed, f"{where}: seeds:")
         check_choice(s.pairing, PAIRINGS, f"{where}: pairing")
         if s.pairing == "parallel":
             if s.control_of is not None:

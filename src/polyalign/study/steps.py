@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -28,6 +28,7 @@ class Step:
     run: Callable[[Path], dict]
     needs: tuple = ()  # resources the step uses (the experiment: (model, adapter) pairs to load)
     after: Callable[[Path, dict], None] | None = None
+    check: Callable[[], None] = field(default=lambda: None)  # what `run` would refuse, run nothing (dry run)
 
 
 def read_marker(marker: Path) -> dict:
