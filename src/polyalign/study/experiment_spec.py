@@ -173,8 +173,8 @@ def check_experiment(exp: Experiment) -> None:
         check_choice(exp.dtype, DTYPE_CHOICES, "dtype")
     if (exp.limit is not None and exp.limit < 1) or exp.batch_size < 1:
         raise PolyalignError("limit and batch_size must be at least 1")
-    if len(set(exp.tasks)) != len(exp.tasks):
-        raise PolyalignError("tasks: list each once")
+    if not exp.tasks or len(set(exp.tasks)) != len(exp.tasks):
+        raise PolyalignError("tasks: list at least one task, each once")
     parse_languages(exp.languages)
     tasks = [load_task(t).name for t in exp.tasks]
     names = [s.name for s in exp.alignment]
@@ -191,6 +191,8 @@ def check_experiment(exp: Experiment) -> None:
             raise PolyalignError(f"{where}: pair_files for languages that are not sources")
         if s.models is not None and (not s.models or set(s.models) - set(exp.models)):
             raise PolyalignError(f"{where}: models {s.models} must be among the experiment's models {exp.models}")
+        if s.tasks is not None and not s.tasks:  # like models: [] and modes: [], never "all tasks"
+            raise PolyalignError(f"{where}: tasks: list at least one task (omit the key for all of the experiment's)")
         if any(load_task(t).name not in tasks for t in s.tasks or []):
             raise PolyalignError(f"{where}: tasks {s.tasks} must be among the experiment's tasks {exp.tasks}")
         train_config(s, exp.trust_remote_code)
