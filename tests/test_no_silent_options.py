@@ -44,16 +44,13 @@ def test_eval_refuses_before_a_model_loads(tmp_path, data_dir, capsys):
     assert "shots: 0" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(
-    "change, message",
-    [
-        ({"alignment": [{"name": "al", "task": "emotion", "sources": ["zh"], "tasks": []}]}, "alignment 'al': tasks:"),
-        ({"tasks": []}, "tasks: list at least one task"),
-    ],
-)
-def test_empty_task_lists_are_refused_like_their_siblings(tmp_path, data_dir, capsys, change, message):
+def test_an_empty_task_list_of_a_setting_is_refused_like_its_siblings(tmp_path, data_dir, capsys):
+    """A setting's tasks: [] meant "all tasks" (models: [] and modes: [] were refused). The top-level
+    tasks: [] stays allowed: an experiment of analyses only (paper/figure1_lens) evaluates nothing."""
+    setting = {"name": "al", "task": "emotion", "sources": ["zh"], "items": "250:500", "tasks": []}
     path = tmp_path / "exp.yaml"
-    path.write_text(yaml.safe_dump({"models": ["gemma-3-270m"], **change}))
+    path.write_text(yaml.safe_dump({"models": ["gemma-3-270m"], "alignment": [setting], "items": "0:50"}))
+    message = "alignment 'al': tasks: list at least one task"
     assert main(["run", str(path), "--dry-run", "--data-dir", str(data_dir)]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1

@@ -173,8 +173,8 @@ def check_experiment(exp: Experiment) -> None:
         check_choice(exp.dtype, DTYPE_CHOICES, "dtype")
     if (exp.limit is not None and exp.limit < 1) or exp.batch_size < 1:
         raise PolyalignError("limit and batch_size must be at least 1")
-    if not exp.tasks or len(set(exp.tasks)) != len(exp.tasks):
-        raise PolyalignError("tasks: list at least one task, each once")
+    if len(set(exp.tasks)) != len(exp.tasks):  # [] is allowed: an experiment of analyses only (figure1_lens)
+        raise PolyalignError("tasks: list each once")
     parse_languages(exp.languages)
     tasks = [load_task(t).name for t in exp.tasks]
     names = [s.name for s in exp.alignment]
