@@ -41,6 +41,7 @@ def load_with_part(tmp_path, **change):
         ({"min_effect": float("inf")}, "min_effect inf must be a number"),
         ({"measure": "pca", "test": "bootstrap", "min_effect": 2.5}, "min_effect 2.5 must be a number in [0, 2]"),
         ({"measure": "pca", "test": "equivalence", "margin": 0.1}, "pca part tests Pearson r by bootstrap"),
+        ({"test": "equivalence", "margin": 0.05, "min_effect": 0.02}, "min_effect is for a claimed gain"),
         ({"reference": {"setting": "al"}}, "treatment and reference are the same arm"),
         ({"treatment": {"setting": "base"}, "mode": "english"}, "treatment and reference are the same arm"),
     ],

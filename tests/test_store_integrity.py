@@ -114,3 +114,22 @@ def test_emptied_tables_beside_finished_steps_are_called_wiped(tmp_path, capsys,
     db.close()
     assert main(["report", str(run_dir)]) == 2
     assert "wiped" in one_error_line(capsys)
+
+
+@pytest.mark.slow
+def test_a_rerun_reingests_the_step_of_a_bad_row(tiny_llama, data_dir, tmp_path, capsys):
+    import yaml
+
+    spec = {"models": [str(tiny_llama)], "tasks": ["emotion"], "languages": ["en", "zh"], "limit": 3}
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump({**spec, "data_dir": str(data_dir), "batch_size": 3}))
+    run_dir = tmp_path / "run"
+    assert main(["run", str(path), "--out", str(run_dir)]) == 0
+    assert main(["report", str(run_dir)]) == 0
+    before = (run_dir / "report.md").read_text()
+    corrupt_row(run_dir, "zh", 1)
+    capsys.readouterr()
+    assert main(["report", str(run_dir)]) == 2 and "language zh, item 1" in one_error_line(capsys)
+    assert main(["run", str(path), "--out", str(run_dir)]) == 0  # every step skipped, the rows re-ingested
+    assert main(["report", str(run_dir)]) == 0
+    assert (run_dir / "report.md").read_text() == before

@@ -158,6 +158,8 @@ def check_thresholds(part: ClaimPart, where: str) -> None:
             raise PolyalignError(f"{where}: an equivalence test needs a margin > 0")
         if not (math.isfinite(part.margin) and 0 < part.margin <= bound):
             raise PolyalignError(f"{where}: margin {part.margin} must be a number in (0, {bound:g}] ({unit})")
+        if part.min_effect:
+            raise PolyalignError(f"{where}: min_effect is for a claimed gain (an equivalence test reads margin)")
     elif part.margin is not None:
         raise PolyalignError(f"{where}: margin is for test: equivalence (use min_effect)")
     if not math.isfinite(part.min_effect) or part.min_effect > bound:
