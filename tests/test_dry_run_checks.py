@@ -5,7 +5,7 @@ import yaml
 
 from polyalign.cli import main
 
-SETTING = {"name": "al", "task": "emotion", "sources": ["zh"], "target": "en", "items": "250:500"}
+SETTING = {"name": "al", "task": "emotion", "sources": ["zh"], "target": "en", "items": "250:500", "per_language": 50}
 BASE = {"models": ["gemma-3-270m"], "alignment": [SETTING], "languages": ["en", "de"], "items": "0:50"}
 
 
@@ -25,6 +25,9 @@ def dry_run(tmp_path, data_dir, capsys, **change) -> tuple[int, str]:
         ({"alignment": [{**SETTING, "seeds": [0, 2**32]}]}, "alignment 'al': seeds: 4294967296: a seed must"),
         ({"alignment": [{**SETTING, "train": {"seed": 2**32}}]}, "seed 4294967296: a seed must be a whole number"),
         ({"alignment": [{**SETTING, "items": "490:600"}]}, "alignment 'al': items 490:600 is out of range"),
+        ({"alignment": [{**SETTING, "per_language": 300}]}, "alignment 'al': per_language 300 is more than the 250"),
+        ({"alignment": [{**SETTING, "items": None}]}, "alignment 'al': the benchmark ships no emotion training"),
+        ({"alignment": [{**SETTING, "items": None, "target": "it"}]}, "ships no emotion training questions in 'it'"),
         ({"items": "0:600", "alignment": []}, "items 0:600 is out of range"),
         ({"analyses": {"lens": [{"task": "emotion", "langs": ["en"], "items": "0:501"}]}}, "analyses.lens.items 0:501"),
     ],
