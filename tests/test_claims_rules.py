@@ -42,6 +42,7 @@ def load_with_part(tmp_path, **change):
         ({"measure": "pca", "test": "bootstrap", "min_effect": 2.5}, "min_effect 2.5 must be a number in [0, 2]"),
         ({"measure": "pca", "test": "equivalence", "margin": 0.1}, "pca part tests Pearson r by bootstrap"),
         ({"test": "equivalence", "margin": 0.05, "min_effect": 0.02}, "min_effect is for a claimed gain"),
+        ({"measure": "lens", "quantity": []}, "a lens part names at least one quantity"),
         ({"reference": {"setting": "al"}}, "treatment and reference are the same arm"),
         ({"treatment": {"setting": "base"}, "mode": "english"}, "treatment and reference are the same arm"),
     ],

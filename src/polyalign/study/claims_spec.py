@@ -129,6 +129,8 @@ def check_part(exp: Experiment, part: ClaimPart, where: str) -> None:
         raise PolyalignError(f"{where}: a pca part tests Pearson r by bootstrap over items (test: bootstrap)")
     if len(part.depth) != 2 or not 0 <= part.depth[0] < part.depth[1] <= 1:
         raise PolyalignError(f"{where}: depth must be [lo, hi] with 0 <= lo < hi <= 1 (got {part.depth})")
+    if part.measure == "lens" and not part.quantity:  # a sum of nothing ties every item
+        raise PolyalignError(f"{where}: a lens part names at least one quantity")
     for name in part.quantity:
         check_choice(name.removeprefix("-"), LENS_QUANTITIES, f"{where}: lens quantity")
     if part.measure in ("lens", "pca"):
