@@ -57,3 +57,9 @@ def test_the_data_step_names_the_key_too(tmp_path, data_dir):
     step = data_step(StepContext(exp, None), exp.alignment[0])
     with pytest.raises(PolyalignError, match="alignment 'al': items 490:600 is out of range"):
         step.run(tmp_path / "folder")
+
+
+def test_an_invalid_value_reads_as_such(tmp_path, data_dir, capsys):
+    """Not "unknown alignment 'al': pairing 'random'", which reads as if the setting were unknown."""
+    code, err = dry_run(tmp_path, data_dir, capsys, alignment=[{**SETTING, "pairing": "random"}])
+    assert code == 2 and "alignment 'al': invalid pairing 'random' (choose from parallel, shuffled)" in err

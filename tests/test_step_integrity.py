@@ -52,6 +52,16 @@ def test_a_cut_file_reruns_its_step_and_is_restored(tmp_path):
     assert "out/samples.jsonl (missing)" in execute(tmp_path, step)[0] and samples.read_text() == ROWS
 
 
+def test_a_cut_marker_reruns_its_step(tmp_path):
+    runs: list = []
+    step = writing_step(runs)
+    execute(tmp_path, step)
+    marker = step_folder(tmp_path, step) / "done.json"
+    marker.write_text(marker.read_text()[:40])
+    assert "running in" in execute(tmp_path, step)[0] and len(runs) == 2
+    assert json.loads(marker.read_text())["key"] == step.key
+
+
 def test_markers_written_before_digests_are_trusted_as_before(tmp_path):
     runs: list = []
     step = writing_step(runs)

@@ -33,12 +33,12 @@ def execute_steps(
 
     machine = machine_description()  # the same for every step of this process
     executed, skipped = [], []
-    held_keys = [read_marker(step_folder(run_dir, step) / "done.json").get("key") for step in steps]
+    held_keys = [read_marker(step_folder(run_dir, step) / "done.json", strict=False).get("key") for step in steps]
     pending = [key != step.key for key, step in zip(held_keys, steps)]
     for n, step in enumerate(steps, 1):
         folder, where = step_folder(run_dir, step), f"[{n}/{len(steps)}] {step.kind} {step.label}"
         marker = folder / "done.json"
-        held = read_marker(marker)
+        held = read_marker(marker, strict=False)  # an unreadable marker: the step is not done
         damaged = damaged_files(folder, held, store.digest) if held.get("key") == step.key else []
         if held.get("key") == step.key and not damaged:
             outputs = held["outputs"]

@@ -38,9 +38,16 @@ class Step:
     check: Callable[[], None] = field(default=lambda: None)  # what `run` would refuse, run nothing (dry run)
 
 
-def read_marker(marker: Path) -> dict:
-    """A step's done.json as a mapping ({} where the step has none)."""
-    return json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else {}
+def read_marker(marker: Path, strict: bool = True) -> dict:
+    """A step's done.json as a mapping ({} where the step has none; with `strict` False, also where
+    it cannot be read: a marker cut mid-write means the step is not done, so it runs again)."""
+    try:
+        found = json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else {}
+    except (OSError, ValueError):
+        if strict:
+            raise
+        return {}
+    return found if isinstance(found, dict) or strict else {}
 
 
 def step_folder(run_dir: Path, step: Step) -> Path:
