@@ -171,14 +171,17 @@ def _sources(
     return records, str(path)
 
 
-def _test_item_records(task: TaskSpec, langs: list[str], data_dir, items: ItemRange) -> dict[str, list[dict]]:
-    """Every language's test records, checked to be item-parallel and to hold the range."""
+def held_out_records(
+    task: TaskSpec, langs: list[str], data_dir, items: ItemRange, key: str = "--items"
+) -> dict[str, list[dict]]:
+    """Every language's test records, checked to be item-parallel and to hold the range (`key`:
+    the flag or YAML key the range came from)."""
     data = resolve_data_dir(data_dir)
     out = {lang: load_test_records(task, lang, data) for lang in langs}
     counts = {lang: len(records) for lang, records in out.items()}
     if len(set(counts.values())) != 1:
         raise PolyalignError(f"{task.name} test files differ in length {counts}; they must be item-parallel")
-    items.check_within(min(counts.values()), f"each {task.name} test file")
+    items.check_within(min(counts.values()), f"each {task.name} test file", key)
     return out
 
 
@@ -306,7 +309,7 @@ def _target_population(
     if items is None:
         targets, _ = _targets(task, target, data_dir, target_file)
         return targets, list(range(len(targets))), None
-    records = _test_item_records(task, [target, *sources], data_dir, items)
+    records = held_out_records(task, [target, *sources], data_dir, items)
     return records[target], list(items.indices()), records
 
 

@@ -16,6 +16,7 @@ from polyalign.core.errors import PolyalignError
 from polyalign.core.files import atomic_write_text, md_table
 from polyalign.evaluation.stats import RESAMPLES, SEED
 from polyalign.study.claims import VERDICTS, ClaimResult, PartResult, evaluate_claims
+from polyalign.study.claims_history import with_rules_notice
 from polyalign.study.claims_paper import HEADER as PAPER_HEADER
 from polyalign.study.claims_paper import paper_note, paper_paragraph, paper_rows, regenerate_commands
 from polyalign.study.claims_spec import ClaimsSpec, with_calibrated_preconditions
@@ -256,6 +257,7 @@ def write_claims(run_dir: str | Path, out: str | Path | None = None) -> Path:
     command = f"polyalign claims {run_dir}" + (f" --out {out}" if out != Path(run_dir) / "CLAIMS.md" else "")
     text = render_claims(run, results, spec, run_machine(run), command)
     text += "\n".join(["", *sensitivity_section(run, spec, results, cal)])
+    text = with_rules_notice(run.run_dir, text)  # rules edited after the results: said at the top
     atomic_write_text(out, text)
     return out
 

@@ -7,7 +7,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from polyalign.core.files import atomic_write_json
-from polyalign.study.steps import Step, read_marker, step_folder
+from polyalign.study.steps import (
+    Step,
+    check_restored,
+    damaged_files,
+    discard_damaged,
+    output_digests,
+    read_marker,
+    step_folder,
+)
 from polyalign.study.store import Store
 
 
@@ -25,17 +33,21 @@ def execute_steps(
 
     machine = machine_description()  # the same for every step of this process
     executed, skipped = [], []
-    held_keys = [read_marker(step_folder(run_dir, step) / "done.json").get("key") for step in steps]
+    held_keys = [read_marker(step_folder(run_dir, step) / "done.json", strict=False).get("key") for step in steps]
     pending = [key != step.key for key, step in zip(held_keys, steps)]
     for n, step in enumerate(steps, 1):
         folder, where = step_folder(run_dir, step), f"[{n}/{len(steps)}] {step.kind} {step.label}"
         marker = folder / "done.json"
-        held = read_marker(marker)
-        if held.get("key") == step.key:
+        held = read_marker(marker, strict=False)  # an unreadable marker: the step is not done
+        damaged = damaged_files(folder, held, store.digest) if held.get("key") == step.key else []
+        if held.get("key") == step.key and not damaged:
             outputs = held["outputs"]
             skipped.append(step)
             log(f"{where}: done earlier, skipped")
         else:
+            if damaged:  # a file cut or edited after the step finished: run it again, resuming what is intact
+                log(f"{where}: its files differ from its done.json ({', '.join(damaged)}): running it again")
+                discard_damaged(folder, damaged)
             log(f"{where}: running in {folder}{clock.start(n - 1, pending) if clock else ''}")
             if before:
                 before(step)
@@ -43,12 +55,14 @@ def execute_steps(
             folder.mkdir(parents=True, exist_ok=True)
             started = time.monotonic()
             outputs = step.run(folder)
+            check_restored(folder, damaged)
             if clock:
                 clock.finish(step)
             pending[n - 1] = False
             seconds = round(time.monotonic() - started, 1)  # the step's own wall time: a run's cost sums these
             done = {"kind": step.kind, "key": step.key, "config": step.config, "outputs": outputs, "seconds": seconds}
             done["machine"] = machine
+            done["files"] = output_digests(folder, store.digest)  # checked before the step is skipped
             atomic_write_json(marker, done)
             executed.append(step)
         if step.after:
