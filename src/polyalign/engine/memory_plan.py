@@ -50,12 +50,18 @@ class Estimate:
         at_load = self.parts["weights"] + self.parts.get("tokenizer", 0.0) + self.loading
         return max(sum(self.parts.values()), at_load)
 
-    def largest(self) -> str:
-        return max(self.parts, key=lambda k: self.parts[k])
+    def steady(self) -> float:
+        """The step itself, once the weights are loaded."""
+        return sum(self.parts.values())
 
-    def describe(self) -> str:
-        shown = ", ".join(f"{k} {gib(v)}" for k, v in sorted(self.parts.items(), key=lambda kv: -kv[1]) if v > 0)
-        return f"{self.what}: peak about {gib(self.peak)} ({shown})"
+    def largest_parts(self, n: int = 3) -> str:
+        """The biggest terms of the peak, largest first ('checkpoint read' when loading is the peak)."""
+        parts = dict(self.parts)
+        if self.peak > self.steady():
+            parts = {"checkpoint read at load": self.loading, "weights": parts["weights"]}
+            parts["tokenizer"] = self.parts.get("tokenizer", 0.0)
+        ranked = sorted(parts.items(), key=lambda kv: -kv[1])[:n]
+        return ", ".join(f"{k} {gib(v)}" for k, v in ranked if v > 0)
 
 
 def gib(nbytes: float) -> str:

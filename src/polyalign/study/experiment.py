@@ -93,8 +93,32 @@ class Runner(StepContext):
             self.models.release()
 
 
+def dry_run_costs(exp: Experiment, path: str | Path, devices: str | None) -> list[str]:
+    """The dry run's per-step memory, time and fit on `devices` (polyalign.study.step_cost)."""
+    from polyalign.engine.devices import devices_for
+    from polyalign.study.step_cost import cost_lines, has_shape, model_names, step_costs
+
+    ctx = StepContext(exp, None, Path(path).resolve().parent)
+    named = devices_for(devices)
+    unknown = [f"note: {m}: no config.json known to the planner; its steps are not priced" for m in exp.models]
+    unknown = [line for line, m in zip(unknown, exp.models) if not has_shape(m)]
+    return unknown + cost_lines(step_costs(plan(ctx), model_names(exp, ctx.model_id), named, exp), named)
+
+
+def check_steps_fit(runner: Runner, steps: list[Step], devices: str | None) -> None:
+    """Refuse a step that cannot fit its devices before the first step runs (no weights loaded)."""
+    from polyalign.engine.devices import devices_for
+    from polyalign.study.step_cost import check_fits, model_names, step_costs
+
+    check_fits(step_costs(steps, model_names(runner.exp, runner.model_id), devices_for(devices), runner.exp))
+
+
 def run_experiment(
-    path: str | Path, run_dir: str | Path | None = None, overrides=(), log: Callable[[str], None] = print
+    path: str | Path,
+    run_dir: str | Path | None = None,
+    overrides=(),
+    log: Callable[[str], None] = print,
+    devices: str | None = None,
 ) -> Runner:
     """Plan and run every step of the experiment at `path` that is not done yet."""
     exp = load_experiment(path, overrides)
@@ -104,7 +128,9 @@ def run_experiment(
         check_model_name(model)
     runner = Runner(exp, run_dir, Path(path).resolve().parent)
     try:
-        runner.execute(runner.plan(), log)
+        steps = runner.plan()
+        check_steps_fit(runner, steps, devices)
+        runner.execute(steps, log)
     finally:
         runner.store.close()
     return runner
