@@ -72,3 +72,21 @@ def test_a_step_that_cannot_fit_is_refused_before_any_weights_load(tmp_path, dat
     assert "needs about 1.79 GiB (checkpoint read at load 1.00 GiB" in line and "device has 0.93 GiB" in line
     assert "would fit with: device_map=auto offload_folder=DIR" in line
     assert not (tmp_path / "run" / "steps").exists()
+
+
+@pytest.mark.slow
+def test_a_training_that_cannot_fit_is_refused_before_its_weights_load(tmp_path, monkeypatch):
+    import transformers
+
+    from polyalign.alignment.train_config import load_config
+    from polyalign.alignment.training import train
+    from polyalign.core.files import write_jsonl
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", pytest.fail)
+    monkeypatch.setenv("POLYALIGN_DEVICES", "cpu:500MB")
+    write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": f"question {i}", "completion": " answer"} for i in range(8)])
+    with pytest.raises(PolyalignError) as refused:
+        train("smollm2-135m", tmp_path / "pairs.jsonl", tmp_path / "run", load_config(overrides=["val_size=0"]))
+    line = str(refused.value)
+    assert line.startswith("training smollm2-135m: needs about") and "\n" not in line
+    assert "device has 0.47 GiB" in line
