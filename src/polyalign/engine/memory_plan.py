@@ -141,6 +141,12 @@ def eval_estimate(shape: ModelShape, job: EvalShape) -> Estimate:
     return Estimate(what, parts, flops, "item", load_bytes(shape, job.precision, job.on_host))
 
 
+def per_row_token_bytes(shape: ModelShape, precision: str, context: int) -> float:
+    """What one token of a scoring batch costs: its KV cache and its share of a layer's live activations."""
+    live = (LIVE_HIDDEN * shape.hidden + LIVE_INTERMEDIATE * shape.intermediate) * dtype_bytes(precision)
+    return kv_bytes_per_token(shape, precision) + live + shape.heads * context * 4
+
+
 @dataclass(frozen=True)
 class TrainShape:
     """One optimizer micro-step: rows, tokens per row, the LoRA recipe and the precision."""
