@@ -28,6 +28,7 @@ import torch
 
 from polyalign.core.errors import PolyalignError
 from polyalign.engine.batch_backoff import Backoff, token_budget
+from polyalign.engine.placement import input_device
 from polyalign.engine.unembed import Unembed
 
 WORD_START = "\u2581"  # SentencePiece's word-start marker
@@ -205,7 +206,7 @@ class Scorer:
         self.tokenizer = tokenizer
         self.unembed = Unembed(model)
         self.decoder = self.unembed.decoder
-        self.device = next(model.parameters()).device
+        self.device = input_device(model)  # a model split over devices takes its inputs on the first
         # Per-batch cost in tokens for plan_batches, measured on gemma-3-270m: on 2 CPU cores a
         # 1 x 90-token batch runs ~30% slower per token than 4 x 90; on a GPU a launch costs more.
         self.batch_overhead = 32 if self.device.type == "cpu" else 512

@@ -1,0 +1,58 @@
+"""A model larger than its device: spread over devices and disk (accelerate's big-model inference),
+it scores every item as the unsplit model does."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from helpers import PAPER_PACK
+from polyalign.cli import main
+from polyalign.core.errors import PolyalignError
+from polyalign.engine.placement import max_memory_map, placement_of
+
+
+def test_placement_options_are_checked_before_loading():
+    assert placement_of(None, None, None) is None
+    with pytest.raises(PolyalignError, match="need --device-map"):
+        placement_of(None, "80MB", None)
+    with pytest.raises(PolyalignError, match="device_map must be one of"):
+        placement_of("everywhere", None, None)
+    with pytest.raises(PolyalignError, match="is not a size"):
+        placement_of("auto", "lots", None)
+    assert max_memory_map("0=70GB,cpu=200GB") == {0: 70 * 10**9, "cpu": 200 * 10**9}
+
+
+def samples(out):
+    return {p.name: [json.loads(x) for x in p.read_text().splitlines()] for p in (out / "samples").glob("*.jsonl")}
+
+
+@pytest.mark.slow
+def test_smollm2_offloaded_to_disk_scores_every_item_as_unsplit(data_dir, tmp_path):
+    from polyalign.engine.models import load_model
+    from polyalign.engine.placement import Placement
+    from polyalign.evaluation.evaluate import EvalConfig, run_eval
+
+    cfg = EvalConfig(
+        model="smollm2-135m", task="emotion", langs="en", limit=4, data_dir=str(data_dir), prompts=str(PAPER_PACK)
+    )
+    model, tok = load_model("smollm2-135m", dtype="float32")
+    run_eval(cfg, model, tok, tmp_path / "whole", progress=False)
+    del model
+    placement = Placement("auto", "80MB", str(tmp_path / "offload"))
+    split, tok = load_model("smollm2-135m", dtype="float32", placement=placement)
+    assert "disk" in split.hf_device_map.values()  # part of the model really waits on disk
+    run_eval(cfg, split, tok, tmp_path / "split", progress=False)
+    whole, offloaded = samples(tmp_path / "whole"), samples(tmp_path / "split")
+    assert whole.keys() == offloaded.keys() and whole
+    for name, rows in whole.items():
+        assert [(r["index"], r["pred"]) for r in rows] == [(r["index"], r["pred"]) for r in offloaded[name]]
+        for a, b in zip(rows, offloaded[name]):
+            assert a["scores"] == pytest.approx(b["scores"], rel=1e-5, abs=1e-6)
+
+
+def test_eval_refuses_placement_options_without_a_device_map(data_dir, tmp_path, capsys):
+    args = ["eval", "--model", "smollm2-135m", "--task", "emotion", "--langs", "en", "--limit", "2"]
+    assert main([*args, "--data-dir", str(data_dir), "--out", str(tmp_path), "--max-memory", "80MB"]) == 2
+    assert "need --device-map" in capsys.readouterr().err
