@@ -87,7 +87,7 @@ class Runner(StepContext):
                 steps,
                 log,
                 before=lambda step: self.models.release(keep=step.needs),
-                clock=StepClock(steps),  # each start line: the step's precision, the time left
+                clock=StepClock(steps, flops_of=clock_flops(self)),  # each start line: precision, time left
             )
         finally:
             self.models.release()
@@ -111,6 +111,15 @@ def check_steps_fit(runner: Runner, steps: list[Step], devices: str | None) -> N
     from polyalign.study.step_cost import check_fits, model_names, step_costs
 
     check_fits(step_costs(steps, model_names(runner.exp, runner.model_id), devices_for(devices), runner.exp))
+
+
+def clock_flops(ctx: StepContext):
+    """The step clock's FLOPs per unit of each step, on this machine's kind of device."""
+    import torch
+
+    from polyalign.study.step_cost import model_names, unit_flops
+
+    return unit_flops(model_names(ctx.exp, ctx.model_id), "cuda" if torch.cuda.is_available() else "cpu")
 
 
 def run_experiment(

@@ -10,6 +10,7 @@ evaluation at EVAL_PREFIX_TOKENS of few-shot prefix and EVAL_SUFFIX_TOKENS per i
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from polyalign.core.errors import PolyalignError
@@ -96,6 +97,34 @@ def step_costs(steps: list[Step], names: dict[str, str], devices: list[Device], 
     return costs
 
 
+def unit_flops(names: dict[str, str], device_kind: str) -> Callable[[Step], float | None]:
+    """For the step clock: a step's FLOPs per unit (a pair trained, an item scored), None where its
+    model has no known shape."""
+
+    def flops_of(step: Step) -> float | None:
+        model = names.get(json.dumps(step.config.get("model"), sort_keys=True), str(step.config.get("model")))
+        if step.kind not in ("train", "eval", "lens", "pca") or not has_shape(model):
+            return None
+        devices = [Device(device_kind, float("inf"), 1.0)]
+        return step_fit(step, model_shape(model), target_precision(step, device_kind), devices, _Defaults())[1]
+
+    return flops_of
+
+
+def reference_unit_flops(kind: str, model: str) -> float:
+    """FLOPs per unit of a step of `kind` with the default recipe on `model` (the step clock's priors)."""
+    shape = model_shape(model)
+    if kind == "train":
+        job = train_job({}, "bf16", on_host=False)
+        return train_fit(shape, job, [Device("cpu", float("inf"), 1.0)]).estimate.flops_per_unit * job.seq
+    job_eval = EvalShape(EVAL_PREFIX_TOKENS, EVAL_SUFFIX_TOKENS, _Defaults.batch_size, "bf16")
+    return eval_fit(shape, job_eval, [Device("cpu", float("inf"), 1.0)]).estimate.flops_per_unit
+
+
+class _Defaults:
+    batch_size = 16  # the experiment's default: FLOPs per item barely depend on it
+
+
 def has_shape(model: str) -> bool:
     try:
         model_shape(model)
@@ -115,7 +144,7 @@ def cost_lines(costs: list[StepCost], devices: list[Device]) -> list[str]:
     """The dry run's table: per step its peak memory, FLOPs, time and fit; then the total."""
     same = len(set(devices)) == 1
     named = f"{len(devices)} x {devices[0].describe()}" if same else ", ".join(d.describe() for d in devices)
-    rate = f"{devices[0].flops / 1e12:.2g} TFLOP/s"
+    rate = f"{devices[0].flops / 1e12:.3g} TFLOP/s"
     lines = [f"cost on {named} (estimated; each step on one device at {rate}):"]
     for cost in costs:
         verdict = f"fits ({cost.fit.placement})" if cost.fit.fits else "DOES NOT FIT: " + "; ".join(cost.fit.options)
