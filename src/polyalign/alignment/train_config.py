@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -129,6 +130,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise PolyalignError("target_modules is empty")
     if cfg.report_to not in REPORTERS:
         raise PolyalignError(f"report_to must be one of {', '.join(REPORTERS)} (got '{cfg.report_to}')")
+    if cfg.report_to != "none" and importlib.util.find_spec(cfg.report_to) is None:
+        raise PolyalignError(f"report_to={cfg.report_to} needs its package: pip install {cfg.report_to}")
     check_quantization(cfg.quantization)
 
 
