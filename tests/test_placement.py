@@ -56,3 +56,24 @@ def test_eval_refuses_placement_options_without_a_device_map(data_dir, tmp_path,
     args = ["eval", "--model", "smollm2-135m", "--task", "emotion", "--langs", "en", "--limit", "2"]
     assert main([*args, "--data-dir", str(data_dir), "--out", str(tmp_path), "--max-memory", "80MB"]) == 2
     assert "need --device-map" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_logit_lens_of_an_offloaded_model_equals_the_unsplit_ones(data_dir, tmp_path):
+    from polyalign.analysis.lens import run_lens
+    from polyalign.engine.models import load_model
+    from polyalign.engine.placement import Placement
+
+    def lens(placement, out):
+        model, tok = load_model("smollm2-135m", dtype="float32", placement=placement)
+        run_lens(model, tok, "emotion", "en", "native", 3, data_dir, None, out, batch_size=2, layers=[10, "last"])
+        return [json.loads(line) for line in (out / "lens_items.jsonl").read_text().splitlines()]
+
+    whole = lens(None, tmp_path / "whole")
+    split = lens(Placement("auto", "80MB", str(tmp_path / "offload")), tmp_path / "split")
+    assert len(whole) == len(split) == 3
+    for a, b in zip(whole, split):
+        assert a.keys() == b.keys() and a["index"] == b["index"] and a["layers"] == b["layers"]
+        for key, value in a.items():
+            if key.startswith(("p_", "entropy")):
+                assert b[key] == pytest.approx(value, rel=1e-4, abs=1e-9), key
