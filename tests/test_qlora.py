@@ -82,3 +82,14 @@ def test_recipe_checks_quantization_and_report_to():
         load_config(overrides=["quantization=nf3"])
     with pytest.raises(PolyalignError, match="report_to must be one of"):
         load_config(overrides=["report_to=mlflow"])
+
+
+@pytest.mark.slow
+def test_int8_base_trains_too(tiny_llama, data_dir, tmp_path):
+    pytest.importorskip("bitsandbytes")
+    write_pairs(build_pairs("snli", ["zh"], "en", 4, 0, data_dir, PromptPack.load()), tmp_path / "pairs.jsonl")
+    seen = BaseLayers()
+    cfg = load_config(overrides=[*FAST, "max_steps=2", "quantization=int8"])
+    train(str(tiny_llama), tmp_path / "pairs.jsonl", tmp_path / "run", cfg, callbacks=[seen])
+    assert seen.q_proj == "Linear8bitLt" and quantized_base(tmp_path / "run" / "adapter") == "int8"
+    assert all(v == v for v in losses(tmp_path / "run"))  # finite (not NaN) losses
