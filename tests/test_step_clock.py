@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from polyalign.study import step_clock
 from polyalign.study.executor import execute_steps
 from polyalign.study.step_clock import PRIOR_SECONDS, StepClock
@@ -69,3 +71,21 @@ def test_execute_steps_prints_the_estimate_only_for_steps_that_run(tmp_path: Pat
     store.close()
     assert lines[0].endswith("done earlier, skipped")
     assert "(fp32; about" in lines[1] and "left, estimated)" in lines[1]
+
+
+def test_a_14b_step_is_priced_by_its_flops_not_at_a_1_8b_rate(monkeypatch):
+    from polyalign.study.step_cost import unit_flops
+
+    small, big = ({"hub": f"Qwen/Qwen1.5-{size}"} for size in ("1.8B", "14B"))
+    config = {"langs": ["en", "zh"], "items": "0:100", "limit": None, "dtype": "bfloat16"}
+    steps = [_step("eval", "small", {**config, "model": small}), _step("eval", "big", {**config, "model": big})]
+    names = {'{"hub": "Qwen/Qwen1.5-1.8B"}': "Qwen/Qwen1.5-1.8B", '{"hub": "Qwen/Qwen1.5-14B"}': "Qwen/Qwen1.5-14B"}
+    clock = StepClock(steps, precision_of=lambda s: "bf16", flops_of=unit_flops(names, "cuda"))
+    ratio = clock.flops_of(steps[1]) / clock.flops_of(steps[0])
+    assert 9 < ratio < 11  # 12.6B vs 1.2B parameters outside the embeddings (attention: same contexts)
+    assert clock.seconds(steps[1]) == pytest.approx(ratio * clock.seconds(steps[0]))  # priors scale too
+    now = iter([0.0, 100.0])
+    monkeypatch.setattr(step_clock.time, "perf_counter", lambda: next(now))
+    clock.start(0, [True, True])
+    clock.finish(steps[0])  # the 1.8B evaluation took 100 s
+    assert clock.seconds(steps[1]) == pytest.approx(100 * ratio)

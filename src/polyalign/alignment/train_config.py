@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 
+from polyalign.alignment.quantized import check_quantization
 from polyalign.alignment.training_data import TEMPLATES
 from polyalign.core.config import apply_overrides, build, read_mapping
 from polyalign.core.declarations import check_seed
@@ -46,6 +48,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     precision: str = "auto"  # auto: bf16 where native (CUDA with bf16, AVX512-BF16/AMX CPU), else fp32
     gradient_checkpointing: bool = False
+    quantization: str | None = None  # nf4 or int8: a bitsandbytes-quantized frozen base (QLoRA)
     val_size: float = 0.05  # held-out fraction, evaluated every eval_steps
     keep: str = "final"  # final: the last weights (the paper's runs); best: reload the lowest eval loss
     template: str = "none"  # none: plain prompt -> completion; chat: the tokenizer's chat template
@@ -56,7 +59,21 @@ class TrainConfig:
     eval_steps: int = 100
     save_steps: int = 100  # must be a multiple of eval_steps
     save_total_limit: int | None = 3
+    report_to: str = "none"  # none, tensorboard (event files under checkpoints/runs/) or wandb
     trust_remote_code: bool = False
+
+
+# Keys added after runs were recorded: left out of a run's identity at their default, so a step or
+# folder recorded before they existed keeps its key. report_to only logs: never part of it.
+LATER_KEYS = {"quantization": None}
+REPORTERS = ("none", "tensorboard", "wandb")
+
+
+def recipe_identity(cfg: TrainConfig) -> dict:
+    """The recipe as a training step's key and a run folder's config.yaml record it."""
+    values = dataclasses.asdict(cfg)
+    values.pop("report_to")
+    return {k: v for k, v in values.items() if k not in LATER_KEYS or v != LATER_KEYS[k]}
 
 
 def default_config_path() -> Path:
@@ -113,6 +130,11 @@ def check_config(cfg: TrainConfig) -> None:
         raise PolyalignError(f"precision must be auto, bf16 or fp32 (got '{cfg.precision}')")
     if not cfg.target_modules:
         raise PolyalignError("target_modules is empty")
+    if cfg.report_to not in REPORTERS:
+        raise PolyalignError(f"report_to must be one of {', '.join(REPORTERS)} (got '{cfg.report_to}')")
+    if cfg.report_to != "none" and importlib.util.find_spec(cfg.report_to) is None:
+        raise PolyalignError(f"report_to={cfg.report_to} needs its package: pip install {cfg.report_to}")
+    check_quantization(cfg.quantization)
 
 
 def _check_schedule(cfg: TrainConfig) -> None:

@@ -8,7 +8,6 @@ Hugging Face's Trainer does the loop, so `accelerate launch` works without code 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -17,7 +16,9 @@ from typing import Any
 import yaml
 
 from polyalign.alignment.checkpoints import last_complete_checkpoint, provenance_callback
-from polyalign.alignment.train_config import TrainConfig, check_config, load_config
+from polyalign.alignment.quantized import prepare_quantized, quantization_kwargs, record_quantized_base
+from polyalign.alignment.train_config import TrainConfig, check_config, load_config, recipe_identity
+from polyalign.alignment.train_fit import check_training_fits
 from polyalign.alignment.training_data import PadCollator, split_pairs, tokenize_pairs
 from polyalign.core.errors import PolyalignError
 from polyalign.core.files import atomic_write_text, file_sha256, read_jsonl_tolerant, read_records, write_jsonl
@@ -156,7 +157,7 @@ def train(
         "model": named,
         "data": str(data.resolve()),
         "data_sha256": file_sha256(data),
-        **dataclasses.asdict(cfg),
+        **recipe_identity(cfg),
     }
     finished = _finished_summary(out, resolved, resume, overwrite)
     if finished is not None:
@@ -185,11 +186,17 @@ def train(
     (out / "adapter" / "training_args.bin").unlink(missing_ok=True)  # Trainer's pickle; config.yaml has it
     summary = _summary(trainer, cfg, tokenizer, last, len(train_rows), len(val_rows))
     if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(str(out / "adapter"))
-        write_provenance(out / "adapter", benchmark_provenance(rows))
+        _describe_adapter(out / "adapter", tokenizer, rows, cfg)
         plot_loss(out / "log.jsonl", out / "loss.png")
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _describe_adapter(adapter: Path, tokenizer, rows: list[dict], cfg: TrainConfig) -> None:
+    """What the adapter folder carries besides its weights: tokenizer, provenance, quantized base."""
+    tokenizer.save_pretrained(str(adapter))
+    write_provenance(adapter, benchmark_provenance(rows))
+    record_quantized_base(adapter, cfg.quantization)
 
 
 def _finished_summary(out: Path, resolved: dict, resume: bool, overwrite: bool) -> dict | None:
@@ -243,6 +250,8 @@ def _setup_data(tokenizer, rows: list[dict], cfg: TrainConfig, model: str) -> tu
     train_rows, val_rows = split_pairs(
         tokenize_pairs(tokenizer, rows, cfg.cutoff_len, cfg.template), cfg.val_size, cfg.seed
     )
+    longest = max(len(r["input_ids"]) for r in train_rows)
+    check_training_fits(model, cfg, longest, "bf16" if _use_bf16(cfg) else "fp32")  # before the weights load
     return train_rows, val_rows, PadCollator(pad_id, targets_only=False)  # target_loss picks the rows
 
 
@@ -270,7 +279,9 @@ def _setup_model(model: str, cfg: TrainConfig, bf16: bool):
             use_safetensors=True,
             dtype=torch.bfloat16 if bf16 else torch.float32,
             trust_remote_code=cfg.trust_remote_code,
+            **quantization_kwargs(cfg.quantization, bf16),
         )
+        net = prepare_quantized(net, cfg.quantization, cfg.gradient_checkpointing)
         lora = LoraConfig(
             r=cfg.lora_rank,
             lora_alpha=cfg.lora_alpha,
@@ -327,7 +338,7 @@ def _training_args(cfg: TrainConfig, out: Path, bf16: bool, has_val: bool):
         greater_is_better=False,
         seed=cfg.seed,
         data_seed=cfg.seed,
-        report_to="none",
+        report_to=cfg.report_to,
         remove_unused_columns=False,
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator
 import torch
 
 from polyalign.core.errors import PolyalignError
+from polyalign.engine.placement import input_device
 from polyalign.engine.unembed import Unembed
 
 CHUNK_ROWS = 256  # (item, layer) rows per product with the vocabulary matrix
@@ -69,7 +70,7 @@ class SetReadout:
     def __init__(self, model, sets: list[list[int]], layers: list[int]) -> None:
         self.unembed = Unembed(model)
         self.layers = layers
-        self.device = next(model.parameters()).device
+        self.device = input_device(model)  # a model split over devices: where its inputs go
         vocab = self.unembed.vocab_size
         ids = sorted(set().union(*map(set, sets)))
         if ids and ids[-1] >= vocab:

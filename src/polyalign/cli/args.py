@@ -35,6 +35,24 @@ def add_model_args(parser: argparse.ArgumentParser, compare: bool = False) -> No
         "natively, verified in fp32; float32 elsewhere)",
     )
     parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off)")
+    add_placement_args(parser)
+
+
+def add_placement_args(parser: argparse.ArgumentParser) -> None:
+    """--device-map, --max-memory, --offload-folder: a model larger than one device (polyalign.engine.placement)."""
+    parser.add_argument(
+        "--device-map",
+        help="spread the model over devices: auto (GPUs, then CPU, then disk), balanced, sequential "
+        "(default: one device)",
+    )
+    parser.add_argument("--max-memory", help="with --device-map: 70GB for every GPU, or 0=70GB,1=70GB,cpu=200GB")
+    parser.add_argument("--offload-folder", help="with --device-map: where weights that fit no device wait on disk")
+
+
+def placement_args(args: argparse.Namespace):
+    from polyalign.engine.placement import placement_of
+
+    return placement_of(args.device_map, args.max_memory, args.offload_folder)
 
 
 def add_data_args(parser: argparse.ArgumentParser) -> None:
@@ -115,11 +133,14 @@ def load_models(args: argparse.Namespace) -> tuple:
     """(model, tokenizer, label, compare) from the shared options, after cheap checks pass."""
     from polyalign.engine.models import load_model
 
-    model, tokenizer = load_model(args.model, args.adapter, args.device, args.dtype, args.trust_remote_code)
+    placement = placement_args(args)
+    model, tokenizer = load_model(args.model, args.adapter, args.device, args.dtype, args.trust_remote_code, placement)
     label = Path(args.adapter).name or "adapter" if args.adapter else "base"
     compare = []
     if args.compare_adapter:
-        other, _ = load_model(args.model, args.compare_adapter, args.device, args.dtype, args.trust_remote_code)
+        other, _ = load_model(
+            args.model, args.compare_adapter, args.device, args.dtype, args.trust_remote_code, placement
+        )
         other_label = Path(args.compare_adapter).name or "adapter"
         compare.append((other_label if other_label != label else other_label + "-2", other))
     return model, tokenizer, label, compare

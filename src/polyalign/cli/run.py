@@ -39,8 +39,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         for note in notes:
             print(f"note: {note}")
         print("\n".join(plan_lines(exp, args.experiment)))
+        if args.devices:
+            from polyalign.study.experiment import dry_run_costs
+
+            print("\n".join(dry_run_costs(exp, path, args.devices)))
         return 0
-    runner = run_experiment(path, args.out, overrides)
+    runner = run_experiment(path, args.out, overrides, devices=args.devices)
     print(
         f"ran {len(runner.executed)} steps, skipped {len(runner.skipped)} done earlier; "
         f"results: {runner.run_dir / 'results.sqlite'}; next: polyalign report {runner.run_dir}"
@@ -78,6 +82,11 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder (default: runs/<name>)")
     p.add_argument("--data-dir", help="benchmark folder; overrides the experiment's data_dir")
     p.add_argument("--dry-run", action="store_true", help="validate the file and count its steps; run nothing")
+    p.add_argument(
+        "--devices",
+        help="price and check every step against these devices, e.g. 8x80GB, 2x48GB@150TFLOPS or cpu:64GB "
+        "(default: this machine's; with --dry-run: print each step's memory, time and fit)",
+    )
     p.add_argument(
         "overrides",
         nargs="*",

@@ -22,6 +22,7 @@ from polyalign.core.errors import PolyalignError
 from polyalign.core.files import file_sha256
 from polyalign.core.model_names import ALIASES, PackagedModel
 from polyalign.engine.adapters import check_adapter, check_fits
+from polyalign.engine.placement import Placement, from_pretrained_kwargs
 
 
 def cache_dir() -> Path:
@@ -146,27 +147,35 @@ def load_model(
     device: str | None = None,
     dtype: str | None = None,
     trust_remote_code: bool = False,
+    placement: Placement | None = None,
 ):
-    """(model, tokenizer) in eval mode, with a LoRA adapter applied (not merged) if given."""
+    """(model, tokenizer) in eval mode, with a LoRA adapter applied (not merged) if given; with a
+    `placement` (polyalign.engine.placement) spread over devices and disk instead of on `device`."""
     dev = pick_device(device)
     tokenizer = load_tokenizer(model, trust_remote_code)
     if adapter:
         check_adapter(model, adapter, trust_remote_code)  # before the weights load
-    net = load_weights(model, pick_dtype(dev, dtype), trust_remote_code)
+    net = load_weights(model, pick_dtype(dev, dtype), trust_remote_code, placement)
     if adapter:
         net = apply_adapter(net, adapter, model)
-    net.to(dev).eval()  # type: ignore[arg-type]
+    if placement is None:
+        net.to(dev)  # type: ignore[arg-type]
+    net.eval()
     return net, tokenizer
 
 
-def load_weights(model: str, dtype: torch.dtype, trust_remote_code: bool = False):
+def load_weights(model: str, dtype: torch.dtype, trust_remote_code: bool = False, placement: Placement | None = None):
     """The base model's weights; a missing, truncated or corrupt weights file is one line."""
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
     try:
         return AutoModelForCausalLM.from_pretrained(
-            resolve_model_path(model), dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code
+            resolve_model_path(model),
+            dtype=dtype,
+            use_safetensors=True,
+            trust_remote_code=trust_remote_code,
+            **from_pretrained_kwargs(placement),
         )
     except (OSError, ValueError, SafetensorError) as exc:
         raise PolyalignError(f"{model}: cannot load model: {str(exc).splitlines()[0]}") from None

@@ -27,6 +27,8 @@ from functools import lru_cache
 import torch
 
 from polyalign.core.errors import PolyalignError
+from polyalign.engine.batch_backoff import Backoff, token_budget
+from polyalign.engine.placement import input_device
 from polyalign.engine.unembed import Unembed
 
 WORD_START = "\u2581"  # SentencePiece's word-start marker
@@ -140,11 +142,15 @@ def prefix_sets(
 ScoreRow = tuple[int, str | None, list[int], int]
 
 
-def plan_batches(lengths: list[int], max_rows: int, overhead: int) -> list[int]:
+def plan_batches(
+    lengths: list[int], max_rows: int, overhead: int, max_tokens: int | None = None, prefix: int = 0
+) -> list[int]:
     """Batch boundaries for rows sorted longest first: the contiguous split with the least cost.
 
     Cost of a batch = rows x its longest row (the tokens actually computed, padding
     included) + `overhead` tokens (what a smaller matrix product loses to a larger one).
+    With `max_tokens` (polyalign.engine.batch_backoff.token_budget), a batch of several rows also
+    holds at most that many tokens, counting each row's copy of the `prefix`.
     Exact dynamic programming over the split points; returns the start of every batch.
     """
     n = len(lengths)
@@ -152,6 +158,8 @@ def plan_batches(lengths: list[int], max_rows: int, overhead: int) -> list[int]:
     cut = [0] * (n + 1)
     for j in range(1, n + 1):
         for i in range(max(0, j - max_rows), j):
+            if max_tokens is not None and j - i > 1 and (j - i) * (lengths[i] + prefix) > max_tokens:
+                continue
             cost = best[i] + (j - i) * lengths[i] + overhead
             if cost < best[j]:
                 best[j], cut[j] = cost, i
@@ -160,6 +168,22 @@ def plan_batches(lengths: list[int], max_rows: int, overhead: int) -> list[int]:
         starts.append(cut[j])
         j = cut[j]
     return starts[::-1]
+
+
+def score_rows(items: list[Item], shared: int, rule: str) -> list[ScoreRow]:
+    """The rows scoring computes: one per item, or (exact rule, multi-token labels) one per class."""
+    rows: list[ScoreRow] = []
+    for item in items:
+        suffix = item.ids[shared:]
+        if not suffix:
+            raise PolyalignError(f"item {item.index}: prompt is entirely the shared prefix")
+        multi = rule == "exact" and any(len(c) > 1 for c in item.continuations.values())
+        if multi:
+            for cls, cont in item.continuations.items():
+                rows.append((item.index, cls, suffix + cont[:-1], len(suffix) - 1))
+        else:
+            rows.append((item.index, None, suffix, len(suffix) - 1))
+    return rows
 
 
 def flush_groups(rows: list[tuple], starts: list[int]) -> list[list[tuple[int, int]]]:
@@ -182,10 +206,11 @@ class Scorer:
         self.tokenizer = tokenizer
         self.unembed = Unembed(model)
         self.decoder = self.unembed.decoder
-        self.device = next(model.parameters()).device
+        self.device = input_device(model)  # a model split over devices takes its inputs on the first
         # Per-batch cost in tokens for plan_batches, measured on gemma-3-270m: on 2 CPU cores a
         # 1 x 90-token batch runs ~30% slower per token than 4 x 90; on a GPU a launch costs more.
         self.batch_overhead = 32 if self.device.type == "cpu" else 512
+        self.backoff: Backoff | None = None  # set by the first score(): halves batches on out-of-memory
 
     @torch.inference_mode()
     def prefix_cache(self, prefix_ids: list[int]):
@@ -216,29 +241,22 @@ class Scorer:
         computed with the same companions, so a resumed run writes the same bits as a whole one.
         """
         cache = self.prefix_cache(items[0].ids[:shared]) if items else None
-        rows: list[ScoreRow] = []
-        for item in items:
-            suffix = item.ids[shared:]
-            if not suffix:
-                raise PolyalignError(f"item {item.index}: prompt is entirely the shared prefix")
-            multi = rule == "exact" and any(len(c) > 1 for c in item.continuations.values())
-            if multi:
-                for cls, cont in item.continuations.items():
-                    rows.append((item.index, cls, suffix + cont[:-1], len(suffix) - 1))
-            else:
-                rows.append((item.index, None, suffix, len(suffix) - 1))
+        rows = score_rows(items, shared, rule)
         by_index = {item.index: item for item in items}
         rows.sort(key=lambda r: -len(r[2]))  # longest first: memory errors surface at once
         partial: dict[int, dict[str, float]] = {}
         pending = Counter(r[0] for r in rows)  # rows per item still to score
         results: dict[int, dict[str, float]] = {}
-        starts = plan_batches([len(r[2]) for r in rows], batch_size, self.batch_overhead)
+        budget = token_budget(self.model, shared)
+        starts = plan_batches([len(r[2]) for r in rows], batch_size, self.batch_overhead, budget, shared)
+        self.backoff = self.backoff or Backoff(batch_size)
         for group in flush_groups(rows, starts):
             if all(r[0] in done for start, stop in group for r in rows[start:stop]):
                 continue
             buffered: list[tuple[tuple, torch.Tensor]] = []  # (row, hidden states at its scored positions)
             for start, stop in group:
-                buffered.extend(zip(rows[start:stop], self._hidden(rows[start:stop], cache)))
+                hidden = self.backoff.run(rows[start:stop], lambda batch: self._hidden(batch, cache))
+                buffered.extend(zip(rows[start:stop], hidden))
             # One matmul for many batches' scored positions: the unembedding matrix (262k x d
             # for Gemma, 671 MB in fp32) is read once per flush, not once per small batch.
             logprobs = self.unembed.forward(torch.cat([h for _, h in buffered])).log_softmax(-1)

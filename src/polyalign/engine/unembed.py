@@ -103,7 +103,9 @@ class Unembed:
         """
         rows, vocab, weight = normed.shape[0], self.vocab_size, self.head.weight
         direct = type(self.head) is torch.nn.Linear and self.head.bias is None
-        direct = direct and weight.dtype == normed.dtype == torch.float32
+        direct = (
+            direct and weight.dtype == normed.dtype == torch.float32 and weight.device.type != "meta"
+        )  # not offloaded
         whole = None if direct else self.forward(normed)  # [rows, vocab]
         for start in range(0, vocab, width):
             stop = min(start + width, vocab)

@@ -239,6 +239,8 @@ def run_eval(
         )
         seconds += time.perf_counter() - start
     bar.close()
+    if scorer.backoff and scorer.backoff.record:  # batches halved after out-of-memory errors
+        runtime = {**runtime, "oom_backoff": scorer.backoff.record}
     barrier()
     if rank != 0:
         return None

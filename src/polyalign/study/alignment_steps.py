@@ -14,6 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from polyalign.alignment.alignment_data import build_pairs, held_out_records, question_file_records, write_pairs
+from polyalign.alignment.train_config import recipe_identity
 from polyalign.alignment.training import train
 from polyalign.alignment.translation import records_translator
 from polyalign.core.errors import PolyalignError
@@ -143,7 +144,7 @@ def train_steps(ctx: StepContext, model: str, mid: dict, s: AlignmentSetting, da
     if s.models is not None and model not in s.models:
         return steps
     for name, cfg in trainings(s, ctx.exp.trust_remote_code):
-        config = {"model": mid, "data": data.key, "train": asdict(cfg)}
+        config = {"model": mid, "data": data.key, "train": recipe_identity(cfg)}
 
         def run(folder: Path, cfg=cfg) -> dict:
             summary = train(model, ctx.folder(data) / "pairs.jsonl", folder / "train", cfg, resume=True)

@@ -93,14 +93,47 @@ class Runner(StepContext):
                 steps,
                 log,
                 before=lambda step: self.models.release(keep=step.needs),
-                clock=StepClock(steps),  # each start line: the step's precision, the time left
+                clock=StepClock(steps, flops_of=clock_flops(self)),  # each start line: precision, time left
             )
         finally:
             self.models.release()
 
 
+def dry_run_costs(exp: Experiment, path: str | Path, devices: str | None) -> list[str]:
+    """The dry run's per-step memory, time and fit on `devices` (polyalign.study.step_cost)."""
+    from polyalign.engine.devices import devices_for
+    from polyalign.study.step_cost import cost_lines, has_shape, model_names, step_costs
+
+    ctx = StepContext(exp, None, Path(path).resolve().parent)
+    named = devices_for(devices)
+    unknown = [f"note: {m}: no config.json known to the planner; its steps are not priced" for m in exp.models]
+    unknown = [line for line, m in zip(unknown, exp.models) if not has_shape(m)]
+    return unknown + cost_lines(step_costs(plan(ctx), model_names(exp, ctx.model_id), named, exp), named)
+
+
+def check_steps_fit(runner: Runner, steps: list[Step], devices: str | None) -> None:
+    """Refuse a step that cannot fit its devices before the first step runs (no weights loaded)."""
+    from polyalign.engine.devices import devices_for
+    from polyalign.study.step_cost import check_fits, model_names, step_costs
+
+    check_fits(step_costs(steps, model_names(runner.exp, runner.model_id), devices_for(devices), runner.exp))
+
+
+def clock_flops(ctx: StepContext):
+    """The step clock's FLOPs per unit of each step, on this machine's kind of device."""
+    import torch
+
+    from polyalign.study.step_cost import model_names, unit_flops
+
+    return unit_flops(model_names(ctx.exp, ctx.model_id), "cuda" if torch.cuda.is_available() else "cpu")
+
+
 def run_experiment(
-    path: str | Path, run_dir: str | Path | None = None, overrides=(), log: Callable[[str], None] = print
+    path: str | Path,
+    run_dir: str | Path | None = None,
+    overrides=(),
+    log: Callable[[str], None] = print,
+    devices: str | None = None,
 ) -> Runner:
     """Plan and run every step of the experiment at `path` that is not done yet."""
     exp = load_experiment(path, overrides)
@@ -110,7 +143,9 @@ def run_experiment(
         check_model_name(model)
     runner = Runner(exp, run_dir, Path(path).resolve().parent)
     try:
-        runner.execute(runner.plan(), log)
+        steps = runner.plan()
+        check_steps_fit(runner, steps, devices)
+        runner.execute(steps, log)
     finally:
         runner.store.close()
     return runner

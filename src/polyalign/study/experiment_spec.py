@@ -28,6 +28,7 @@ from polyalign.core.item_range import check_overlap, evaluated_range, parse_item
 from polyalign.core.languages import get_language, parse_languages
 from polyalign.core.prompts import check_mode
 from polyalign.core.tasks import load_task
+from polyalign.engine.placement import placement_of
 from polyalign.study.claims_spec import ClaimsSpec, check_claims
 from polyalign.study.variants import seeded_name
 
@@ -116,6 +117,9 @@ class Experiment:
     batch_size: int = 16
     device: str | None = None
     dtype: str | None = None
+    device_map: str | None = None  # auto: eval, lens and PCA spread a model over devices (polyalign.engine.placement)
+    max_memory: str | None = None  # with device_map: 70GB per GPU, or 0=70GB,cpu=200GB
+    offload_folder: str | None = None  # with device_map: weights that fit no device wait here on disk
     trust_remote_code: bool = False
     claims: ClaimsSpec | None = None  # the paper's claims and their pre-registered rules (polyalign.study.claims)
 
@@ -171,6 +175,7 @@ def check_experiment(exp: Experiment) -> None:
     check_choice(exp.scoring, RULES, "scoring")
     if exp.dtype is not None:
         check_choice(exp.dtype, DTYPE_CHOICES, "dtype")
+    placement_of(exp.device_map, exp.max_memory, exp.offload_folder)
     if (exp.limit is not None and exp.limit < 1) or exp.batch_size < 1:
         raise PolyalignError("limit and batch_size must be at least 1")
     if len(set(exp.tasks)) != len(exp.tasks):  # [] is allowed: an experiment of analyses only (figure1_lens)

@@ -21,9 +21,12 @@ class ModelCache:
     def get(self, model: str, adapter: str | None = None):
         if (model, adapter) not in self.loaded:
             from polyalign.engine.models import load_model
+            from polyalign.engine.placement import placement_of
 
             exp = self.exp
-            self.loaded[(model, adapter)] = load_model(model, adapter, exp.device, exp.dtype, exp.trust_remote_code)
+            placement = placement_of(exp.device_map, exp.max_memory, exp.offload_folder)
+            args = (model, adapter, exp.device, exp.dtype, exp.trust_remote_code, placement)
+            self.loaded[(model, adapter)] = load_model(*args)
         return self.loaded[(model, adapter)]
 
     def release(self, keep=()) -> None:

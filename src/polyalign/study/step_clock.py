@@ -4,6 +4,11 @@ A user on a slow CPU should learn within the first minute whether a run takes te
 hours. Each step kind has a unit of work (a training pair seen, an item scored); the time per unit
 starts from a prior measured with gemma-3-270m on a 2-core CPU and is replaced by the rate this
 run measures as soon as one step of that kind has finished, so the estimate sharpens as it goes.
+
+Where a step's model has a known shape (polyalign.engine.model_shapes), its unit is priced in FLOPs
+(polyalign.study.step_cost.unit_flops) and the rate is a FLOP rate: the prior's seconds per unit
+become gemma-3-270m's FLOPs per unit over them, and a measured step gives its own FLOPs over its
+seconds. So a 14B step after a 1.8B one is priced by their FLOPs, not at the 1.8B's seconds per item.
 """
 
 from __future__ import annotations
@@ -61,10 +66,17 @@ def _cuda() -> bool:
 class StepClock:
     """Work units per step, a rate per (kind, precision), and the time left before step `n`."""
 
-    def __init__(self, steps: list[Step], precision_of: Callable[[Step], str | None] = step_precision):
+    def __init__(
+        self,
+        steps: list[Step],
+        precision_of: Callable[[Step], str | None] = step_precision,
+        flops_of: Callable[[Step], float | None] | None = None,
+    ):
         self.steps, self.precision_of = steps, precision_of
+        self.flops_of = flops_of or (lambda step: None)
         self.by_key = {s.key: s for s in steps}
         self.measured: dict[tuple[str, str | None], float] = {}
+        self.flop_rates: dict[tuple[str, str | None], float] = {}  # FLOP/s measured per (kind, precision)
         self.precisions: dict[str, str | None] = {}
         self.started = 0.0
 
@@ -93,8 +105,12 @@ class StepClock:
 
     def seconds(self, step: Step) -> float:
         kind = (step.kind, self.precision(step))
-        rate = self.measured.get(kind, PRIOR_SECONDS.get(kind, 0.0))  # type: ignore[arg-type]
-        return self.units(step) * rate
+        flops = self.flops_of(step)
+        prior = PRIOR_SECONDS.get(kind, 0.0)  # type: ignore[arg-type]
+        if flops and (kind in self.flop_rates or prior > 0):
+            rate = self.flop_rates.get(kind) or reference_flops(step.kind) / prior
+            return self.units(step) * flops / rate
+        return self.units(step) * self.measured.get(kind, prior)
 
     def start(self, n: int, pending: list[bool]) -> str:
         """Note for step `n` (0-based): its precision and the time left for it and every pending step after."""
@@ -106,9 +122,22 @@ class StepClock:
 
     def finish(self, step: Step) -> None:
         """Replace the prior of this step's kind by the rate it ran at."""
-        units = self.units(step)
+        units, flops = self.units(step), self.flops_of(step)
+        elapsed = time.perf_counter() - self.started
         if units > 0:
-            self.measured[(step.kind, self.precision(step))] = (time.perf_counter() - self.started) / units
+            self.measured[(step.kind, self.precision(step))] = elapsed / units
+            if flops and elapsed > 0:
+                self.flop_rates[(step.kind, self.precision(step))] = units * flops / elapsed
+
+
+PRIOR_MODEL = "google/gemma-3-270m"  # the model PRIOR_SECONDS were measured with
+
+
+def reference_flops(kind: str) -> float:
+    """FLOPs of one unit of `kind` on the prior's model, priced as the step clock prices any step."""
+    from polyalign.study.step_cost import reference_unit_flops
+
+    return reference_unit_flops(kind, PRIOR_MODEL)
 
 
 def _minutes(seconds: float) -> str:
