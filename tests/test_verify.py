@@ -162,7 +162,7 @@ def test_interrupted_verification_resumes_to_identical_files(runs, tiny_gemma, d
     cfg = cfg_for(
         tiny_gemma, data_dir, verify_threshold=middle_threshold(rows_of(tmp / "bf16_exact"), "exact"), batch_size=2
     )
-    whole = run_eval(cfg, fast, tok, tmp_path / "whole", progress=False, load_reference=Loads(tiny_gemma))
+    whole = run_eval(cfg, fast, tok, tmp_path / "whole", progress=False)
     original = SampleLog.append
     calls = {"n": 0}
 
@@ -175,12 +175,12 @@ def test_interrupted_verification_resumes_to_identical_files(runs, tiny_gemma, d
 
     monkeypatch.setattr(SampleLog, "append", dying_append)
     with pytest.raises(KeyboardInterrupt):
-        run_eval(cfg, fast, tok, tmp_path / "resumed", progress=False, load_reference=Loads(tiny_gemma))
+        run_eval(cfg, fast, tok, tmp_path / "resumed", progress=False)
     assert not (tmp_path / "resumed" / "results.json").exists()
     monkeypatch.setattr(SampleLog, "append", original)
     saved = sum(len(p.read_text().splitlines()) for p in (tmp_path / "resumed/samples/.partial/fp32").glob("*"))
     assert 0 < saved < whole["verify"]["rescored"]
-    again = run_eval(cfg, fast, tok, tmp_path / "resumed", progress=False, load_reference=Loads(tiny_gemma))
+    again = run_eval(cfg, fast, tok, tmp_path / "resumed", progress=False)
     assert rows_of(tmp_path / "whole") == rows_of(tmp_path / "resumed")
     assert again["languages"] == whole["languages"] and again["verify"]["rescored"] == whole["verify"]["rescored"]
     assert not (tmp_path / "resumed" / "samples" / ".partial").exists()
@@ -200,7 +200,7 @@ def test_sharded_verified_run_rescores_each_process_share(runs, tiny_gemma, data
     cfg = cfg_for(tiny_gemma, data_dir, verify_threshold=threshold)
     for rank in (1, 0):
         monkeypatch.setattr(evaluate, "_distributed", lambda rank=rank: (rank, 2, lambda: None))
-        results = run_eval(cfg, fast, tok, tmp_path / "s", progress=False, load_reference=Loads(tiny_gemma))
+        results = run_eval(cfg, fast, tok, tmp_path / "s", progress=False)
     assert results is not None
     for lang, rows in rows_of(tmp_path / "s").items():
         for row, ref in zip(rows, fp32[lang]):

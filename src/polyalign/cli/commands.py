@@ -21,7 +21,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from polyalign.engine.models import load_model, pick_device, pick_dtype
     from polyalign.evaluation.eval_folder import check_run_dir, check_verification, clear_run_dir
     from polyalign.evaluation.evaluate import EvalConfig, check_config, run_eval
-    from polyalign.evaluation.verify import reference_loader, threshold_in_effect
+    from polyalign.evaluation.verify import threshold_in_effect
     from polyalign.study.report import accuracy_table
 
     cfg = EvalConfig(
@@ -48,8 +48,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     ):
         clear_run_dir(Path(args.out))  # --overwrite: run again with these settings
     model, tokenizer = load_model(args.model, args.adapter, args.device, args.dtype, args.trust_remote_code)
-    reference = reference_loader(args.model, args.adapter, str(next(model.parameters()).device), args.trust_remote_code)
-    results = run_eval(cfg, model, tokenizer, Path(args.out), overwrite=args.overwrite, load_reference=reference)
+    results = run_eval(cfg, model, tokenizer, Path(args.out), overwrite=args.overwrite)
     if results is not None:
         print(accuracy_table({args.model + (f" + {args.adapter}" if args.adapter else ""): results}))
         for lang, entry in results.get("unscorable", {}).items():

@@ -39,7 +39,14 @@ from polyalign.evaluation.calibration import calibration_averages, calibration_s
 from polyalign.evaluation.eval_folder import claim_run_dir, run_identity
 from polyalign.evaluation.inputs import check_inputs
 from polyalign.evaluation.results import SampleLog, predict, read_samples, samples_text, summarize
-from polyalign.evaluation.verify import Verifier, language_stats, merge, reference_loader, summary, threshold_in_effect
+from polyalign.evaluation.verify import (
+    Verifier,
+    language_stats,
+    merge,
+    reference_checkpoint,
+    summary,
+    threshold_in_effect,
+)
 
 
 @dataclass
@@ -202,8 +209,8 @@ def run_eval(
 ) -> dict | None:
     """Evaluate every language; returns results.json's content on the main process.
 
-    A verified run (bf16/fp16 weights, see polyalign.evaluation.verify) calls `load_reference()` for its
-    float32 model when some item needs it (default: `cfg.model` and `cfg.adapter` from disk).
+    A verified run (bf16/fp16 weights, see polyalign.evaluation.verify) re-scores in float32 through a
+    layer-wise view of `model` (no second copy), or with `load_reference()`'s model where given.
     """
     task, pack, langs = check_config(cfg)
     rank, world, barrier = _distributed()
@@ -217,14 +224,9 @@ def run_eval(
     scorer = Scorer(model, tokenizer)
     verifier = None
     if threshold is not None:
-        device = str(next(model.parameters()).device)
+        checkpoint = None if load_reference else reference_checkpoint(cfg.model)
         verifier = Verifier(
-            threshold,
-            runtime["dtype"],
-            load_reference or reference_loader(cfg.model, cfg.adapter, device),
-            tokenizer,
-            cfg.scoring,
-            cfg.batch_size,
+            threshold, runtime["dtype"], model, tokenizer, cfg.scoring, cfg.batch_size, checkpoint, load_reference
         )
     final = {p.lang: out / "samples" / f"{task.name}_{p.lang}.jsonl" for p in prepared}
     todo_total = sum(len(p.items) for p in prepared if not final[p.lang].exists())

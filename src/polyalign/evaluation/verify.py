@@ -2,9 +2,10 @@
 
 Reduced-precision weights move every class score by a small error, so an item's prediction can
 differ from float32's only when its top-two margin is smaller than that error. A verified run
-scores every item in the fast dtype, then scores again, with a float32 copy of the model (loaded
-from disk with the same adapter, and only when some item needs it), every item whose margin is at
-most the threshold (ties and NaN scores included, whatever the threshold). The rows written for
+scores every item in the fast dtype, then scores again in float32, from the same resident model
+through a layer-wise float32 view (polyalign.engine.float32_view: the checkpoint's own tensors or
+exact upcasts, one module at a time, no second copy), every item whose margin is at most the
+threshold (ties and NaN scores included, whatever the threshold). The rows written for
 those items are the float32 ones, marked with what the fast dtype gave:
 
   {"index", "gold", "pred", "scores", ["tied"], "fast": {"dtype": "bfloat16", "pred": ..., "margin": ...}}
@@ -29,10 +30,12 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 from polyalign.core.errors import PolyalignError
 from polyalign.core.files import read_jsonl_tolerant
+from polyalign.engine.float32_view import Float32View
 from polyalign.engine.scoring import Item, Scorer
 from polyalign.evaluation.results import SampleLog
 
@@ -82,17 +85,20 @@ def threshold_in_effect(verify: bool | None, threshold: float | None, dtype: str
     return chosen
 
 
-def reference_loader(
-    model: str, adapter: str | None, device: str, trust_remote_code: bool = False
-) -> Callable[[], object]:
-    """Loads the float32 copy: the same weights from disk (not an upcast of the fast ones), same adapter."""
+def reference_checkpoint(model: str) -> Path | None:
+    """The local folder whose safetensors the float32 view reads (None: a hub id not in the local
+    cache; the view then upcasts, and says it is not exact where that matters)."""
+    from polyalign.engine.models import resolve_model_path
 
-    def load():
-        from polyalign.engine.models import load_model
+    path = Path(resolve_model_path(model))
+    if path.is_dir():
+        return path
+    try:
+        from huggingface_hub import snapshot_download
 
-        return load_model(model, adapter, device, "float32", trust_remote_code)[0]
-
-    return load
+        return Path(snapshot_download(model, local_files_only=True, allow_patterns=["*.safetensors", "*.json"]))
+    except (OSError, ValueError):
+        return None
 
 
 def log_glob(partial_dir: Path, task: str, lang: str) -> list[Path]:
@@ -100,26 +106,48 @@ def log_glob(partial_dir: Path, task: str, lang: str) -> list[Path]:
 
 
 class Verifier:
-    """Re-scores one process's items under the threshold with a lazily loaded float32 model."""
+    """Re-scores one process's items under the threshold in float32: by default the resident model
+    through a layer-wise float32 view (polyalign.engine.float32_view, no second copy), or a model
+    from `load_reference()` where one is given (loaded lazily, once)."""
 
     def __init__(
         self,
         threshold: float,
         fast_dtype: str,
-        load_reference: Callable[[], object],
+        model,
         tokenizer,
         rule: str,
         batch_size: int,
+        checkpoint: Path | None = None,
+        load_reference: Callable[[], object] | None = None,
     ):
         self.threshold, self.fast_dtype, self.rule, self.batch_size = threshold, fast_dtype, rule, batch_size
-        self._load, self._tokenizer = load_reference, tokenizer
+        self._model, self._checkpoint, self._load, self._tokenizer = model, checkpoint, load_reference, tokenizer
         self._scorer: Scorer | None = None
+        self._view: Float32View | None = None
         self.seconds = 0.0
         self.rescored = 0  # items re-scored by this process in this session
 
     @property
     def loaded(self) -> bool:
         return self._scorer is not None
+
+    def reference(self) -> dict:
+        """How the float32 scores were computed, for results.json."""
+        if self._load is not None:
+            return {"method": "second float32 model"}
+        if self._view is None:
+            self._view = Float32View(self._model, self._checkpoint)
+        return self._view.describe()
+
+    def _float32_scorer(self) -> tuple[Scorer, AbstractContextManager]:
+        if self._scorer is None:
+            if self._load is not None:
+                self._scorer = Scorer(self._load(), self._tokenizer)
+            else:
+                self._view = self._view or Float32View(self._model, self._checkpoint)
+                self._scorer = Scorer(self._model, self._tokenizer)
+        return self._scorer, self._view if self._view is not None else nullcontext()
 
     def needs(self, row: dict) -> bool:
         return under(row["scores"], self.rule, self.threshold)
@@ -145,8 +173,7 @@ class Verifier:
         done = {r["index"] for f in log_glob(partial_dir, task, lang) for r in read_jsonl_tolerant(f)}
         if all(it.index in done for it in need):
             return
-        if self._scorer is None:
-            self._scorer = Scorer(self._load(), self._tokenizer)
+        scorer, view = self._float32_scorer()
         log = SampleLog(partial_dir / "fp32" / f"{task}_{lang}.rank{rank}.jsonl")
 
         def save(batch_scores: dict[int, dict[str, float]]) -> None:
@@ -167,7 +194,8 @@ class Verifier:
             self.rescored += len(rows)
 
         try:
-            self._scorer.score(need, shared, self.rule, token_sets, self.batch_size, on_batch=save, done=done)
+            with view:
+                scorer.score(need, shared, self.rule, token_sets, self.batch_size, on_batch=save, done=done)
         finally:
             log.close()
             self.seconds += time.perf_counter() - start
@@ -203,4 +231,5 @@ def summary(threshold: float | None, fast_dtype: str, languages: dict, verifier:
         "items": sum(entry["n"] for entry in languages.values()),
         "per_language": per,
         "seconds": round(verifier.seconds, 3) if verifier else 0.0,
+        "reference": verifier.reference() if verifier else None,
     }
