@@ -118,9 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--verify-threshold",
-        type=float,
-        metavar="MARGIN",
-        help="log-probability margin under which --verify re-scores (default: polyalign.evaluation.verify.THRESHOLD)",
+        type=lambda text: text if text == "auto" else float(text),
+        metavar="MARGIN|auto",
+        help="log-probability margin under which --verify re-scores, or auto (the default): measured on the "
+        "run, a safety factor times the largest bf16-vs-float32 shift of its re-scored items "
+        "(polyalign.evaluation.verify_plan)",
     )
     p.add_argument(
         "--batch-size", type=int, default=16, help="most prompts per forward; batches are cut to minimize padding"

@@ -68,7 +68,7 @@ class EvalConfig:
     # bf16/fp16 weights: re-score in float32 the items whose top-two margin is under the threshold
     # (None: on; default threshold polyalign.evaluation.verify.THRESHOLD). Ignored for float32 weights.
     verify: bool | None = None
-    verify_threshold: float | None = None
+    verify_threshold: float | str | None = None  # a margin, or "auto": measured (polyalign.evaluation.verify_plan)
 
     def identity(self) -> dict:
         # verification is not part of it: what it depends on is the threshold in effect for the
@@ -309,7 +309,7 @@ def _finish(
     scored: int,
     seconds: float,
     runtime: dict,
-    threshold: float | None,
+    threshold: float | str | None,
     verifier: Verifier | None,
 ) -> dict:
     """Merge process logs into sorted sample files, then write results.json last."""
@@ -320,11 +320,11 @@ def _finish(
             unscorable[prep.lang] = {"reason": prep.info["unscorable"], **prep.info}
             continue
         if not final[prep.lang].exists():
-            _merge_language(prep, task, partial_dir, final[prep.lang], threshold, cfg.scoring)
+            _merge_language(prep, task, partial_dir, final[prep.lang], threshold, cfg.scoring, runtime["world_size"])
         samples = read_samples(final[prep.lang])
         languages[prep.lang] = {**summarize(samples), **calibration_summary(samples, cfg.scoring), **prep.info}
         if threshold is not None:
-            languages[prep.lang]["verify"] = language_stats(samples)
+            languages[prep.lang]["verify"] = language_stats(samples, cfg.scoring)
     accuracies = [v["accuracy"] for v in languages.values()]
     results = {
         **describe_model(cfg.model, cfg.adapter),
@@ -356,7 +356,13 @@ def _finish(
 
 
 def _merge_language(
-    prep: PreparedLanguage, task: str, partial_dir: Path, final: Path, threshold: float | None, scoring: str
+    prep: PreparedLanguage,
+    task: str,
+    partial_dir: Path,
+    final: Path,
+    threshold: float | str | None,
+    scoring: str,
+    world: int = 1,
 ) -> None:
     """Write one language's sorted samples file from the process logs (and float32 re-scores)."""
     rows = {
@@ -368,5 +374,5 @@ def _merge_language(
     if missing:
         raise PolyalignError(f"{task}/{prep.lang}: {len(missing)} items were not scored; run again to resume")
     if threshold is not None:
-        merge(rows, partial_dir, task, prep.lang, threshold, scoring)
+        merge(rows, partial_dir, task, prep.lang, threshold, scoring, world)
     atomic_write_text(final, samples_text([rows[it.index] for it in prep.items]))

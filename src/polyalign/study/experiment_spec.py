@@ -27,6 +27,7 @@ from polyalign.core.item_range import check_overlap, evaluated_range, parse_item
 from polyalign.core.languages import get_language, parse_languages
 from polyalign.core.prompts import check_mode
 from polyalign.core.tasks import load_task
+from polyalign.evaluation.verify_plan import verify_settings
 from polyalign.study.claims_spec import ClaimsSpec, check_claims
 from polyalign.study.variants import seeded_name
 
@@ -115,6 +116,8 @@ class Experiment:
     batch_size: int = 16
     device: str | None = None
     dtype: str | None = None
+    # bf16/fp16 eval steps: true (default: measured threshold), false, a margin or auto (evaluation.verify_plan)
+    verify: bool | float | str | None = None
     trust_remote_code: bool = False
     claims: ClaimsSpec | None = None  # the paper's claims and their pre-registered rules (polyalign.study.claims)
 
@@ -170,6 +173,7 @@ def check_experiment(exp: Experiment) -> None:
     check_choice(exp.scoring, RULES, "scoring")
     if exp.dtype is not None:
         check_choice(exp.dtype, DTYPE_CHOICES, "dtype")
+    verify_settings(exp.verify)
     if (exp.limit is not None and exp.limit < 1) or exp.batch_size < 1:
         raise PolyalignError("limit and batch_size must be at least 1")
     if len(set(exp.tasks)) != len(exp.tasks):
