@@ -224,7 +224,7 @@ def run_eval(
     scorer = Scorer(model, tokenizer)
     verifier = None
     if threshold is not None:
-        checkpoint = None if load_reference else reference_checkpoint(cfg.model)
+        checkpoint = None if load_reference else reference_checkpoint(cfg.model, model)
         verifier = Verifier(
             threshold, runtime["dtype"], model, tokenizer, cfg.scoring, cfg.batch_size, checkpoint, load_reference
         )

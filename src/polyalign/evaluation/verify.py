@@ -90,11 +90,16 @@ def threshold_in_effect(verify: bool | None, threshold: float | str | None, dtyp
     return check_threshold(THRESHOLD if threshold is None else threshold)
 
 
-def reference_checkpoint(model: str) -> Path | None:
-    """The local folder whose safetensors the float32 view reads (None: a hub id not in the local
-    cache; the view then upcasts, and says it is not exact where that matters)."""
+def reference_checkpoint(model: str, net=None) -> Path | None:
+    """The local folder whose safetensors the float32 view reads: the one `net`'s weights were
+    loaded from, else `model`'s (None: a hub id not in the local cache; the view then upcasts, and
+    says it is not exact where that matters)."""
     from polyalign.engine.models import resolve_model_path
+    from polyalign.engine.unembed import base_model
 
+    loaded = getattr(base_model(net).config, "_name_or_path", "") if net is not None else ""
+    if loaded and Path(loaded).is_dir():
+        return Path(loaded)  # an alias's folder is not re-hashed (1 GB for gemma-3-270m)
     path = Path(resolve_model_path(model))
     if path.is_dir():
         return path
