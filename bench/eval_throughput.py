@@ -12,7 +12,7 @@ in one run, on the same items, and reports time, agreement and accuracy.
 
 --langs takes `all` (every language of the task in the paper's pack) or codes; --items is per
 language. --bf16-verify adds `bf16+verify`: polyalign with bfloat16 weights and float32
-re-scoring (layer-wise, from the same weights) of the items under polyalign.evaluation.verify.THRESHOLD; its
+re-scoring (layer-wise, from the same weights) of the items under the threshold (default auto); its
 target is fp32's predictions exactly and at least 1.3x polyalign float32 in the same run.
 lm-eval scores log-likelihoods only: it runs with --scoring exact.
 
@@ -306,7 +306,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--bf16-verify",
         action="store_true",
-        help="add bf16+verify: bfloat16 weights, float32 re-scoring under polyalign.evaluation.verify.THRESHOLD",
+        help="add bf16+verify: bfloat16 weights, float32 re-scoring under the default threshold (auto)",
     )
     parser.add_argument("--skip-lm-eval", action="store_true", help="where lm-eval is not installed")
     args = parser.parse_args(argv)

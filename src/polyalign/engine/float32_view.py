@@ -124,12 +124,12 @@ class Float32View:
     def __enter__(self) -> Float32View:
         head = self.base.get_output_embeddings()
         chunked = type(head) is torch.nn.Linear and id(head.weight) in self._fetch
-        buffer_of = {id(m): n for n, m in self.base.named_modules()}
+        name_of = {id(m): n for n, m in self.base.named_modules()}
         for module in self.base.modules():
             if chunked and module is head:
                 head.forward = self._chunked_head(head)  # an instance attribute shadows the class's
                 continue
-            prefix = buffer_of[id(module)]
+            prefix = name_of[id(module)]
             params = {n: p for n, p in module._parameters.items() if p is not None and id(p) in self._fetch}
             named = {n: f"{prefix}.{n}".lstrip(".") for n in module._buffers}
             buffers = {n: self._buffers[full] for n, full in named.items() if full in self._buffers}
