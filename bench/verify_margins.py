@@ -30,8 +30,8 @@ while other jobs shared the 2 cores, so no timing):
           margin 0.176, fp32 0.017)
 
 Most of the shift is the bf16 logits' rounding (steps of 0.0625 to 0.125 at Gemma's logit sizes:
-exact-rule labels tie in bf16 on 6% of items). The former default threshold 0.5 (now `--verify-
-threshold 0.5`; the default `auto` measures the shifts on the run itself,
+exact-rule labels tie in bf16 on 6% of items). The former default threshold 0.5
+(now `--verify-threshold 0.5`; the default `auto` measures the shifts on the run itself,
 polyalign.evaluation.verify_plan) is about 2x the largest shift seen on emotion but only 1.35x on
 snli, whose longer prompts and three classes shift margins more. A flip needs a shift larger than
 the bf16 margin, so the threshold covers every flip these runs could have had; it is a measured
