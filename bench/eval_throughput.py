@@ -12,7 +12,7 @@ in one run, on the same items, and reports time, agreement and accuracy.
 
 --langs takes `all` (every language of the task in the paper's pack) or codes; --items is per
 language. --bf16-verify adds `bf16+verify`: polyalign with bfloat16 weights and float32
-re-scoring of the items under polyalign.evaluation.verify.THRESHOLD (the float32 copy's load is timed); its
+re-scoring (layer-wise, from the same weights) of the items under the threshold (default auto); its
 target is fp32's predictions exactly and at least 1.3x polyalign float32 in the same run.
 lm-eval scores log-likelihoods only: it runs with --scoring exact.
 
@@ -306,7 +306,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--bf16-verify",
         action="store_true",
-        help="add bf16+verify: bfloat16 weights, float32 re-scoring under polyalign.evaluation.verify.THRESHOLD",
+        help="add bf16+verify: bfloat16 weights, float32 re-scoring under the default threshold (auto)",
     )
     parser.add_argument("--skip-lm-eval", action="store_true", help="where lm-eval is not installed")
     args = parser.parse_args(argv)
@@ -328,17 +328,9 @@ def bf16_variants(args, model, tokenizer, run: Run) -> list[Outcome]:
         if args.also_bf16:
             out.append(run_polyalign(model, tokenizer, run, Path(tmp) / "bf16", "polyalign (bfloat16)")[0])
         if args.bf16_verify:
-            # the folder, not the alias: an alias's load re-hashes its weights (seconds that are not scoring)
-            folder = resolve_model_path(args.model)
-            verified = Run(
-                run.data_dir,
-                run.langs,
-                run.count,
-                run.scoring,
-                args.model,
-                verify=True,
-                load_reference=lambda: load_model(folder, device=args.device, dtype="float32")[0],
-            )
+            # float32 re-scores through the layer-wise view of these weights (polyalign.engine.float32_view),
+            # reading the fp32 checkpoint's own tensors: no second model is loaded
+            verified = Run(run.data_dir, run.langs, run.count, run.scoring, args.model, verify=True)
             out.append(run_polyalign(model, tokenizer, verified, Path(tmp) / "verify", "bf16+verify")[0])
     return out
 

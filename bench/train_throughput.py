@@ -11,6 +11,7 @@ OMP_NUM_THREADS=1 keeps torch's threads from waiting on each other (docs/benchma
 
     python bench/train_throughput.py --model smollm2-135m --pairs 64 --steps 8 [--out FILE.json]
     OMP_NUM_THREADS=1 python bench/train_throughput.py --demo --steps 8 --precision fp32  # the demo's 500 pairs
+    python bench/train_throughput.py --demo --pairs 16 --batch 16 --steps 3 --precisions fp32,bf16  # side by side
 
 Exits 0 whatever the ratio; non-zero only on errors.
 """
@@ -67,6 +68,7 @@ class Clock(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         self.seconds = time.perf_counter() - self.start
         self.cpu_seconds = time.process_time() - self.cpu_start
+        self.loss = next((h["train_loss"] for h in reversed(state.log_history) if "train_loss" in h), None)
 
 
 def result(name: str, counter: Counter, clock: Clock) -> dict:
@@ -78,6 +80,7 @@ def result(name: str, counter: Counter, clock: Clock) -> dict:
         "tokens_per_cpu_second": counter.real / clock.cpu_seconds,
         "padding_fraction": 1 - counter.real / max(counter.total, 1),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux: KiB
+        "train_loss": getattr(clock, "loss", None),
     }
 
 
@@ -167,6 +170,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the demo's pairs: emotion questions of held-out items 250:500, zh/es => en, paper "
         "prompts, on gemma-3-270m (overrides --model)",
     )
+    parser.add_argument(
+        "--precisions",
+        help="e.g. fp32,bf16: only polyalign's loop, once per precision (each its own process), side by side",
+    )
     parser.add_argument("--out", help="also write the results as JSON here")
     parser.add_argument("--loop", choices=["baseline", "polyalign"], help=argparse.SUPPRESS)  # a child process
     parser.add_argument("--work", help=argparse.SUPPRESS)  # the child's folder: pairs.jsonl in, LOOP.json out
@@ -252,6 +259,31 @@ def report(args: argparse.Namespace, n_rows: int, base: dict, ours: dict) -> Non
         Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
 
 
+def side_by_side(args: argparse.Namespace, argv: list[str], rows: list[dict]) -> None:
+    """polyalign's loop once per precision of --precisions (fresh processes, same pairs), with the
+    ratio of tokens/s to the first and the training loss (equal within bf16 noise)."""
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for precision in args.precisions.split(","):
+            work = Path(tmp) / precision
+            work.mkdir()
+            write_pairs(rows, work / "pairs.jsonl")
+            results.append(
+                {"precision": precision, **in_subprocess("polyalign", [*argv, "--precision", precision], work)}
+            )
+    print(f"\nmodel {args.model}, {len(rows)} pairs, {args.steps} steps x batch {args.batch}, CPU {cpu_description()}")
+    print(f"{'precision':<10} {'tokens/s':>10} {'vs first':>9} {'seconds':>8} {'peak RSS MiB':>13} {'train loss':>11}")
+    for r in results:
+        ratio = r["tokens_per_second"] / results[0]["tokens_per_second"]
+        loss = "-" if r["train_loss"] is None else f"{r['train_loss']:.4f}"
+        print(
+            f"{r['precision']:<10} {r['tokens_per_second']:>10.1f} {ratio:>8.2f}x {r['seconds']:>8.2f} "
+            f"{r['peak_rss_mib']:>13.0f} {loss:>11}"
+        )
+    if args.out:
+        Path(args.out).write_text(json.dumps({"config": vars(args), "runs": results}, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
@@ -260,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
             run_loop(args)
             return 0
         rows = build_rows(args)
+        if args.precisions:
+            side_by_side(args, argv, rows)
+            return 0
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
             write_pairs(rows, work / "pairs.jsonl")

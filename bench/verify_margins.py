@@ -1,4 +1,4 @@
-"""How far bf16 moves top-two margins: the measurement behind polyalign.evaluation.verify.THRESHOLD.
+"""How far bf16 moves top-two margins: the measurement behind a fixed --verify-threshold.
 
 An item's bf16 prediction can differ from float32's only if bf16 moves its top-two margin (in
 log-probability: summed label log-probs for exact scoring, log of the label probability mass for
@@ -30,13 +30,14 @@ while other jobs shared the 2 cores, so no timing):
           margin 0.176, fp32 0.017)
 
 Most of the shift is the bf16 logits' rounding (steps of 0.0625 to 0.125 at Gemma's logit sizes:
-exact-rule labels tie in bf16 on 6% of items). polyalign.evaluation.verify.THRESHOLD = 0.5 is about 2x the
-largest shift seen on emotion but only 1.35x on snli, whose longer prompts and three classes shift
-margins more. A flip needs a shift larger than the bf16 margin, so the threshold covers every flip
-these runs could have had; it is a measured safety factor, not a bound: another model, task, device
-or longer prompt may shift margins more (rerun this with --task/--model to check, and raise
---verify-threshold where the largest shift comes near it). It sends about a quarter of emotion items
-and a third of snli items back to float32.
+exact-rule labels tie in bf16 on 6% of items). The former default threshold 0.5
+(now `--verify-threshold 0.5`; the default `auto` measures the shifts on the run itself,
+polyalign.evaluation.verify_plan) is about 2x the largest shift seen on emotion but only 1.35x on
+snli, whose longer prompts and three classes shift margins more. A flip needs a shift larger than
+the bf16 margin, so the threshold covers every flip these runs could have had; it is a measured
+safety factor, not a bound: another model, task, device or longer prompt may shift margins more
+(rerun this with --task/--model to check, and raise --verify-threshold where the largest shift comes
+near it). It sends about a quarter of emotion items and a third of snli items back to float32.
 """
 
 from __future__ import annotations

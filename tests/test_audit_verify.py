@@ -9,7 +9,7 @@ import pytest
 
 from polyalign.core.errors import PolyalignError
 from polyalign.evaluation.results import predict, summarize
-from polyalign.evaluation.verify import Verifier, margin, merge, under
+from polyalign.evaluation.verify import margin, merge, rounds_of, under
 
 NAN = math.nan
 
@@ -27,8 +27,12 @@ def test_a_nan_or_infinite_score_has_no_margin_and_is_rescored(rule):
 def test_threshold_zero_still_rescores_ties():
     assert under({"a": -1.0, "b": -1.0}, "exact", 0.0)
     assert not under({"a": -1.0, "b": -1.001}, "exact", 0.0)
-    verifier = Verifier(0.0, "bfloat16", lambda: None, None, "exact", 4)
-    assert verifier.needs({"scores": {"a": -2.0, "b": -2.0}}) and verifier.needs({"scores": {"a": NAN, "b": -2.0}})
+    fast = {
+        0: {"scores": {"a": -2.0, "b": -2.0}},
+        1: {"scores": {"a": NAN, "b": -2.0}},
+        2: {"scores": {"a": 0.0, "b": -2.0}},
+    }
+    assert rounds_of([0, 1, 2], fast, {}, 0.0, "exact") == ([[0, 1]], None)  # a tie and a NaN, not the gap
 
 
 def test_merge_requires_float32_rows_for_nan_items(tmp_path):

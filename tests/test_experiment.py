@@ -292,6 +292,8 @@ def test_bad_experiment_files_fail_in_one_line(exp_file, tmp_path):
         ({"models": [3]}, "is not a valid str"),
         ({"analyses": {"lens": {"task": "emotion", "langs": ["zh"], "limit": 2}}}, "at least 3"),
         ({"analyses": {"pca": {"task": "emotion", "langs": ["zh"], "layers": [0]}}}, "layer 0"),
+        ({"verify": -0.5}, "'auto' or a margin >= 0"),
+        ({"verify": "sometimes"}, "'auto' or a margin >= 0"),
     ]
     for change, message in cases:
         path = tmp_path / "bad.yaml"

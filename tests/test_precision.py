@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import yaml
@@ -19,8 +21,29 @@ EXPERIMENTS = packaged_root()
 def cpu_bf16(request, monkeypatch) -> bool:
     """The CPU's bf16 capability, mocked both ways (and no CUDA device)."""
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: request.param)
+    monkeypatch.setattr(precision, "bf16_measured_fast", lambda: request.param)  # the calibration agrees
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     return request.param
+
+
+def test_auto_follows_the_measured_speed_cached_per_machine(monkeypatch, tmp_path):
+    """Native bf16 that the calibration measures slow stays fp32; the measurement is made once."""
+    from polyalign.engine import precision_calibration as calibration
+
+    monkeypatch.setenv("POLYALIGN_CACHE", str(tmp_path))
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    timings = {torch.float32: 1.0, torch.bfloat16: 0.9}  # bf16 only 1.1x: not worth it
+    calls = []
+    monkeypatch.setattr(calibration, "time_matmul", lambda dtype: calls.append(dtype) or timings[dtype])
+    assert precision.resolve_precision("auto", "cpu") == "fp32" and len(calls) == 2
+    timings[torch.bfloat16] = 0.25
+    assert precision.resolve_precision("auto", "cpu") == "fp32" and len(calls) == 2  # cached: not measured again
+    cached = json.loads(calibration.cache_file().read_text())[calibration.machine_key()]
+    assert cached["bf16_speedup"] == pytest.approx(1 / 0.9)
+    calibration.cache_file().unlink()
+    assert precision.resolve_precision("auto", "cpu") == "bf16" and len(calls) == 4  # 4x: bf16
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    assert precision.resolve_precision("auto", "cpu") == "fp32" and len(calls) == 4  # AVX2 only: no measuring
 
 
 def test_auto_resolves_to_bf16_only_where_the_cpu_has_it(cpu_bf16, capsys):

@@ -7,12 +7,14 @@ import pytest
 
 from helpers import PAPER_PACK
 from polyalign.cli import main
+from polyalign.core.errors import PolyalignError
 from polyalign.engine import scoring
 from polyalign.engine.models import load_model
 from polyalign.evaluation import evaluate
 from polyalign.evaluation.evaluate import EvalConfig, run_eval
 from polyalign.evaluation.results import SampleLog
 from polyalign.evaluation.verify import margin, threshold_in_effect
+from polyalign.evaluation.verify_plan import score_shift
 
 LANGS = ("en", "zh")
 
@@ -83,6 +85,9 @@ def test_margin_and_threshold_in_effect():
     assert margin({"a": 0.3, "b": 0.0}, "prefix") == math.inf
     assert threshold_in_effect(None, None, "float32") is None and threshold_in_effect(True, 1.0, "float32") is None
     assert threshold_in_effect(None, 0.3, "bfloat16") == 0.3 and threshold_in_effect(False, 0.3, "float16") is None
+    assert threshold_in_effect(None, None, "bfloat16") == "auto"  # the default: measured on the run
+    with pytest.raises(PolyalignError, match="'auto' or a margin >= 0"):
+        threshold_in_effect(True, -1.0, "bfloat16")
 
 
 @pytest.mark.slow
@@ -112,13 +117,15 @@ def test_items_under_the_threshold_are_rescored_in_float32(runs, tiny_gemma, dat
                     "dtype": "bfloat16",
                     "pred": b["pred"],
                     "margin": margin(b["scores"], rule),
+                    "shift": score_shift(b["scores"], v["scores"], rule),
                 }
                 assert all(v["scores"][c] == pytest.approx(f["scores"][c], abs=1e-5) for c in f["scores"])
             else:  # the bf16 row, bit for bit
                 assert v == b
         entry = results["languages"][lang]["verify"]
         changed = sum(v["fast"]["pred"] != v["pred"] for v in verified[lang] if "fast" in v)
-        assert entry == {"rescored": len(under), "changed": changed}
+        assert {k: entry[k] for k in ("rescored", "changed")} == {"rescored": len(under), "changed": changed}
+        assert entry["smallest_kept_margin"] >= threshold
         total += len(under)
     assert 0 < total < 12  # the threshold sends some items, not all, back to float32
     summary = results["verify"]
@@ -162,7 +169,7 @@ def test_interrupted_verification_resumes_to_identical_files(runs, tiny_gemma, d
     cfg = cfg_for(
         tiny_gemma, data_dir, verify_threshold=middle_threshold(rows_of(tmp / "bf16_exact"), "exact"), batch_size=2
     )
-    whole = run_eval(cfg, fast, tok, tmp_path / "whole", progress=False, load_reference=Loads(tiny_gemma))
+    whole = run_eval(cfg, fast, tok, tmp_path / "whole", progress=False)
     original = SampleLog.append
     calls = {"n": 0}
 
@@ -175,12 +182,12 @@ def test_interrupted_verification_resumes_to_identical_files(runs, tiny_gemma, d
 
     monkeypatch.setattr(SampleLog, "append", dying_append)
     with pytest.raises(KeyboardInterrupt):
-        run_eval(cfg, fast, tok, tmp_path / "resumed", progress=False, load_reference=Loads(tiny_gemma))
+        run_eval(cfg, fast, tok, tmp_path / "resumed", progress=False)
     assert not (tmp_path / "resumed" / "results.json").exists()
     monkeypatch.setattr(SampleLog, "append", original)
     saved = sum(len(p.read_text().splitlines()) for p in (tmp_path / "resumed/samples/.partial/fp32").glob("*"))
     assert 0 < saved < whole["verify"]["rescored"]
-    again = run_eval(cfg, fast, tok, tmp_path / "resumed", progress=False, load_reference=Loads(tiny_gemma))
+    again = run_eval(cfg, fast, tok, tmp_path / "resumed", progress=False)
     assert rows_of(tmp_path / "whole") == rows_of(tmp_path / "resumed")
     assert again["languages"] == whole["languages"] and again["verify"]["rescored"] == whole["verify"]["rescored"]
     assert not (tmp_path / "resumed" / "samples" / ".partial").exists()
@@ -200,7 +207,7 @@ def test_sharded_verified_run_rescores_each_process_share(runs, tiny_gemma, data
     cfg = cfg_for(tiny_gemma, data_dir, verify_threshold=threshold)
     for rank in (1, 0):
         monkeypatch.setattr(evaluate, "_distributed", lambda rank=rank: (rank, 2, lambda: None))
-        results = run_eval(cfg, fast, tok, tmp_path / "s", progress=False, load_reference=Loads(tiny_gemma))
+        results = run_eval(cfg, fast, tok, tmp_path / "s", progress=False)
     assert results is not None
     for lang, rows in rows_of(tmp_path / "s").items():
         for row, ref in zip(rows, fp32[lang]):
@@ -230,7 +237,8 @@ def test_cli_verifies_bf16_by_default_and_ignores_verify_for_fp32(tiny_gemma, da
     ]
     assert main(base + ["--dtype", "bfloat16", "--verify-threshold", "inf", "--out", str(tmp_path / "b")]) == 0
     verified = json.loads((tmp_path / "b" / "results.json").read_text())["verify"]
-    assert verified["rescored"] == 4 and verified["threshold"] == math.inf  # reference loaded from disk
+    assert verified["rescored"] == 4 and verified["threshold"] == math.inf
+    assert verified["reference"]["method"] == "layer-wise float32 view" and verified["reference"]["exact"]
     assert main(base + ["--dtype", "bfloat16", "--no-verify", "--out", str(tmp_path / "n")]) == 0
     assert json.loads((tmp_path / "n" / "results.json").read_text())["verify"] is None
     assert main(base + ["--dtype", "float32", "--verify", "--out", str(tmp_path / "f")]) == 0

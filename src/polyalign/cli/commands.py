@@ -20,10 +20,9 @@ FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 def cmd_eval(args: argparse.Namespace) -> int:
     from polyalign.cli.args import placement_args
     from polyalign.engine.models import load_model, pick_device, pick_dtype
-    from polyalign.engine.placement import input_device
     from polyalign.evaluation.eval_folder import check_run_dir, check_verification, clear_run_dir
     from polyalign.evaluation.evaluate import EvalConfig, check_config, run_eval
-    from polyalign.evaluation.verify import reference_loader, threshold_in_effect
+    from polyalign.evaluation.verify import threshold_in_effect
     from polyalign.study.report import accuracy_table
 
     cfg = EvalConfig(
@@ -51,8 +50,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     ):
         clear_run_dir(Path(args.out))  # --overwrite: run again with these settings
     model, tokenizer = load_model(args.model, args.adapter, args.device, args.dtype, args.trust_remote_code, placement)
-    reference = reference_loader(args.model, args.adapter, str(input_device(model)), args.trust_remote_code)
-    results = run_eval(cfg, model, tokenizer, Path(args.out), overwrite=args.overwrite, load_reference=reference)
+    results = run_eval(cfg, model, tokenizer, Path(args.out), overwrite=args.overwrite)
     if results is not None:
         print(accuracy_table({args.model + (f" + {args.adapter}" if args.adapter else ""): results}))
         for lang, entry in results.get("unscorable", {}).items():
@@ -122,9 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--verify-threshold",
-        type=float,
-        metavar="MARGIN",
-        help="log-probability margin under which --verify re-scores (default: polyalign.evaluation.verify.THRESHOLD)",
+        type=lambda text: text if text == "auto" else float(text),
+        metavar="MARGIN|auto",
+        help="log-probability margin under which --verify re-scores, or auto (the default): measured on the "
+        "run, a safety factor times the largest bf16-vs-float32 shift of its re-scored items "
+        "(polyalign.evaluation.verify_plan)",
     )
     p.add_argument(
         "--batch-size", type=int, default=16, help="most prompts per forward; batches are cut to minimize padding"

@@ -1,7 +1,8 @@
 """Which floating-point precision a run uses: `auto` follows the hardware.
 
 bf16 halves the cost of a matmul only where the hardware computes it natively: a CUDA device
-that supports it, or a CPU with AVX512-BF16 or AMX. Elsewhere (AVX2-only x86, most laptops)
+that supports it, or a CPU with AVX512-BF16 or AMX where a short cached calibration measured it
+faster than fp32 (polyalign.engine.precision_calibration). Elsewhere (AVX2-only x86, most laptops)
 torch falls back to a reference GEMM that is about 100x slower than fp32, so `auto` picks fp32
 there. One resolver serves training, evaluation, the bench scripts and the demo, and the
 resolved name is what their files record.
@@ -26,12 +27,19 @@ def cpu_has_native_bf16() -> bool:
 
 
 def native_bf16(device_type: str) -> bool:
-    """bf16 is fast on this device: a CUDA GPU that supports it, or a CPU with native bf16."""
+    """bf16 is fast on this device: a CUDA GPU that supports it, or a CPU with native bf16 that the
+    cached calibration measured faster than fp32 (polyalign.engine.precision_calibration)."""
     if device_type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if device_type == "cpu":
-        return cpu_has_native_bf16()
+        return cpu_has_native_bf16() and bf16_measured_fast()
     return False
+
+
+def bf16_measured_fast() -> bool:
+    from polyalign.engine.precision_calibration import bf16_measured_fast as measured
+
+    return measured()
 
 
 def cpu_description() -> str:

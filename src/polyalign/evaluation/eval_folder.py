@@ -107,7 +107,7 @@ def check_run_dir(out: Path, identity: dict, overwrite: bool, runtime: dict | No
     return True
 
 
-def check_verification(out: Path, threshold: float | None, overwrite: bool) -> bool:
+def check_verification(out: Path, threshold: float | str | None, overwrite: bool) -> bool:
     """Whether a finished run in `out` was verified differently from this one (`threshold` None: not
     verified); refused unless `overwrite`, then the caller clears it. Why: finished samples would be
     kept and relabelled. run.json records the threshold too (RESUMED_AS); results.json also covers
@@ -136,7 +136,7 @@ def _ours(name: str) -> bool:
     return name in OWN or _temporary(name)
 
 
-def _verified(threshold: float | None) -> str:
+def _verified(threshold: float | str | None) -> str:
     return "without float32 verification" if threshold is None else f"verified at threshold {threshold}"
 
 

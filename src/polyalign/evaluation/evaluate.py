@@ -39,7 +39,14 @@ from polyalign.evaluation.calibration import calibration_averages, calibration_s
 from polyalign.evaluation.eval_folder import claim_run_dir, run_identity
 from polyalign.evaluation.inputs import check_inputs
 from polyalign.evaluation.results import SampleLog, predict, read_samples, samples_text, summarize
-from polyalign.evaluation.verify import Verifier, language_stats, merge, reference_loader, summary, threshold_in_effect
+from polyalign.evaluation.verify import (
+    Verifier,
+    language_stats,
+    merge,
+    reference_checkpoint,
+    summary,
+    threshold_in_effect,
+)
 
 
 @dataclass
@@ -61,7 +68,7 @@ class EvalConfig:
     # bf16/fp16 weights: re-score in float32 the items whose top-two margin is under the threshold
     # (None: on; default threshold polyalign.evaluation.verify.THRESHOLD). Ignored for float32 weights.
     verify: bool | None = None
-    verify_threshold: float | None = None
+    verify_threshold: float | str | None = None  # a margin, or "auto": measured (polyalign.evaluation.verify_plan)
 
     def identity(self) -> dict:
         # verification is not part of it: what it depends on is the threshold in effect for the
@@ -202,8 +209,8 @@ def run_eval(
 ) -> dict | None:
     """Evaluate every language; returns results.json's content on the main process.
 
-    A verified run (bf16/fp16 weights, see polyalign.evaluation.verify) calls `load_reference()` for its
-    float32 model when some item needs it (default: `cfg.model` and `cfg.adapter` from disk).
+    A verified run (bf16/fp16 weights, see polyalign.evaluation.verify) re-scores in float32 through a
+    layer-wise view of `model` (no second copy), or with `load_reference()`'s model where given.
     """
     task, pack, langs = check_config(cfg)
     rank, world, barrier = _distributed()
@@ -217,14 +224,9 @@ def run_eval(
     scorer = Scorer(model, tokenizer)
     verifier = None
     if threshold is not None:
-        device = str(next(model.parameters()).device)
+        checkpoint = None if load_reference else reference_checkpoint(cfg.model, model)
         verifier = Verifier(
-            threshold,
-            runtime["dtype"],
-            load_reference or reference_loader(cfg.model, cfg.adapter, device),
-            tokenizer,
-            cfg.scoring,
-            cfg.batch_size,
+            threshold, runtime["dtype"], model, tokenizer, cfg.scoring, cfg.batch_size, checkpoint, load_reference
         )
     final = {p.lang: out / "samples" / f"{task.name}_{p.lang}.jsonl" for p in prepared}
     todo_total = sum(len(p.items) for p in prepared if not final[p.lang].exists())
@@ -309,7 +311,7 @@ def _finish(
     scored: int,
     seconds: float,
     runtime: dict,
-    threshold: float | None,
+    threshold: float | str | None,
     verifier: Verifier | None,
 ) -> dict:
     """Merge process logs into sorted sample files, then write results.json last."""
@@ -320,11 +322,11 @@ def _finish(
             unscorable[prep.lang] = {"reason": prep.info["unscorable"], **prep.info}
             continue
         if not final[prep.lang].exists():
-            _merge_language(prep, task, partial_dir, final[prep.lang], threshold, cfg.scoring)
+            _merge_language(prep, task, partial_dir, final[prep.lang], threshold, cfg.scoring, runtime["world_size"])
         samples = read_samples(final[prep.lang])
         languages[prep.lang] = {**summarize(samples), **calibration_summary(samples, cfg.scoring), **prep.info}
         if threshold is not None:
-            languages[prep.lang]["verify"] = language_stats(samples)
+            languages[prep.lang]["verify"] = language_stats(samples, cfg.scoring)
     accuracies = [v["accuracy"] for v in languages.values()]
     results = {
         **describe_model(cfg.model, cfg.adapter),
@@ -356,7 +358,13 @@ def _finish(
 
 
 def _merge_language(
-    prep: PreparedLanguage, task: str, partial_dir: Path, final: Path, threshold: float | None, scoring: str
+    prep: PreparedLanguage,
+    task: str,
+    partial_dir: Path,
+    final: Path,
+    threshold: float | str | None,
+    scoring: str,
+    world: int = 1,
 ) -> None:
     """Write one language's sorted samples file from the process logs (and float32 re-scores)."""
     rows = {
@@ -368,5 +376,5 @@ def _merge_language(
     if missing:
         raise PolyalignError(f"{task}/{prep.lang}: {len(missing)} items were not scored; run again to resume")
     if threshold is not None:
-        merge(rows, partial_dir, task, prep.lang, threshold, scoring)
+        merge(rows, partial_dir, task, prep.lang, threshold, scoring, world)
     atomic_write_text(final, samples_text([rows[it.index] for it in prep.items]))

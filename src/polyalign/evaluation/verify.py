@@ -2,9 +2,10 @@
 
 Reduced-precision weights move every class score by a small error, so an item's prediction can
 differ from float32's only when its top-two margin is smaller than that error. A verified run
-scores every item in the fast dtype, then scores again, with a float32 copy of the model (loaded
-from disk with the same adapter, and only when some item needs it), every item whose margin is at
-most the threshold (ties and NaN scores included, whatever the threshold). The rows written for
+scores every item in the fast dtype, then scores again in float32, from the same resident model
+through a layer-wise float32 view (polyalign.engine.float32_view: the checkpoint's own tensors or
+exact upcasts, one module at a time, no second copy), every item whose margin is at most the
+threshold (ties and NaN scores included, whatever the threshold). The rows written for
 those items are the float32 ones, marked with what the fast dtype gave:
 
   {"index", "gold", "pred", "scores", ["tied"], "fast": {"dtype": "bfloat16", "pred": ..., "margin": ...}}
@@ -29,20 +30,29 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 from polyalign.core.errors import PolyalignError
 from polyalign.core.files import read_jsonl_tolerant
+from polyalign.engine.float32_view import Float32View
 from polyalign.engine.scoring import Item, Scorer
 from polyalign.evaluation.results import SampleLog
+from polyalign.evaluation.verify_plan import (
+    AUTO,
+    check_threshold,
+    describe_auto,
+    language_guarantee,
+    plan_rounds,
+    score_shift,
+)
 
 FAST_DTYPES = ("bfloat16", "float16")
-# Log-probability margin up to which a fast-dtype item is re-scored in float32. Measured, not a
-# bound: the largest change bf16 made to a top-two margin on gemma-3-270m, 10 languages x 10 items
-# per rule (bench/verify_margins.py), was 0.234 on emotion (0.5 is ~2x) and 0.370 (exact) / 0.342
-# (prefix) on 3-class snli (~1.35x); another model, task or device may shift margins more. About a
-# quarter of emotion items and a third of snli items fall under it.
-THRESHOLD = 0.5
+# Default: measured on the run itself (polyalign.evaluation.verify_plan). A fixed log-probability
+# margin can be given instead: bench/verify_margins.py measured the largest change bf16 made to a
+# top-two margin on gemma-3-270m, 10 languages x 10 items per rule, at 0.234 on emotion and 0.370
+# (exact) / 0.342 (prefix) on 3-class snli; 0.5 re-scores a quarter to 40% of the items.
+THRESHOLD: float | str = AUTO
 
 
 def margin(scores: dict[str, float], rule: str) -> float:
@@ -71,28 +81,34 @@ def under(scores: dict[str, float], rule: str, threshold: float) -> bool:
     return not margin(scores, rule) > threshold
 
 
-def threshold_in_effect(verify: bool | None, threshold: float | None, dtype: str) -> float | None:
-    """The run's threshold, or None where it is not verified: float32 weights (nothing to verify,
-    `verify` is ignored) or verification turned off. `verify` None means on for bf16/fp16."""
+def threshold_in_effect(verify: bool | None, threshold: float | str | None, dtype: str) -> float | str | None:
+    """The run's threshold (a margin, or `auto`), or None where it is not verified: float32 weights
+    (nothing to verify, `verify` is ignored) or verification turned off. `verify` None means on for
+    bf16/fp16."""
     if dtype not in FAST_DTYPES or verify is False:
         return None
-    chosen = THRESHOLD if threshold is None else threshold
-    if not chosen >= 0:
-        raise PolyalignError(f"--verify-threshold must be a margin >= 0 (got {threshold})")
-    return chosen
+    return check_threshold(THRESHOLD if threshold is None else threshold)
 
 
-def reference_loader(
-    model: str, adapter: str | None, device: str, trust_remote_code: bool = False
-) -> Callable[[], object]:
-    """Loads the float32 copy: the same weights from disk (not an upcast of the fast ones), same adapter."""
+def reference_checkpoint(model: str, net=None) -> Path | None:
+    """The local folder whose safetensors the float32 view reads: the one `net`'s weights were
+    loaded from, else `model`'s (None: a hub id not in the local cache; the view then upcasts, and
+    says it is not exact where that matters)."""
+    from polyalign.engine.models import resolve_model_path
+    from polyalign.engine.unembed import base_model
 
-    def load():
-        from polyalign.engine.models import load_model
+    loaded = getattr(base_model(net).config, "_name_or_path", "") if net is not None else ""
+    if loaded and Path(loaded).is_dir():
+        return Path(loaded)  # an alias's folder is not re-hashed (1 GB for gemma-3-270m)
+    path = Path(resolve_model_path(model))
+    if path.is_dir():
+        return path
+    try:
+        from huggingface_hub import snapshot_download
 
-        return load_model(model, adapter, device, "float32", trust_remote_code)[0]
-
-    return load
+        return Path(snapshot_download(model, local_files_only=True, allow_patterns=["*.safetensors", "*.json"]))
+    except (OSError, ValueError):
+        return None
 
 
 def log_glob(partial_dir: Path, task: str, lang: str) -> list[Path]:
@@ -100,20 +116,25 @@ def log_glob(partial_dir: Path, task: str, lang: str) -> list[Path]:
 
 
 class Verifier:
-    """Re-scores one process's items under the threshold with a lazily loaded float32 model."""
+    """Re-scores one process's items under the threshold in float32: by default the resident model
+    through a layer-wise float32 view (polyalign.engine.float32_view, no second copy), or a model
+    from `load_reference()` where one is given (loaded lazily, once)."""
 
     def __init__(
         self,
-        threshold: float,
+        threshold: float | str,
         fast_dtype: str,
-        load_reference: Callable[[], object],
+        model,
         tokenizer,
         rule: str,
         batch_size: int,
+        checkpoint: Path | None = None,
+        load_reference: Callable[[], object] | None = None,
     ):
         self.threshold, self.fast_dtype, self.rule, self.batch_size = threshold, fast_dtype, rule, batch_size
-        self._load, self._tokenizer = load_reference, tokenizer
+        self._model, self._checkpoint, self._load, self._tokenizer = model, checkpoint, load_reference, tokenizer
         self._scorer: Scorer | None = None
+        self._view: Float32View | None = None
         self.seconds = 0.0
         self.rescored = 0  # items re-scored by this process in this session
 
@@ -121,8 +142,22 @@ class Verifier:
     def loaded(self) -> bool:
         return self._scorer is not None
 
-    def needs(self, row: dict) -> bool:
-        return under(row["scores"], self.rule, self.threshold)
+    def reference(self) -> dict:
+        """How the float32 scores were computed, for results.json."""
+        if self._load is not None:
+            return {"method": "second float32 model"}
+        if self._view is None:
+            self._view = Float32View(self._model, self._checkpoint)
+        return self._view.describe()
+
+    def _float32_scorer(self) -> tuple[Scorer, AbstractContextManager]:
+        if self._scorer is None:
+            if self._load is not None:
+                self._scorer = Scorer(self._load(), self._tokenizer)
+            else:
+                self._view = self._view or Float32View(self._model, self._checkpoint)
+                self._scorer = Scorer(self._model, self._tokenizer)
+        return self._scorer, self._view if self._view is not None else nullcontext()
 
     def run(
         self,
@@ -136,71 +171,97 @@ class Verifier:
         rank: int,
         make_row: Callable[[int, dict[str, float]], dict],
     ) -> None:
-        """Re-score `items` (this process's, all scored fast: rows in `fast`) under the threshold.
+        """Re-score `items` (this process's, all scored fast: rows in `fast`) round by round
+        (polyalign.evaluation.verify_plan) until the threshold is reached.
 
         `make_row(index, scores)` builds a plain sample row.
         """
         start = time.perf_counter()
-        need = [it for it in items if self.needs(fast[it.index])]
-        done = {r["index"] for f in log_glob(partial_dir, task, lang) for r in read_jsonl_tolerant(f)}
-        if all(it.index in done for it in need):
-            return
-        if self._scorer is None:
-            self._scorer = Scorer(self._load(), self._tokenizer)
+        by_index = {it.index: it for it in items}
+        verified = {r["index"]: r for f in log_glob(partial_dir, task, lang) for r in read_jsonl_tolerant(f)}
         log = SampleLog(partial_dir / "fp32" / f"{task}_{lang}.rank{rank}.jsonl")
 
         def save(batch_scores: dict[int, dict[str, float]]) -> None:
-            rows = []
-            for index, scores in sorted(batch_scores.items()):
-                was = fast[index]
-                rows.append(
-                    {
-                        **make_row(index, scores),
-                        "fast": {
-                            "dtype": self.fast_dtype,
-                            "pred": was["pred"],
-                            "margin": margin(was["scores"], self.rule),
-                        },
-                    }
-                )
+            rows = [self._row(make_row(i, scores), fast[i]) for i, scores in sorted(batch_scores.items())]
             log.append(rows)
+            verified.update((row["index"], row) for row in rows)
             self.rescored += len(rows)
 
         try:
-            self._scorer.score(need, shared, self.rule, token_sets, self.batch_size, on_batch=save, done=done)
+            while True:
+                rounds, reached = rounds_of(list(by_index), fast, verified, self.threshold, self.rule)
+                if reached is not None:
+                    return
+                scorer, view = self._float32_scorer()
+                need = [by_index[i] for i in rounds[-1]]  # planned whole: a resumed round has the same batches
+                with view:
+                    scorer.score(need, shared, self.rule, token_sets, self.batch_size, on_batch=save, done=verified)
         finally:
             log.close()
             self.seconds += time.perf_counter() - start
 
+    def _row(self, row: dict, was: dict) -> dict:
+        """A float32 row, marked with what the fast dtype gave and how far it was off."""
+        shift = score_shift(was["scores"], row["scores"], self.rule)
+        fast = {"dtype": self.fast_dtype, "pred": was["pred"], "margin": margin(was["scores"], self.rule)}
+        return {**row, "fast": {**fast, "shift": shift}}
 
-def merge(rows: dict[int, dict], partial_dir: Path, task: str, lang: str, threshold: float, rule: str) -> None:
-    """Replace, in `rows` (index -> fast row), every item under the threshold by its float32 row."""
+
+def rounds_of(
+    indices: list[int], fast: dict[int, dict], verified: dict[int, dict], threshold: float | str, rule: str
+) -> tuple[list[list[int]], float | None]:
+    """verify_plan.plan_rounds over one process's items, from its bf16 rows and the float32 rows found."""
+    margins = {i: margin(fast[i]["scores"], rule) for i in indices}
+    shifts = {i: score_shift(fast[i]["scores"], verified[i]["scores"], rule) for i in indices if i in verified}
+    return plan_rounds(indices, margins, shifts, threshold)
+
+
+def merge(
+    rows: dict[int, dict], partial_dir: Path, task: str, lang: str, threshold: float | str, rule: str, world: int = 1
+) -> None:
+    """Replace, in `rows` (index -> fast row), every item each process's rounds re-scored by its
+    float32 row (those rounds recomputed from the rows alone: a missing one means unfinished)."""
     verified = {r["index"]: r for f in log_glob(partial_dir, task, lang) for r in read_jsonl_tolerant(f)}
-    need = [i for i, row in rows.items() if under(row["scores"], rule, threshold)]
-    missing = [i for i in need if i not in verified]
-    if missing:
-        raise PolyalignError(f"{task}/{lang}: {len(missing)} items were not re-scored in float32; run again to resume")
+    need: list[int] = []
+    for rank in range(world):
+        mine = [i for i in rows if i % world == rank]
+        rounds, reached = rounds_of(mine, rows, verified, threshold, rule)
+        if reached is None:
+            missing = sum(i not in verified for r in rounds for i in r)
+            raise PolyalignError(f"{task}/{lang}: {missing} items were not re-scored in float32; run again to resume")
+        need += [i for r in rounds for i in r]
     rows.update({i: verified[i] for i in need})
 
 
-def language_stats(rows: list[dict]) -> dict:
-    """How many of a language's items were re-scored, and how many predictions that changed."""
+def language_stats(rows: list[dict], rule: str) -> dict:
+    """How many of a language's items were re-scored, how many predictions that changed, and what
+    the re-scoring shows (verify_plan.language_guarantee)."""
     rescored = [r for r in rows if "fast" in r]
-    return {"rescored": len(rescored), "changed": sum(r["fast"]["pred"] != r["pred"] for r in rescored)}
+    return {
+        "rescored": len(rescored),
+        "changed": sum(r["fast"]["pred"] != r["pred"] for r in rescored),
+        **language_guarantee(rows, lambda scores: margin(scores, rule)),
+    }
 
 
-def summary(threshold: float | None, fast_dtype: str, languages: dict, verifier: Verifier | None) -> dict | None:
-    """results.json's `verify` entry: threshold, items re-scored in total and per language."""
+def summary(threshold: float | str | None, fast_dtype: str, languages: dict, verifier: Verifier | None) -> dict | None:
+    """results.json's `verify` entry: threshold and why, items re-scored in total and per language,
+    and the guarantee the samples show (the smallest ratio of a kept margin to a measured shift)."""
     if threshold is None:
         return None
     per = {lang: entry["verify"] for lang, entry in languages.items()}
+    why = describe_auto() if threshold == AUTO else f"a fixed margin: every item whose bf16 margin is <= {threshold}"
     return {
         "dtype": fast_dtype,
         "reference_dtype": "float32",
         "threshold": threshold,
+        "why": why,
         "rescored": sum(v["rescored"] for v in per.values()),
         "changed": sum(v["changed"] for v in per.values()),
         "items": sum(entry["n"] for entry in languages.values()),
+        "max_shift": max((v["max_shift"] for v in per.values()), default=0.0),
+        "kept_margin_over_max_shift": min((v["kept_margin_over_max_shift"] for v in per.values()), default=math.inf),
         "per_language": per,
         "seconds": round(verifier.seconds, 3) if verifier else 0.0,
+        "reference": verifier.reference() if verifier else None,
     }

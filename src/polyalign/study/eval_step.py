@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from polyalign.evaluation.results import read_samples
+from polyalign.evaluation.verify_plan import verify_settings
 from polyalign.study.step_context import StepContext
 from polyalign.study.steps import Step, step_key
 from polyalign.study.store_check import unreadable_rows
@@ -27,6 +28,7 @@ def eval_step(ctx: StepContext, model, mid, setting, adapter, adapter_key, task,
         "limit": exp.limit,
         "dtype": exp.dtype,
         **({"items": exp.items} if exp.items else {}),
+        **({"verify": exp.verify} if exp.verify is not None else {}),  # keys of earlier runs unchanged
         **inputs,
     }
     labels = {"model": model, "setting": setting, "task": inputs["task"], "mode": mode, "scoring": exp.scoring}
@@ -49,6 +51,7 @@ def eval_step(ctx: StepContext, model, mid, setting, adapter, adapter_key, task,
             prompts=ctx.prompts,
             batch_size=exp.batch_size,
             allow_overlap=exp.allow_overlap,
+            **verify_settings(exp.verify),
         )
         results = run_eval(cfg, net, tokenizer, folder / "eval", overwrite=True)
         assert results is not None  # experiments run on one process

@@ -29,6 +29,7 @@ from polyalign.core.languages import get_language, parse_languages
 from polyalign.core.prompts import check_mode
 from polyalign.core.tasks import load_task
 from polyalign.engine.placement import placement_of
+from polyalign.evaluation.verify_plan import verify_settings
 from polyalign.study.claims_spec import ClaimsSpec, check_claims
 from polyalign.study.variants import seeded_name
 
@@ -120,6 +121,8 @@ class Experiment:
     device_map: str | None = None  # auto: eval, lens and PCA spread a model over devices (polyalign.engine.placement)
     max_memory: str | None = None  # with device_map: 70GB per GPU, or 0=70GB,cpu=200GB
     offload_folder: str | None = None  # with device_map: weights that fit no device wait here on disk
+    # bf16/fp16 eval steps: true (default: measured threshold), false, a margin or auto (evaluation.verify_plan)
+    verify: bool | float | str | None = None
     trust_remote_code: bool = False
     claims: ClaimsSpec | None = None  # the paper's claims and their pre-registered rules (polyalign.study.claims)
 
@@ -176,6 +179,7 @@ def check_experiment(exp: Experiment) -> None:
     if exp.dtype is not None:
         check_choice(exp.dtype, DTYPE_CHOICES, "dtype")
     placement_of(exp.device_map, exp.max_memory, exp.offload_folder)
+    verify_settings(exp.verify)
     if (exp.limit is not None and exp.limit < 1) or exp.batch_size < 1:
         raise PolyalignError("limit and batch_size must be at least 1")
     if len(set(exp.tasks)) != len(exp.tasks):  # [] is allowed: an experiment of analyses only (figure1_lens)

@@ -1,0 +1,125 @@
+"""fp32, bf16 and verified bf16 evaluation side by side, each a whole `polyalign eval` process.
+
+Why whole processes: what verification costs is not only the re-scored items but everything it
+loads (it used to load a second, float32 model), so each variant runs as its own process and is
+measured from start to exit: wall time (model load included), peak RSS (os.wait4's ru_maxrss of
+that process alone), scoring items/s (results.json's timing), predictions equal to fp32's, share
+of items re-scored and the threshold in effect with its measured guarantee.
+
+    python bench/precision_processes.py [--model gemma-3-270m] [--langs en,zh,es,ru,hi] [--items 80:200]
+        [--scoring prefix] [--variants fp32,bf16,bf16-verified] [--threads 2] [--out FILE]
+
+The defaults are the issue's workload (emotion, paper prompts, prefix rule, 600 items). Runs are
+one after another; on a shared machine the ratios of one run are what can be compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from polyalign.core.tasks import resolve_data_dir
+from polyalign.engine.precision import cpu_description
+
+VARIANTS = {
+    "fp32": ["--dtype", "float32"],
+    "bf16": ["--dtype", "bfloat16", "--no-verify"],
+    "bf16-verified": ["--dtype", "bfloat16"],  # the default: verified, threshold auto
+}
+
+
+def run_process(args: argparse.Namespace, variant: str, out: Path) -> dict:
+    """One `polyalign eval` process: wall seconds, peak RSS and its results.json."""
+    data = resolve_data_dir(args.data_dir)
+    command = [sys.executable, "-m", "polyalign", "eval", "--model", args.model, "--task", "emotion"]
+    command += ["--langs", args.langs, "--items", args.items, "--scoring", args.scoring, "--mode", "english"]
+    command += ["--data-dir", str(data), "--prompts", str(data / "prompts.json"), "--out", str(out)]
+    command += ["--overwrite", *VARIANTS[variant]]
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1"}
+    start = time.perf_counter()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - start
+    if status != 0:
+        raise SystemExit(f"{variant}: polyalign eval failed:\n{process.stderr.read() if process.stderr else ''}")
+    results = json.loads((out / "results.json").read_text())
+    return {"seconds": seconds, "peak_rss_gb": usage.ru_maxrss / 1024**2, "results": results, "out": out}
+
+
+def predictions(out: Path, langs: list[str]) -> list[str]:
+    preds = []
+    for lang in langs:
+        preds += [
+            json.loads(line)["pred"] for line in (out / "samples" / f"emotion_{lang}.jsonl").read_text().splitlines()
+        ]
+    return preds
+
+
+def summarize(runs: dict[str, dict], langs: list[str]) -> list[dict]:
+    reference = predictions(runs["fp32"]["out"], langs) if "fp32" in runs else None
+    rows = []
+    for name, run in runs.items():
+        results, verify = run["results"], run["results"].get("verify")
+        preds = predictions(run["out"], langs)
+        row = {
+            "variant": name,
+            "items_per_second": results["timing"]["items_per_second"],
+            "whole_process_s": round(run["seconds"], 1),
+            "peak_rss_gb": round(run["peak_rss_gb"], 3),
+            "equal_to_fp32": f"{sum(p == q for p, q in zip(preds, reference))}/{len(preds)}" if reference else "-",
+            "rescored": f"{verify['rescored']}/{verify['items']}" if verify else "-",
+            "threshold": verify["threshold"] if verify else None,
+            "max_shift": verify.get("max_shift") if verify else None,
+            "kept_margin_over_max_shift": verify.get("kept_margin_over_max_shift") if verify else None,
+            "reference": (verify.get("reference") or {}).get("method") if verify else None,
+        }
+        rows.append(row)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| variant | items/s (scoring) | whole process | peak RSS | equal to fp32 | re-scored |", "|---" * 6 + "|"]
+    for r in rows:
+        lines.append(
+            f"| {r['variant']} | {r['items_per_second']} | {r['whole_process_s']} s | {r['peak_rss_gb']:.2f} GB "
+            f"| {r['equal_to_fp32']} | {r['rescored']} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="gemma-3-270m")
+    p.add_argument("--langs", default="en,zh,es,ru,hi")
+    p.add_argument("--items", default="80:200")
+    p.add_argument("--scoring", default="prefix")
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--data-dir")
+    p.add_argument("--out", help="JSON file for the rows")
+    args = p.parse_args(argv)
+    langs = args.langs.split(",")
+    print(f"CPU: {cpu_description()}; {args.threads} threads; {args.model}, emotion {args.langs} x {args.items}")
+    with tempfile.TemporaryDirectory(prefix="polyalign-precision-") as tmp:
+        runs = {v: run_process(args, v, Path(tmp) / v) for v in args.variants.split(",")}
+        rows = summarize(runs, langs)
+    print(table(rows))
+    for r in rows:
+        if r["threshold"] is not None:
+            print(
+                f"{r['variant']}: threshold {r['threshold']}, largest measured shift {r['max_shift']:.4f}, "
+                f"smallest kept margin / largest shift {r['kept_margin_over_max_shift']:.2f}, via {r['reference']}"
+            )
+    if args.out:
+        Path(args.out).write_text(json.dumps({"cpu": cpu_description(), "rows": rows}, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

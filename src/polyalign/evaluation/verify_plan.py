@@ -1,0 +1,119 @@
+"""Which items a verified run re-scores in float32: under a fixed margin, or under a measured one.
+
+Why measured (`auto`, the default): a bf16 prediction can differ from float32's only where bf16
+moved the item's top-two margin by more than that margin. How far bf16 moves margins depends on
+the model, rule, task and prompt length (bench/verify_margins.py: largest shift 0.23 on emotion,
+0.37 on snli with gemma-3-270m), so a fixed threshold is either loose (0.5 re-scores a quarter to
+40% of the items) or unsafe elsewhere. `auto` measures it on the run itself, per language and
+process:
+
+1. the first CALIBRATION_ITEMS items (by index: no selection on margins) are re-scored;
+2. the threshold becomes SAFETY x the largest shift measured on any re-scored item, where an
+   item's shift is the largest change bf16 made to any difference of two class scores (in
+   log-probability), which bounds the change of its top-two margin;
+3. every item whose bf16 margin is at most the threshold is re-scored, and step 2 runs again with
+   their shifts (the threshold only widens) until no new item falls under it.
+
+What can then be stated, and results.json states per language: every item kept in bf16 has a bf16
+margin larger than SAFETY times every shift measured on the items re-scored (its calibration
+sample and all the near ties), so its prediction differs from float32's only if bf16 moved its
+margin more than SAFETY times as much as it moved any of those. The rounds are a function of the
+bf16 rows and the float32 rows found, so a resumed run re-scores the same items in the same batches.
+"""
+
+from __future__ import annotations
+
+import math
+
+from polyalign.core.errors import PolyalignError
+
+AUTO = "auto"
+SAFETY = 2.0
+CALIBRATION_ITEMS = 8
+
+
+def _log(p: float) -> float:
+    return math.log(p) if p > 0 else -math.inf
+
+
+def score_shift(fast: dict[str, float], full: dict[str, float], rule: str) -> float:
+    """The largest change, fast dtype vs float32, of any difference of two class scores in
+    log-probability (inf where a score is not finite in one of them but the other differs)."""
+    a = {c: _log(v) if rule == "prefix" else v for c, v in fast.items()}
+    b = {c: _log(v) if rule == "prefix" else v for c, v in full.items()}
+    worst = 0.0
+    for x in a:
+        for y in a:
+            if x < y:
+                change = abs((a[x] - a[y]) - (b[x] - b[y]))
+                worst = max(worst, math.inf if math.isnan(change) else change)
+    return worst
+
+
+def check_threshold(threshold: float | str) -> float | str:
+    """`auto` or a margin >= 0 (one line otherwise)."""
+    if threshold == AUTO:
+        return AUTO
+    if not isinstance(threshold, (int, float)) or not threshold >= 0:
+        raise PolyalignError(f"verify threshold must be 'auto' or a margin >= 0 (got {threshold})")
+    return float(threshold)
+
+
+def verify_settings(verify: bool | float | str | None) -> dict:
+    """EvalConfig's verify and verify_threshold from an experiment's `verify`: true (the default:
+    auto), false, a log-probability margin, or auto. A bad value is one line."""
+    if verify is None or verify is True:
+        return {}
+    if verify is False:
+        return {"verify": False}
+    return {"verify": True, "verify_threshold": check_threshold(verify)}
+
+
+def plan_rounds(
+    indices: list[int],
+    margins: dict[int, float],
+    shifts: dict[int, float],
+    threshold: float | str,
+) -> tuple[list[list[int]], float | None]:
+    """(the rounds of items to re-score, the threshold reached; None while a round is unfinished).
+
+    `indices`: one process's items of a language; `margins`: their bf16 margins; `shifts`: the
+    measured shift of each item re-scored so far. A fixed threshold is one round; `auto` grows
+    rounds as the module docstring says. The last round is the one to score when incomplete.
+    """
+    chosen = sorted(indices)
+    if threshold != AUTO:
+        limit = float(threshold)
+        under = [i for i in chosen if not margins[i] > limit]
+        return [under], (limit if all(i in shifts for i in under) else None)
+    rounds = [chosen[:CALIBRATION_ITEMS]]
+    taken = set(rounds[0])
+    while True:
+        if any(i not in shifts for i in rounds[-1]):
+            return rounds, None
+        reached = SAFETY * max((shifts[i] for i in taken), default=0.0)
+        more = [i for i in chosen if i not in taken and not margins[i] > reached]
+        if not more:
+            return rounds, reached
+        rounds.append(more)
+        taken.update(more)
+
+
+def language_guarantee(rows: list[dict], margin_of) -> dict:
+    """What a language's samples show about its re-scoring: the largest measured shift, the
+    smallest bf16 margin kept, and their ratio (the safety actually achieved)."""
+    shifts = [r["fast"]["shift"] for r in rows if "fast" in r and "shift" in r["fast"]]
+    kept = [margin_of(r["scores"]) for r in rows if "fast" not in r]
+    largest = max(shifts, default=0.0)
+    smallest = min(kept, default=math.inf)
+    ratio = smallest / largest if largest > 0 else math.inf
+    return {"max_shift": largest, "smallest_kept_margin": smallest, "kept_margin_over_max_shift": ratio}
+
+
+def describe_auto() -> str:
+    """The rule in one sentence, for results.json."""
+    return (
+        f"re-score the first {CALIBRATION_ITEMS} items of each language (and process), then every item whose bf16 "
+        f"margin is at most {SAFETY:g}x the largest bf16-vs-float32 shift of two class scores measured on any "
+        "re-scored item, until no more items qualify"
+    )

@@ -1,0 +1,106 @@
+"""Layer-wise float32 re-scoring (polyalign.engine.float32_view) equals a separately loaded float32
+model, item by item, from bf16 and from fp32 checkpoints, with a LoRA adapter applied too."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from helpers import PAPER_PACK, random_lora
+from polyalign.engine.checkpoint_tensors import CheckpointTensors
+from polyalign.engine.float32_view import Float32View
+from polyalign.engine.models import load_model
+from polyalign.evaluation.evaluate import EvalConfig, run_eval
+
+LANGS = "en,zh"
+
+
+def bf16_checkpoint(model_dir, folder):
+    """The same tiny model saved in bf16 (most 7B+ checkpoints): its float32 model is the upcast."""
+    net, tok = load_model(str(model_dir), dtype="bfloat16")
+    net.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def rows(out):
+    found = {}
+    for lang in LANGS.split(","):
+        lines = (out / "samples" / f"emotion_{lang}.jsonl").read_text().splitlines()
+        found[lang] = [{k: v for k, v in json.loads(line).items() if k != "fast"} for line in lines]
+    return found
+
+
+def evaluate(model_dir, data_dir, net, tok, out, rule, adapter=None, **verify):
+    cfg = EvalConfig(
+        model=str(model_dir),
+        task="emotion",
+        langs=LANGS,
+        mode="english",
+        scoring=rule,
+        adapter=adapter,
+        limit=4,
+        data_dir=str(data_dir),
+        prompts=str(PAPER_PACK),
+        batch_size=3,
+        allow_overlap=True,
+        **verify,
+    )
+    return run_eval(cfg, net, tok, out, progress=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("stored", "rule"), [("fp32", "prefix"), ("bf16", "exact")])
+def test_rescoring_every_item_equals_a_float32_model(tiny_gemma, data_dir, tmp_path, stored, rule):
+    folder = tiny_gemma if stored == "fp32" else bf16_checkpoint(tiny_gemma, tmp_path / "bf16")
+    fast, tok = load_model(str(folder), dtype="bfloat16")
+    full, _ = load_model(str(folder), dtype="float32")
+    reference = evaluate(folder, data_dir, full, tok, tmp_path / "fp32", rule)
+    bf16 = evaluate(folder, data_dir, fast, tok, tmp_path / "bf16run", rule, verify=False)
+    verified = evaluate(folder, data_dir, fast, tok, tmp_path / "view", rule, verify_threshold=math.inf)
+    assert rows(tmp_path / "view") == rows(tmp_path / "fp32")  # every item, every score, bit for bit
+    assert rows(tmp_path / "bf16run") != rows(tmp_path / "fp32")  # bf16 alone does differ
+    assert verified["verify"]["rescored"] == 8 and bf16["verify"] is None and reference["verify"] is None
+    source = "checkpoint" if stored == "fp32" else "upcast"
+    assert verified["verify"]["reference"]["exact"] and source in verified["verify"]["reference"]["sources"]
+    assert next(fast.parameters()).dtype == torch.bfloat16  # the resident weights are back
+
+
+@pytest.mark.slow
+def test_applied_lora_adapter_rescored_like_its_float32_model(tiny_llama, data_dir, tmp_path):
+    adapter = str(random_lora(tiny_llama, tmp_path / "lora"))
+    fast, tok = load_model(str(tiny_llama), adapter, dtype="bfloat16")
+    full, _ = load_model(str(tiny_llama), adapter, dtype="float32")
+    evaluate(tiny_llama, data_dir, full, tok, tmp_path / "fp32", "exact", adapter)
+    evaluate(tiny_llama, data_dir, fast, tok, tmp_path / "view", "exact", adapter, verify_threshold=math.inf)
+    assert rows(tmp_path / "view") == rows(tmp_path / "fp32")
+
+
+@pytest.mark.slow
+def test_view_reads_only_embedding_rows_and_restores_on_error(tiny_gemma):
+    fast, _ = load_model(str(tiny_gemma), dtype="bfloat16")
+    full, _ = load_model(str(tiny_gemma), dtype="float32")
+    ids = torch.tensor([[5, 9, 5, 300]])
+    weights = {n: p for n, p in fast.named_parameters()}
+    with torch.inference_mode(), Float32View(fast, tiny_gemma, head_chunk=1000) as view:
+        assert torch.equal(fast(input_ids=ids).logits, full(input_ids=ids).logits)
+        with pytest.raises(IndexError):
+            fast(input_ids=torch.tensor([[10**7]]))
+    assert view.describe()["exact"]
+    assert all(p is weights[n] and p.dtype == torch.bfloat16 for n, p in fast.named_parameters())
+    assert fast.model.embed_tokens.padding_idx == full.model.embed_tokens.padding_idx
+
+
+def test_checkpoint_rows_read_in_float32(tmp_path):
+    from safetensors.torch import save_file
+
+    values = torch.arange(12, dtype=torch.float32).reshape(4, 3) / 7
+    save_file({"a": values, "b": values.bfloat16()}, str(tmp_path / "model.safetensors"))
+    tensors = CheckpointTensors(tmp_path)
+    assert tensors.dtype("a") == torch.float32 and tensors.dtype("b") == torch.bfloat16
+    assert torch.equal(tensors.read("a"), values) and torch.equal(tensors.read("b"), values.bfloat16().float())
+    rows = torch.tensor([3, 1]).numpy()
+    assert torch.equal(tensors.read("a", rows), values[[3, 1]]) and torch.equal(
+        tensors.read("a", slice(1, 3)), values[1:3]
+    )

@@ -1,0 +1,85 @@
+"""The measured (`auto`) verification threshold (polyalign.evaluation.verify_plan): which items are
+re-scored, and a real run whose predictions all equal float32's with the stated guarantee."""
+
+import json
+import math
+
+import pytest
+
+from helpers import PAPER_PACK
+from polyalign.core.errors import PolyalignError
+from polyalign.engine.models import load_model
+from polyalign.evaluation.evaluate import EvalConfig, run_eval
+from polyalign.evaluation.verify import margin
+from polyalign.evaluation.verify_plan import CALIBRATION_ITEMS, SAFETY, plan_rounds, score_shift, verify_settings
+
+
+def test_score_shift_is_the_largest_change_of_a_class_difference():
+    assert score_shift({"a": -1.0, "b": -2.0, "c": -3.0}, {"a": -1.0, "b": -2.5, "c": -3.0}, "exact") == 0.5
+    assert score_shift({"a": 0.5, "b": 0.25}, {"a": 0.5, "b": 0.5}, "prefix") == pytest.approx(math.log(2))
+    assert score_shift({"a": float("nan"), "b": 0.1}, {"a": 0.2, "b": 0.1}, "prefix") == math.inf
+
+
+def test_auto_rounds_calibrate_then_widen_until_no_item_qualifies():
+    indices = list(range(20))
+    margins = {i: i / 10 for i in indices}  # item i has bf16 margin i / 10
+    rounds, reached = plan_rounds(indices, margins, {}, "auto")
+    assert rounds == [list(range(CALIBRATION_ITEMS))] and reached is None  # first: the calibration sample
+    shifts = {i: 0.05 for i in range(CALIBRATION_ITEMS)}
+    rounds, reached = plan_rounds(indices, margins, shifts, "auto")
+    assert reached == pytest.approx(SAFETY * 0.05) and rounds == [list(range(CALIBRATION_ITEMS))]
+    shifts[3] = 0.6  # a larger shift widens the threshold to 1.2: items 8..12 join in a second round
+    rounds, reached = plan_rounds(indices, margins, shifts, "auto")
+    assert rounds[1] == [8, 9, 10, 11, 12] and reached is None
+    shifts.update({i: 0.7 for i in rounds[1]})  # and they widen it again, to 1.4: item 13, 14
+    rounds, reached = plan_rounds(indices, margins, {**shifts, 13: 0.0, 14: 0.0}, "auto")
+    assert rounds[2] == [13, 14] and reached == pytest.approx(1.4)
+    fixed, reached = plan_rounds(indices, margins, {}, 0.25)
+    assert fixed == [[0, 1, 2]] and reached is None  # fixed: one round, unfinished until scored
+
+
+def test_experiment_verify_key_maps_to_the_eval_settings():
+    assert verify_settings(None) == {} and verify_settings(True) == {}
+    assert verify_settings(False) == {"verify": False}
+    assert verify_settings(0.3) == {"verify": True, "verify_threshold": 0.3}
+    assert verify_settings("auto") == {"verify": True, "verify_threshold": "auto"}
+    with pytest.raises(PolyalignError, match="'auto' or a margin >= 0"):
+        verify_settings(-1.0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rule", ["exact", "prefix"])
+def test_auto_verified_run_predicts_like_float32_on_every_item(tiny_gemma, data_dir, tmp_path, rule):
+    fast, tok = load_model(str(tiny_gemma), dtype="bfloat16")
+    full, _ = load_model(str(tiny_gemma), dtype="float32")
+
+    def cfg(**kw):
+        return EvalConfig(
+            model=str(tiny_gemma),
+            task="emotion",
+            langs="en,zh",
+            scoring=rule,
+            limit=12,
+            data_dir=str(data_dir),
+            prompts=str(PAPER_PACK),
+            batch_size=4,
+            **kw,
+        )
+
+    run_eval(cfg(), full, tok, tmp_path / "fp32", progress=False)
+    results = run_eval(cfg(), fast, tok, tmp_path / "auto", progress=False)
+    summary = results["verify"]
+    assert summary["threshold"] == "auto" and "re-score the first" in summary["why"]
+    for lang in ("en", "zh"):
+        read = [
+            (tmp_path / run / "samples" / f"emotion_{lang}.jsonl").read_text().splitlines() for run in ("fp32", "auto")
+        ]
+        ref, got = ([json.loads(line) for line in lines] for lines in read)
+        assert [r["pred"] for r in got] == [r["pred"] for r in ref]  # every prediction equals float32's
+        rescored = [r for r in got if "fast" in r]
+        assert len(rescored) >= CALIBRATION_ITEMS
+        largest = max(r["fast"]["shift"] for r in rescored)
+        kept = [margin(r["scores"], rule) for r in got if "fast" not in r]
+        assert all(m > SAFETY * largest for m in kept)  # the guarantee, as results.json states it
+        stats = summary["per_language"][lang]
+        assert stats["max_shift"] == largest and stats["kept_margin_over_max_shift"] >= SAFETY
