@@ -40,7 +40,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"note: {note}")
         print("\n".join(plan_lines(exp, args.experiment)))
         return 0
-    runner = run_experiment(path, args.out, overrides)
+    runner = run_experiment(path, args.out, overrides, steps_dir=args.steps_dir)
     print(
         f"ran {len(runner.executed)} steps, skipped {len(runner.skipped)} done earlier; "
         f"results: {runner.run_dir / 'results.sqlite'}; next: polyalign report {runner.run_dir}"
@@ -78,6 +78,11 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder (default: runs/<name>)")
     p.add_argument("--data-dir", help="benchmark folder; overrides the experiment's data_dir")
     p.add_argument("--dry-run", action="store_true", help="validate the file and count its steps; run nothing")
+    p.add_argument(
+        "--steps-dir",
+        help="folder of step results shared by run folders and configs (default: $POLYALIGN_STEPS, else RUN_DIR/steps);"
+        " a step with the same content key runs once",
+    )
     p.add_argument(
         "overrides",
         nargs="*",

@@ -1,14 +1,44 @@
-"""The step executor: runs a plan's steps in this process, one after another, skipping those done."""
+"""The local step executor: runs a plan's steps in this process, skipping those done.
+
+Steps run in plan order, each under its folder's lock (polyalign.study.step_lock): a step another
+process holds is left for later and this one moves on to steps that do not depend on it; when
+nothing else can run it waits for that lock, then skips the step if the other process finished it.
+The skip decision is `is_done`, the marker is written by `run_step`: each in one place.
+"""
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from polyalign.core.files import atomic_write_json
+from polyalign.study.step_lock import StepLock
 from polyalign.study.steps import Step, read_marker, step_folder
 from polyalign.study.store import Store
+
+BUSY, DONE, RAN = "busy", "done", "ran"
+
+
+def is_done(folder: Path, step: Step) -> dict | None:
+    """The step's done.json when it holds the step's key (the step is finished), else None."""
+    held = read_marker(folder / "done.json")
+    return held if held.get("key") == step.key else None
+
+
+def run_step(step: Step, folder: Path, machine: str) -> dict:
+    """Run `step` in `folder` (the caller holds its lock) and write its marker last; its outputs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    outputs = step.run(folder)
+    seconds = round(time.monotonic() - started, 1)  # the step's own wall time: a run's cost sums these
+    done = {"kind": step.kind, "key": step.key, "config": step.config, "outputs": outputs, "seconds": seconds}
+    done["machine"] = machine
+    done["ran_by"] = {"host": socket.gethostname(), "pid": os.getpid()}
+    atomic_write_json(folder / "done.json", done)
+    return outputs
 
 
 def execute_steps(
@@ -18,40 +48,89 @@ def execute_steps(
     log: Callable[[str], None] = print,
     before: Callable[[Step], None] | None = None,
     clock=None,
+    steps_dir: Path | None = None,
 ) -> tuple[list[Step], list[Step]]:
-    """Run, in order, every step whose folder holds no marker with its key; (executed, skipped).
-    `clock` (polyalign.study.step_clock.StepClock) adds the precision and the time left to each start line."""
+    """Run every step whose folder holds no marker with its key; (executed, skipped).
+    `clock` (polyalign.study.step_clock.StepClock) adds the precision and the time left to each start line;
+    `steps_dir`: where step folders live (default RUN_DIR/steps)."""
     from polyalign.engine.precision import machine_description  # torch, which every step loads anyway
 
-    machine = machine_description()  # the same for every step of this process
-    executed, skipped = [], []
-    held_keys = [read_marker(step_folder(run_dir, step) / "done.json").get("key") for step in steps]
-    pending = [key != step.key for key, step in zip(held_keys, steps)]
-    for n, step in enumerate(steps, 1):
-        folder, where = step_folder(run_dir, step), f"[{n}/{len(steps)}] {step.kind} {step.label}"
-        marker = folder / "done.json"
-        held = read_marker(marker)
-        if held.get("key") == step.key:
-            outputs = held["outputs"]
-            skipped.append(step)
-            log(f"{where}: done earlier, skipped")
+    root = Path(steps_dir) if steps_dir else Path(run_dir) / "steps"
+    executor = LocalExecutor(store, root, steps, log, before, clock, machine_description())
+    todo = list(range(len(steps)))
+    while todo:
+        left = [n for n in todo if executor.attempt(n, wait=False) == BUSY]
+        if len(left) == len(todo):  # everything left waits on steps other processes hold
+            first = next(n for n in left if executor.ready(n))
+            log(f"{executor.where(first)}: waiting for the other process running it")
+            executor.attempt(first, wait=True)
+            left.remove(first)
+        todo = left
+    return executor.executed, executor.skipped
+
+
+class LocalExecutor:
+    """The state of one execute_steps call: which steps are finished, what ran, what was skipped."""
+
+    def __init__(self, store: Store, root: Path, steps: list[Step], log, before, clock, machine: str):
+        self.store, self.root, self.steps, self.log = store, root, steps, log
+        self.before, self.clock, self.machine = before, clock, machine
+        self.keys = {s.key for s in steps}
+        self.finished: set[str] = set()
+        self.executed: list[Step] = []
+        self.skipped: list[Step] = []
+        self.told_busy: set[str] = set()
+        self.pending = [is_done(step_folder(root, s), s) is None for s in steps]
+
+    def where(self, n: int) -> str:
+        step = self.steps[n]
+        return f"[{n + 1}/{len(self.steps)}] {step.kind} {step.label}"
+
+    def ready(self, n: int) -> bool:
+        """Whether every step of the plan that `n` reads from is finished."""
+        return all(k in self.finished or k not in self.keys for k in self.steps[n].depends_on)
+
+    def attempt(self, n: int, wait: bool) -> str:
+        step, folder = self.steps[n], step_folder(self.root, self.steps[n])
+        if not self.ready(n):
+            return BUSY
+        held = is_done(folder, step)
+        if held:
+            self.log(f"{self.where(n)}: done earlier, skipped")
         else:
-            log(f"{where}: running in {folder}{clock.start(n - 1, pending) if clock else ''}")
-            if before:
-                before(step)
-            store.record_step(step.kind, step.key, step.config, "running")
-            folder.mkdir(parents=True, exist_ok=True)
-            started = time.monotonic()
-            outputs = step.run(folder)
-            if clock:
-                clock.finish(step)
-            pending[n - 1] = False
-            seconds = round(time.monotonic() - started, 1)  # the step's own wall time: a run's cost sums these
-            done = {"kind": step.kind, "key": step.key, "config": step.config, "outputs": outputs, "seconds": seconds}
-            done["machine"] = machine
-            atomic_write_json(marker, done)
-            executed.append(step)
+            with StepLock(folder) as lock:
+                if not lock.acquire(wait):
+                    if step.key not in self.told_busy:
+                        self.told_busy.add(step.key)
+                        self.log(f"{self.where(n)}: another process is running it; doing other steps meanwhile")
+                    return BUSY
+                held = is_done(folder, step)  # finished by the process that held the lock
+                if held:
+                    self.log(f"{self.where(n)}: done by another process, skipped")
+                else:
+                    outputs = self._run(n, folder)
+        if held:
+            outputs = held["outputs"]
+            self.skipped.append(step)
+        self.finish(step, folder, outputs)
+        return DONE if held else RAN
+
+    def _run(self, n: int, folder: Path) -> dict:
+        step = self.steps[n]
+        self.log(f"{self.where(n)}: running in {folder}{self.clock.start(n, self.pending) if self.clock else ''}")
+        if self.before:
+            self.before(step)
+        self.store.record_step(step.kind, step.key, step.config, "running")
+        outputs = run_step(step, folder, self.machine)
+        if self.clock:
+            self.clock.finish(step)
+        self.pending[n] = False
+        self.executed.append(step)
+        return outputs
+
+    def finish(self, step: Step, folder: Path, outputs: dict) -> None:
+        """The driver's part once a step's folder is complete: its hook, then the ledger."""
         if step.after:
             step.after(folder, outputs)
-        store.record_step(step.kind, step.key, step.config, "done", outputs)
-    return executed, skipped
+        self.store.record_step(step.kind, step.key, step.config, "done", outputs)
+        self.finished.add(step.key)

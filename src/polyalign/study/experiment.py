@@ -16,6 +16,7 @@ analysis_step), and here the Runner, which plans and executes, and the two entry
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -56,8 +57,14 @@ def validate_experiment(path: str | Path, overrides=(), data: bool = False) -> t
 class Runner(StepContext):
     """Plans an experiment's steps (all keys known before anything runs) and executes them."""
 
-    def __init__(self, exp: Experiment, run_dir: str | Path | None, base_dir: str | Path = "."):
-        super().__init__(exp, run_dir, base_dir)
+    def __init__(
+        self,
+        exp: Experiment,
+        run_dir: str | Path | None,
+        base_dir: str | Path = ".",
+        steps_dir: str | Path | None = None,
+    ):
+        super().__init__(exp, run_dir, base_dir, steps_dir)
         self.executed: list[Step] = []
         self.skipped: list[Step] = []
 
@@ -74,7 +81,7 @@ class Runner(StepContext):
                     "key": s.key,
                     "label": s.label,
                     "labels": s.config.get("labels"),
-                    "dir": str(self.folder(s).relative_to(self.run_dir)),
+                    "dir": _where(self.folder(s), self.run_dir),
                 }
                 for s in steps
             ],
@@ -88,22 +95,37 @@ class Runner(StepContext):
                 log,
                 before=lambda step: self.models.release(keep=step.needs),
                 clock=StepClock(steps),  # each start line: the step's precision, the time left
+                steps_dir=self.steps_dir,
             )
         finally:
             self.models.release()
 
 
+def _where(folder: Path, run_dir: Path) -> str:
+    """A step folder as the plan records it: relative to the run folder when inside it, else absolute
+    (a shared --steps-dir); `run_dir / recorded` finds it either way."""
+    return str(folder.relative_to(run_dir)) if folder.is_relative_to(run_dir) else str(folder.resolve())
+
+
 def run_experiment(
-    path: str | Path, run_dir: str | Path | None = None, overrides=(), log: Callable[[str], None] = print
+    path: str | Path,
+    run_dir: str | Path | None = None,
+    overrides=(),
+    log: Callable[[str], None] = print,
+    steps_dir: str | Path | None = None,
 ) -> Runner:
-    """Plan and run every step of the experiment at `path` that is not done yet."""
+    """Plan and run every step of the experiment at `path` that is not done yet; step folders in
+    `steps_dir`, else $POLYALIGN_STEPS, else RUN_DIR/steps."""
     exp = load_experiment(path, overrides)
-    run_dir = Path(run_dir) if run_dir else Path("runs") / (exp.name or Path(path).stem)
+    name = exp.name or Path(path).stem
+    run_dir = Path(run_dir) if run_dir else Path("runs") / name
     check_output_path(run_dir)  # before anything is written or loaded
     for model in exp.models:  # before the run folder is created
         check_model_name(model)
-    runner = Runner(exp, run_dir, Path(path).resolve().parent)
+    steps_dir = steps_dir or os.environ.get("POLYALIGN_STEPS") or None
+    runner = Runner(exp, run_dir, Path(path).resolve().parent, steps_dir)
     try:
+        runner.store.claim(name)  # a second experiment in this folder would prune the first one's results
         runner.execute(runner.plan(), log)
     finally:
         runner.store.close()

@@ -1,5 +1,6 @@
 """Steps: a step's key is the sha256 of its resolved configuration (which holds the keys or
-content hashes of its inputs); it writes into RUN_DIR/steps/<kind>-<key[:12]>/ and, only once
+content hashes of its inputs); it writes into STEPS/<kind>-<key[:12]>/ (STEPS: RUN_DIR/steps, or
+a --steps-dir shared by run folders) and, only once
 its outputs are in place, a done.json marker holding the key (polyalign.study.executor skips
 every step whose marker holds its key)."""
 
@@ -28,6 +29,7 @@ class Step:
     run: Callable[[Path], dict]
     needs: tuple = ()  # resources the step uses (the experiment: (model, adapter) pairs to load)
     after: Callable[[Path, dict], None] | None = None
+    depends_on: tuple[str, ...] = ()  # keys of the plan's steps whose outputs it reads
 
 
 def read_marker(marker: Path) -> dict:
@@ -35,5 +37,6 @@ def read_marker(marker: Path) -> dict:
     return json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else {}
 
 
-def step_folder(run_dir: Path, step: Step) -> Path:
-    return Path(run_dir) / "steps" / f"{step.kind}-{step.key[:12]}"
+def step_folder(steps_dir: Path, step: Step) -> Path:
+    """The folder of `step` under `steps_dir` (a run folder's steps/, or a shared --steps-dir)."""
+    return Path(steps_dir) / f"{step.kind}-{step.key[:12]}"
