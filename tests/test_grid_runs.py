@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -101,3 +103,46 @@ def test_two_configs_sharing_a_training_train_it_once(grid, tiny_llama, data_dir
     assert outputs(shared) == {**outputs(grid["one"] / "steps"), **outputs(shared)}
     assert not (grid["root"] / "b" / "steps").exists()
     assert {row["task"] for row in stored(grid["root"] / "b")} == {"snli", "emotion"}
+
+
+def wait_for(find, proc: subprocess.Popen, timeout: float = 600):
+    """Poll `find()` until it returns something (the process must still be running)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = find()
+        if found:
+            return found
+        assert proc.poll() is None, finish(proc)
+        time.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+def evaluated(run_dir: Path, train_key: str) -> bool:
+    """Whether an evaluation of the adapter of the train step `train_key` (a prefix) has finished."""
+    markers = [json.loads(p.read_text()) for p in run_dir.glob("steps/eval-*/done.json")]
+    return any(str(m["config"].get("adapter")).startswith(train_key) for m in markers)
+
+
+@pytest.mark.slow
+def test_ray_runs_the_grid_as_the_local_executor_through_a_killed_worker_and_driver(grid):
+    """A local Ray (this machine's 2 CPUs): the worker of the first training is killed as it starts,
+    then the driver once an evaluation finished; a second driver finishes the grid. Every step ran
+    once (bar the retried one), and samples and adapters are byte-identical to the local run's."""
+    pytest.importorskip("ray")
+    run_dir = grid["root"] / "ray"
+    driver = polyalign(grid["path"], "--out", run_dir, "--executor", "ray")
+    attempts = wait_for(lambda: sorted(run_dir.glob("steps/train-*/.polyalign-attempts")), driver)[0]
+    os.kill(int(attempts.read_text().split()[1]), signal.SIGKILL)  # its worker, mid-step
+    trained = attempts.parent.name.split("-")[1]
+    wait_for(lambda: evaluated(run_dir, trained), driver)  # an evaluation of the retried training finished
+    driver.kill()
+    first_log, _ = driver.communicate()
+    done = {p.parent.name for p in run_dir.glob("steps/*/done.json")}
+    second_log = finish(polyalign(grid["path"], "--out", run_dir, "--executor", "ray"))
+    assert len(attempts.read_text().splitlines()) == 2  # retried once
+    assert "start 2 (an earlier worker died)" in first_log
+    queued = [line.split(" for ")[-1] for line in second_log.splitlines() if ": queued (" in line]
+    assert not {Path(folder).name for folder in queued} & done  # the restarted driver re-ran nothing finished
+    assert second_log.count("done earlier, skipped") == len(done)
+    assert outputs(run_dir / "steps") == outputs(grid["one"] / "steps")
+    assert stored(run_dir) == stored(grid["one"])

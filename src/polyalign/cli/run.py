@@ -40,7 +40,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"note: {note}")
         print("\n".join(plan_lines(exp, args.experiment)))
         return 0
-    runner = run_experiment(path, args.out, overrides, steps_dir=args.steps_dir)
+    runner = run_experiment(
+        path, args.out, overrides, steps_dir=args.steps_dir, executor=args.executor, address=args.address
+    )
     print(
         f"ran {len(runner.executed)} steps, skipped {len(runner.skipped)} done earlier; "
         f"results: {runner.run_dir / 'results.sqlite'}; next: polyalign report {runner.run_dir}"
@@ -83,6 +85,13 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
         help="folder of step results shared by run folders and configs (default: $POLYALIGN_STEPS, else RUN_DIR/steps);"
         " a step with the same content key runs once",
     )
+    p.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default="local",
+        help="local: steps one after another in this process; ray: each step a Ray task (pip install 'polyalign[ray]')",
+    )
+    p.add_argument("--address", help="--executor ray: the cluster to join (auto, or HEAD:PORT; default: a local Ray)")
     p.add_argument(
         "overrides",
         nargs="*",

@@ -121,5 +121,5 @@ def train_steps(ctx: StepContext, model: str, mid: dict, s: AlignmentSetting, da
             return {"adapter": "train/adapter", "summary": summary}
 
         key, label = step_key("train", config), f"{model} + {name}"
-        steps.append((name, Step("train", key, config, label, run, depends_on=(data.key,))))
+        steps.append((name, Step("train", key, config, label, run, depends_on=(data.key,), model=model)))
     return steps

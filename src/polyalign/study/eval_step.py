@@ -64,7 +64,7 @@ def eval_step(ctx: StepContext, model, mid, setting, adapter, adapter_key, task,
 
     label = f"{model} {setting} {labels['task']}/{mode}"
     reads = (adapter_key,) if adapter_key else ()
-    return Step("eval", key, {**config, "labels": labels}, label, run, ((model, adapter),), after, reads)
+    return Step("eval", key, {**config, "labels": labels}, label, run, ((model, adapter),), after, reads, model)
 
 
 def eval_outputs(results: dict) -> dict:

@@ -129,8 +129,13 @@ class LocalExecutor:
         return outputs
 
     def finish(self, step: Step, folder: Path, outputs: dict) -> None:
-        """The driver's part once a step's folder is complete: its hook, then the ledger."""
-        if step.after:
-            step.after(folder, outputs)
-        self.store.record_step(step.kind, step.key, step.config, "done", outputs)
+        finish_step(self.store, step, folder, outputs)
         self.finished.add(step.key)
+
+
+def finish_step(store: Store, step: Step, folder: Path, outputs: dict) -> None:
+    """The driver's part once a step's folder is complete (run here, elsewhere or earlier): its hook
+    (an evaluation's samples into the store), then the ledger. Only the driver writes the store."""
+    if step.after:
+        step.after(folder, outputs)
+    store.record_step(step.kind, step.key, step.config, "done", outputs)

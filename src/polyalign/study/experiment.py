@@ -71,7 +71,9 @@ class Runner(StepContext):
     def plan(self) -> list[Step]:
         return plan(self)
 
-    def execute(self, steps: list[Step], log: Callable[[str], None] = print) -> None:
+    def execute(self, steps: list[Step], log: Callable[[str], None] = print, executor=None) -> None:
+        """`executor` (runner, steps, log) -> (executed, skipped): default this process
+        (polyalign.study.executor); polyalign.study.ray_executor.RayExecutor spreads steps over Ray."""
         self.store.set_meta("experiment", asdict(self.exp))
         self.store.set_meta(
             "plan",
@@ -88,6 +90,9 @@ class Runner(StepContext):
         )
         self.store.prune_samples((s.key, s.config["labels"]) for s in steps if s.kind == "eval")
         try:
+            if executor is not None:
+                self.executed, self.skipped = executor(self, steps, log)
+                return
             self.executed, self.skipped = execute_steps(
                 self.store,
                 self.run_dir,
@@ -113,9 +118,12 @@ def run_experiment(
     overrides=(),
     log: Callable[[str], None] = print,
     steps_dir: str | Path | None = None,
+    executor: str = "local",
+    address: str | None = None,
 ) -> Runner:
     """Plan and run every step of the experiment at `path` that is not done yet; step folders in
-    `steps_dir`, else $POLYALIGN_STEPS, else RUN_DIR/steps."""
+    `steps_dir`, else $POLYALIGN_STEPS, else RUN_DIR/steps. `executor` "ray": steps as Ray tasks
+    (polyalign.study.ray_executor) on a local Ray, or the cluster at `address`."""
     exp = load_experiment(path, overrides)
     name = exp.name or Path(path).stem
     run_dir = Path(run_dir) if run_dir else Path("runs") / name
@@ -123,10 +131,15 @@ def run_experiment(
     for model in exp.models:  # before the run folder is created
         check_model_name(model)
     steps_dir = steps_dir or os.environ.get("POLYALIGN_STEPS") or None
+    spread = None
+    if executor == "ray":
+        from polyalign.study.ray_executor import RayExecutor
+
+        spread = RayExecutor(path, overrides, address)  # checks Ray is installed, before anything is written
     runner = Runner(exp, run_dir, Path(path).resolve().parent, steps_dir)
     try:
         runner.store.claim(name)  # a second experiment in this folder would prune the first one's results
-        runner.execute(runner.plan(), log)
+        runner.execute(runner.plan(), log, spread)
     finally:
         runner.store.close()
     return runner

@@ -30,6 +30,7 @@ class Step:
     needs: tuple = ()  # resources the step uses (the experiment: (model, adapter) pairs to load)
     after: Callable[[Path, dict], None] | None = None
     depends_on: tuple[str, ...] = ()  # keys of the plan's steps whose outputs it reads
+    model: str | None = None  # the model it runs, as the experiment names it (None: a data step)
 
 
 def read_marker(marker: Path) -> dict:

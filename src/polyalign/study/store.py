@@ -173,6 +173,14 @@ class Store:
             yield dict(row)
 
     # content hashes ---------------------------------------------------------------------
+    def digest_rows(self) -> list[tuple]:
+        """Every cached content hash, (path, size, mtime_ns, sha256): a Ray worker plans with them."""
+        return [tuple(row) for row in self.db.execute("SELECT path, size, mtime_ns, sha256 FROM digests")]
+
+    def load_digests(self, rows: Iterable[tuple]) -> None:
+        with self.db:
+            self.db.executemany("INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?)", list(rows))
+
     def digest(self, path: str | Path) -> str | None:
         """sha256 of a file (None if absent), cached while its size and mtime are unchanged."""
         path = Path(path).resolve()
