@@ -22,7 +22,7 @@ from polyalign.alignment.training_data import PadCollator, split_pairs, tokenize
 from polyalign.core.errors import PolyalignError
 from polyalign.core.files import atomic_write_text, file_sha256, read_jsonl_tolerant, read_records, write_jsonl
 from polyalign.core.item_range import parse_items, provenance_record, write_provenance
-from polyalign.engine.devices import one_device_per_process
+from polyalign.engine.placement import one_device_per_process
 
 
 def read_pairs(path: str | Path) -> list[dict]:

@@ -18,8 +18,8 @@ FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from polyalign.engine.devices import process_device
     from polyalign.engine.models import load_model, pick_device, pick_dtype
+    from polyalign.engine.placement import process_device
     from polyalign.evaluation.eval_folder import check_run_dir, check_verification, clear_run_dir
     from polyalign.evaluation.evaluate import EvalConfig, check_config, run_eval
     from polyalign.evaluation.verify import reference_loader, threshold_in_effect

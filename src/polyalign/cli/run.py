@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
 from polyalign.study.experiment import run_experiment, validate_experiment
 from polyalign.study.experiment_spec import Experiment, eval_modes, trainings
@@ -27,6 +29,15 @@ def plan_lines(exp: Experiment, name: str) -> list[str]:
     return lines
 
 
+def spread_lines(exp: Experiment, path, gpus: float, cpus: float) -> list[str]:
+    """The dry run's schedule: how many steps can run at once on these resources, the critical path."""
+    from polyalign.study.experiment import Runner
+    from polyalign.study.schedule import schedule, schedule_lines
+
+    steps = Runner(exp, None, Path(path).resolve().parent).plan()  # in memory: reads declarations and hashes only
+    return schedule_lines(schedule(steps, exp.resources, cpus, gpus), cpus, gpus)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import json
 
@@ -39,6 +50,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         for note in notes:
             print(f"note: {note}")
         print("\n".join(plan_lines(exp, args.experiment)))
+        print("\n".join(spread_lines(exp, path, args.gpus, args.cpus or os.cpu_count() or 1)))
         return 0
     runner = run_experiment(
         path, args.out, overrides, steps_dir=args.steps_dir, executor=args.executor, address=args.address
@@ -91,6 +103,8 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
         default="local",
         help="local: steps one after another in this process; ray: each step a Ray task (pip install 'polyalign[ray]')",
     )
+    p.add_argument("--gpus", type=float, default=1, help="--dry-run: plan the schedule for this many GPUs (default 1)")
+    p.add_argument("--cpus", type=float, help="--dry-run: ... and this many CPUs (default: this machine's)")
     p.add_argument("--address", help="--executor ray: the cluster to join (auto, or HEAD:PORT; default: a local Ray)")
     p.add_argument(
         "overrides",

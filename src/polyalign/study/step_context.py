@@ -49,7 +49,7 @@ class StepContext:
         return step_folder(self.steps_dir, step)
 
     def model_id(self, model: str) -> dict:
-        from polyalign.engine.models import ALIASES
+        from polyalign.core.model_names import ALIASES
 
         if model in ALIASES:
             return {"alias": model, "sha256": ALIASES[model].sha256}
