@@ -146,3 +146,21 @@ def test_ray_runs_the_grid_as_the_local_executor_through_a_killed_worker_and_dri
     assert second_log.count("done earlier, skipped") == len(done)
     assert outputs(run_dir / "steps") == outputs(grid["one"] / "steps")
     assert stored(run_dir) == stored(grid["one"])
+
+
+@pytest.mark.slow
+def test_on_ray_a_failing_step_stops_only_its_dependants(tiny_llama, data_dir, tmp_path):
+    pytest.importorskip("ray")
+    spec = grid_spec(tiny_llama, data_dir, "broken", ["snli"])
+    spec["alignment"][0] |= {"seeds": None, "pair_files": {"zh": str(tmp_path / "missing.jsonl")}}
+    del spec["analyses"]
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    proc = polyalign(path, "--out", tmp_path / "run", "--executor", "ray")
+    log, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 2, log[-3000:]
+    assert "[1/4] data zh_en (snli zh->en): failed: " in log and "missing.jsonl" in log
+    assert "[2/4] train " in log and "+ zh_en: not run: its input data zh_en (snli zh->en) failed" in log
+    assert "zh_en snli/english: not run: its input train " in log  # the adapter's evaluation, in turn
+    assert [p.parent.name.split("-")[0] for p in (tmp_path / "run" / "steps").glob("*/done.json")] == ["eval"]
+    assert "polyalign: error: 3 of 4 steps did not finish: data zh_en" in log  # the base evaluation did
