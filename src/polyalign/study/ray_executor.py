@@ -105,13 +105,8 @@ class RayExecutor:
         if started_here:
             ray.init(address=self.address)
         try:
-            source = PlanSource(
-                self.experiment,
-                self.overrides,
-                str(runner.base),
-                str(runner.steps_dir),
-                tuple(runner.store.digest_rows()),
-            )
+            folders = str(Path(runner.base).resolve()), str(Path(runner.steps_dir).resolve())  # workers' cwd may differ
+            source = PlanSource(self.experiment, self.overrides, *folders, tuple(runner.store.digest_rows()))
             return _Driver(ray, runner, steps, log).run(source)
         finally:
             if started_here:

@@ -86,8 +86,8 @@ def schedule_lines(sched: Schedule, cpus: float, gpus: float) -> list[str]:
     chain = " -> ".join(f"{s.kind} {s.label}" for s in sched.critical_path)
     speedup = sched.serial_seconds / sched.wall_seconds if sched.wall_seconds else 1.0
     return [
-        f"on {gpus:g} GPUs and {cpus:g} CPUs (--executor ray; step times relative, from polyalign.study.step_clock's "
-        f"gemma-3-270m priors): at most {sched.most_at_once} steps at once; "
+        f"steps on {gpus:g} GPUs and {cpus:g} CPUs (--executor ray; times relative, from polyalign.study.step_clock's "
+        f"gemma-3-270m priors): at most {sched.most_at_once} at once; "
         f"{_hours(sched.wall_seconds)} instead of {_hours(sched.serial_seconds)} one after another ({speedup:.1f}x)",
         f"  critical path: {len(sched.critical_path)} steps, {_hours(sched.critical_seconds)}: {chain}",
     ]
