@@ -121,7 +121,9 @@ class LocalExecutor:
         if self.before:
             self.before(step)
         self.store.record_step(step.kind, step.key, step.config, "running")
+        started = time.monotonic()
         outputs = run_step(step, folder, self.machine)
+        self.log(f"{self.where(n)}: finished in {time.monotonic() - started:.1f} s")
         if self.clock:
             self.clock.finish(step)
         self.pending[n] = False
