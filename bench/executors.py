@@ -7,10 +7,11 @@ start-up and one fresh worker process per step), and this benchmark says what it
 The grid: one data step, two trainings (seeds 1 and 2), an evaluation of the base model and of
 each adapter, and a lens step, on the packaged smollm2-135m (gemma-3-270m with --model).
 
-    python bench/executors.py [--model gemma-3-270m] [--data-dir D] [--out FILE]
+    python bench/executors.py [--model gemma-3-270m] [--data-dir D] [--repeats 1] [--out FILE]
 
-Both runs are `polyalign run` processes; the local one with torch's default threads, each Ray task
-with one thread per CPU it was given (1). Exits 0; non-zero only on errors.
+Every run is a `polyalign run` process: the local one with torch's default threads (one per core),
+each Ray task with one thread per CPU it was given (1). With --repeats 2 (default) the order is
+local, ray, ray, local, so a machine whose load drifts biases neither. Exits 0; non-zero only on errors.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--data-dir")
+    parser.add_argument("--repeats", type=int, default=2, choices=[1, 2], help="2: local, ray, ray, local")
     parser.add_argument("--out", help="write the figures as JSON here")
     args = parser.parse_args()
     from polyalign.engine.precision import cpu_description
@@ -68,15 +70,18 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "grid.yaml"
         config.write_text(yaml.safe_dump(grid(args.model, args.data_dir)))
-        local = timed_run(config, Path(tmp) / "local")
-        ray = timed_run(config, Path(tmp) / "ray", "--executor", "ray")
-        same = outputs(Path(tmp) / "local" / "steps") == outputs(Path(tmp) / "ray" / "steps")
+        times: dict[str, list[float]] = {"local": [], "ray": []}
+        for n, executor in enumerate(["local", "ray", "ray", "local"][: 2 * args.repeats]):  # alternated: drift cancels
+            out = Path(tmp) / f"{executor}{n}"
+            times[executor].append(timed_run(config, out, *(["--executor", "ray"] if executor == "ray" else [])))
+        same = outputs(Path(tmp) / "local0" / "steps") == outputs(Path(tmp) / "ray1" / "steps")
+    local, ray = (sum(times[k]) / len(times[k]) for k in ("local", "ray"))
     result = {
         "model": args.model,
         "cpu": cpu_description(),
         "cores": os.cpu_count(),
-        "local_s": round(local, 1),
-        "ray_s": round(ray, 1),
+        "local_s": [round(t, 1) for t in times["local"]],
+        "ray_s": [round(t, 1) for t in times["ray"]],
         "ray_over_local": round(ray / local, 2),
         "identical_files": same,
     }

@@ -84,7 +84,9 @@ def test_two_processes_on_one_folder_run_every_step_once(grid):
     ran = [Path(folder).name for log in logs for folder in ran_in(log)]
     assert sorted(ran) == steps  # each step exactly once, across both
     markers = [json.loads(p.read_text())["ran_by"]["pid"] for p in (run_dir / "steps").glob("*/done.json")]
-    assert set(markers) == {first.pid, second.pid}  # both did part of the work
+    assert set(markers) <= {first.pid, second.pid}
+    overlapped = any("another process is running it" in log or "done by another process" in log for log in logs)
+    assert len(set(markers)) == 2 or overlapped  # they ran together (on a loaded machine one may start late)
     assert outputs(run_dir / "steps") == outputs(grid["one"] / "steps")
     assert stored(run_dir) == stored(grid["one"])
 

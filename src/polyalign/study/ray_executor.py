@@ -69,7 +69,9 @@ def run_task(source: PlanSource, key: str, cpus: float, *inputs) -> dict:
     torch.set_num_threads(max(1, int(cpus)))
     ctx = StepContext(load_experiment(source.experiment, source.overrides), None, source.base_dir, source.steps_dir)
     ctx.store.load_digests(source.digests)
-    step = next(s for s in plan(ctx) if s.key == key)
+    step = next((s for s in plan(ctx) if s.key == key), None)
+    if step is None:  # the file or its inputs changed after the driver planned
+        raise PolyalignError(f"{source.experiment}: changed since the run was planned (no step {key[:12]} now)")
     folder = ctx.folder(step)
     attempt = record_attempt(folder)
     started = time.monotonic()
