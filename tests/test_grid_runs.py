@@ -127,14 +127,15 @@ def evaluated(run_dir: Path, train_key: str) -> bool:
 
 @pytest.mark.slow
 def test_ray_runs_the_grid_as_the_local_executor_through_a_killed_worker_and_driver(grid):
-    """A local Ray (this machine's 2 CPUs): the worker of the first training is killed as it starts,
+    """A local Ray (this machine's 2 CPUs): the worker of the first training is killed once it began its folder,
     then the driver once an evaluation finished; a second driver finishes the grid. Every step ran
     once (bar the retried one), and samples and adapters are byte-identical to the local run's."""
     pytest.importorskip("ray")
     run_dir = grid["root"] / "ray"
     driver = polyalign(grid["path"], "--out", run_dir, "--executor", "ray")
-    attempts = wait_for(lambda: sorted(run_dir.glob("steps/train-*/.polyalign-attempts")), driver)[0]
-    os.kill(int(attempts.read_text().split()[1]), signal.SIGKILL)  # its worker, mid-step
+    started = wait_for(lambda: sorted(run_dir.glob("steps/train-*/train/config.yaml")), driver)[0]
+    attempts = started.parents[1] / ".polyalign-attempts"
+    os.kill(int(attempts.read_text().split()[1]), signal.SIGKILL)  # its worker, mid-step (its folder begun)
     trained = attempts.parent.name.split("-")[1]
     wait_for(lambda: evaluated(run_dir, trained), driver)  # an evaluation of the retried training finished
     driver.kill()
