@@ -7,7 +7,7 @@ start-up and one fresh worker process per step), and this benchmark says what it
 The grid: one data step, two trainings (seeds 1 and 2), an evaluation of the base model and of
 each adapter, and a lens step, on the packaged smollm2-135m (gemma-3-270m with --model).
 
-    python bench/executors.py [--model gemma-3-270m] [--data-dir D] [--repeats 1] [--out FILE]
+    python bench/executors.py [--model gemma-3-270m] [--data-dir D] [--repeats 1] [--local-threads 1] [--out FILE]
 
 Every run is a `polyalign run` process: the local one with torch's default threads (one per core),
 each Ray task with one thread per CPU it was given (1). With --repeats 2 (default) the order is
@@ -44,10 +44,11 @@ def grid(model: str, data_dir: str | None) -> dict:
     return {**spec, "data_dir": data_dir} if data_dir else spec
 
 
-def timed_run(config: Path, out: Path, *extra: str) -> float:
+def timed_run(config: Path, out: Path, *extra: str, threads: int | None = None) -> float:
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
     started = time.perf_counter()
     cmd = [sys.executable, "-m", "polyalign", "run", str(config), "--out", str(out), *extra]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise SystemExit(proc.stdout[-2000:] + proc.stderr[-2000:])
     return time.perf_counter() - started
@@ -63,6 +64,7 @@ def main() -> int:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--data-dir")
     parser.add_argument("--repeats", type=int, default=2, choices=[1, 2], help="2: local, ray, ray, local")
+    parser.add_argument("--local-threads", type=int, help="OMP_NUM_THREADS of the local runs (default: torch's)")
     parser.add_argument("--out", help="write the figures as JSON here")
     args = parser.parse_args()
     from polyalign.engine.precision import cpu_description
@@ -73,7 +75,8 @@ def main() -> int:
         times: dict[str, list[float]] = {"local": [], "ray": []}
         for n, executor in enumerate(["local", "ray", "ray", "local"][: 2 * args.repeats]):  # alternated: drift cancels
             out = Path(tmp) / f"{executor}{n}"
-            times[executor].append(timed_run(config, out, *(["--executor", "ray"] if executor == "ray" else [])))
+            extra = ["--executor", "ray"] if executor == "ray" else []
+            times[executor].append(timed_run(config, out, *extra, threads=args.local_threads if not extra else None))
         same = outputs(Path(tmp) / "local0" / "steps") == outputs(Path(tmp) / "ray1" / "steps")
     local, ray = (sum(times[k]) / len(times[k]) for k in ("local", "ray"))
     result = {
@@ -84,6 +87,7 @@ def main() -> int:
         "ray_s": [round(t, 1) for t in times["ray"]],
         "ray_over_local": round(ray / local, 2),
         "identical_files": same,
+        "local_threads": args.local_threads or "default",
     }
     print(json.dumps(result, indent=2))
     if args.out:
