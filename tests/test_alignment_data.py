@@ -2,10 +2,12 @@
 
 import argparse
 import json
+import shutil
 
 import pytest
 import torch
 
+from helpers import packaged_tokenizer
 from polyalign.alignment.alignment_data import build_pairs, question_file_records
 from polyalign.alignment.translation import Seq2SeqTranslator, translate_records
 from polyalign.cli.data import add_cli
@@ -117,11 +119,21 @@ def test_cli_writes_llamafactory_files_and_refuses_overwrite(data_dir, tmp_path,
         "--format",
         "llamafactory",
     ]
+    with pytest.raises(PolyalignError, match="needs --model"):
+        run_cli(["data", *argv])
+    assert not out.exists()  # refused before any pair was built
+    model = tmp_path / "gemma"
+    shutil.copytree(packaged_tokenizer("gemma-3-270m"), model)
+    (model / "config.json").write_text("{}")
+    argv += ["--model", str(model)]
     assert run_cli(["data", *argv]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert rows == build_pairs("snli", ["zh", "sw"], "en", 3, 7, data_dir, PACK)
     alpaca = json.loads((tmp_path / "mix.alpaca.json").read_text())
-    assert alpaca == [{"instruction": r["prompt"], "input": "", "output": r["completion"]} for r in rows]
+    assert alpaca == [
+        {"instruction": "<bos>" + r["prompt"], "input": "", "output": r["completion"] + "<eos>"} for r in rows
+    ]
+    assert "template: empty" in (tmp_path / "mix.llamafactory.yaml").read_text()
     info = json.loads((tmp_path / "dataset_info.json").read_text())
     assert info["mix"] == {
         "file_name": "mix.alpaca.json",

@@ -273,3 +273,46 @@ def test_the_report_names_the_machine_the_steps_ran_on(tmp_path):
     (marker.parent / "eval").mkdir()
     (marker.parent / "eval" / "results.json").write_text(json.dumps({"runtime": {"dtype": "float32", "device": "cpu"}}))
     assert run_machine(load_run(run_dir)) == "not recorded by the run (its evaluations ran in float32 on cpu)"
+
+
+def test_the_report_puts_the_papers_effect_and_direction_beside_ours(tmp_path):
+    """Claim 4 on model a gains here as in every Table 2 model; claim 2's counterpart in the paper is
+    mixed in sign (Qwen1.5-4B), and claim 9 has no numbers in the paper."""
+    res = results_for(a__base=outcome(36), a__al=outcome(48), a__al2=outcome(30))
+    claims = [
+        {**claim("4"), "parts": [{**claim("4")["parts"][0], "name": "gemma"}]},
+        {**claim("2", treatment="al2"), "parts": [{**claim("2", treatment="al2")["parts"][0], "name": "larger_gain"}]},
+        claim("9"),
+    ]
+    text = write_claims(fake_run(tmp_path, res, claims), tmp_path / "CLAIMS.md").read_text()
+    row4 = next(line for line in text.splitlines() if line.startswith("| 4 |"))
+    assert "+3.76 (Mistral-7B, Table 2; zh/es => en vs base)" in row4 and "| yes |" in row4
+    row2 = next(line for line in text.splitlines() if line.startswith("| 2 |"))
+    assert "-3.33 (Qwen1.5-4B, Table 2" in row2 and "| mixed (1 of 5) |" in row2  # ours -10.0: as Qwen1.5-4B only
+    assert "| 9 | claim 9 |" in text and "Figure 1 only" in text
+    assert "same direction as the paper?" in text and "single runs" in text
+
+
+def test_the_header_names_the_run_command_of_the_packaged_experiment():
+    from polyalign.study.claims_paper import regenerate_commands
+
+    claims = "polyalign claims runs/c --out docs/CLAIMS.md"
+    text = regenerate_commands("runs/c", "paper_claims", claims)
+    assert text == f"`polyalign run examples/paper_claims --out runs/c` then `{claims}`"
+    assert "`polyalign run paper/claims --out runs/g`" in regenerate_commands("runs/g", "paper_claims_paper_scale", "x")
+    assert "EXPERIMENT.yaml" in regenerate_commands("runs/c", "mine", claims)
+
+
+def test_direction_is_by_sign_and_says_when_ours_is_zero():
+    from polyalign.study.claims import PartResult
+    from polyalign.study.claims_paper import direction
+    from polyalign.study.claims_spec import Arm, ClaimPart
+    from polyalign.study.paper_effects import paper_effects
+
+    part = ClaimPart("agnostic_aligned", Arm("zh-es_en"), Arm("base"))
+    effects = paper_effects("8")  # Table 6: +27.21 with task-agnostic labels
+    assert direction(PartResult(part, effect=(0.05, 0.01, 0.09)), effects) == "yes"
+    assert direction(PartResult(part, effect=(-0.05, -0.09, -0.01)), effects) == "no"
+    assert direction(PartResult(part, effect=(0.0, 0.0, 0.0)), effects) == "– (our effect is 0)"
+    other = ClaimPart("vs_control", Arm("zh-es_en"), Arm("shuffled"))
+    assert direction(PartResult(other, effect=(0.05, 0.01, 0.09)), paper_effects("1")).startswith("– (no counterpart")

@@ -21,6 +21,7 @@ EXPECTED = {
     "table6_output_types",
     "figure1_lens",
     "figure2_pca",
+    "claims",  # the paper's ten claims at its scale (pre-registered verdicts)
 }
 
 
@@ -171,3 +172,25 @@ def test_prompt_pack_has_the_papers_shots(task, data_dir):
         cue = pack.entry(spec, lang)["answer_cue"]
         for mode in modes:
             assert pack.fewshot(spec, lang, mode).count(cue) == PAPER_SHOTS[task], (lang, mode)
+
+
+def test_paper_scale_claims_keep_the_cpu_studys_rules_with_calibrated_preconditions(data_dir, monkeypatch):
+    """paper/claims: the same ten claims and decision rules as examples/paper_claims, on the paper's
+    models, every precondition on calibrated accuracy."""
+    from polyalign.study.experiment_files import packaged_config
+
+    exp = load("claims", data_dir, monkeypatch)[0]
+    cpu = validate_experiment(packaged_config("examples/paper_claims"), data=True)[0]
+    assert exp.claims is not None and cpu.claims is not None
+    assert [c.id for c in exp.claims.claims] == [c.id for c in cpu.claims.claims] == [str(i) for i in range(1, 11)]
+    assert (exp.claims.alpha, exp.claims.correction) == (cpu.claims.alpha, cpu.claims.correction)
+
+    def rules(spec):
+        return {(c.id, p.measure, p.test, p.min_effect, p.margin, tuple(p.depth)) for c in spec.claims for p in c.parts}
+
+    assert rules(exp.claims) == rules(cpu.claims)
+    conditions = [c for claim in exp.claims.claims for p in claim.parts for c in p.preconditions]
+    assert conditions and all(c.measure == "calibrated" for c in conditions)
+    assert set(exp.models) == {"mistralai/Mistral-7B-v0.1", "Qwen/Qwen1.5-1.8B", "Qwen/Qwen1.5-4B", "Qwen/Qwen1.5-14B"}
+    assert exp.languages == ["all"] and exp.items == "0:250" and exp.limit is None
+    assert {p.model for c in exp.claims.claims for p in c.parts} <= set(exp.models)

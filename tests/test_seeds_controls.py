@@ -78,7 +78,7 @@ def test_declarations_are_checked(tmp_path, data_dir):
         ([{**al, "control_of": "ctl"}, CONTROL], "pairing: shuffled"),
         ([al, {**CONTROL, "sources": ["zh"]}], "sources differ"),
         ([al, {**CONTROL, "per_language": 8}], "per_language differ"),
-        ([al, {**CONTROL, "pairing": "crossed"}], "unknown alignment 'ctl': pairing"),
+        ([al, {**CONTROL, "pairing": "crossed"}], "alignment 'ctl': invalid pairing 'crossed'"),
         ([al, {**CONTROL, "items": "250:251", "per_language": 1}], "at least 2 items"),
     ]
     for alignment, message in cases:

@@ -11,14 +11,13 @@ files (task `question_file`), or (c) a seq2seq machine translator (`--translator
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from polyalign.core.errors import PolyalignError
-from polyalign.core.files import atomic_write_json, read_records, write_jsonl
+from polyalign.core.files import read_records, write_jsonl
 from polyalign.core.item_range import ItemRange, parse_items
 from polyalign.core.languages import get_language, parse_languages
 from polyalign.core.prompts import PromptPack
@@ -172,14 +171,17 @@ def _sources(
     return records, str(path)
 
 
-def _test_item_records(task: TaskSpec, langs: list[str], data_dir, items: ItemRange) -> dict[str, list[dict]]:
-    """Every language's test records, checked to be item-parallel and to hold the range."""
+def held_out_records(
+    task: TaskSpec, langs: list[str], data_dir, items: ItemRange, key: str = "--items"
+) -> dict[str, list[dict]]:
+    """Every language's test records, checked to be item-parallel and to hold the range (`key`:
+    the flag or YAML key the range came from)."""
     data = resolve_data_dir(data_dir)
     out = {lang: load_test_records(task, lang, data) for lang in langs}
     counts = {lang: len(records) for lang, records in out.items()}
     if len(set(counts.values())) != 1:
         raise PolyalignError(f"{task.name} test files differ in length {counts}; they must be item-parallel")
-    items.check_within(min(counts.values()), f"each {task.name} test file")
+    items.check_within(min(counts.values()), f"each {task.name} test file", key)
     return out
 
 
@@ -307,7 +309,7 @@ def _target_population(
     if items is None:
         targets, _ = _targets(task, target, data_dir, target_file)
         return targets, list(range(len(targets))), None
-    records = _test_item_records(task, [target, *sources], data_dir, items)
+    records = held_out_records(task, [target, *sources], data_dir, items)
     return records[target], list(items.indices()), records
 
 
@@ -340,31 +342,21 @@ def _pair_rows(
     return rows
 
 
-def write_pairs(records: list[dict], out: str | Path, fmt: str = "jsonl") -> list[Path]:
-    """Write the pairs as JSONL (atomically); `llamafactory` also writes an alpaca JSON list
-    and registers it in dataset_info.json next to it (merged, so other datasets stay)."""
+def write_pairs(
+    records: list[dict], out: str | Path, fmt: str = "jsonl", model: str | None = None, train_config=None
+) -> list[Path]:
+    """Write the pairs as JSONL (atomically); `llamafactory` also writes an alpaca JSON list that
+    carries MODEL's special tokens, registers it in dataset_info.json next to it (merged, so other
+    datasets stay) and writes the LLaMA-Factory settings (polyalign.alignment.llamafactory)."""
     if fmt not in FORMATS:
         raise PolyalignError(f"unknown format '{fmt}' (choose from {', '.join(FORMATS)})")
+    if fmt == "llamafactory" and not model:
+        raise PolyalignError("--format llamafactory needs --model: the export carries that tokenizer's BOS/EOS")
     out = Path(out)
     write_jsonl(out, records)
-    written = [out]
-    if fmt == "llamafactory":
-        name = out.name[: -len(out.suffix)] if out.suffix else out.name
-        alpaca = out.with_name(f"{name}.alpaca.json")
-        atomic_write_json(
-            alpaca, [{"instruction": r["prompt"], "input": "", "output": r["completion"]} for r in records]
-        )
-        info_path = out.parent / "dataset_info.json"
-        info = {}
-        if info_path.exists():
-            try:
-                info = json.loads(info_path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError:
-                raise PolyalignError(f"{info_path}: malformed JSON; fix or remove it") from None
-        info[name] = {
-            "file_name": alpaca.name,
-            "columns": {"prompt": "instruction", "query": "input", "response": "output"},
-        }
-        atomic_write_json(info_path, info)
-        written += [alpaca, info_path]
-    return written
+    if fmt != "llamafactory" or model is None:
+        return [out]
+    from polyalign.alignment.llamafactory import write_llamafactory
+    from polyalign.alignment.train_config import load_config
+
+    return [out, *write_llamafactory(records, out, model, train_config or load_config())]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from polyalign.alignment.training_data import TEMPLATES
 from polyalign.core.config import apply_overrides, build, read_mapping
+from polyalign.core.declarations import check_seed
 from polyalign.core.errors import PolyalignError
 
 # Schedulers that transformers builds from the warm-up and step counts alone (others need more keys).
@@ -91,6 +92,7 @@ def check_config(cfg: TrainConfig) -> None:
         if getattr(cfg, name) < 1:
             raise PolyalignError(f"config key '{name}' must be at least 1 (got {getattr(cfg, name)})")
     _check_schedule(cfg)
+    check_seed(cfg.seed, "seed")
     if not 0 <= cfg.val_size < 1:
         raise PolyalignError(f"val_size must be in [0, 1) (got {cfg.val_size})")
     if not 0 < cfg.learning_rate < math.inf or not 0 <= cfg.warmup_ratio < 1 or not 0 <= cfg.lora_dropout < 1:

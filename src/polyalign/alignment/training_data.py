@@ -20,8 +20,11 @@ def tokenize_pairs(tokenizer, rows: list[dict], cutoff_len: int, template: str =
     template none: the prompt with the tokenizer's own BOS, then the completion and EOS.
     template chat: the tokenizer's chat template, user = prompt and assistant = completion (its
     end-of-turn marker is part of the completion); a tokenizer without one falls back to none.
-    Over-long pairs are cut proportionally on both sides (as LLaMA-Factory does) so
-    that neither the question nor its translation disappears entirely.
+    Over-long pairs are cut proportionally on both sides, so that neither the question nor its
+    translation disappears entirely: the rule of LLaMA-Factory v0.5.3, the paper's pinned version
+    (`infer_max_len`, which rounds the completion's share down where this rounds the prompt's).
+    LLaMA-Factory 0.9 (`infer_seqlen`) cuts the prompt alone while the completion fits in half the
+    cutoff; the tools differ only on pairs longer than cutoff_len (the export counts them).
     """
     if template not in TEMPLATES:
         raise PolyalignError(f"template must be one of {', '.join(TEMPLATES)} (got '{template}')")
@@ -41,19 +44,25 @@ def tokenize_pairs(tokenizer, rows: list[dict], cutoff_len: int, template: str =
     return out
 
 
+def chat_texts(tokenizer, row: dict, i: int = 0) -> tuple[str, str]:
+    """The templated user turn (up to the assistant's cue) and the assistant's turn, as text; their
+    tokens without added special tokens are what template chat trains on (the LLaMA-Factory export
+    writes these texts)."""
+    user = [{"role": "user", "content": row["prompt"]}]
+    head = tokenizer.apply_chat_template(user, add_generation_prompt=True, tokenize=False)
+    full = tokenizer.apply_chat_template(user + [{"role": "assistant", "content": row["completion"]}], tokenize=False)
+    if not full.startswith(head) or len(full) == len(head):
+        raise PolyalignError(f"pair {i}: the chat template does not put the completion after the prompt")
+    return head, full[len(head) :]
+
+
 def _chat_pieces(tokenizer, rows: list[dict]) -> tuple[list[list[int]], list[list[int]]]:
     """Token ids of the templated user turn (up to the assistant's cue) and of the assistant's turn."""
     prompts, completions = [], []
     for i, row in enumerate(rows):
-        user = [{"role": "user", "content": row["prompt"]}]
-        head = tokenizer.apply_chat_template(user, add_generation_prompt=True, tokenize=False)
-        full = tokenizer.apply_chat_template(
-            user + [{"role": "assistant", "content": row["completion"]}], tokenize=False
-        )
-        if not full.startswith(head) or len(full) == len(head):
-            raise PolyalignError(f"pair {i}: the chat template does not put the completion after the prompt")
+        head, tail = chat_texts(tokenizer, row, i)
         prompts.append(tokenizer(head, add_special_tokens=False)["input_ids"])
-        completions.append(tokenizer(full[len(head) :], add_special_tokens=False)["input_ids"])
+        completions.append(tokenizer(tail, add_special_tokens=False)["input_ids"])
     return prompts, completions
 
 

@@ -146,12 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     from polyalign.cli import data as data_cli
     from polyalign.cli import run as run_cli
     from polyalign.cli import train as train_cli
-    from polyalign.study import claims_report, experiment_files, report
+    from polyalign.study import claims_report, experiment_files, paper_side_report, report
 
     data_cli.add_cli(sub)
     train_cli.add_cli(sub)
     add_analysis_cli(sub)
-    for module in (run_cli, experiment_files, report, claims_report):
+    for module in (run_cli, experiment_files, report, claims_report, paper_side_report):
         module.add_cli(sub)
     return parser
 

@@ -25,6 +25,17 @@ def _pairs_arg(values: list[str] | None, flag: str) -> dict[str, str]:
     return out
 
 
+def export_config(args: argparse.Namespace):
+    """The training config the LLaMA-Factory settings carry (checked before any pair is built)."""
+    if args.format != "llamafactory":
+        return None
+    if not args.model:
+        raise PolyalignError("--format llamafactory needs --model: the export carries that tokenizer's BOS/EOS")
+    from polyalign.alignment.train_config import load_config
+
+    return load_config(args.train_config)
+
+
 def cmd_data_build(args: argparse.Namespace) -> int:
     """`polyalign data build`: sample, render and write one alignment mixture."""
     from polyalign.engine.models import cache_dir
@@ -32,6 +43,7 @@ def cmd_data_build(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise PolyalignError(f"{out} exists; pass --overwrite to replace it")
+    train_config = export_config(args)
     task = load_task(args.task)
     translate = None
     if args.translator:
@@ -59,7 +71,7 @@ def cmd_data_build(args: argparse.Namespace) -> int:
         translate,
         parse_items(args.items),
     )
-    for path in write_pairs(pairs, out, args.format):
+    for path in write_pairs(pairs, out, args.format, args.model, train_config):
         print(f"wrote {path}")
     if pairs and args.items is None and pairs[0].get("items"):
         print(
@@ -91,7 +103,16 @@ def add_cli(subparsers) -> None:
         "--format",
         choices=FORMATS,
         default="jsonl",
-        help="llamafactory also writes NAME.alpaca.json and dataset_info.json",
+        help="llamafactory also writes NAME.alpaca.json, dataset_info.json and NAME.llamafactory.yaml",
+    )
+    p.add_argument(
+        "--model",
+        help="llamafactory: the model to train (alias, folder or hub id); its tokenizer's BOS/EOS go in the text",
+    )
+    p.add_argument(
+        "--train-config",
+        help="llamafactory: a `polyalign train` config YAML whose values the LLaMA-Factory settings take "
+        "(default: polyalign's defaults, the paper's recipe)",
     )
     p.add_argument("--data-dir", help="benchmark folder (default: $POLYALIGN_DATA or ../shared/...)")
     p.add_argument("--prompts", help="prompt pack JSON (default: polyalign's own pack)")

@@ -21,10 +21,23 @@ MIN_ITEMS = 3  # items per language the lens and PCA need (an interval, a PCA)
 
 
 def check_choice(value: str, choices: tuple[str, ...], what: str) -> str:
-    """`value` if it is one of `choices`, else one line naming them."""
+    """`value` if it is one of `choices`, else one line naming them. `what` may be 'WHERE: KEY'
+    (claim 1, part 'gain': measure): the message then reads as an invalid value of that key,
+    not as if the claim or the setting were unknown."""
     if value not in choices:
-        raise PolyalignError(f"unknown {what} '{value}' (choose from {', '.join(choices)})")
+        where, _, key = what.rpartition(": ")
+        head = f"{where}: invalid {key}" if where else f"unknown {key}"
+        raise PolyalignError(f"{head} '{value}' (choose from {', '.join(choices)})")
     return value
+
+
+SEED_MAX = 2**32 - 1  # numpy's and the Trainer's seeds: a larger one fails only once training starts
+
+
+def check_seed(seed: int, what: str) -> None:
+    """A seed every random generator the run seeds accepts, refused at load (not after steps ran)."""
+    if not 0 <= seed <= SEED_MAX:
+        raise PolyalignError(f"{what} {seed}: a seed must be a whole number in 0..{SEED_MAX} (2**32 - 1)")
 
 
 def check_analysis_limit(limit: int | None, what: str, flag: str = "--limit") -> None:

@@ -41,11 +41,12 @@ class ItemRange:
         start, stop = max(self.start, other.start), min(self.stop, other.stop)
         return ItemRange(start, stop) if start < stop else None
 
-    def check_within(self, count: int, where: str) -> None:
-        """Refuse a range that runs past the `count` items a test file holds."""
+    def check_within(self, count: int, where: str, key: str = "--items") -> None:
+        """Refuse a range that runs past the `count` items a test file holds; `key` names the flag
+        or YAML key the range came from."""
         if self.stop > count:
             raise PolyalignError(
-                f"--items {self} is out of range: {where} holds {count} items (ranges must lie within 0:{count})"
+                f"{key} {self} is out of range: {where} holds {count} items (ranges must lie within 0:{count})"
             )
 
 

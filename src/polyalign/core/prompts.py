@@ -95,6 +95,7 @@ class PromptPack:
         entry = self.entry(task, lang)
         verbatim = entry.get("fewshot_by_mode", {}).get(key) if isinstance(entry.get("fewshot_by_mode"), dict) else None
         if isinstance(verbatim, str):
+            self.check_verbatim_shots(task)
             return verbatim
         demos = entry.get("demos")
         if task.shots == 0 and not demos:
@@ -113,6 +114,19 @@ class PromptPack:
                 raise PolyalignError(f"{self.source}: {task.name}/{lang} demo {i} has unknown label {label!r}")
             rendered.append(self.query(task, lang, demo.get("fields", {}), where=f"demo {i}") + words[label] + '"')
         return "\n".join(rendered)
+
+    def check_verbatim_shots(self, task: TaskSpec) -> None:
+        """A verbatim few-shot block holds the demonstrations the pack's `_meta.shots` declares (the
+        paper's pack: emotion 2, snli 6, paws 4); a task asking for another count is refused, not
+        silently given the pack's block."""
+        meta = self.data.get("_meta")
+        shots = meta.get("shots") if isinstance(meta, dict) else None
+        declared = shots.get(task.name) if isinstance(shots, dict) else None
+        if isinstance(declared, int) and declared != task.shots:
+            raise PolyalignError(
+                f"{self.source}: {task.name}'s few-shot block is verbatim, {declared}-shot; the task declares "
+                f"shots: {task.shots}, which this pack cannot honour (use shots: {declared}, or a pack with demos)"
+            )
 
     def query(self, task: TaskSpec, lang: str, record: dict, where: str = "record") -> str:
         """One item without the few-shot block, ending at the answer cue (the question side)."""

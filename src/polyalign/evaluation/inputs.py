@@ -26,14 +26,16 @@ def check_inputs(
     adapter: str | None = None,
     allow_overlap: bool = False,
     model: str | None = None,
+    items_key: str = "--items",
 ) -> tuple[TaskSpec, PromptPack, list[str]]:
     """(task, pack, language codes), once every chosen item renders and neither the adapter nor the
-    model (a merged one records what its adapter was trained on) was trained on it."""
+    model (a merged one records what its adapter was trained on) was trained on it. `items_key`:
+    the flag or YAML key `items` came from, as messages name it."""
     check_mode(mode)
     spec = load_task(task)
     pack = PromptPack.load(prompts)
     codes = parse_languages(langs, pack.languages(spec.name))
-    chosen_items = parse_items(items)
+    chosen_items = parse_items(items, items_key)
     folder = resolve_data_dir(data_dir)
     trained = [(f"adapter {adapter}", read_provenance(adapter))]
     if model and Path(model).is_dir():
@@ -41,7 +43,7 @@ def check_inputs(
     for lang in codes:
         records = load_test_records(spec, lang, folder)
         if chosen_items is not None:
-            chosen_items.check_within(len(records), f"{test_file_path(spec, lang, folder)}")
+            chosen_items.check_within(len(records), f"{test_file_path(spec, lang, folder)}", items_key)
         chosen = evaluated_range(chosen_items, limit, len(records))
         for what, ranges in trained:
             check_overlap(ranges, spec.name, chosen, what, allow_overlap)

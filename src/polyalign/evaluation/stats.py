@@ -92,22 +92,35 @@ def bootstrap_average_samples(
     and its value under each bootstrap resample of the items (drawn jointly for every language:
     item-parallel test sets keep their cross-language correlation); None when nothing is present.
     A resample that draws no item of some language averages the others (NaN if none)."""
+    found = bootstrap_language_means(diff, resamples, seed)
+    if found is None:
+        return None
+    means, per_lang = found
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        boot = np.nanmean(per_lang, axis=1)
+    return float(np.nanmean(means)), boot
+
+
+def bootstrap_language_means(
+    diff: np.ndarray, resamples: int = RESAMPLES, seed: int = SEED
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Each language's mean of `diff[lang, item]` (NaN: item missing), and its value under each
+    bootstrap resample of the items, drawn jointly for every language: (means, boot[resample, lang]);
+    NaN where a language has no item, or a resample drew none of its items."""
     diff = np.atleast_2d(np.asarray(diff, dtype=float))
     present = ~np.isnan(diff)
     if not present.any():
         return None
     values = np.where(present, diff, 0.0)
-    with np.errstate(invalid="ignore"):
-        delta = float(np.nanmean(values.sum(1) / present.sum(1)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = values.sum(1) / present.sum(1)
         n = diff.shape[1]
         picks = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
         rows = picks + n * np.arange(resamples)[:, None]  # how often each item is drawn, per resample
         weights = np.bincount(rows.ravel(), minlength=resamples * n).reshape(resamples, n).astype(float)
-        per_lang = (weights @ values.T) / (weights @ present.T)  # (resamples, langs); NaN: no item drawn
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            boot = np.nanmean(per_lang, axis=1)
-    return delta, boot
+        per_lang = (weights @ values.T) / (weights @ present.T)  # (resamples, langs)
+    return means, per_lang
 
 
 def bootstrap_average_ci(

@@ -13,10 +13,12 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from polyalign.alignment.alignment_data import build_pairs, question_file_records, write_pairs
+from polyalign.alignment.alignment_data import build_pairs, held_out_records, question_file_records, write_pairs
 from polyalign.alignment.training import train
 from polyalign.alignment.translation import records_translator
+from polyalign.core.errors import PolyalignError
 from polyalign.core.files import read_records
+from polyalign.core.item_range import parse_items
 from polyalign.core.prompts import PromptPack
 from polyalign.core.tasks import TaskSpec, load_task, test_file_path
 from polyalign.study.experiment_spec import AlignmentSetting, trainings
@@ -66,7 +68,12 @@ def data_step(ctx: StepContext, s: AlignmentSetting) -> Step:
         "inputs": {role: ctx.store.digest(p) for role, p in sorted(files_in.items())},
     }
 
+    def check() -> None:
+        """What build_pairs would refuse, named by the setting's YAML keys (the dry run calls this too)."""
+        check_data_sources(ctx, s, task)
+
     def run(folder: Path) -> dict:
+        check()
         pack = PromptPack.load(ctx.prompts)
         sources = {lang: str(files_in[f"pair:{lang}"]) for lang in s.pair_files}
         target = str(files_in["target_file"]) if s.target_file else None
@@ -91,7 +98,29 @@ def data_step(ctx: StepContext, s: AlignmentSetting) -> Step:
         config,
         f"{s.name} ({s.task} {','.join(s.sources)}->{s.target}{shuffled})",
         run,
+        check=check,
     )
+
+
+def check_data_sources(ctx: StepContext, s: AlignmentSetting, task: TaskSpec) -> None:
+    """The setting's item range against the test files of every language it takes questions from
+    (as build_pairs reads them) and per_language against that range; without items, that the
+    benchmark ships the target's questions at all."""
+    where = f"alignment '{s.name}'"
+    items = parse_items(s.items, f"{where}: items")
+    if items is not None:
+        held_out_records(task, list(dict.fromkeys([s.target, *s.sources])), ctx.data_dir, items, f"{where}: items")
+        if s.per_language > len(items):
+            raise PolyalignError(
+                f"{where}: per_language {s.per_language} is more than the {len(items)} items of items: {items}"
+            )
+    elif not (s.target_file or s.pair_files or s.translator):
+        shipped = task.train_file if s.target == task.pivot else _has_question(ctx, task, s.target)
+        if not shipped:
+            raise PolyalignError(
+                f"{where}: the benchmark ships no {task.name} training questions in '{s.target}': "
+                f"take held-out test items with items: START:STOP (e.g. 250:500), or give target_file"
+            )
 
 
 def _has_question(ctx: StepContext, task: TaskSpec, lang: str) -> bool:

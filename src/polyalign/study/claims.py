@@ -240,6 +240,8 @@ def part_verdict(r: PartResult, p_corrected: float, alpha: float) -> str:
     assert r.effect is not None
     delta, lo, hi = r.effect
     part = r.part
+    if not informative(r):
+        return "inconclusive"  # every item tied: the CI is a point, whatever the test says
     if part.test == "equivalence":
         margin = part.margin or 0.0
         if lo > margin or hi < -margin:
@@ -250,6 +252,11 @@ def part_verdict(r: PartResult, p_corrected: float, alpha: float) -> str:
     if p_corrected < alpha and delta > 0 and delta >= part.min_effect:
         return "supported"
     return "inconclusive"
+
+
+def informative(r: PartResult) -> bool:
+    """Some item differs between the arms (PCA's r is not per item: always informative)."""
+    return r.part.measure == "pca" or r.better + r.worse > 0
 
 
 def combine(result: ClaimResult, alpha: float) -> None:
@@ -264,7 +271,11 @@ def combine(result: ClaimResult, alpha: float) -> None:
         result.verdict, result.reason = "supported", "every part holds at the corrected level"
     else:
         result.verdict = "inconclusive"
-        result.reason = "part(s) " + ", ".join(r.part.name for r in result.parts if r.verdict != "supported")
+        result.reason = "part(s) " + ", ".join(
+            r.part.name + ("" if informative(r) else " (no item differs between the arms)")
+            for r in result.parts
+            if r.verdict != "supported"
+        )
 
 
 def evaluate_claims(run: RunData, spec: ClaimsSpec, cal: RunData | None = None) -> list[ClaimResult]:

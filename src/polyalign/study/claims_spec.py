@@ -10,6 +10,7 @@ model or the benchmark. polyalign.study.claims applies the rules to a finished r
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,16 +122,15 @@ def check_part(exp: Experiment, part: ClaimPart, where: str) -> None:
     """The rule of one part: measure, test and thresholds, languages, arms, preconditions."""
     check_choice(part.measure, MEASURES, f"{where}: measure")
     check_choice(part.test, TESTS, f"{where}: test")
-    if part.test == "equivalence" and not (part.margin and part.margin > 0):
-        raise PolyalignError(f"{where}: an equivalence test needs a margin > 0")
-    if part.test != "equivalence" and part.margin is not None:
-        raise PolyalignError(f"{where}: margin is for test: equivalence (use min_effect)")
-    if part.min_effect < 0:
-        raise PolyalignError(f"{where}: min_effect must be >= 0 (swap treatment and reference)")
+    check_thresholds(part, where)
+    if same_arm(part, part.treatment, part.reference):
+        raise PolyalignError(f"{where}: treatment and reference are the same arm; a comparison needs two")
     if part.measure == "pca" and part.test != "bootstrap":
         raise PolyalignError(f"{where}: a pca part tests Pearson r by bootstrap over items (test: bootstrap)")
     if len(part.depth) != 2 or not 0 <= part.depth[0] < part.depth[1] <= 1:
         raise PolyalignError(f"{where}: depth must be [lo, hi] with 0 <= lo < hi <= 1 (got {part.depth})")
+    if part.measure == "lens" and not part.quantity:  # a sum of nothing ties every item
+        raise PolyalignError(f"{where}: a lens part names at least one quantity")
     for name in part.quantity:
         check_choice(name.removeprefix("-"), LENS_QUANTITIES, f"{where}: lens quantity")
     if part.measure in ("lens", "pca"):
@@ -142,6 +142,42 @@ def check_part(exp: Experiment, part: ClaimPart, where: str) -> None:
         if not (cond.above == "chance" or (isinstance(cond.above, float) and 0 < cond.above < 1)):
             raise PolyalignError(f"{where}: precondition above {cond.above!r} is not 'chance' or a number in (0, 1)")
         check_choice(cond.measure, PRECONDITION_MEASURES, f"{where}: precondition measure")
+
+
+def effect_bound(part: ClaimPart) -> float:
+    """The largest difference the part's measure can show: accuracies are fractions (1 = 100
+    points), a lens value sums len(quantity) probabilities, Pearson r lies in [-1, 1]."""
+    return {"pca": 2.0, "lens": float(len(part.quantity))}.get(part.measure, 1.0)
+
+
+def check_thresholds(part: ClaimPart, where: str) -> None:
+    """min_effect and margin are finite numbers the measure can reach: a margin of .inf makes any
+    equivalence hold, a min_effect of 5.0 (500 points) or .nan no gain ever can."""
+    bound, unit = effect_bound(part), "a fraction: 0.02 = 2 points" if part.measure in PRECONDITION_MEASURES else ""
+    unit = unit or ("a difference of Pearson r" if part.measure == "pca" else "a difference of summed probabilities")
+    if part.test == "equivalence":
+        if part.margin is None:
+            raise PolyalignError(f"{where}: an equivalence test needs a margin > 0")
+        if not (math.isfinite(part.margin) and 0 < part.margin <= bound):
+            raise PolyalignError(f"{where}: margin {part.margin} must be a number in (0, {bound:g}] ({unit})")
+        if part.min_effect:
+            raise PolyalignError(f"{where}: min_effect is for a claimed gain (an equivalence test reads margin)")
+    elif part.margin is not None:
+        raise PolyalignError(f"{where}: margin is for test: equivalence (use min_effect)")
+    if not math.isfinite(part.min_effect) or part.min_effect > bound:
+        raise PolyalignError(f"{where}: min_effect {part.min_effect} must be a number in [0, {bound:g}] ({unit})")
+    if part.min_effect < 0:
+        raise PolyalignError(f"{where}: min_effect must be >= 0 (swap treatment and reference)")
+
+
+def same_arm(part: ClaimPart, a: Arm, b: Arm) -> bool:
+    """Both arms resolve to one model, setting, task and mode (the part's defaults filled)."""
+
+    def resolved(arm: Arm) -> tuple:
+        task = arm.task or part.task
+        return (arm.setting, arm.model or part.model, load_task(task).name if task else None, arm.mode or part.mode)
+
+    return resolved(a) == resolved(b)
 
 
 def check_languages(exp: Experiment, part: ClaimPart, where: str) -> None:

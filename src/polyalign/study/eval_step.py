@@ -12,6 +12,7 @@ from pathlib import Path
 from polyalign.evaluation.results import read_samples
 from polyalign.study.step_context import StepContext
 from polyalign.study.steps import Step, step_key
+from polyalign.study.store_check import unreadable_rows
 
 
 def eval_step(ctx: StepContext, model, mid, setting, adapter, adapter_key, task, mode) -> Step:
@@ -54,7 +55,7 @@ def eval_step(ctx: StepContext, model, mid, setting, adapter, adapter_key, task,
         return eval_outputs(results)
 
     def after(folder: Path, outputs: dict) -> None:
-        if ctx.store.count_samples(key, labels) != outputs["n"]:
+        if ctx.store.count_samples(key, labels) != outputs["n"] or unreadable_rows(ctx.store, key):
             rows = [
                 {"lang": lang, "idx": r["index"], "gold": r["gold"], "pred": r["pred"], "scores": r["scores"]}
                 for lang in outputs["langs"]
@@ -64,7 +65,9 @@ def eval_step(ctx: StepContext, model, mid, setting, adapter, adapter_key, task,
 
     label = f"{model} {setting} {labels['task']}/{mode}"
     reads = (adapter_key,) if adapter_key else ()
-    return Step("eval", key, {**config, "labels": labels}, label, run, ((model, adapter),), after, reads, model)
+    return Step(
+        "eval", key, {**config, "labels": labels}, label, run, ((model, adapter),), after, depends_on=reads, model=model
+    )
 
 
 def eval_outputs(results: dict) -> dict:

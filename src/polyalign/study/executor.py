@@ -14,30 +14,57 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from polyalign.core.files import atomic_write_json
+from polyalign.core.files import atomic_write_json, file_sha256
 from polyalign.study.step_lock import StepLock
-from polyalign.study.steps import Step, read_marker, step_folder
+from polyalign.study.steps import (
+    MARKER,
+    Digest,
+    Step,
+    check_restored,
+    damaged_files,
+    discard_damaged,
+    output_digests,
+    read_marker,
+    step_folder,
+)
 from polyalign.study.store import Store
 
 BUSY, DONE, RAN = "busy", "done", "ran"
 
 
-def is_done(folder: Path, step: Step) -> dict | None:
-    """The step's done.json when it holds the step's key (the step is finished), else None."""
-    held = read_marker(folder / "done.json")
-    return held if held.get("key") == step.key else None
+def is_done(folder: Path, step: Step, digest: Digest = file_sha256) -> dict | None:
+    """The step's done.json when it holds the step's key and its files still match their recorded
+    digests (the step is finished), else None (an unreadable marker: not done)."""
+    held = read_marker(folder / MARKER, strict=False)
+    if held.get("key") != step.key or damaged_files(folder, held, digest):
+        return None
+    return held
 
 
-def run_step(step: Step, folder: Path, machine: str) -> dict:
-    """Run `step` in `folder` (the caller holds its lock) and write its marker last; its outputs."""
+def discard_damaged_outputs(step: Step, folder: Path, digest: Digest, log: Callable[[str], None]) -> list[str]:
+    """Files of an earlier finish cut or edited since: removed with the marker, so the step runs again
+    and its own resume redoes them; their names ([] when none)."""
+    held = read_marker(folder / MARKER, strict=False)
+    damaged = damaged_files(folder, held, digest) if held.get("key") == step.key else []
+    if damaged:
+        log(f"its files differ from its done.json ({', '.join(damaged)}): running it again")
+        discard_damaged(folder, damaged)
+    return damaged
+
+
+def run_step(step: Step, folder: Path, machine: str, digest: Digest = file_sha256, damaged=()) -> dict:
+    """Run `step` in `folder` (the caller holds its lock) and write its marker last; its outputs.
+    `damaged`: files discard_damaged_outputs removed, which the run must have restored."""
     folder.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     outputs = step.run(folder)
+    check_restored(folder, list(damaged))
     seconds = round(time.monotonic() - started, 1)  # the step's own wall time: a run's cost sums these
     done = {"kind": step.kind, "key": step.key, "config": step.config, "outputs": outputs, "seconds": seconds}
     done["machine"] = machine
     done["ran_by"] = {"host": socket.gethostname(), "pid": os.getpid()}
-    atomic_write_json(folder / "done.json", done)
+    done["files"] = output_digests(folder, digest)  # checked before the step is skipped
+    atomic_write_json(folder / MARKER, done)
     return outputs
 
 
@@ -80,7 +107,7 @@ class LocalExecutor:
         self.executed: list[Step] = []
         self.skipped: list[Step] = []
         self.told_busy: set[str] = set()
-        self.pending = [is_done(step_folder(root, s), s) is None for s in steps]
+        self.pending = [read_marker(step_folder(root, s) / MARKER, strict=False).get("key") != s.key for s in steps]
 
     def where(self, n: int) -> str:
         step = self.steps[n]
@@ -94,7 +121,7 @@ class LocalExecutor:
         step, folder = self.steps[n], step_folder(self.root, self.steps[n])
         if not self.ready(n):
             return BUSY
-        held = is_done(folder, step)
+        held = is_done(folder, step, self.store.digest)
         if held:
             self.log(f"{self.where(n)}: done earlier, skipped")
         else:
@@ -104,7 +131,7 @@ class LocalExecutor:
                         self.told_busy.add(step.key)
                         self.log(f"{self.where(n)}: another process is running it; doing other steps meanwhile")
                     return BUSY
-                held = is_done(folder, step)  # finished by the process that held the lock
+                held = is_done(folder, step, self.store.digest)  # finished by the process that held the lock
                 if held:
                     self.log(f"{self.where(n)}: done by another process, skipped")
                 else:
@@ -117,12 +144,15 @@ class LocalExecutor:
 
     def _run(self, n: int, folder: Path) -> dict:
         step = self.steps[n]
+        damaged = discard_damaged_outputs(
+            step, folder, self.store.digest, lambda line: self.log(f"{self.where(n)}: {line}")
+        )
         self.log(f"{self.where(n)}: running in {folder}{self.clock.start(n, self.pending) if self.clock else ''}")
         if self.before:
             self.before(step)
         self.store.record_step(step.kind, step.key, step.config, "running")
         started = time.monotonic()
-        outputs = run_step(step, folder, self.machine)
+        outputs = run_step(step, folder, self.machine, self.store.digest, damaged)
         self.log(f"{self.where(n)}: finished in {time.monotonic() - started:.1f} s")
         if self.clock:
             self.clock.finish(step)

@@ -23,8 +23,10 @@ from pathlib import Path
 
 from polyalign.core.model_names import check_model_name
 from polyalign.core.paths import check_output_path
+from polyalign.study.alignment_steps import data_step
+from polyalign.study.claims_history import record_claims_change
 from polyalign.study.executor import execute_steps
-from polyalign.study.experiment_spec import Experiment, LensSpec, PcaSpec, eval_modes, load_experiment
+from polyalign.study.experiment_spec import Experiment, eval_modes, load_experiment
 from polyalign.study.plan import plan
 from polyalign.study.step_clock import StepClock
 from polyalign.study.step_context import StepContext
@@ -42,13 +44,15 @@ def validate_experiment(path: str | Path, overrides=(), data: bool = False) -> t
     notes: list[str] = []
     if data:
         ctx = StepContext(exp, None, Path(path).resolve().parent)
-        checks = [(t, exp.languages, m, exp.items) for t in exp.tasks for m in eval_modes(exp, t)]
-        analyses: list[LensSpec | PcaSpec] = [*exp.analyses.lens, *exp.analyses.pca]
-        for spec in analyses:
-            checks.append((spec.task, spec.langs, spec.mode, spec.items or exp.items))
-        for task, langs, mode, items in checks:
-            ctx.eval_inputs(task, langs, mode, items)
+        checks = [(t, exp.languages, m, exp.items, "items") for t in exp.tasks for m in eval_modes(exp, t)]
+        for kind, specs in (("lens", exp.analyses.lens), ("pca", exp.analyses.pca)):
+            for spec in specs:
+                key = f"analyses.{kind}.items" if spec.items else "items"
+                checks.append((spec.task, spec.langs, spec.mode, spec.items or exp.items, key))
+        for task, langs, mode, items, key in checks:
+            ctx.eval_inputs(task, langs, mode, items, key)
         for s in exp.alignment:
+            data_step(ctx, s).check()  # the data step's own refusals (its item range against the test files)
             named = [*s.pair_files.values(), *([s.target_file] if s.target_file else [])]
             notes += [f"alignment '{s.name}': supply {ctx.resolve(f)}" for f in named if not ctx.resolve(f).exists()]
     return exp, notes
@@ -74,6 +78,8 @@ class Runner(StepContext):
     def execute(self, steps: list[Step], log: Callable[[str], None] = print, executor=None) -> None:
         """`executor` (runner, steps, log) -> (executed, skipped): default this process
         (polyalign.study.executor); polyalign.study.ray_executor.RayExecutor spreads steps over Ray."""
+        for change in record_claims_change(self.store, asdict(self.exp)):  # the rules are part of the run
+            log(f"note: the claims block changed after the run held results (CLAIMS.md will say so): {change}")
         self.store.set_meta("experiment", asdict(self.exp))
         self.store.set_meta(
             "plan",

@@ -21,6 +21,7 @@ from polyalign.core.declarations import (
     check_analysis_limit,
     check_choice,
     check_layer_names,
+    check_seed,
 )
 from polyalign.core.errors import PolyalignError
 from polyalign.core.item_range import check_overlap, evaluated_range, parse_items, read_provenance
@@ -176,7 +177,7 @@ def check_experiment(exp: Experiment) -> None:
         check_choice(exp.dtype, DTYPE_CHOICES, "dtype")
     if (exp.limit is not None and exp.limit < 1) or exp.batch_size < 1:
         raise PolyalignError("limit and batch_size must be at least 1")
-    if len(set(exp.tasks)) != len(exp.tasks):
+    if len(set(exp.tasks)) != len(exp.tasks):  # [] is allowed: an experiment of analyses only (figure1_lens)
         raise PolyalignError("tasks: list each once")
     parse_languages(exp.languages)
     tasks = [load_task(t).name for t in exp.tasks]
@@ -194,6 +195,8 @@ def check_experiment(exp: Experiment) -> None:
             raise PolyalignError(f"{where}: pair_files for languages that are not sources")
         if s.models is not None and (not s.models or set(s.models) - set(exp.models)):
             raise PolyalignError(f"{where}: models {s.models} must be among the experiment's models {exp.models}")
+        if s.tasks is not None and not s.tasks:  # like models: [] and modes: [], never "all tasks"
+            raise PolyalignError(f"{where}: tasks: list at least one task (omit the key for all of the experiment's)")
         if any(load_task(t).name not in tasks for t in s.tasks or []):
             raise PolyalignError(f"{where}: tasks {s.tasks} must be among the experiment's tasks {exp.tasks}")
         train_config(s, exp.trust_remote_code)
@@ -228,6 +231,8 @@ def check_seeds_and_controls(exp: Experiment) -> None:
         where = f"alignment '{s.name}'"
         if s.seeds is not None and (not s.seeds or len(set(s.seeds)) != len(s.seeds) or min(s.seeds) < 0):
             raise PolyalignError(f"{where}: seeds must list distinct whole numbers >= 0 (got {s.seeds})")
+        for seed in s.seeds or []:
+            check_seed(seed, f"{where}: seeds:")
         check_choice(s.pairing, PAIRINGS, f"{where}: pairing")
         if s.pairing == "parallel":
             if s.control_of is not None:

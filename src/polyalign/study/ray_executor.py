@@ -24,13 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from polyalign.core.errors import PolyalignError
-from polyalign.study.executor import finish_step, is_done, run_step
+from polyalign.study.executor import discard_damaged_outputs, finish_step, is_done, run_step
 from polyalign.study.step_lock import StepLock
 from polyalign.study.step_resources import step_resources
-from polyalign.study.steps import Step
+from polyalign.study.steps import ATTEMPTS, Step
 
 MAX_RETRIES = 2  # runs of a step after its worker died (a Python error is not retried)
-ATTEMPTS = ".polyalign-attempts"  # in the step folder: one line per start of its task
 
 
 @dataclass(frozen=True)
@@ -77,8 +76,14 @@ def run_task(source: PlanSource, key: str, cpus: float, *inputs) -> dict:
     started = time.monotonic()
     with StepLock(folder) as lock:
         lock.acquire(wait=True)  # a local run (or another driver) may be running it
-        held = is_done(folder, step)
-        outputs = held["outputs"] if held else run_step(step, folder, machine_description())
+        held = is_done(folder, step, ctx.store.digest)
+        if held:
+            outputs = held["outputs"]
+        else:
+            damaged = discard_damaged_outputs(
+                step, folder, ctx.store.digest, lambda line: print(f"{step.label}: {line}")
+            )
+            outputs = run_step(step, folder, machine_description(), ctx.store.digest, damaged)
     ctx.models.release()
     where = f"{socket.gethostname()} (pid {os.getpid()}, GPUs {','.join(gpus) or 'none'}, {int(cpus)} threads)"
     return {
@@ -152,7 +157,7 @@ class _Driver:
         waiting = {}
         for n, step in enumerate(self.steps):
             folder = self.runner.folder(step)
-            held = is_done(folder, step)
+            held = is_done(folder, step, self.runner.store.digest)
             if held:
                 finish_step(self.runner.store, step, folder, held["outputs"])
                 self.skipped.append(step)

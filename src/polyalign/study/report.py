@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from polyalign.study.report_formats import ReportFigure, render_csv, render_html
 from polyalign.study.report_seeds import seed_tables, setting_note
 from polyalign.study.report_tables import _cname, build_tables, short
 from polyalign.study.run_data import RunData, Table, load_run
+from polyalign.study.step_integrity import step_disagreements
 
 __all__ = [
     "Table",
@@ -168,6 +170,9 @@ def write_report(run_dir: str | Path, fmt: str = "md", out: str | Path | None = 
             (out.parent / files_dir).mkdir(parents=True, exist_ok=True)
             (out.parent / files_dir / f"{f.name}.png").write_bytes(f.png)
     title, lines = _header(run)
+    warnings = step_disagreements(run)  # a step folder damaged since, a store missing rows
+    lines += [f"**Warning:** {w}" for w in warnings]
+    print("\n".join(f"warning: {w}" for w in warnings), file=sys.stderr, end="\n" if warnings else "")
     text = {
         "md": lambda: render_md(title, lines, tables, figures, files_dir),
         "html": lambda: render_html(title, lines, tables, figures),

@@ -3,7 +3,6 @@ render-agnostic Table the report's builders fill."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,11 +129,14 @@ class RunData:
 def load_run(run_dir: str | Path) -> RunData:
     """Everything the report needs, from RUN_DIR/results.sqlite alone (plus analysis folders)."""
     from polyalign.study.store import Store
+    from polyalign.study.store_check import check_not_empty, check_not_wiped, sample_scores
 
     run_dir = Path(run_dir)
+    check_not_empty(run_dir)  # a 0-byte store is wiped, not "no results yet"
     with Store(run_dir, create=False) as store:
         experiment, plan = store.get_meta("experiment", {}), store.get_meta("plan", [])
         rows = list(store.samples())
+    check_not_wiped(run_dir, experiment, plan, len(rows))
     order = {name: i for i, name in enumerate(["base"] + [s["name"] for s in experiment.get("alignment", [])])}
     models = {m: i for i, m in enumerate(experiment.get("models", []))}
     tasks = {t: i for i, t in enumerate(experiment.get("tasks", []))}
@@ -159,7 +161,7 @@ def load_run(run_dir: str | Path) -> RunData:
         hit = r["pred"] is not None and r["pred"] == r["gold"]  # a tie (pred None) counts as wrong
         correct.setdefault(key, {}).setdefault(r["lang"], {})[r["idx"]] = hit
         labels.setdefault(key, {}).setdefault(r["lang"], {})[r["idx"]] = (r["gold"], r["pred"])
-        item_scores = json.loads(r["scores_json"]) if r.get("scores_json") else None
+        item_scores = sample_scores(r, run_dir)  # a bad row: one line naming it, never a traceback
         scores.setdefault(key, {}).setdefault(r["lang"], {})[r["idx"]] = item_scores
         if key[2:] not in class_order and item_scores:
             class_order[key[2:]] = list(item_scores)

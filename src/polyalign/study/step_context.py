@@ -71,11 +71,17 @@ class StepContext:
             "pack": self.store.digest(self.prompts or default_pack_path()),
         }
 
-    def eval_inputs(self, task: str, langs: list[str], mode: str, items: str | None = None) -> tuple[list[str], dict]:
-        """Resolved language codes (checked against data, item range and pack) and the test files' hashes."""
+    def eval_inputs(
+        self, task: str, langs: list[str], mode: str, items: str | None = None, items_key: str = "items"
+    ) -> tuple[list[str], dict]:
+        """Resolved language codes (checked against data, item range and pack) and the test files' hashes;
+        `items_key` is the YAML key the range came from."""
         key = (task, tuple(langs), mode, items)
         if key not in self.checked:
-            spec, _, codes = check_inputs(task, langs, mode, items, data_dir=self.data_dir, prompts=self.prompts)
+            found = check_inputs(
+                task, langs, mode, items, data_dir=self.data_dir, prompts=self.prompts, items_key=items_key
+            )
+            spec, codes = found[0], found[2]
             tests = {
                 lang: self.store.digest(test_file_path(spec, lang, self.data_dir)) for lang in [*codes, spec.pivot]
             }

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import IO
 
-LOCK_NAME = ".polyalign-step.lock"  # empty; never removed (removing it would let two processes lock two files)
+from polyalign.study.steps import LOCK_NAME  # empty; never removed (two processes would lock two files)
 
 
 class StepLock:
