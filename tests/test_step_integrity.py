@@ -39,7 +39,7 @@ def test_a_cut_file_reruns_its_step_and_is_restored(tmp_path):
     runs: list = []
     step = writing_step(runs)
     execute(tmp_path, step)
-    folder = step_folder(tmp_path, step)
+    folder = step_folder(tmp_path / "steps", step)
     marker = json.loads((folder / "done.json").read_text())
     assert set(marker["files"]) == {"out/samples.jsonl", "summary.json"}
     assert execute(tmp_path, step)[-1].endswith("done earlier, skipped") and len(runs) == 1
@@ -56,7 +56,7 @@ def test_a_cut_marker_reruns_its_step(tmp_path):
     runs: list = []
     step = writing_step(runs)
     execute(tmp_path, step)
-    marker = step_folder(tmp_path, step) / "done.json"
+    marker = step_folder(tmp_path / "steps", step) / "done.json"
     marker.write_text(marker.read_text()[:40])
     assert "running in" in execute(tmp_path, step)[0] and len(runs) == 2
     assert json.loads(marker.read_text())["key"] == step.key
@@ -66,7 +66,7 @@ def test_markers_written_before_digests_are_trusted_as_before(tmp_path):
     runs: list = []
     step = writing_step(runs)
     execute(tmp_path, step)
-    folder = step_folder(tmp_path, step)
+    folder = step_folder(tmp_path / "steps", step)
     marker = json.loads((folder / "done.json").read_text())
     del marker["files"]
     (folder / "done.json").write_text(json.dumps(marker))
@@ -78,7 +78,7 @@ def test_a_step_that_cannot_restore_its_file_refuses_in_one_line(tmp_path):
     runs: list = []
     execute(tmp_path, writing_step(runs))
     step = writing_step(runs, restore=False)  # its resume believes the file is someone else's job
-    (step_folder(tmp_path, step) / "out" / "samples.jsonl").write_text("cut")
+    (step_folder(tmp_path / "steps", step) / "out" / "samples.jsonl").write_text("cut")
     with pytest.raises(PolyalignError, match="did not restore out/samples.jsonl; remove the folder"):
         execute(tmp_path, step)
 

@@ -23,6 +23,7 @@ from polyalign.alignment.training_data import PadCollator, split_pairs, tokenize
 from polyalign.core.errors import PolyalignError
 from polyalign.core.files import atomic_write_text, file_sha256, read_jsonl_tolerant, read_records, write_jsonl
 from polyalign.core.item_range import parse_items, provenance_record, write_provenance
+from polyalign.engine.process_device import one_device_per_process
 
 
 def read_pairs(path: str | Path) -> list[dict]:
@@ -167,7 +168,7 @@ def train(
     train_rows, val_rows, collator = _setup_data(tokenizer, rows, cfg, model)
     bf16 = _use_bf16(cfg)
     net = _setup_model(model, cfg, bf16)
-    args = _training_args(cfg, out, bf16, has_val=bool(val_rows))
+    args = one_device_per_process(_training_args(cfg, out, bf16, has_val=bool(val_rows)))  # no DataParallel
     trainer = TargetLossTrainer(  # the loss on target tokens only, unembedded in chunks
         model=net,
         args=args,
@@ -223,7 +224,8 @@ def _summary(trainer, cfg: TrainConfig, tokenizer, resumed_from: str | None, n_t
         "kept": "best" if n_val and cfg.keep == "best" else "final",
         "template": "chat" if chat else "none",
         "world_size": world,
-        "effective_batch": cfg.per_device_batch * cfg.grad_accum * world,
+        "devices_per_process": max(trainer.args.n_gpu, 1),
+        "effective_batch": trainer.args.train_batch_size * cfg.grad_accum * world,  # per device x devices x ...
     }
 
 

@@ -20,6 +20,7 @@ FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 def cmd_eval(args: argparse.Namespace) -> int:
     from polyalign.cli.args import placement_args
     from polyalign.engine.models import load_model, pick_device, pick_dtype
+    from polyalign.engine.process_device import process_device
     from polyalign.evaluation.eval_folder import check_run_dir, check_verification, clear_run_dir
     from polyalign.evaluation.evaluate import EvalConfig, check_config, run_eval
     from polyalign.evaluation.verify import threshold_in_effect
@@ -44,12 +45,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     check_config(cfg)  # the leak guard included: a merged model carries its adapter's provenance
     placement = placement_args(args)
     check_run_dir(Path(args.out), cfg.identity(), args.overwrite)  # before the model is loaded
-    dtype = str(pick_dtype(pick_device(args.device), args.dtype)).removeprefix("torch.")
+    device = process_device(args.device)  # under accelerate launch: this rank's GPU, before the model loads
+    dtype = str(pick_dtype(pick_device(device), args.dtype)).removeprefix("torch.")
     if check_verification(
         Path(args.out), threshold_in_effect(args.verify, args.verify_threshold, dtype), args.overwrite
     ):
         clear_run_dir(Path(args.out))  # --overwrite: run again with these settings
-    model, tokenizer = load_model(args.model, args.adapter, args.device, args.dtype, args.trust_remote_code, placement)
+    model, tokenizer = load_model(args.model, args.adapter, device, args.dtype, args.trust_remote_code, placement)
     results = run_eval(cfg, model, tokenizer, Path(args.out), overwrite=args.overwrite)
     if results is not None:
         print(accuracy_table({args.model + (f" + {args.adapter}" if args.adapter else ""): results}))

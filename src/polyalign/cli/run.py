@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
 from polyalign.study.experiment import run_experiment, validate_experiment
 from polyalign.study.experiment_spec import Experiment, eval_modes, trainings
@@ -27,6 +29,15 @@ def plan_lines(exp: Experiment, name: str) -> list[str]:
     return lines
 
 
+def spread_lines(exp: Experiment, path, gpus: float, cpus: float) -> list[str]:
+    """The dry run's schedule: how many steps can run at once on these resources, the critical path."""
+    from polyalign.study.experiment import Runner
+    from polyalign.study.schedule import schedule, schedule_lines
+
+    steps = Runner(exp, None, Path(path).resolve().parent).plan()  # in memory: reads declarations and hashes only
+    return schedule_lines(schedule(steps, exp.resources, cpus, gpus), cpus, gpus)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import json
 
@@ -39,12 +50,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         for note in notes:
             print(f"note: {note}")
         print("\n".join(plan_lines(exp, args.experiment)))
+        print("\n".join(spread_lines(exp, path, args.gpus, args.cpus or os.cpu_count() or 1)))
         if args.devices:
             from polyalign.study.experiment import dry_run_costs
 
             print("\n".join(dry_run_costs(exp, path, args.devices)))
         return 0
-    runner = run_experiment(path, args.out, overrides, devices=args.devices)
+    runner = run_experiment(
+        path,
+        args.out,
+        overrides,
+        devices=args.devices,
+        steps_dir=args.steps_dir,
+        executor=args.executor,
+        address=args.address,
+    )
     print(
         f"ran {len(runner.executed)} steps, skipped {len(runner.skipped)} done earlier; "
         f"results: {runner.run_dir / 'results.sqlite'}; next: polyalign report {runner.run_dir}"
@@ -87,6 +107,20 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
         help="price and check every step against these devices, e.g. 8x80GB, 2x48GB@150TFLOPS or cpu:64GB "
         "(default: this machine's; with --dry-run: print each step's memory, time and fit)",
     )
+    p.add_argument(
+        "--steps-dir",
+        help="folder of step results shared by run folders and configs (default: $POLYALIGN_STEPS, else RUN_DIR/steps);"
+        " a step with the same content key runs once",
+    )
+    p.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default="local",
+        help="local: steps one after another in this process; ray: each step a Ray task (pip install 'polyalign[ray]')",
+    )
+    p.add_argument("--gpus", type=float, default=1, help="--dry-run: plan the schedule for this many GPUs (default 1)")
+    p.add_argument("--cpus", type=float, help="--dry-run: ... and this many CPUs (default: this machine's)")
+    p.add_argument("--address", help="--executor ray: the cluster to join (auto, or HEAD:PORT; default: a local Ray)")
     p.add_argument(
         "overrides",
         nargs="*",

@@ -150,5 +150,6 @@ def train_steps(ctx: StepContext, model: str, mid: dict, s: AlignmentSetting, da
             summary = train(model, ctx.folder(data) / "pairs.jsonl", folder / "train", cfg, resume=True)
             return {"adapter": "train/adapter", "summary": summary}
 
-        steps.append((name, Step("train", step_key("train", config), config, f"{model} + {name}", run)))
+        key, label = step_key("train", config), f"{model} + {name}"
+        steps.append((name, Step("train", key, config, label, run, depends_on=(data.key,), model=model)))
     return steps

@@ -28,7 +28,8 @@ def analysis_step(ctx: StepContext, kind: str, model: str, mid: dict, spec, adap
         meta = _run_analysis(ctx, kind, model, spec, codes, adapters, folder / kind)
         return {"dir": kind, "figures": [str(Path(p).relative_to(folder)) for p in meta["figures"]]}
 
-    return Step(kind, step_key(kind, config), config, f"{model} {spec.task} {','.join(codes)}", run, needs)
+    label = f"{model} {spec.task} {','.join(codes)}"
+    return Step(kind, step_key(kind, config), config, label, run, needs, depends_on=tuple(keys.values()), model=model)
 
 
 def _run_analysis(ctx: StepContext, kind: str, model: str, spec, codes: list[str], adapters: dict, out: Path) -> dict:

@@ -67,7 +67,10 @@ def eval_step(ctx: StepContext, model, mid, setting, adapter, adapter_key, task,
             ctx.store.replace_samples(key, labels, rows)
 
     label = f"{model} {setting} {labels['task']}/{mode}"
-    return Step("eval", key, {**config, "labels": labels}, label, run, ((model, adapter),), after)
+    reads = (adapter_key,) if adapter_key else ()
+    return Step(
+        "eval", key, {**config, "labels": labels}, label, run, ((model, adapter),), after, depends_on=reads, model=model
+    )
 
 
 def eval_outputs(results: dict) -> dict:

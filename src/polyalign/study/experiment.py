@@ -16,6 +16,7 @@ analysis_step), and here the Runner, which plans and executes, and the two entry
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -60,15 +61,23 @@ def validate_experiment(path: str | Path, overrides=(), data: bool = False) -> t
 class Runner(StepContext):
     """Plans an experiment's steps (all keys known before anything runs) and executes them."""
 
-    def __init__(self, exp: Experiment, run_dir: str | Path | None, base_dir: str | Path = "."):
-        super().__init__(exp, run_dir, base_dir)
+    def __init__(
+        self,
+        exp: Experiment,
+        run_dir: str | Path | None,
+        base_dir: str | Path = ".",
+        steps_dir: str | Path | None = None,
+    ):
+        super().__init__(exp, run_dir, base_dir, steps_dir)
         self.executed: list[Step] = []
         self.skipped: list[Step] = []
 
     def plan(self) -> list[Step]:
         return plan(self)
 
-    def execute(self, steps: list[Step], log: Callable[[str], None] = print) -> None:
+    def execute(self, steps: list[Step], log: Callable[[str], None] = print, executor=None) -> None:
+        """`executor` (runner, steps, log) -> (executed, skipped): default this process
+        (polyalign.study.executor); polyalign.study.ray_executor.RayExecutor spreads steps over Ray."""
         for change in record_claims_change(self.store, asdict(self.exp)):  # the rules are part of the run
             log(f"note: the claims block changed after the run held results (CLAIMS.md will say so): {change}")
         self.store.set_meta("experiment", asdict(self.exp))
@@ -80,13 +89,16 @@ class Runner(StepContext):
                     "key": s.key,
                     "label": s.label,
                     "labels": s.config.get("labels"),
-                    "dir": str(self.folder(s).relative_to(self.run_dir)),
+                    "dir": _where(self.folder(s), self.run_dir),
                 }
                 for s in steps
             ],
         )
         self.store.prune_samples((s.key, s.config["labels"]) for s in steps if s.kind == "eval")
         try:
+            if executor is not None:
+                self.executed, self.skipped = executor(self, steps, log)
+                return
             self.executed, self.skipped = execute_steps(
                 self.store,
                 self.run_dir,
@@ -94,6 +106,7 @@ class Runner(StepContext):
                 log,
                 before=lambda step: self.models.release(keep=step.needs),
                 clock=StepClock(steps, flops_of=clock_flops(self)),  # each start line: precision, time left
+                steps_dir=self.steps_dir,
             )
         finally:
             self.models.release()
@@ -128,24 +141,43 @@ def clock_flops(ctx: StepContext):
     return unit_flops(model_names(ctx.exp, ctx.model_id), "cuda" if torch.cuda.is_available() else "cpu")
 
 
+def _where(folder: Path, run_dir: Path) -> str:
+    """A step folder as the plan records it: relative to the run folder when inside it, else absolute
+    (a shared --steps-dir); `run_dir / recorded` finds it either way."""
+    return str(folder.relative_to(run_dir)) if folder.is_relative_to(run_dir) else str(folder.resolve())
+
+
 def run_experiment(
     path: str | Path,
     run_dir: str | Path | None = None,
     overrides=(),
     log: Callable[[str], None] = print,
     devices: str | None = None,
+    steps_dir: str | Path | None = None,
+    executor: str = "local",
+    address: str | None = None,
 ) -> Runner:
-    """Plan and run every step of the experiment at `path` that is not done yet."""
+    """Plan and run every step of the experiment at `path` that is not done yet; step folders in
+    `steps_dir`, else $POLYALIGN_STEPS, else RUN_DIR/steps. `executor` "ray": steps as Ray tasks
+    (polyalign.study.ray_executor) on a local Ray, or the cluster at `address`."""
     exp = load_experiment(path, overrides)
-    run_dir = Path(run_dir) if run_dir else Path("runs") / (exp.name or Path(path).stem)
+    name = exp.name or Path(path).stem
+    run_dir = Path(run_dir) if run_dir else Path("runs") / name
     check_output_path(run_dir)  # before anything is written or loaded
     for model in exp.models:  # before the run folder is created
         check_model_name(model)
-    runner = Runner(exp, run_dir, Path(path).resolve().parent)
+    steps_dir = steps_dir or os.environ.get("POLYALIGN_STEPS") or None
+    spread = None
+    if executor == "ray":
+        from polyalign.study.ray_executor import RayExecutor
+
+        spread = RayExecutor(path, overrides, address)  # checks Ray is installed, before anything is written
+    runner = Runner(exp, run_dir, Path(path).resolve().parent, steps_dir)
     try:
+        runner.store.claim(name)  # a second experiment in this folder would prune the first one's results
         steps = runner.plan()
         check_steps_fit(runner, steps, devices)
-        runner.execute(steps, log)
+        runner.execute(steps, log, spread)
     finally:
         runner.store.close()
     return runner

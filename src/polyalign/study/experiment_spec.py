@@ -31,6 +31,7 @@ from polyalign.core.tasks import load_task
 from polyalign.engine.placement import placement_of
 from polyalign.evaluation.verify_plan import verify_settings
 from polyalign.study.claims_spec import ClaimsSpec, check_claims
+from polyalign.study.step_resources import StepResources, check_resources
 from polyalign.study.variants import seeded_name
 
 
@@ -125,6 +126,8 @@ class Experiment:
     verify: bool | float | str | None = None
     trust_remote_code: bool = False
     claims: ClaimsSpec | None = None  # the paper's claims and their pre-registered rules (polyalign.study.claims)
+    # --executor ray: CPUs and GPUs per step kind or model (polyalign.study.step_resources)
+    resources: dict[str, StepResources] = field(default_factory=dict)
 
 
 def train_config(setting: AlignmentSetting, trust_remote_code: bool = False) -> TrainConfig:
@@ -175,6 +178,7 @@ def check_experiment(exp: Experiment) -> None:
     """Everything that needs neither models nor data: names, languages, tasks, modes, training keys."""
     if not exp.models or len(set(exp.models)) != len(exp.models):
         raise PolyalignError("models: give at least one model, each once")
+    check_resources(exp.resources, exp.models)
     check_choice(exp.scoring, RULES, "scoring")
     if exp.dtype is not None:
         check_choice(exp.dtype, DTYPE_CHOICES, "dtype")

@@ -22,8 +22,16 @@ from polyalign.study.store import Store
 class StepContext:
     """An experiment's resolved inputs; `run_dir` None: an in-memory store (planning, validation)."""
 
-    def __init__(self, exp: Experiment, run_dir: str | Path | None, base_dir: str | Path = "."):
+    def __init__(
+        self,
+        exp: Experiment,
+        run_dir: str | Path | None,
+        base_dir: str | Path = ".",
+        steps_dir: str | Path | None = None,
+    ):
+        """`steps_dir`: where step folders live (default RUN_DIR/steps; a shared one reuses steps across runs)."""
         self.exp, self.run_dir, self.base = exp, Path(run_dir or "."), Path(base_dir)
+        self.steps_dir = Path(steps_dir).expanduser().resolve() if steps_dir else self.run_dir / "steps"
         self.data_dir = resolve_data_dir(exp.data_dir)
         self.prompts = str(self.resolve(exp.prompts)) if exp.prompts else None
         self.store = Store(self.run_dir if run_dir else None)
@@ -38,10 +46,10 @@ class StepContext:
         return found[0] if found else self.data_dir / path
 
     def folder(self, step: Step) -> Path:
-        return step_folder(self.run_dir, step)
+        return step_folder(self.steps_dir, step)
 
     def model_id(self, model: str) -> dict:
-        from polyalign.engine.models import ALIASES
+        from polyalign.core.model_names import ALIASES
 
         if model in ALIASES:
             return {"alias": model, "sha256": ALIASES[model].sha256}

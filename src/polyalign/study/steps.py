@@ -1,8 +1,9 @@
 """Steps: a step's key is the sha256 of its resolved configuration (which holds the keys or
-content hashes of its inputs); it writes into RUN_DIR/steps/<kind>-<key[:12]>/ and, only once
-its outputs are in place, a done.json marker holding the key and the sha256 of every file it
-wrote (polyalign.study.executor skips every step whose marker holds its key and whose files
-still match; a damaged or missing file makes the step run again)."""
+content hashes of its inputs); it writes into STEPS/<kind>-<key[:12]>/ (STEPS: RUN_DIR/steps, or
+a --steps-dir shared by run folders) and, only once its outputs are in place, a done.json marker
+holding the key and the sha256 of every file it wrote (polyalign.study.executor skips every step
+whose marker holds its key and whose files still match; a damaged or missing file makes the step
+run again)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ from polyalign.core.errors import PolyalignError
 from polyalign.core.files import file_sha256
 
 MARKER = "done.json"
+LOCK_NAME = ".polyalign-step.lock"  # polyalign.study.step_lock: held while the step runs
+ATTEMPTS = ".polyalign-attempts"  # polyalign.study.ray_executor: one line per start of the step's task
+BOOKKEEPING = (MARKER, LOCK_NAME, ATTEMPTS)  # a step folder's files that are not its outputs
 Digest = Callable[[Path], str | None]  # a file's sha256 (the store's cached one, or file_sha256)
 
 
@@ -36,6 +40,8 @@ class Step:
     needs: tuple = ()  # resources the step uses (the experiment: (model, adapter) pairs to load)
     after: Callable[[Path, dict], None] | None = None
     check: Callable[[], None] = field(default=lambda: None)  # what `run` would refuse, run nothing (dry run)
+    depends_on: tuple[str, ...] = ()  # keys of the plan's steps whose outputs it reads
+    model: str | None = None  # the model it runs, as the experiment names it (None: a data step)
 
 
 def read_marker(marker: Path, strict: bool = True) -> dict:
@@ -50,14 +56,17 @@ def read_marker(marker: Path, strict: bool = True) -> dict:
     return found if isinstance(found, dict) or strict else {}
 
 
-def step_folder(run_dir: Path, step: Step) -> Path:
-    return Path(run_dir) / "steps" / f"{step.kind}-{step.key[:12]}"
+def step_folder(steps_dir: Path, step: Step) -> Path:
+    """The folder of `step` under `steps_dir` (a run folder's steps/, or a shared --steps-dir)."""
+    return Path(steps_dir) / f"{step.kind}-{step.key[:12]}"
 
 
 def output_digests(folder: Path, digest: Digest = file_sha256) -> dict[str, str | None]:
     """The sha256 of every file a finished step left in its folder (paths relative to it), for its
     done.json: what a later run checks before it skips the step."""
-    files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.relative_to(folder) != Path(MARKER))
+    files = sorted(
+        p for p in Path(folder).rglob("*") if p.is_file() and p.relative_to(folder).as_posix() not in BOOKKEEPING
+    )
     return {p.relative_to(folder).as_posix(): digest(p) for p in files}
 
 

@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS meta(name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS digests(path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, sha256 TEXT);
 """
 STORE_NAME = "results.sqlite"
+BUSY_TIMEOUT_S = 120.0  # how long a write waits for another process's transaction
 SAMPLE_COLUMNS = ("model", "setting", "task", "mode", "scoring", "lang", "idx", "gold", "pred", "scores_json")
 
 
@@ -51,11 +52,15 @@ class Store:
         existed = bool(self.path and self.path.is_file())
         if self.path:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(self.path) if self.path else ":memory:")
+        # several processes may write one store (two `polyalign run` on a folder): a writer waits
+        # for the other's transaction (timeout) and, in WAL mode, readers never block it
+        self.db = sqlite3.connect(str(self.path) if self.path else ":memory:", timeout=BUSY_TIMEOUT_S)
         self.db.row_factory = sqlite3.Row
         try:  # a corrupt store is reported, never written to
             if existed and self.db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
                 raise sqlite3.DatabaseError("integrity check failed")
+            if self.path:
+                self.db.execute("PRAGMA journal_mode=WAL")
             with self.db:
                 self.db.executescript(SCHEMA)
         except sqlite3.DatabaseError as exc:
@@ -81,6 +86,18 @@ class Store:
     def get_meta(self, name: str, default=None):
         row = self.db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
         return default if row is None else json.loads(row["value"])
+
+    def claim(self, experiment: str) -> None:
+        """Record that this folder holds `experiment`; refuse another one, whose plan would prune
+        this one's samples (a store keeps one experiment's results; the same one, edited, is fine)."""
+        held = self.get_meta("experiment_name") or (self.get_meta("experiment") or {}).get("name")
+        if held and held != experiment:
+            where = self.path.parent if self.path else "this store"
+            raise PolyalignError(
+                f"{where} holds the results of experiment '{held}'; run '{experiment}' with another --out "
+                "(its plan would replace them)"
+            )
+        self.set_meta("experiment_name", experiment)
 
     # steps ------------------------------------------------------------------------------
     def record_step(self, kind: str, key: str, config: dict, status: str, outputs: dict | None = None) -> None:
@@ -156,6 +173,14 @@ class Store:
             yield dict(row)
 
     # content hashes ---------------------------------------------------------------------
+    def digest_rows(self) -> list[tuple]:
+        """Every cached content hash, (path, size, mtime_ns, sha256): a Ray worker plans with them."""
+        return [tuple(row) for row in self.db.execute("SELECT path, size, mtime_ns, sha256 FROM digests")]
+
+    def load_digests(self, rows: Iterable[tuple]) -> None:
+        with self.db:
+            self.db.executemany("INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?)", list(rows))
+
     def digest(self, path: str | Path) -> str | None:
         """sha256 of a file (None if absent), cached while its size and mtime are unchanged."""
         path = Path(path).resolve()
