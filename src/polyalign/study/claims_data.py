@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from polyalign.evaluation.stats import GROUPS, language_groups
 from polyalign.study.claims_spec import Arm, ClaimPart
 from polyalign.study.report_seeds import Outcomes, averaged
 from polyalign.study.run_data import RunData
@@ -77,12 +78,8 @@ def seen(run: RunData, *arms: Resolved) -> set[str]:
 def pick_languages(requested: list[str], available: list[str], seen_langs: set[str]) -> list[str]:
     """The part's languages among `available`: a group word (all, unseen, seen) or codes."""
     group = requested[0] if len(requested) == 1 else None
-    if group == "all":
-        chosen = available
-    elif group == "unseen":
-        chosen = [lang for lang in available if lang not in seen_langs]
-    elif group == "seen":
-        chosen = [lang for lang in available if lang in seen_langs]
+    if group in GROUPS:
+        chosen = language_groups(available, seen_langs, drop_empty=False)[group]
     else:
         absent = [lang for lang in requested if lang not in available]
         if absent:

@@ -14,7 +14,7 @@ from dataclasses import replace
 import numpy as np
 
 from polyalign.evaluation.calibration import batch_calibrate, bootstrap_aucs, delta_auc_interval, log_odds, roc_auc
-from polyalign.evaluation.stats import RESAMPLES, SEED, holm
+from polyalign.evaluation.stats import RESAMPLES, SEED, holm, item_matrix, language_groups
 from polyalign.study.report_tables import (
     ALPHA,
     Comparison,
@@ -77,19 +77,13 @@ def auc_bootstrap(run: RunData, c: Comparison, boots: dict[str, AucBoot | None] 
     classes, langs = run.class_order.get(c.condition, []), list(c.items)
     if len(classes) != 2:
         return None
-    columns = sorted({i for lang in langs for i in c.items[lang][0]})
-    where = {i: k for k, i in enumerate(columns)}
-    planes = np.full((3, len(langs), len(columns)), np.nan)  # aligned, base log-odds; gold is first
-    for row, lang in enumerate(langs):
-        gold = run.labels[(c.model, "base", *c.condition)][lang]
-        for plane, setting in enumerate((c.setting, "base")):
-            values = _item_log_odds(run, (c.model, setting, *c.condition), lang)
-            for i in c.items[lang][0]:
-                value = values.get(i)
-                planes[plane, row, where[i]] = np.nan if value is None else value
-        for i in c.items[lang][0]:
-            planes[2, row, where[i]] = gold[i][0] == classes[0]
-    aligned, base = bootstrap_aucs(planes[0], planes[1], planes[2] == 1)
+    planes = []  # aligned, base log-odds on each language's paired items
+    for setting in (c.setting, "base"):
+        odds = [_item_log_odds(run, (c.model, setting, *c.condition), lang) for lang in langs]
+        planes.append(item_matrix([{i: by.get(i) for i in c.items[lang][0]} for lang, by in zip(langs, odds)]))
+    golds = [run.labels[(c.model, "base", *c.condition)][lang] for lang in langs]
+    first = item_matrix([{i: gold[i][0] == classes[0] for i in c.items[lang][0]} for lang, gold in zip(langs, golds)])
+    aligned, base = bootstrap_aucs(planes[0], planes[1], first == 1)
     return {lang: (aligned[:, k], base[:, k]) for k, lang in enumerate(langs)}
 
 
@@ -149,12 +143,6 @@ def raw_calibrated_table(run: RunData, cal: RunData, condition) -> Table:
     )
 
 
-def _groups(c: Comparison) -> dict[str, list[str]]:
-    seen = [lang for lang in c.items if lang in c.seen]
-    groups = {"seen": seen, "unseen": [lang for lang in c.items if lang not in c.seen], "all": list(c.items)}
-    return {group: langs for group, langs in groups.items() if langs}
-
-
 def headline_table(run: RunData, cal: RunData | None = None, boots: dict | None = None) -> Table:
     """One line per comparison and language group: raw Δ, calibrated Δ, ΔAUC and the prior shift."""
     cal = calibrate_run(run) if cal is None else cal
@@ -162,7 +150,7 @@ def headline_table(run: RunData, cal: RunData | None = None, boots: dict | None 
     best: set = set()
     for c, cc in zip(comparisons(run), comparisons(cal)):
         boot = auc_bootstrap(run, c, boots)
-        groups = _groups(c)
+        groups = language_groups(c.items, c.seen)
         pooled = {g: (_pooled_row(c, g, langs), _pooled_row(cc, g, langs)) for g, langs in groups.items()}
         # the groups overlap: bold on Holm over them, as Table 7 does
         holms = [holm([pair[k][-1] for pair in pooled.values()]) for k in (0, 1)]
@@ -201,7 +189,7 @@ def auc_table(run: RunData, boots: dict | None = None) -> Table:
         boot = auc_bootstrap(run, c, boots)
         for lang in c.items:
             rows.append([c.name, lang, len(c.items[lang][0]), *auc_cells(boot, [lang])])
-        for group, langs in _groups(c).items():
+        for group, langs in language_groups(c.items, c.seen).items():
             n_pairs = sum(len(c.items[lang][0]) for lang in langs)
             rows.append([c.name, f"pooled: {group}", n_pairs, *auc_cells(boot, langs)])
     return Table(

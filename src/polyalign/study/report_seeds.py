@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from polyalign.evaluation.stats import RESAMPLES, SEED, bootstrap_average_ci, sign_test
+from polyalign.evaluation.stats import RESAMPLES, SEED, bootstrap_average_ci, paired_difference, sign_test
 from polyalign.study.report_tables import ALPHA, _cname, short
 from polyalign.study.run_data import RunData, Table
 from polyalign.study.variants import split_seeded
@@ -62,22 +62,10 @@ def averaged(run: RunData, model: str, names: list[str], condition: tuple) -> Ou
     return out
 
 
-def _difference(a: Outcomes, b: Outcomes) -> tuple[np.ndarray, list[str]]:
-    """diff[language, item] = a - b on the items both hold (NaN elsewhere), and its languages."""
-    langs = [lang for lang in a if lang in b and set(a[lang]) & set(b[lang])]
-    columns = sorted({i for lang in langs for i in set(a[lang]) & set(b[lang])})
-    where = {i: k for k, i in enumerate(columns)}
-    diff = np.full((len(langs), len(columns)), np.nan)
-    for row, lang in enumerate(langs):
-        for i in set(a[lang]) & set(b[lang]):
-            diff[row, where[i]] = a[lang][i] - b[lang][i]
-    return diff, langs
-
-
 def pooled_test(a: Outcomes, b: Outcomes) -> list:
     """[n pairs, Δ, CI low, CI high, pairs better, pairs worse, p pairs, items better, items worse,
     p items] of a - b, Δ the mean over languages of the mean item difference (see the table notes)."""
-    diff, _ = _difference(a, b)
+    diff, _ = paired_difference(a, b)
     if not diff.size:
         return [0, None, None, None, 0, 0, 1.0, 0, 0, 1.0]
     delta, lo, hi = bootstrap_average_ci(diff)

@@ -19,7 +19,9 @@ from polyalign.evaluation.stats import (
     bootstrap_average_ci,
     discordant,
     holm,
+    item_matrix,
     label_distribution,
+    language_groups,
     paired_bootstrap,
     sign_test,
 )
@@ -147,10 +149,10 @@ def seen_unseen_table(run: RunData) -> Table:
     """Table 4: average accuracy over the languages seen vs unseen in alignment training."""
     rows: list[list] = []
     for c in comparisons(run):
-        seen = [lang for lang in c.items if lang in c.seen]
-        unseen = [lang for lang in c.items if lang not in c.seen]
+        groups = language_groups(c.items, c.seen, drop_empty=False)
+        seen = groups["seen"]
         cells = []
-        for group in (seen, unseen):
+        for group in (seen, groups["unseen"]):
             b, a = _paired_mean(c, group, 2), _paired_mean(c, group, 1)
             cells += [b, a, a - b if a is not None and b is not None else None]
         rows.append([c.name, ",".join(seen) or "–", *cells])
@@ -231,14 +233,11 @@ def significance_table(run: RunData) -> Table:
 
 def _pooled_row(c: Comparison, group: str, langs: list[str]) -> list:
     """One row of Table 7: the comparison pooled over `langs` (see `pooled_table`)."""
-    columns = sorted({i for lang in langs for i in c.items[lang][0]})
-    where = {i: k for k, i in enumerate(columns)}
-    diff = np.full((len(langs), len(columns)), np.nan)  # (language, benchmark item); NaN: not evaluated
+    rows = [dict(zip(idx, a.astype(float) - b.astype(float))) for idx, a, b in (c.items[lang] for lang in langs)]
+    diff = item_matrix(rows)  # (language, benchmark item); NaN: not evaluated
     fixed = broken = 0
-    for row, lang in enumerate(langs):
-        idx, a, b = c.items[lang]
-        diff[row, [where[i] for i in idx]] = a.astype(float) - b.astype(float)
-        f, br = discordant(a, b)
+    for lang in langs:
+        f, br = discordant(*c.items[lang][1:])
         fixed, broken = fixed + f, broken + br
     delta, lo, hi = bootstrap_average_ci(diff)
     per_item = np.nansum(diff, axis=0)  # net items fixed over languages, per benchmark item
@@ -256,12 +255,8 @@ def pooled_table(run: RunData) -> Table:
     rows: list[list] = []
     best: set = set()
     for c in comparisons(run):
-        groups = {
-            "seen": [lang for lang in c.items if lang in c.seen],
-            "unseen": [lang for lang in c.items if lang not in c.seen],
-            "all": list(c.items),
-        }
-        found = [_pooled_row(c, group, langs) for group, langs in groups.items() if langs]
+        groups = language_groups(c.items, c.seen)
+        found = [_pooled_row(c, group, langs) for group, langs in groups.items()]
         for row, p_holm in zip(found, holm([row[-1] for row in found])):  # the groups overlap: one family
             if p_holm < ALPHA:
                 best.add((len(rows), 6))
