@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from polyalign.study.report import build_tables, load_run, write_report
+from polyalign.reports.report import build_tables, load_run, write_report
 from polyalign.study.store import Store
 
 GOLD = ["positive"] * 30
@@ -79,6 +79,6 @@ def test_pooled_bold_survives_holm_over_the_overlapping_groups(tmp_path):
     assert rows["unseen"][-2] == pytest.approx(2 / 64) and rows["all"][-2] == pytest.approx(2 / 64)
     assert rows["unseen"][-1] == pytest.approx(3 * 2 / 64) and rows["seen"][-1] == pytest.approx(1.0)
     assert not pooled.best  # uncorrected, unseen and all would be bold
-    from polyalign.study.report_calibrated import headline_table
+    from polyalign.reports.calibrated import headline_table
 
     assert not {cell for cell in headline_table(run).best if cell[1] == 3}  # the headline's raw p items alike

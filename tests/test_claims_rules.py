@@ -6,12 +6,12 @@ import yaml
 
 from polyalign.core.config import build
 from polyalign.core.errors import PolyalignError
-from polyalign.study.claims import evaluate_claims
+from polyalign.reports.claims import evaluate_claims
+from polyalign.reports.claims_report import write_claims
+from polyalign.reports.run_data import load_run
 from polyalign.study.claims_history import record_claims_change
-from polyalign.study.claims_report import write_claims
 from polyalign.study.claims_spec import ClaimsSpec
 from polyalign.study.experiment_spec import load_experiment
-from polyalign.study.run_data import load_run
 from polyalign.study.store import Store
 
 PART = {"name": "gain", "treatment": {"setting": "al"}, "reference": {"setting": "base"}}

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "polyalign"
-LAYERS = ("core", "engine", "evaluation", "alignment", "analysis", "study", "cli")
+LAYERS = ("core", "engine", "evaluation", "alignment", "analysis", "study", "reports", "cli")
 TOP_LEVEL_FILES = {"__init__.py", "__main__.py"}
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60  # a longer function is split recipe-style (see polyalign.alignment.training.train)
@@ -96,6 +96,28 @@ def test_the_check_sees_an_upward_import(tmp_path, monkeypatch):
     assert upward_imports(lazy=False) == before[False]
     new = [line for line in upward_imports(lazy=True) if line not in before[True]]
     assert new == ["polyalign.core.bad imports polyalign.study.store (study is above core)"]
+
+
+def private_imports() -> list[str]:
+    """`from polyalign.x import _name` anywhere in the package: a private name is no API."""
+    found = []
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "polyalign":
+                private = [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+                found += [f"{name} imports {node.module}.{p}" for p in private]
+    return found
+
+
+def test_no_module_imports_a_private_name():
+    assert not private_imports()
+
+
+def test_the_check_sees_a_private_import(tmp_path, monkeypatch):
+    bad = tmp_path / "bad.py"
+    bad.write_text("from polyalign.core.files import _hidden\n", encoding="utf-8")
+    monkeypatch.setitem(MODULES, "polyalign.core.bad", bad)
+    assert private_imports() == ["polyalign.core.bad imports polyalign.core.files._hidden"]
 
 
 def test_no_import_cycles():

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 
 from polyalign.core.errors import PolyalignError
 from polyalign.evaluation.stats import benjamini_hochberg, holm
-from polyalign.study.report import accuracy_table, build_tables, load_run, paired_bootstrap, write_report
+from polyalign.reports.report import accuracy_table, build_tables, load_run, paired_bootstrap, write_report
 from polyalign.study.store import Store
 
 N = 40

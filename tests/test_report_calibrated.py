@@ -11,8 +11,8 @@ import pytest
 from helpers import PAPER_PACK
 from polyalign.cli.demo import print_headline
 from polyalign.evaluation.calibration import roc_auc
-from polyalign.study.report import build_tables, load_run, write_report
-from polyalign.study.report_calibrated import auc_of, calibrate_run, headline_table, with_calibration
+from polyalign.reports.calibrated import auc_of, calibrate_run, headline_table, with_calibration
+from polyalign.reports.report import build_tables, load_run, write_report
 from polyalign.study.store import Store
 
 N = 40

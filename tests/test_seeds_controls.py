@@ -12,12 +12,12 @@ from polyalign.cli import main
 from polyalign.core.errors import PolyalignError
 from polyalign.core.prompts import PromptPack
 from polyalign.evaluation.stats import sign_test
+from polyalign.reports.report import write_report
+from polyalign.reports.run_data import load_run
+from polyalign.reports.seeds import control_table, seeds_table
+from polyalign.reports.tables import build_tables
 from polyalign.study.experiment import Runner
 from polyalign.study.experiment_spec import load_experiment
-from polyalign.study.report import write_report
-from polyalign.study.report_seeds import control_table, seeds_table
-from polyalign.study.report_tables import build_tables
-from polyalign.study.run_data import load_run
 from polyalign.study.store import Store
 from polyalign.study.variants import seeded_name, split_seeded
 

@@ -1,4 +1,4 @@
-"""The report's tables of training seeds and shuffled controls (polyalign.study.report adds them).
+"""The report's tables of training seeds and shuffled controls (polyalign.reports.report adds them).
 
 One seed's adapter can gain or lose a few points by luck of its LoRA init and data order, so a
 setting trained with `seeds` is read as a group (its adapters are stored as NAME@s<SEED>,
@@ -6,7 +6,7 @@ polyalign.study.variants): each seed's Δ, their mean and sd, and one pooled tes
 outcome of each (language, item) is its correctness averaged over the seeds. A shuffled control
 (`pairing: shuffled`, `control_of: NAME`) is trained on the same questions paired with other
 items' translations: aligned minus control isolates what the item-parallel pairing itself adds;
-given the run's batch-calibrated copy (report_calibrated.calibrate_run), the control table repeats
+given the run's batch-calibrated copy (polyalign.reports.calibrated.calibrate_run), the control table repeats
 that comparison with the label prior removed.
 """
 
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from polyalign.evaluation.stats import RESAMPLES, SEED, bootstrap_average_ci, paired_difference, sign_test
-from polyalign.study.report_tables import ALPHA, _cname, short
-from polyalign.study.run_data import RunData, Table
+from polyalign.reports.run_data import RunData, Table
+from polyalign.reports.tables import ALPHA, condition_name, short
 from polyalign.study.variants import split_seeded
 
 Outcomes = dict[str, dict[int, float]]  # lang: item index: correctness (averaged over seeds)
@@ -83,7 +83,7 @@ def _common(*outcomes: Outcomes) -> dict[str, list[int]]:
     return {lang: items for lang, items in shared.items() if items}
 
 
-def _mean(outcomes: Outcomes, items: dict[str, list[int]]) -> float | None:
+def items_mean(outcomes: Outcomes, items: dict[str, list[int]]) -> float | None:
     """Mean over languages of the mean outcome on `items` (accuracy, for one adapter or a seed average)."""
     values = [np.mean([outcomes[lang][i] for i in idx]) for lang, idx in items.items()]
     return float(np.mean(values)) if values else None
@@ -115,15 +115,15 @@ def _seed_row(run: RunData, g: SeedGroup) -> list:
     base = averaged(run, g.model, ["base"], g.condition)
     pooled = averaged(run, g.model, g.names, g.condition)
     items = _common(pooled, base)  # every seed scored these: the seeds' mean Δ is the pooled Δ
-    reference = _mean(base, items)
-    per_seed = [_minus(_mean(averaged(run, g.model, [n], g.condition), items), reference) for n in g.names]
+    reference = items_mean(base, items)
+    per_seed = [_minus(items_mean(averaged(run, g.model, [n], g.condition), items), reference) for n in g.names]
     known = [d for d in per_seed if d is not None]
     return [
-        f"{short(g.model)} / {g.setting} — {_cname(g.condition)}",
+        f"{short(g.model)} / {g.setting} — {condition_name(g.condition)}",
         _seeds_text(g.seeds),
         ", ".join("–" if d is None else f"{100 * d:+.1f}" for d in per_seed),
         reference,
-        _mean(pooled, items),
+        items_mean(pooled, items),
         float(np.mean(known)) if known else None,
         float(np.std(known, ddof=1)) if len(known) > 1 else None,
         *pooled_test(pooled, base),
@@ -163,7 +163,7 @@ def _control_row(run: RunData, aligned: SeedGroup, control: SeedGroup, cal: RunD
     c = averaged(run, model, control.names, condition)
     base = averaged(run, model, ["base"], condition)
     items = _common(a, c, base) if base else _common(a, c)
-    accs = [_mean(base, items) if base else None, _mean(a, items), _mean(c, items)]
+    accs = [items_mean(base, items) if base else None, items_mean(a, items), items_mean(c, items)]
     calibrated = []
     if cal is not None:
         test = pooled_test(
@@ -171,7 +171,7 @@ def _control_row(run: RunData, aligned: SeedGroup, control: SeedGroup, cal: RunD
         )
         calibrated = [*test[1:4], test[-1]]
     return [
-        f"{short(model)} / {aligned.setting} vs {control.setting} — {_cname(condition)}",
+        f"{short(model)} / {aligned.setting} vs {control.setting} — {condition_name(condition)}",
         _seeds_text(aligned.seeds),
         _seeds_text(control.seeds),
         *accs,
@@ -185,7 +185,7 @@ def _control_row(run: RunData, aligned: SeedGroup, control: SeedGroup, cal: RunD
 def control_table(run: RunData, cal: RunData | None = None) -> Table:
     """Aligned vs its shuffled control, paired by (language, item), each averaged over its seeds.
 
-    `cal`: the same run with batch-calibrated outcomes (report_calibrated.calibrate_run), for the
+    `cal`: the same run with batch-calibrated outcomes (polyalign.reports.calibrated.calibrate_run), for the
     comparison with the label prior removed; None leaves those columns out."""
     rows: list[list] = []
     for condition in run.conditions():

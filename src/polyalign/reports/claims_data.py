@@ -1,7 +1,7 @@
 """What a claim compares, read from a finished run: per-item outcomes of each arm.
 
-Accuracy and calibrated accuracy come from the store's samples (polyalign.study.run_data, and its
-batch-calibrated copy from polyalign.study.report_calibrated); lens values from the lens steps'
+Accuracy and calibrated accuracy come from the store's samples (polyalign.reports.run_data, and its
+batch-calibrated copy from polyalign.reports.calibrated); lens values from the lens steps'
 lens_items.jsonl; PCA projections from the pca steps' npz files. An arm that the run does not hold
 is a `Missing` with the reason, which makes its claim not testable rather than an error.
 """
@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from polyalign.evaluation.stats import GROUPS, language_groups
+from polyalign.reports.run_data import RunData
+from polyalign.reports.seeds import Outcomes, averaged
 from polyalign.study.claims_spec import Arm, ClaimPart
-from polyalign.study.report_seeds import Outcomes, averaged
-from polyalign.study.run_data import RunData
 from polyalign.study.variants import split_seeded
 
 

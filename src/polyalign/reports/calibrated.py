@@ -2,7 +2,7 @@
 
 An adapter that only moves the label prior raises raw accuracy on a skewed test set but neither
 calibrated accuracy nor AUC (polyalign.evaluation.calibration). `calibrate_run` swaps each prediction for
-its calibrated one, so report_tables' builders give the calibrated tables unchanged; this module
+its calibrated one, so polyalign.reports.tables' builders give the calibrated tables unchanged; this module
 adds Table 1 with both, the headline per comparison, and ROC-AUC with paired bootstrap CIs.
 """
 
@@ -15,19 +15,19 @@ import numpy as np
 
 from polyalign.evaluation.calibration import batch_calibrate, bootstrap_aucs, delta_auc_interval, log_odds, roc_auc
 from polyalign.evaluation.stats import RESAMPLES, SEED, holm, item_matrix, language_groups
-from polyalign.study.report_tables import (
+from polyalign.reports.run_data import RunData, Table
+from polyalign.reports.tables import (
     ALPHA,
     Comparison,
-    _cname,
-    _mean,
-    _pooled_row,
     comparisons,
+    condition_name,
     distribution_table,
+    mean_present,
     per_language_table,
+    pooled_row,
     pooled_table,
     significance_table,
 )
-from polyalign.study.run_data import RunData, Table
 
 CALIBRATION = "batch calibration (Zhou et al., ICLR 2024)"
 
@@ -94,7 +94,7 @@ def auc_cells(boot: AucBoot | None, langs: list[str]) -> list:
         return [None] * 5
     aligned = np.stack([boot[lang][0] for lang in langs], axis=1)
     base = np.stack([boot[lang][1] for lang in langs], axis=1)
-    means = [_mean([v for v in x[0] if not np.isnan(v)]) for x in (base, aligned)]
+    means = [mean_present([v for v in x[0] if not np.isnan(v)]) for x in (base, aligned)]
     return [*means, *delta_auc_interval(aligned, base)]
 
 
@@ -106,7 +106,9 @@ def first_class_rates(run: RunData, cal: RunData, c: Comparison, langs: list[str
     sources = [(run, "base", 0), (run, "base", 1), (run, c.setting, 1), (cal, "base", 1), (cal, c.setting, 1)]
     for data, setting, part in sources:  # part 0: gold, 1: prediction
         labels = data.labels[(c.model, setting, *c.condition)]
-        rates.append(_mean([np.mean([labels[lang][i][part] == first for i in c.items[lang][0]]) for lang in langs]))
+        rates.append(
+            mean_present([np.mean([labels[lang][i][part] == first for i in c.items[lang][0]]) for lang in langs])
+        )
     return rates
 
 
@@ -121,7 +123,7 @@ def raw_calibrated_table(run: RunData, cal: RunData, condition) -> Table:
         header += [f"{h} AUC" for h in raw.header[1:]]
         langs = run.langs()
         aucs = [[auc_of(run, v, condition, lang) for v in variants] for lang in langs]
-        aucs.append([_mean([a[k] for a in aucs]) for k in range(len(variants))])
+        aucs.append([mean_present([a[k] for a in aucs]) for k in range(len(variants))])
         for i, (row, values) in enumerate(zip(rows, aucs)):
             present = [v for v in values if v is not None]
             best |= {
@@ -132,7 +134,8 @@ def raw_calibrated_table(run: RunData, cal: RunData, condition) -> Table:
             row.extend(values)
     return Table(
         "per_language",
-        f"Table 1 — accuracy (%) per language, raw and batch-calibrated, and ROC-AUC (×100): {_cname(condition)}",
+        "Table 1 — accuracy (%) per language, raw and batch-calibrated, and ROC-AUC (×100): "
+        + condition_name(condition),
         header,
         rows,
         ["text"] + ["acc"] * (len(header) - 1),
@@ -151,7 +154,7 @@ def headline_table(run: RunData, cal: RunData | None = None, boots: dict | None 
     for c, cc in zip(comparisons(run), comparisons(cal)):
         boot = auc_bootstrap(run, c, boots)
         groups = language_groups(c.items, c.seen)
-        pooled = {g: (_pooled_row(c, g, langs), _pooled_row(cc, g, langs)) for g, langs in groups.items()}
+        pooled = {g: (pooled_row(c, g, langs), pooled_row(cc, g, langs)) for g, langs in groups.items()}
         # the groups overlap: bold on Holm over them, as Table 7 does
         holms = [holm([pair[k][-1] for pair in pooled.values()]) for k in (0, 1)]
         for n, (group, langs) in enumerate(groups.items()):
@@ -222,7 +225,7 @@ def calibrated_tables(run: RunData, cal: RunData | None = None, boots: dict | No
 
 
 def with_calibration(run: RunData, tables: list[Table]) -> list[Table]:
-    """report_tables' tables with calibration: Table 1 (one per condition, built first) replaced by
+    """polyalign.reports.tables' tables with calibration: Table 1 (one per condition, built first) replaced by
     its raw + calibrated + AUC version, the headline after it, Tables C1-C4 at the end."""
     cal = calibrate_run(run)
     first = [raw_calibrated_table(run, cal, c) for c in run.conditions()]

@@ -1,12 +1,12 @@
 """The report's tables, built from a run store's per-item samples (every number recomputed here).
 
-polyalign.study.report draws the figures and writes the file; polyalign.study.report_formats lays tables out;
+polyalign.reports.report draws the figures and writes the file; polyalign.reports.formats lays tables out;
 polyalign.evaluation.stats holds the tests and scores.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from polyalign.evaluation.stats import (
     paired_bootstrap,
     sign_test,
 )
-from polyalign.study.run_data import RunData, Table
+from polyalign.reports.run_data import RunData, Table
 
 ALPHA = 0.05
 
@@ -35,11 +35,13 @@ def short(model: str) -> str:
     return path.name if len(path.parts) > 1 and path.exists() else model
 
 
-def _vname(variant) -> str:
+def variant_name(variant: tuple[str, str]) -> str:
+    """How a table names a (model, setting)."""
     return f"{short(variant[0])} / {variant[1]}"
 
 
-def _cname(condition) -> str:
+def condition_name(condition: tuple[str, str, str]) -> str:
+    """How a table names a (task, mode, scoring) condition."""
     task, mode, scoring = condition
     return f"{task} ({mode} labels, {scoring})"
 
@@ -49,7 +51,8 @@ def _best(values: list, offset: int = 1) -> set[int]:
     return {j + offset for j, v in enumerate(values) if present and v is not None and v >= max(present) - 1e-12}
 
 
-def _mean(values) -> float | None:
+def mean_present(values: Iterable) -> float | None:
+    """The mean of the values (numbers or None) that are not None; None when there are none."""
     present = [v for v in values if v is not None]
     return float(np.mean(present)) if present else None
 
@@ -85,7 +88,12 @@ def comparisons(run: RunData) -> Iterator[Comparison]:
                     np.array([base[lang][i] for i in idx], dtype=bool),
                 )
             yield Comparison(
-                model, setting, condition, f"{_vname((model, setting))} — {_cname(condition)}", run.seen(setting), items
+                model,
+                setting,
+                condition,
+                f"{variant_name((model, setting))} — {condition_name(condition)}",
+                run.seen(setting),
+                items,
             )
 
 
@@ -102,8 +110,8 @@ def per_language_table(run: RunData, condition) -> Table:
     counts_text = ", ".join(map(str, counts))
     return Table(
         "per_language",
-        f"Table 1 — accuracy (%) per language: {_cname(condition)}",
-        ["language", *map(_vname, variants)],
+        f"Table 1 — accuracy (%) per language: {condition_name(condition)}",
+        ["language", *map(variant_name, variants)],
         rows,
         ["text"] + ["acc"] * len(variants),
         best,
@@ -117,12 +125,12 @@ def averages_tables(run: RunData) -> list[Table]:
     rows = []
     for v in variants:
         values = [run.average(v, c) for c in conditions]
-        rows.append([_vname(v), *values, _mean(values)])
+        rows.append([variant_name(v), *values, mean_present(values)])
     best = {(i, j) for j in range(1, len(conditions) + 2) for i in _best([r[j] for r in rows], 0)}
     t2 = Table(
         "per_model",
         "Table 2 — average accuracy (%) over languages, per model and setting",
-        ["model / setting", *map(_cname, conditions), "mean"],
+        ["model / setting", *map(condition_name, conditions), "mean"],
         rows,
         ["text"] + ["acc"] * (len(conditions) + 1),
         best,
@@ -130,13 +138,13 @@ def averages_tables(run: RunData) -> list[Table]:
     )
     rows, best = [], set()
     for task in dict.fromkeys(c[0] for c in conditions):
-        values = [_mean([run.average(v, c) for c in conditions if c[0] == task]) for v in variants]
+        values = [mean_present([run.average(v, c) for c in conditions if c[0] == task]) for v in variants]
         best |= {(len(rows), j) for j in _best(values)}
         rows.append([task, *values])
     t3 = Table(
         "per_task",
         "Table 3 — average accuracy (%) per task (over languages and modes)",
-        ["task", *map(_vname, variants)],
+        ["task", *map(variant_name, variants)],
         rows,
         ["text"] + ["acc"] * len(variants),
         best,
@@ -179,7 +187,7 @@ def seen_unseen_table(run: RunData) -> Table:
 
 def _paired_mean(c: Comparison, langs: list[str], part: int) -> float | None:
     """Mean over `langs` of the accuracy on the comparison's paired items (part 1: aligned, 2: base)."""
-    return _mean([np.mean(c.items[lang][part]) for lang in langs])
+    return mean_present([np.mean(c.items[lang][part]) for lang in langs])
 
 
 def significance_table(run: RunData) -> Table:
@@ -231,7 +239,7 @@ def significance_table(run: RunData) -> Table:
     )
 
 
-def _pooled_row(c: Comparison, group: str, langs: list[str]) -> list:
+def pooled_row(c: Comparison, group: str, langs: list[str]) -> list:
     """One row of Table 7: the comparison pooled over `langs` (see `pooled_table`)."""
     rows = [dict(zip(idx, a.astype(float) - b.astype(float))) for idx, a, b in (c.items[lang] for lang in langs)]
     diff = item_matrix(rows)  # (language, benchmark item); NaN: not evaluated
@@ -242,8 +250,8 @@ def _pooled_row(c: Comparison, group: str, langs: list[str]) -> list:
     delta, lo, hi = bootstrap_average_ci(diff)
     per_item = np.nansum(diff, axis=0)  # net items fixed over languages, per benchmark item
     better, worse = int((per_item > 0).sum()), int((per_item < 0).sum())
-    base = _mean([c.items[lang][2].mean() for lang in langs])
-    aligned = _mean([c.items[lang][1].mean() for lang in langs])
+    base = mean_present([c.items[lang][2].mean() for lang in langs])
+    aligned = mean_present([c.items[lang][1].mean() for lang in langs])
     n_pairs = int((~np.isnan(diff)).sum())
     tests = [fixed, broken, sign_test(fixed, broken), better, worse, sign_test(better, worse)]
     return [c.name, group, len(langs), n_pairs, base, aligned, delta, lo, hi, *tests]
@@ -256,7 +264,7 @@ def pooled_table(run: RunData) -> Table:
     best: set = set()
     for c in comparisons(run):
         groups = language_groups(c.items, c.seen)
-        found = [_pooled_row(c, group, langs) for group, langs in groups.items()]
+        found = [pooled_row(c, group, langs) for group, langs in groups.items()]
         for row, p_holm in zip(found, holm([row[-1] for row in found])):  # the groups overlap: one family
             if p_holm < ALPHA:
                 best.add((len(rows), 6))
@@ -310,15 +318,15 @@ def balanced_table(run: RunData, condition) -> Table:
         for lang in langs
     }
     scores["average"] = [
-        tuple(_mean([scores[lang][k][m] for lang in langs]) for m in range(3)) for k in range(len(variants))
+        tuple(mean_present([scores[lang][k][m] for lang in langs]) for m in range(3)) for k in range(len(variants))
     ]
     for lang, values in scores.items():
         best |= {(len(rows), 3 * j - 1) for j in _best([v[1] for v in values])}
         rows.append([lang + marks.get(lang, ""), *[x for v in values for x in v]])
-    header = [f"{_vname(v)} {m}" for v in variants for m in ("acc", "bal acc", "macro-F1")]
+    header = [f"{variant_name(v)} {m}" for v in variants for m in ("acc", "bal acc", "macro-F1")]
     return Table(
         "balanced",
-        f"Table 6 — accuracy, balanced accuracy and macro-F1 (%) per language: {_cname(condition)}",
+        f"Table 6 — accuracy, balanced accuracy and macro-F1 (%) per language: {condition_name(condition)}",
         ["language", *header],
         rows,
         ["text"] + ["acc"] * len(header),
@@ -353,10 +361,10 @@ def distribution_table(run: RunData, condition) -> Table:
         for v in variants:
             values = [p for x in langs for p in preds[(v, x)]] if lang == "all languages" else preds[(v, lang)]
             if values:
-                rows.append(row(f"{lang} — {_vname(v)}", values))
+                rows.append(row(f"{lang} — {variant_name(v)}", values))
     return Table(
         "label_distribution",
-        f"Table 8 — predicted-label distribution (%): {_cname(condition)}",
+        f"Table 8 — predicted-label distribution (%): {condition_name(condition)}",
         ["language — variant", "n", *classes, *(["tie"] if ties else [])],
         rows,
         ["text", "int"] + ["acc"] * (len(classes) + ties),

@@ -33,7 +33,7 @@ from polyalign.evaluation.stats import (
     resample_counts,
     sign_test,
 )
-from polyalign.study.claims_data import (
+from polyalign.reports.claims_data import (
     Missing,
     PcaArm,
     Resolved,
@@ -44,9 +44,9 @@ from polyalign.study.claims_data import (
     resolve,
     seen,
 )
+from polyalign.reports.run_data import RunData
+from polyalign.reports.seeds import Outcomes
 from polyalign.study.claims_spec import Claim, ClaimPart, ClaimsSpec, Precondition
-from polyalign.study.report_seeds import Outcomes
-from polyalign.study.run_data import RunData
 
 VERDICTS = ("supported", "contradicted", "inconclusive", "not testable")
 Interval = tuple[float, float, float]  # estimate, CI low, CI high
@@ -277,7 +277,7 @@ def combine(result: ClaimResult, alpha: float) -> None:
 
 def evaluate_claims(run: RunData, spec: ClaimsSpec, cal: RunData | None = None) -> list[ClaimResult]:
     """Every claim's parts, its intersection-union p, the correction across claims, the verdicts."""
-    from polyalign.study.report_calibrated import calibrate_run
+    from polyalign.reports.calibrated import calibrate_run
 
     cal = calibrate_run(run) if cal is None else cal
     results = [ClaimResult(c, [evaluate_part(run, cal, p, spec.alpha) for p in c.parts]) for c in spec.claims]
