@@ -14,8 +14,9 @@ from pathlib import Path
 
 from polyalign.evaluation.results import read_samples
 from polyalign.reports.formats import render_md
+from polyalign.reports.paired import significance_table
 from polyalign.reports.run_data import RunData
-from polyalign.reports.tables import per_language_table, seen_unseen_table, significance_table
+from polyalign.reports.tables import per_language_table, seen_unseen_table
 
 
 def eval_run(base: Path, aligned: Path, seen: list[str]) -> RunData:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from polyalign.core.errors import PolyalignError
-from polyalign.core.files import JsonlLog, jsonl_text
+from polyalign.core.files import AppendOnlyJsonl, jsonl_text
 from polyalign.evaluation.stats import accuracy_interval
 
 
@@ -25,16 +25,8 @@ def read_samples(path: Path) -> list[dict]:
         raise PolyalignError(f"{path}: unreadable samples file: {exc}") from None
 
 
-class SampleLog(JsonlLog):
-    """The log of finished items of one evaluation shard; `done` maps an item index to its row."""
-
-    def __init__(self, path: Path):
-        super().__init__(path)
-        self.done = {row["index"]: row for row in self.rows}
-
-    def append(self, rows: list[dict]) -> None:
-        super().append(rows)
-        self.done.update((row["index"], row) for row in rows)
+class SampleLog(AppendOnlyJsonl):
+    """The log of finished items of one evaluation shard (`rows`: those an interrupted run wrote)."""
 
 
 def samples_text(rows: list[dict]) -> str:

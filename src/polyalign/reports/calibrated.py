@@ -15,19 +15,10 @@ import numpy as np
 
 from polyalign.evaluation.calibration import batch_calibrate, bootstrap_aucs, delta_auc_interval, log_odds, roc_auc
 from polyalign.evaluation.stats import RESAMPLES, SEED, holm, item_matrix, language_groups
+from polyalign.reports.comparisons import ALPHA, Comparison, comparisons, condition_name, mean_present
+from polyalign.reports.paired import pooled_row, pooled_table, significance_table
 from polyalign.reports.run_data import RunData, Table
-from polyalign.reports.tables import (
-    ALPHA,
-    Comparison,
-    comparisons,
-    condition_name,
-    distribution_table,
-    mean_present,
-    per_language_table,
-    pooled_row,
-    pooled_table,
-    significance_table,
-)
+from polyalign.reports.tables import distribution_table, per_language_table
 
 CALIBRATION = "batch calibration (Zhou et al., ICLR 2024)"
 
@@ -156,12 +147,12 @@ def headline_table(run: RunData, cal: RunData | None = None, boots: dict | None 
         groups = language_groups(c.items, c.seen)
         pooled = {g: (pooled_row(c, g, langs), pooled_row(cc, g, langs)) for g, langs in groups.items()}
         # the groups overlap: bold on Holm over them, as Table 7 does
-        holms = [holm([pair[k][-1] for pair in pooled.values()]) for k in (0, 1)]
+        holms = [holm([pair[k].p_items for pair in pooled.values()]) for k in (0, 1)]
         for n, (group, langs) in enumerate(groups.items()):
             raw, calibrated = pooled[group]
             best |= {(len(rows), j) for j, p in ((3, holms[0][n]), (5, holms[1][n])) if p < ALPHA}
             auc = auc_cells(boot, langs)
-            rows.append([c.name, group, raw[6], raw[-1], calibrated[6], calibrated[-1], *auc[2:]])
+            rows.append([c.name, group, raw.delta, raw.p_items, calibrated.delta, calibrated.p_items, *auc[2:]])
             rows[-1] += first_class_rates(run, cal, c, langs)
     header = ["model / setting — condition", "languages", "Δ raw (pp)", "p items raw", "Δ cal (pp)", "p items cal"]
     header += ["ΔAUC", "ΔAUC CI low", "ΔAUC CI high", "first class", "gold rate", "base rate", "aligned rate"]

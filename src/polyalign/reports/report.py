@@ -15,11 +15,12 @@ from polyalign.core.files import atomic_write_text, md_table
 from polyalign.core.paths import slug
 from polyalign.evaluation.stats import paired_bootstrap
 from polyalign.reports.calibrated import calibrate_run, with_calibration
+from polyalign.reports.comparisons import condition_name, short
 from polyalign.reports.formats import ReportFigure, render_csv, render_html, render_latex, render_md
 from polyalign.reports.run_data import RunData, Table, load_run
 from polyalign.reports.seeds import seed_tables, setting_note
 from polyalign.reports.step_integrity import step_disagreements
-from polyalign.reports.tables import build_tables, condition_name, short
+from polyalign.reports.tables import build_tables
 
 __all__ = [
     "Table",

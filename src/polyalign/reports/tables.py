@@ -1,100 +1,29 @@
 """The report's tables, built from a run store's per-item samples (every number recomputed here).
 
 polyalign.reports.report draws the figures and writes the file; polyalign.reports.formats lays tables out;
-polyalign.evaluation.stats holds the tests and scores.
+polyalign.reports.comparisons pairs aligned with base, polyalign.reports.paired tests them (Tables 5
+and 7), polyalign.evaluation.stats holds the tests and scores.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
 
-from polyalign.evaluation.stats import (
-    RESAMPLES,
-    SEED,
-    benjamini_hochberg,
-    bootstrap_average_ci,
-    discordant,
-    holm,
-    item_matrix,
-    label_distribution,
-    language_groups,
-    paired_bootstrap,
-    sign_test,
+from polyalign.evaluation.stats import label_distribution, language_groups
+from polyalign.reports.comparisons import (
+    Comparison,
+    comparisons,
+    condition_name,
+    mean_present,
+    variant_name,
 )
+from polyalign.reports.paired import pooled_table, significance_table
 from polyalign.reports.run_data import RunData, Table
-
-ALPHA = 0.05
-
-
-def short(model: str) -> str:
-    path = Path(model)
-    return path.name if len(path.parts) > 1 and path.exists() else model
-
-
-def variant_name(variant: tuple[str, str]) -> str:
-    """How a table names a (model, setting)."""
-    return f"{short(variant[0])} / {variant[1]}"
-
-
-def condition_name(condition: tuple[str, str, str]) -> str:
-    """How a table names a (task, mode, scoring) condition."""
-    task, mode, scoring = condition
-    return f"{task} ({mode} labels, {scoring})"
 
 
 def _best(values: list, offset: int = 1) -> set[int]:
     present = [v for v in values if v is not None]
     return {j + offset for j, v in enumerate(values) if present and v is not None and v >= max(present) - 1e-12}
-
-
-def mean_present(values: Iterable) -> float | None:
-    """The mean of the values (numbers or None) that are not None; None when there are none."""
-    present = [v for v in values if v is not None]
-    return float(np.mean(present)) if present else None
-
-
-@dataclass
-class Comparison:
-    """One aligned setting vs the base model of the same model on one condition: the family of
-    per-language tests that a multiple-comparison correction runs over."""
-
-    model: str
-    setting: str
-    condition: tuple[str, str, str]
-    name: str
-    seen: set[str]
-    items: dict[str, tuple[list[int], np.ndarray, np.ndarray]]  # lang: (idx, aligned, base) on shared items
-
-
-def comparisons(run: RunData) -> Iterator[Comparison]:
-    for condition in run.conditions():
-        for model, setting in run.variants(condition):
-            base = run.correct.get((model, "base", *condition))
-            if setting == "base" or base is None:
-                continue
-            aligned = run.correct[(model, setting, *condition)]
-            items = {}
-            for lang in (lang for lang in run.langs() if lang in aligned and lang in base):
-                idx = sorted(set(aligned[lang]) & set(base[lang]))
-                if not idx:
-                    continue
-                items[lang] = (
-                    idx,
-                    np.array([aligned[lang][i] for i in idx], dtype=bool),
-                    np.array([base[lang][i] for i in idx], dtype=bool),
-                )
-            yield Comparison(
-                model,
-                setting,
-                condition,
-                f"{variant_name((model, setting))} — {condition_name(condition)}",
-                run.seen(setting),
-                items,
-            )
 
 
 def per_language_table(run: RunData, condition) -> Table:
@@ -188,123 +117,6 @@ def seen_unseen_table(run: RunData) -> Table:
 def _paired_mean(c: Comparison, langs: list[str], part: int) -> float | None:
     """Mean over `langs` of the accuracy on the comparison's paired items (part 1: aligned, 2: base)."""
     return mean_present([np.mean(c.items[lang][part]) for lang in langs])
-
-
-def significance_table(run: RunData) -> Table:
-    """Table 5: per-language paired tests, Holm-corrected over the languages of each comparison."""
-    rows: list[list] = []
-    best: set = set()
-    for c in comparisons(run):
-        found: list[list] = []  # one row per language; the corrected p-values (None here) follow from all of them
-        for lang, (_, a, b) in c.items.items():
-            delta, p_boot = paired_bootstrap(a, b)
-            fixed, broken = discordant(a, b)
-            p_sign = sign_test(fixed, broken)
-            base, aligned = float(b.mean()), float(a.mean())
-            found.append([c.name, lang, len(a), base, aligned, delta, p_boot, None, fixed, broken, p_sign])
-        boot_holm = holm([r[6] for r in found])
-        sign_holm, sign_bh = holm([r[10] for r in found]), benjamini_hochberg([r[10] for r in found])
-        for row, p_boot_holm, p_sign_holm, p_sign_bh in zip(found, boot_holm, sign_holm, sign_bh):
-            row[7] = p_boot_holm
-            best |= {(len(rows), j) for j in (5, 11) if p_sign_holm < ALPHA}
-            best |= {(len(rows), 7)} if p_boot_holm < ALPHA else set()
-            rows.append([*row, p_sign_holm, p_sign_bh])
-    return Table(
-        "significance",
-        f"Table 5 — aligned vs base per language: paired bootstrap ({RESAMPLES} "
-        f"resamples, seed {SEED}) and exact sign test",
-        [
-            "model / setting — condition",
-            "language",
-            "n",
-            "base",
-            "aligned",
-            "Δ (pp)",
-            "p boot",
-            "p boot (Holm)",
-            "fixed",
-            "broken",
-            "p sign",
-            "p sign (Holm)",
-            "p sign (BH)",
-        ],
-        rows,
-        ["text", "text", "int", "acc", "acc", "delta", "p", "p", "int", "int", "p", "p", "p"],
-        best,
-        "Items paired by index: n, base and aligned are on the items both were evaluated on; two-sided "
-        "p-values. fixed = items wrong in base and right aligned, "
-        "broken = the reverse; p sign = exact sign test (McNemar exact) on them. Holm = Holm-Bonferroni "
-        "adjustment over the languages of one comparison (family-wise error rate); BH = "
-        f"Benjamini-Hochberg (false discovery rate), for reference. Bold where the Holm-adjusted p < {ALPHA}.",
-    )
-
-
-def pooled_row(c: Comparison, group: str, langs: list[str]) -> list:
-    """One row of Table 7: the comparison pooled over `langs` (see `pooled_table`)."""
-    rows = [dict(zip(idx, a.astype(float) - b.astype(float))) for idx, a, b in (c.items[lang] for lang in langs)]
-    diff = item_matrix(rows)  # (language, benchmark item); NaN: not evaluated
-    fixed = broken = 0
-    for lang in langs:
-        f, br = discordant(*c.items[lang][1:])
-        fixed, broken = fixed + f, broken + br
-    delta, lo, hi = bootstrap_average_ci(diff)
-    per_item = np.nansum(diff, axis=0)  # net items fixed over languages, per benchmark item
-    better, worse = int((per_item > 0).sum()), int((per_item < 0).sum())
-    base = mean_present([c.items[lang][2].mean() for lang in langs])
-    aligned = mean_present([c.items[lang][1].mean() for lang in langs])
-    n_pairs = int((~np.isnan(diff)).sum())
-    tests = [fixed, broken, sign_test(fixed, broken), better, worse, sign_test(better, worse)]
-    return [c.name, group, len(langs), n_pairs, base, aligned, delta, lo, hi, *tests]
-
-
-def pooled_table(run: RunData) -> Table:
-    """Table 7: seen / unseen / all languages pooled: sign test on the summed discordant counts and a
-    bootstrap CI of the average difference resampling items jointly across languages."""
-    rows: list[list] = []
-    best: set = set()
-    for c in comparisons(run):
-        groups = language_groups(c.items, c.seen)
-        found = [pooled_row(c, group, langs) for group, langs in groups.items()]
-        for row, p_holm in zip(found, holm([row[-1] for row in found])):  # the groups overlap: one family
-            if p_holm < ALPHA:
-                best.add((len(rows), 6))
-            rows.append([*row, p_holm])
-    return Table(
-        "pooled",
-        f"Table 7 — aligned vs base pooled over languages: exact sign test and 95% "
-        f"bootstrap CI of Δ ({RESAMPLES} resamples, seed {SEED})",
-        [
-            "model / setting — condition",
-            "languages",
-            "n langs",
-            "n pairs",
-            "base",
-            "aligned",
-            "Δ (pp)",
-            "Δ CI low",
-            "Δ CI high",
-            "fixed",
-            "broken",
-            "p sign",
-            "items better",
-            "items worse",
-            "p items",
-            "p items (Holm)",
-        ],
-        rows,
-        ["text", "text", "int", "int", "acc", "acc", "delta", "delta", "delta", "int", "int", "p", "int", "int"]
-        + ["p", "p"],
-        best,
-        "Averages are means over languages of per-language accuracy on paired items. The CI resamples "
-        "item indices jointly across languages (the test sets are item-parallel). fixed/broken and p sign "
-        "pool every (language, item) pair, which are not independent across languages (translations of "
-        "the same reviews). The headline test treats the benchmark item as the unit: per item, the net "
-        "number of languages fixed (fixed minus broken); 'items better/worse' count items with a net "
-        "gain/loss and p items is the exact sign test over them, valid for independent items. Per "
-        "language, see the Holm-corrected tests (Table 5). The seen, unseen and all rows of a comparison "
-        "overlap, so p items (Holm) corrects over them (Holm-Bonferroni, valid under any dependence); "
-        f"Δ bold where p items (Holm) < {ALPHA}.",
-    )
 
 
 def balanced_table(run: RunData, condition) -> Table:
