@@ -184,9 +184,9 @@ def test_lens_quantities_equal_plain_forward_per_item(family, cap, head, request
     assert [dict(block._forward_hooks) for block in model.get_decoder().layers] == hooks  # ours are removed
     assert sorted(got) == [it.index for it in lang.prep.items] and len(got) == 9
     assert len({len(it.ids) for it in lang.prep.items}) > 3  # lengths differ: batches carry padding
-    n_classes = (len(lang.sets) - 2) // 3
+    n_classes = lang.sets.n_classes
     for item, gold in zip(lang.prep.items, lang.gold_index):
-        want = plain_forward_quantities(model, item.ids, lang.sets, gold, n_classes, layers)
+        want = plain_forward_quantities(model, item.ids, lang.sets.columns, gold, n_classes, layers)
         for q in QUANTITIES:
             assert got[item.index][q] == pytest.approx(want[q], rel=1e-5, abs=1e-9), (item.index, q)
 

@@ -215,10 +215,11 @@ def calibrated_tables(run: RunData, cal: RunData | None = None, boots: dict | No
     return tables
 
 
-def with_calibration(run: RunData, tables: list[Table]) -> list[Table]:
+def with_calibration(run: RunData, tables: list[Table], cal: RunData | None = None) -> list[Table]:
     """polyalign.reports.tables' tables with calibration: Table 1 (one per condition, built first) replaced by
-    its raw + calibrated + AUC version, the headline after it, Tables C1-C4 at the end."""
-    cal = calibrate_run(run)
+    its raw + calibrated + AUC version, the headline after it, Tables C1-C4 at the end. `cal`: the
+    run's `calibrate_run`, when the caller has it already."""
+    cal = calibrate_run(run) if cal is None else cal
     first = [raw_calibrated_table(run, cal, c) for c in run.conditions()]
     rest = [t for t in tables if t.name != "per_language"]
     boots = {c.name: auc_bootstrap(run, c) for c in comparisons(run)}

@@ -60,7 +60,7 @@ def primary_raw(r: PartResult) -> str:
     return interval_text(r.raw, "accuracy")
 
 
-def summary_rows(results: list[ClaimResult], spec: ClaimsSpec) -> list[list[str]]:
+def summary_rows(results: list[ClaimResult]) -> list[list[str]]:
     rows = []
     for res in results:
         tests = sorted({TESTS[r.part.test] for r in res.parts})
@@ -200,7 +200,7 @@ def render_claims(run: RunData, results: list[ClaimResult], spec: ClaimsSpec, ma
         + ". "
         + paper_note(),
         "",
-        *md_table(header, summary_rows(results, spec)),
+        *md_table(header, summary_rows(results)),
         "",
         "## Claim by claim",
         "",

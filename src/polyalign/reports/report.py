@@ -34,7 +34,7 @@ __all__ = [
 ]  # re-exported: Table and load_run live in run_data, build_tables in tables, paired_bootstrap in stats
 
 
-def accuracy_table(runs: dict[str, dict], fmt: str = "md") -> str:
+def accuracy_table(runs: dict[str, dict]) -> str:
     """Accuracy per language (rows) for each named run (columns), with the average row."""
     langs: list[str] = []
     for results in runs.values():
@@ -162,8 +162,9 @@ def write_report(run_dir: str | Path, fmt: str = "md", out: str | Path | None = 
     if not run.correct:
         raise PolyalignError(f"{run_dir}: the store holds no evaluation results yet")
     out = Path(out) if out else Path(run_dir) / f"report.{EXTENSIONS[fmt]}"
-    tables = with_calibration(run, build_tables(run))  # Table 1 raw and calibrated, the headline, Tables C1-C4
-    tables += seed_tables(run, calibrate_run(run))  # seeds and shuffled controls (polyalign.reports.seeds)
+    cal = calibrate_run(run)  # once: the calibrated tables and the control table's calibrated columns
+    tables = with_calibration(run, build_tables(run), cal)  # Table 1 raw and calibrated, the headline, Tables C1-C4
+    tables += seed_tables(run, cal)  # seeds and shuffled controls (polyalign.reports.seeds)
     figures = build_figures(run) if fmt != "csv" else []
     files_dir = f"{out.stem}_files"
     if fmt in ("md", "latex"):
