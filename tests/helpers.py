@@ -125,3 +125,61 @@ def write_experiment(tmp_path: Path, data_dir: Path, alignment: list[dict], **to
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump(spec), encoding="utf-8")
     return path
+
+
+def one_line_error(capsys, argv: list[str], match: str) -> str:
+    """Run the CLI on `argv`: it must exit 2 with one stderr line, `polyalign: error: ...` naming `match`."""
+    from polyalign.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("polyalign: error: ") and match in err, err
+    return err
+
+
+def run_cli(add_cli, argv: list[str]):
+    """Parse `argv` with only the commands `add_cli` registers and run the chosen one."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_cli(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+CONFIG_ONLY_HIDDEN = 32  # hidden size of `config_only_model`
+
+
+def config_only_model(folder: Path, tokenizer_dir: Path) -> Path:
+    """A model folder with a config and a tokenizer but no weights: loading it would fail, so a check
+    that must come before loading is seen to."""
+    from transformers import LlamaConfig
+
+    shutil.copytree(tokenizer_dir, folder)
+    LlamaConfig(
+        vocab_size=64,
+        hidden_size=CONFIG_ONLY_HIDDEN,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+    ).save_pretrained(folder)
+    return folder
+
+
+def cfg_for(model_dir, data_dir, **kw):
+    """An EvalConfig of a small snli run on three languages (6 items each), `kw` overriding."""
+    from polyalign.evaluation.evaluate import EvalConfig
+
+    base = dict(
+        model=str(model_dir),
+        task="snli",
+        langs="en,ja,no",
+        mode="english",
+        scoring="exact",
+        limit=6,
+        data_dir=str(data_dir),
+        prompts=str(PAPER_PACK),
+        batch_size=4,
+    )
+    base.update(kw)
+    return EvalConfig(**base)

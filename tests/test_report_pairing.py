@@ -1,4 +1,4 @@
-"""Issue 18, item 8: the report's header range, † marks, paired base/aligned columns and the bold
+"""The report's pairing (polyalign.reports): the header range, † marks, paired base/aligned columns and the bold
 p-values of overlapping groups."""
 
 from __future__ import annotations
