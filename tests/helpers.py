@@ -183,3 +183,23 @@ def cfg_for(model_dir, data_dir, **kw):
     )
     base.update(kw)
     return EvalConfig(**base)
+
+
+SAMPLE_KEY = ("model", "setting", "task", "mode", "scoring")
+
+
+def write_run_store(
+    run_dir: Path, experiment: dict, samples: dict[tuple[str, str, str, str, str], list[dict]], plan=None
+) -> Path:
+    """A run folder holding only a store, as `polyalign run` leaves it: the experiment (and the step
+    plan, when given) and, per (model, setting, task, mode, scoring), its sample rows (lang, idx,
+    gold, pred, scores). What the report and claims tests build their runs with."""
+    from polyalign.study.store import Store
+
+    with Store(run_dir) as store:
+        store.set_meta("experiment", experiment)
+        if plan is not None:
+            store.set_meta("plan", plan)
+        for key, rows in samples.items():
+            store.replace_samples("step-" + "-".join(key), dict(zip(SAMPLE_KEY, key)), rows)
+    return run_dir

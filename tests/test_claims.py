@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from helpers import write_run_store
 from polyalign.core.config import build
 from polyalign.evaluation.stats import sign_test
 from polyalign.reports.claims import evaluate_claims
@@ -37,23 +38,21 @@ def fake_run(tmp_path, results: dict, claims: list[dict], correction: str = "hol
         "alignment": [SETTING, {**SETTING, "name": "al2"}, {**SETTING, "name": "al3"}],
         "claims": {"alpha": 0.05, "correction": correction, "claims": claims},
     }
-    with Store(run_dir) as store:
-        store.set_meta("experiment", experiment)
-        for (model, setting, mode), by_lang in results.items():
-            rows = []
-            for lang, right in by_lang.items():
-                for i, ok in enumerate(right):
-                    gold, other = ("positive", "negative") if i % 2 else ("negative", "positive")
-                    mass = {gold: 0.8 if ok else 0.2, other: 0.2 if ok else 0.8}
-                    pred = gold if ok else other
-                    if (model, setting, mode) in prior_shifted:
-                        positive = 0.9 if gold == "positive" else 0.6
-                        mass, pred = {"positive": positive, "negative": 1 - positive}, "positive"
-                    scores = {c: mass[c] for c in ("positive", "negative")}
-                    rows.append({"lang": lang, "idx": i, "gold": gold, "pred": pred, "scores": scores})
-            labels = {"model": model, "setting": setting, "task": "emotion", "mode": mode, "scoring": "prefix"}
-            store.replace_samples(f"step-{model}-{setting}-{mode}", labels, rows)
-    return run_dir
+    samples = {}
+    for (model, setting, mode), by_lang in results.items():
+        rows = []
+        for lang, right in by_lang.items():
+            for i, ok in enumerate(right):
+                gold, other = ("positive", "negative") if i % 2 else ("negative", "positive")
+                mass = {gold: 0.8 if ok else 0.2, other: 0.2 if ok else 0.8}
+                pred = gold if ok else other
+                if (model, setting, mode) in prior_shifted:
+                    positive = 0.9 if gold == "positive" else 0.6
+                    mass, pred = {"positive": positive, "negative": 1 - positive}, "positive"
+                scores = {c: mass[c] for c in ("positive", "negative")}
+                rows.append({"lang": lang, "idx": i, "gold": gold, "pred": pred, "scores": scores})
+        samples[(model, setting, "emotion", mode, "prefix")] = rows
+    return write_run_store(run_dir, experiment, samples)
 
 
 def claim(cid: str, treatment="al", reference="base", **part) -> dict:

@@ -7,25 +7,24 @@ from pathlib import Path
 
 import pytest
 
+from helpers import write_run_store
 from polyalign.reports.report import build_tables, load_run, write_report
-from polyalign.study.store import Store
 
 GOLD = ["positive"] * 30
 
 
 def store_run(run_dir: Path, experiment: dict, preds: dict[str, dict[str, dict[int, str]]]) -> Path:
     """A run store: `preds[setting][lang][item index]` = the predicted label (gold: positive)."""
-    with Store(run_dir) as store:
-        store.set_meta("experiment", {"name": "audit", "models": ["m"], "tasks": ["emotion"], **experiment})
-        for setting, by_lang in preds.items():
-            rows = [
-                {"lang": lang, "idx": i, "gold": GOLD[i], "pred": p, "scores": {"positive": 0.0, "negative": -1.0}}
-                for lang, items in by_lang.items()
-                for i, p in items.items()
-            ]
-            labels = {"model": "m", "setting": setting, "task": "emotion", "mode": "english", "scoring": "exact"}
-            store.replace_samples(f"step-{setting}", labels, rows)
-    return run_dir
+    samples = {
+        ("m", setting, "emotion", "english", "exact"): [
+            {"lang": lang, "idx": i, "gold": GOLD[i], "pred": p, "scores": {"positive": 0.0, "negative": -1.0}}
+            for lang, items in by_lang.items()
+            for i, p in items.items()
+        ]
+        for setting, by_lang in preds.items()
+    }
+    experiment = {"name": "audit", "models": ["m"], "tasks": ["emotion"], **experiment}
+    return write_run_store(run_dir, experiment, samples)
 
 
 def right(n: int, wrong: set[int] = frozenset(), start: int = 0) -> dict[int, str]:  # type: ignore[assignment]
