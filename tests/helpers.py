@@ -189,11 +189,16 @@ SAMPLE_KEY = ("model", "setting", "task", "mode", "scoring")
 
 
 def write_run_store(
-    run_dir: Path, experiment: dict, samples: dict[tuple[str, str, str, str, str], list[dict]], plan=None
+    run_dir: Path,
+    experiment: dict,
+    samples: dict[tuple[str, str, str, str, str], list[dict]],
+    plan: list[dict] | None = None,
+    step: str | None = None,
 ) -> Path:
-    """A run folder holding only a store, as `polyalign run` leaves it: the experiment (and the step
-    plan, when given) and, per (model, setting, task, mode, scoring), its sample rows (lang, idx,
-    gold, pred, scores). What the report and claims tests build their runs with."""
+    """A run folder's store, as `polyalign run` leaves it: the experiment (and the step plan, when
+    given) and, per (model, setting, task, mode, scoring), its sample rows (lang, idx, gold, pred,
+    scores), stored under `step` (the key of the plan's step) or a name of their own. What the
+    report, claims and store tests build their runs with."""
     from polyalign.study.store import Store
 
     with Store(run_dir) as store:
@@ -201,5 +206,5 @@ def write_run_store(
         if plan is not None:
             store.set_meta("plan", plan)
         for key, rows in samples.items():
-            store.replace_samples("step-" + "-".join(key), dict(zip(SAMPLE_KEY, key)), rows)
+            store.replace_samples(step or "step-" + "-".join(key), dict(zip(SAMPLE_KEY, key)), rows)
     return run_dir

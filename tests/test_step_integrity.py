@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers import write_run_store
 from polyalign.cli import main
 from polyalign.core.errors import PolyalignError
 from polyalign.study.executor import execute_steps
@@ -97,14 +98,10 @@ def report_run(tmp_path) -> Path:
     (folder / "eval" / "samples.jsonl").write_text(ROWS)
     marker = {"kind": "eval", "key": "k" * 64, "outputs": {"n": 5}, "files": output_digests(folder)}
     (folder / "done.json").write_text(json.dumps(marker))
-    with Store(run_dir) as store:
-        store.set_meta("experiment", {"name": "t", "models": ["m"], "tasks": ["emotion"], "modes": ["english"]})
-        store.set_meta(
-            "plan", [{"kind": "eval", "key": "k" * 64, "label": "x", "labels": labels, "dir": "steps/eval-x"}]
-        )
-        rows = [{"lang": "en", "idx": i, "gold": "positive", "pred": "positive", "scores": None} for i in range(5)]
-        store.replace_samples("k" * 64, labels, rows)
-    return run_dir
+    experiment = {"name": "t", "models": ["m"], "tasks": ["emotion"], "modes": ["english"]}
+    plan = [{"kind": "eval", "key": "k" * 64, "label": "x", "labels": labels, "dir": "steps/eval-x"}]
+    rows = [{"lang": "en", "idx": i, "gold": "positive", "pred": "positive", "scores": None} for i in range(5)]
+    return write_run_store(run_dir, experiment, {tuple(labels.values()): rows}, plan, step="k" * 64)
 
 
 def test_the_report_says_when_files_and_store_disagree(tmp_path, capsys):
