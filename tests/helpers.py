@@ -208,3 +208,20 @@ def write_run_store(
         for key, rows in samples.items():
             store.replace_samples(step or "step-" + "-".join(key), dict(zip(SAMPLE_KEY, key)), rows)
     return run_dir
+
+
+def tiny_training(max_steps: int = 4, batch: int = 2, learning_rate: str = "1e-3", *extra: str) -> list[str]:
+    """Training overrides (key=value) for a run of seconds on a tiny model: a step of `batch` pairs,
+    an eval and a checkpoint every 2 steps, a quarter of the pairs held out, then `extra`."""
+    return [
+        f"max_steps={max_steps}",
+        f"per_device_batch={batch}",
+        "grad_accum=1",
+        "eval_steps=2",
+        "save_steps=2",
+        "logging_steps=1",
+        "val_size=0.25",
+        f"learning_rate={learning_rate}",
+        "cutoff_len=256",
+        *extra,
+    ]

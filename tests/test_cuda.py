@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from helpers import WORDS, make_items
+from helpers import WORDS, make_items, tiny_training
 from polyalign.alignment.alignment_data import build_pairs, write_pairs
 from polyalign.alignment.train_config import load_config
 from polyalign.alignment.training import train
@@ -78,20 +78,7 @@ def test_cuda_eval_matches_cpu_eval(tiny_gemma, data_dir, tmp_path):
 def test_cuda_training_in_bf16_gives_a_usable_adapter(tiny_llama, data_dir, tmp_path):
     pairs = tmp_path / "pairs.jsonl"
     write_pairs(build_pairs("snli", ["zh", "es"], "en", 8, 0, data_dir, PromptPack.load()), pairs)
-    cfg = load_config(
-        None,
-        [
-            "max_steps=4",
-            "per_device_batch=4",
-            "grad_accum=1",
-            "eval_steps=2",
-            "save_steps=2",
-            "logging_steps=1",
-            "val_size=0.25",
-            "learning_rate=1e-3",
-            "cutoff_len=256",
-        ],
-    )
+    cfg = load_config(None, tiny_training(4, 4, "1e-3"))
     summary = train(str(tiny_llama), pairs, tmp_path / "run", cfg)
     assert summary["bf16"] is True and summary["global_step"] == 4
     losses = [

@@ -8,7 +8,7 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
-from helpers import run_cli, two_cpu_processes
+from helpers import run_cli, tiny_training, two_cpu_processes
 from polyalign.alignment.alignment_data import build_pairs, write_pairs
 from polyalign.alignment.merge import merge
 from polyalign.alignment.train_config import TrainConfig, default_config_path, load_config
@@ -19,18 +19,7 @@ from polyalign.core.errors import PolyalignError
 from polyalign.core.prompts import PromptPack
 from polyalign.engine.models import load_model
 
-TINY = [
-    "max_steps=4",
-    "per_device_batch=2",
-    "grad_accum=1",
-    "eval_steps=2",
-    "save_steps=2",
-    "logging_steps=1",
-    "val_size=0.25",
-    "learning_rate=1e-3",
-    "cutoff_len=256",
-    "keep=best",
-]
+TINY = tiny_training(4, 2, "1e-3", "keep=best")
 
 
 @pytest.fixture(scope="module")
