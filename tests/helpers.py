@@ -225,3 +225,15 @@ def tiny_training(max_steps: int = 4, batch: int = 2, learning_rate: str = "1e-3
         "cutoff_len=256",
         *extra,
     ]
+
+
+# files every `polyalign pca` run writes, whatever its models (the .npz and CSV names depend on them)
+PCA_OUTPUTS = (
+    "pca.json",
+    "pca_correlations.md",
+    "pca_alignment.csv",
+    "pca_scatter.png",
+    "pca_scatter.pdf",
+    "pca_alignment.png",
+    "pca_alignment.pdf",
+)

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from helpers import random_lora
+from helpers import PCA_OUTPUTS, random_lora
 from polyalign.analysis import lens
 from polyalign.analysis.lens import QUANTITIES, plot_from_dir, run_lens
 from polyalign.analysis.states import collect_states
@@ -350,17 +350,7 @@ def test_real_gemma_lens_and_pca_commands(gemma_dir, data_dir, tmp_path):
     assert args.func(args) == 0
     for name in ("lens.json", "lens_items.jsonl", "lens_en.csv", "lens_es.csv", "lens.png", "lens.pdf"):
         assert (tmp_path / "lens" / name).stat().st_size > 0, name
-    for name in (
-        "pca.json",
-        "pca_base.npz",
-        "pca_correlations.csv",
-        "pca_correlations.md",
-        "pca_alignment.csv",
-        "pca_scatter.png",
-        "pca_scatter.pdf",
-        "pca_alignment.png",
-        "pca_alignment.pdf",
-    ):
+    for name in ("pca_base.npz", "pca_correlations.csv", *PCA_OUTPUTS):
         assert (tmp_path / "pca" / name).stat().st_size > 0, name
     meta = json.loads((tmp_path / "lens" / "lens.json").read_text())
     assert meta["num_layers"] == 18 and len(meta["layers"]) == 18

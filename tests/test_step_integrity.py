@@ -36,11 +36,16 @@ def execute(tmp_path, step) -> list[str]:
     return logged
 
 
-def test_a_cut_file_reruns_its_step_and_is_restored(tmp_path):
+def finished_step(tmp_path) -> tuple[list, Step, Path]:
+    """A writing step run once in `tmp_path`: (its runs so far, the step, its folder)."""
     runs: list = []
     step = writing_step(runs)
     execute(tmp_path, step)
-    folder = step_folder(tmp_path, step)
+    return runs, step, step_folder(tmp_path, step)
+
+
+def test_a_cut_file_reruns_its_step_and_is_restored(tmp_path):
+    runs, step, folder = finished_step(tmp_path)
     marker = json.loads((folder / "done.json").read_text())
     assert set(marker["files"]) == {"out/samples.jsonl", "summary.json"}
     assert execute(tmp_path, step)[-1].endswith("done earlier, skipped") and len(runs) == 1
@@ -54,20 +59,15 @@ def test_a_cut_file_reruns_its_step_and_is_restored(tmp_path):
 
 
 def test_a_cut_marker_reruns_its_step(tmp_path):
-    runs: list = []
-    step = writing_step(runs)
-    execute(tmp_path, step)
-    marker = step_folder(tmp_path, step) / "done.json"
+    runs, step, folder = finished_step(tmp_path)
+    marker = folder / "done.json"
     marker.write_text(marker.read_text()[:40])
     assert "running in" in execute(tmp_path, step)[0] and len(runs) == 2
     assert json.loads(marker.read_text())["key"] == step.key
 
 
 def test_markers_written_before_digests_are_trusted_as_before(tmp_path):
-    runs: list = []
-    step = writing_step(runs)
-    execute(tmp_path, step)
-    folder = step_folder(tmp_path, step)
+    runs, step, folder = finished_step(tmp_path)
     marker = json.loads((folder / "done.json").read_text())
     del marker["files"]
     (folder / "done.json").write_text(json.dumps(marker))
