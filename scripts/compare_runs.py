@@ -2,7 +2,7 @@
 
 usage: python scripts/compare_runs.py BASE_DIR ALIGNED_DIR --seen zh,es,en
 Prints Markdown: accuracy per language, languages seen vs unseen in alignment training, and the
-per-language paired tests (polyalign.study.report_tables; a `polyalign run` folder gets them all from
+per-language paired tests (polyalign.reports.tables; a `polyalign run` folder gets them all from
 `polyalign report`).
 """
 
@@ -13,9 +13,10 @@ import json
 from pathlib import Path
 
 from polyalign.evaluation.results import read_samples
-from polyalign.study.report_formats import render_md
-from polyalign.study.report_tables import per_language_table, seen_unseen_table, significance_table
-from polyalign.study.run_data import RunData
+from polyalign.reports.formats import render_md
+from polyalign.reports.paired import significance_table
+from polyalign.reports.run_data import RunData
+from polyalign.reports.tables import per_language_table, seen_unseen_table
 
 
 def eval_run(base: Path, aligned: Path, seen: list[str]) -> RunData:

@@ -125,3 +125,115 @@ def write_experiment(tmp_path: Path, data_dir: Path, alignment: list[dict], **to
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump(spec), encoding="utf-8")
     return path
+
+
+def one_line_error(capsys, argv: list[str], match: str) -> str:
+    """Run the CLI on `argv`: it must exit 2 with one stderr line, `polyalign: error: ...` naming `match`."""
+    from polyalign.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("polyalign: error: ") and match in err, err
+    return err
+
+
+def run_cli(add_cli, argv: list[str]):
+    """Parse `argv` with only the commands `add_cli` registers and run the chosen one."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_cli(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+CONFIG_ONLY_HIDDEN = 32  # hidden size of `config_only_model`
+
+
+def config_only_model(folder: Path, tokenizer_dir: Path) -> Path:
+    """A model folder with a config and a tokenizer but no weights: loading it would fail, so a check
+    that must come before loading is seen to."""
+    from transformers import LlamaConfig
+
+    shutil.copytree(tokenizer_dir, folder)
+    LlamaConfig(
+        vocab_size=64,
+        hidden_size=CONFIG_ONLY_HIDDEN,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+    ).save_pretrained(folder)
+    return folder
+
+
+def cfg_for(model_dir, data_dir, **kw):
+    """An EvalConfig of a small snli run on three languages (6 items each), `kw` overriding."""
+    from polyalign.evaluation.evaluate import EvalConfig
+
+    base = dict(
+        model=str(model_dir),
+        task="snli",
+        langs="en,ja,no",
+        mode="english",
+        scoring="exact",
+        limit=6,
+        data_dir=str(data_dir),
+        prompts=str(PAPER_PACK),
+        batch_size=4,
+    )
+    base.update(kw)
+    return EvalConfig(**base)
+
+
+SAMPLE_KEY = ("model", "setting", "task", "mode", "scoring")
+
+
+def write_run_store(
+    run_dir: Path,
+    experiment: dict,
+    samples: dict[tuple[str, str, str, str, str], list[dict]],
+    plan: list[dict] | None = None,
+    step: str | None = None,
+) -> Path:
+    """A run folder's store, as `polyalign run` leaves it: the experiment (and the step plan, when
+    given) and, per (model, setting, task, mode, scoring), its sample rows (lang, idx, gold, pred,
+    scores), stored under `step` (the key of the plan's step) or a name of their own. What the
+    report, claims and store tests build their runs with."""
+    from polyalign.study.store import Store
+
+    with Store(run_dir) as store:
+        store.set_meta("experiment", experiment)
+        if plan is not None:
+            store.set_meta("plan", plan)
+        for key, rows in samples.items():
+            store.replace_samples(step or "step-" + "-".join(key), dict(zip(SAMPLE_KEY, key)), rows)
+    return run_dir
+
+
+def tiny_training(max_steps: int = 4, batch: int = 2, learning_rate: str = "1e-3", *extra: str) -> list[str]:
+    """Training overrides (key=value) for a run of seconds on a tiny model: a step of `batch` pairs,
+    an eval and a checkpoint every 2 steps, a quarter of the pairs held out, then `extra`."""
+    return [
+        f"max_steps={max_steps}",
+        f"per_device_batch={batch}",
+        "grad_accum=1",
+        "eval_steps=2",
+        "save_steps=2",
+        "logging_steps=1",
+        "val_size=0.25",
+        f"learning_rate={learning_rate}",
+        "cutoff_len=256",
+        *extra,
+    ]
+
+
+# files every `polyalign pca` run writes, whatever its models (the .npz and CSV names depend on them)
+PCA_OUTPUTS = (
+    "pca.json",
+    "pca_correlations.md",
+    "pca_alignment.csv",
+    "pca_scatter.png",
+    "pca_scatter.pdf",
+    "pca_alignment.png",
+    "pca_alignment.pdf",
+)

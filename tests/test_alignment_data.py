@@ -1,13 +1,12 @@
 """`polyalign data build`: pairs from the real SNLI question files, mixtures, writers, bad input, translator."""
 
-import argparse
 import json
 import shutil
 
 import pytest
 import torch
 
-from helpers import packaged_tokenizer
+from helpers import packaged_tokenizer, run_cli
 from polyalign.alignment.alignment_data import build_pairs, question_file_records
 from polyalign.alignment.translation import Seq2SeqTranslator, translate_records
 from polyalign.cli.data import add_cli
@@ -18,13 +17,6 @@ from polyalign.core.tasks import load_task
 
 PACK = PromptPack.load()
 SNLI = load_task("snli")
-
-
-def run_cli(argv):
-    parser = argparse.ArgumentParser()
-    add_cli(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
 
 
 def test_pairs_render_parsed_question_files_with_our_renderer(data_dir):
@@ -120,13 +112,13 @@ def test_cli_writes_llamafactory_files_and_refuses_overwrite(data_dir, tmp_path,
         "llamafactory",
     ]
     with pytest.raises(PolyalignError, match="needs --model"):
-        run_cli(["data", *argv])
+        run_cli(add_cli, ["data", *argv])
     assert not out.exists()  # refused before any pair was built
     model = tmp_path / "gemma"
     shutil.copytree(packaged_tokenizer("gemma-3-270m"), model)
     (model / "config.json").write_text("{}")
     argv += ["--model", str(model)]
-    assert run_cli(["data", *argv]) == 0
+    assert run_cli(add_cli, ["data", *argv]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert rows == build_pairs("snli", ["zh", "sw"], "en", 3, 7, data_dir, PACK)
     alpaca = json.loads((tmp_path / "mix.alpaca.json").read_text())
@@ -140,10 +132,10 @@ def test_cli_writes_llamafactory_files_and_refuses_overwrite(data_dir, tmp_path,
         "columns": {"prompt": "instruction", "query": "input", "response": "output"},
     }
     with pytest.raises(PolyalignError, match="--overwrite"):
-        run_cli(["data", *argv])
-    assert run_cli(["data", *argv, "--overwrite", "--format", "jsonl"]) == 0
+        run_cli(add_cli, ["data", *argv])
+    assert run_cli(add_cli, ["data", *argv, "--overwrite", "--format", "jsonl"]) == 0
     with pytest.raises(PolyalignError, match="KEY=VALUE"):
-        run_cli(["data", *argv, "--overwrite", "--pair-file", "zh"])
+        run_cli(add_cli, ["data", *argv, "--overwrite", "--pair-file", "zh"])
 
 
 @pytest.fixture(scope="module")

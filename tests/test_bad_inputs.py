@@ -10,18 +10,11 @@ import warnings
 import pytest
 
 import polyalign
-from polyalign.cli import main
+from helpers import one_line_error
 from polyalign.core.errors import PolyalignError
 from polyalign.core.paths import check_output_path
 
 NO_MODEL = "/nonexistent/model"  # loading it would fail with another message: the check must come first
-
-
-def one_line_error(capsys, argv: list[str], match: str) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("polyalign: error: ") and match in err, err
-    return err
 
 
 def commands(data_dir, out: str) -> dict[str, list[str]]:

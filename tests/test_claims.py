@@ -1,16 +1,17 @@
-"""polyalign.study.claims: pre-registered verdicts on hand-made per-item results (no model)."""
+"""polyalign.reports.claims: pre-registered verdicts on hand-made per-item results (no model)."""
 
 import json
 
 import numpy as np
 import pytest
 
+from helpers import write_run_store
 from polyalign.core.config import build
 from polyalign.evaluation.stats import sign_test
-from polyalign.study.claims import evaluate_claims
-from polyalign.study.claims_report import write_claims
+from polyalign.reports.claims import evaluate_claims
+from polyalign.reports.claims_report import write_claims
+from polyalign.reports.run_data import load_run
 from polyalign.study.claims_spec import ClaimsSpec
-from polyalign.study.run_data import load_run
 from polyalign.study.store import Store
 
 MODELS = ["org/a", "org/b"]
@@ -37,23 +38,21 @@ def fake_run(tmp_path, results: dict, claims: list[dict], correction: str = "hol
         "alignment": [SETTING, {**SETTING, "name": "al2"}, {**SETTING, "name": "al3"}],
         "claims": {"alpha": 0.05, "correction": correction, "claims": claims},
     }
-    with Store(run_dir) as store:
-        store.set_meta("experiment", experiment)
-        for (model, setting, mode), by_lang in results.items():
-            rows = []
-            for lang, right in by_lang.items():
-                for i, ok in enumerate(right):
-                    gold, other = ("positive", "negative") if i % 2 else ("negative", "positive")
-                    mass = {gold: 0.8 if ok else 0.2, other: 0.2 if ok else 0.8}
-                    pred = gold if ok else other
-                    if (model, setting, mode) in prior_shifted:
-                        positive = 0.9 if gold == "positive" else 0.6
-                        mass, pred = {"positive": positive, "negative": 1 - positive}, "positive"
-                    scores = {c: mass[c] for c in ("positive", "negative")}
-                    rows.append({"lang": lang, "idx": i, "gold": gold, "pred": pred, "scores": scores})
-            labels = {"model": model, "setting": setting, "task": "emotion", "mode": mode, "scoring": "prefix"}
-            store.replace_samples(f"step-{model}-{setting}-{mode}", labels, rows)
-    return run_dir
+    samples = {}
+    for (model, setting, mode), by_lang in results.items():
+        rows = []
+        for lang, right in by_lang.items():
+            for i, ok in enumerate(right):
+                gold, other = ("positive", "negative") if i % 2 else ("negative", "positive")
+                mass = {gold: 0.8 if ok else 0.2, other: 0.2 if ok else 0.8}
+                pred = gold if ok else other
+                if (model, setting, mode) in prior_shifted:
+                    positive = 0.9 if gold == "positive" else 0.6
+                    mass, pred = {"positive": positive, "negative": 1 - positive}, "positive"
+                scores = {c: mass[c] for c in ("positive", "negative")}
+                rows.append({"lang": lang, "idx": i, "gold": gold, "pred": pred, "scores": scores})
+        samples[(model, setting, "emotion", mode, "prefix")] = rows
+    return write_run_store(run_dir, experiment, samples)
 
 
 def claim(cid: str, treatment="al", reference="base", **part) -> dict:
@@ -231,7 +230,7 @@ def test_lens_and_pca_parts(tmp_path):
 
 def test_wall_time_sums_the_steps_own_times_not_the_pauses(tmp_path):
     """A study resumed across sessions costs what its steps took, not the days between them."""
-    from polyalign.study.claims_report import wall_time
+    from polyalign.reports.claims_report import wall_time
 
     run_dir = fake_run(tmp_path, results_for(a__base=outcome(36)), [claim("1")])
     plan = [{"kind": "eval", "key": k, "label": k, "labels": None, "dir": f"steps/{k}"} for k in "abcd"]
@@ -254,7 +253,7 @@ def test_the_report_names_the_machine_the_steps_ran_on(tmp_path):
     """Each step records its hardware in done.json; the claims report names that machine, not the one
     rendering the report. Runs from before the record name their evaluations' precision instead."""
     from polyalign.engine.precision import machine_description
-    from polyalign.study.claims_report import run_machine
+    from polyalign.reports.claims_report import run_machine
     from polyalign.study.executor import execute_steps
     from polyalign.study.steps import Step
 
@@ -294,7 +293,7 @@ def test_the_report_puts_the_papers_effect_and_direction_beside_ours(tmp_path):
 
 
 def test_the_header_names_the_run_command_of_the_packaged_experiment():
-    from polyalign.study.claims_paper import regenerate_commands
+    from polyalign.reports.claims_paper import regenerate_commands
 
     claims = "polyalign claims runs/c --out docs/CLAIMS.md"
     text = regenerate_commands("runs/c", "paper_claims", claims)
@@ -304,10 +303,10 @@ def test_the_header_names_the_run_command_of_the_packaged_experiment():
 
 
 def test_direction_is_by_sign_and_says_when_ours_is_zero():
-    from polyalign.study.claims import PartResult
-    from polyalign.study.claims_paper import direction
+    from polyalign.reports.claims import PartResult
+    from polyalign.reports.claims_paper import direction
+    from polyalign.reports.paper_effects import paper_effects
     from polyalign.study.claims_spec import Arm, ClaimPart
-    from polyalign.study.paper_effects import paper_effects
 
     part = ClaimPart("agnostic_aligned", Arm("zh-es_en"), Arm("base"))
     effects = paper_effects("8")  # Table 6: +27.21 with task-agnostic labels

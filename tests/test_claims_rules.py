@@ -4,14 +4,15 @@ a claims block edited after the results is said so in CLAIMS.md."""
 import pytest
 import yaml
 
+from helpers import write_run_store
 from polyalign.core.config import build
 from polyalign.core.errors import PolyalignError
-from polyalign.study.claims import evaluate_claims
+from polyalign.reports.claims import evaluate_claims
+from polyalign.reports.claims_report import write_claims
+from polyalign.reports.run_data import load_run
 from polyalign.study.claims_history import record_claims_change
-from polyalign.study.claims_report import write_claims
 from polyalign.study.claims_spec import ClaimsSpec
 from polyalign.study.experiment_spec import load_experiment
-from polyalign.study.run_data import load_run
 from polyalign.study.store import Store
 
 PART = {"name": "gain", "treatment": {"setting": "al"}, "reference": {"setting": "base"}}
@@ -78,18 +79,14 @@ def tied_run(tmp_path, claims: list[dict], n_items: int = 4):
     setting = {"name": "al", "task": "emotion", "sources": ["zh"], "target": "en"}
     experiment = {"name": "t", "models": ["m"], "tasks": ["emotion"], "modes": ["english"], "scoring": "exact"}
     experiment |= {"alignment": [setting], "claims": {"claims": claims}}
-    with Store(run_dir) as store:
-        store.set_meta("experiment", experiment)
-        for setting_name in ("base", "al"):
-            rows = [
-                {"lang": lang, "idx": i, "gold": "positive", "pred": "positive" if i % 2 else "negative"}
-                | {"scores": {"positive": 0.6, "negative": 0.4}}
-                for lang in ("en", "de")
-                for i in range(n_items)
-            ]
-            labels = {"model": "m", "setting": setting_name, "task": "emotion", "mode": "english", "scoring": "exact"}
-            store.replace_samples(f"step-{setting_name}", labels, rows)
-    return run_dir
+    rows = [
+        {"lang": lang, "idx": i, "gold": "positive", "pred": "positive" if i % 2 else "negative"}
+        | {"scores": {"positive": 0.6, "negative": 0.4}}
+        for lang in ("en", "de")
+        for i in range(n_items)
+    ]
+    samples = {("m", name, "emotion", "english", "exact"): rows for name in ("base", "al")}
+    return write_run_store(run_dir, experiment, samples)
 
 
 def claim(cid: str, **part) -> dict:

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from helpers import WORDS, make_items
+from helpers import WORDS, cfg_for, make_items, tiny_training
 from polyalign.alignment.alignment_data import build_pairs, write_pairs
 from polyalign.alignment.train_config import load_config
 from polyalign.alignment.training import train
@@ -17,7 +17,7 @@ from polyalign.core.prompts import PromptPack
 from polyalign.engine.models import load_model
 from polyalign.engine.scoring import Scorer, prefix_token_ids
 from polyalign.engine.unembed import Unembed, num_layers
-from polyalign.evaluation.evaluate import EvalConfig, run_eval
+from polyalign.evaluation.evaluate import run_eval
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
 
@@ -54,16 +54,7 @@ def test_cuda_eval_matches_cpu_eval(tiny_gemma, data_dir, tmp_path):
     samples = {}
     for device in ("cpu", "cuda"):
         model, tok = load_model(str(tiny_gemma), device=device, dtype="float32")
-        cfg = EvalConfig(
-            model=str(tiny_gemma),
-            task="snli",
-            langs="en,zh,sw",
-            mode="english",
-            scoring="exact",
-            limit=8,
-            data_dir=str(data_dir),
-            batch_size=4,
-        )
+        cfg = cfg_for(tiny_gemma, data_dir, langs="en,zh,sw", limit=8, prompts=None)
         run_eval(cfg, model, tok, tmp_path / device, progress=False)
         samples[device] = [
             json.loads(line)
@@ -78,20 +69,7 @@ def test_cuda_eval_matches_cpu_eval(tiny_gemma, data_dir, tmp_path):
 def test_cuda_training_in_bf16_gives_a_usable_adapter(tiny_llama, data_dir, tmp_path):
     pairs = tmp_path / "pairs.jsonl"
     write_pairs(build_pairs("snli", ["zh", "es"], "en", 8, 0, data_dir, PromptPack.load()), pairs)
-    cfg = load_config(
-        None,
-        [
-            "max_steps=4",
-            "per_device_batch=4",
-            "grad_accum=1",
-            "eval_steps=2",
-            "save_steps=2",
-            "logging_steps=1",
-            "val_size=0.25",
-            "learning_rate=1e-3",
-            "cutoff_len=256",
-        ],
-    )
+    cfg = load_config(None, tiny_training(4, 4, "1e-3"))
     summary = train(str(tiny_llama), pairs, tmp_path / "run", cfg)
     assert summary["bf16"] is True and summary["global_step"] == 4
     losses = [

@@ -6,32 +6,16 @@ import subprocess
 
 import pytest
 
-from helpers import PAPER_PACK, two_cpu_processes
+from helpers import PAPER_PACK, cfg_for, two_cpu_processes
 from polyalign.cli import main
 from polyalign.engine import scoring
 from polyalign.engine.models import load_model
-from polyalign.evaluation.evaluate import EvalConfig, run_eval
+from polyalign.evaluation.evaluate import run_eval
 from polyalign.evaluation.results import SampleLog
 
 
 def files_of(out):
     return {p.name: p.read_text() for p in sorted((out / "samples").glob("*.jsonl"))}
-
-
-def cfg_for(model_dir, data_dir, **kw):
-    base = dict(
-        model=str(model_dir),
-        task="snli",
-        langs="en,ja,no",
-        mode="english",
-        scoring="exact",
-        limit=6,
-        data_dir=str(data_dir),
-        prompts=str(PAPER_PACK),
-        batch_size=4,
-    )
-    base.update(kw)
-    return EvalConfig(**base)
 
 
 @pytest.mark.slow

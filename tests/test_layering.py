@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "polyalign"
-LAYERS = ("core", "engine", "evaluation", "alignment", "analysis", "study", "cli")
+LAYERS = ("core", "engine", "evaluation", "alignment", "analysis", "study", "reports", "cli")
 TOP_LEVEL_FILES = {"__init__.py", "__main__.py"}
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60  # a longer function is split recipe-style (see polyalign.alignment.training.train)
@@ -98,23 +98,81 @@ def test_the_check_sees_an_upward_import(tmp_path, monkeypatch):
     assert new == ["polyalign.core.bad imports polyalign.study.store (study is above core)"]
 
 
-def test_no_import_cycles():
-    graph = {name: imports_of(path, lazy=False) & set(MODULES) - {name} for name, path in MODULES.items()}
+def private_imports() -> list[str]:
+    """`from polyalign.x import _name` anywhere in the package: a private name is no API."""
+    found = []
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "polyalign":
+                private = [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+                found += [f"{name} imports {node.module}.{p}" for p in private]
+    return found
+
+
+def test_no_module_imports_a_private_name():
+    assert not private_imports()
+
+
+def test_the_check_sees_a_private_import(tmp_path, monkeypatch):
+    bad = tmp_path / "bad.py"
+    bad.write_text("from polyalign.core.files import _hidden\n", encoding="utf-8")
+    monkeypatch.setitem(MODULES, "polyalign.core.bad", bad)
+    assert private_imports() == ["polyalign.core.bad imports polyalign.core.files._hidden"]
+
+
+# Known lazy import edges that close a cycle, each to be removed when its cycle is fixed. An entry is
+# (importer, imported) and the import must sit inside a function of the importer.
+KNOWN_LAZY_CYCLE_EDGES = {
+    # engine/models.py imports engine/adapters.py at module level; adapters.py imports
+    # models.resolve_model_path inside a function. To go when model paths and aliases get one engine
+    # module (issue 30, Build 1: engine/ is being changed on another branch).
+    ("polyalign.engine.adapters", "polyalign.engine.models"),
+}
+
+
+def import_cycle() -> list[str] | None:
+    """The first import cycle (module names, the first repeated at the end) through module-level and
+    lazy (function-level) imports alike, leaving out KNOWN_LAZY_CYCLE_EDGES; None when there is none.
+    A lazy import defers the cost, not the dependency: the two modules still need each other."""
+    graph = {name: imports_of(path, lazy=True) & set(MODULES) - {name} for name, path in MODULES.items()}
+    for importer, imported in KNOWN_LAZY_CYCLE_EDGES:
+        assert imported not in imports_of(MODULES[importer], lazy=False), f"{importer}: no longer lazy"
+        graph[importer].discard(imported)
     state: dict[str, str] = {}  # grey: on the current path, black: finished
 
-    def visit(name: str, path: list[str]) -> None:
+    def visit(name: str, path: list[str]) -> list[str] | None:
         state[name] = "grey"
         for other in sorted(graph[name]):
             if state.get(other) == "grey":
-                cycle = path[path.index(other) :] + [other]
-                pytest.fail(f"import cycle: {' -> '.join(cycle)}")
+                return path[path.index(other) :] + [other]
             if other not in state:
-                visit(other, path + [other])
+                found = visit(other, path + [other])
+                if found:
+                    return found
         state[name] = "black"
+        return None
 
     for name in sorted(graph):
         if name not in state:
-            visit(name, [name])
+            found = visit(name, [name])
+            if found:
+                return found
+    return None
+
+
+def test_no_import_cycles():
+    cycle = import_cycle()
+    assert cycle is None, f"import cycle: {' -> '.join(cycle or [])}"
+
+
+def test_the_check_sees_a_cycle_through_a_lazy_import(tmp_path, monkeypatch):
+    """A core module importing another at module level, which imports it back inside a function."""
+    first, second = tmp_path / "first.py", tmp_path / "second.py"
+    first.write_text("from polyalign.core.second import g\n", encoding="utf-8")
+    second.write_text("def g():\n    from polyalign.core.first import f\n", encoding="utf-8")
+    monkeypatch.setitem(MODULES, "polyalign.core.first", first)
+    monkeypatch.setitem(MODULES, "polyalign.core.second", second)
+    assert import_cycle() == ["polyalign.core.first", "polyalign.core.second", "polyalign.core.first"]
 
 
 CORE_IMPORTS = """

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from helpers import random_lora
+from helpers import PCA_OUTPUTS, random_lora
 from polyalign.analysis import lens
 from polyalign.analysis.lens import QUANTITIES, plot_from_dir, run_lens
 from polyalign.analysis.states import collect_states
@@ -184,9 +184,9 @@ def test_lens_quantities_equal_plain_forward_per_item(family, cap, head, request
     assert [dict(block._forward_hooks) for block in model.get_decoder().layers] == hooks  # ours are removed
     assert sorted(got) == [it.index for it in lang.prep.items] and len(got) == 9
     assert len({len(it.ids) for it in lang.prep.items}) > 3  # lengths differ: batches carry padding
-    n_classes = (len(lang.sets) - 2) // 3
+    n_classes = lang.sets.n_classes
     for item, gold in zip(lang.prep.items, lang.gold_index):
-        want = plain_forward_quantities(model, item.ids, lang.sets, gold, n_classes, layers)
+        want = plain_forward_quantities(model, item.ids, lang.sets.columns, gold, n_classes, layers)
         for q in QUANTITIES:
             assert got[item.index][q] == pytest.approx(want[q], rel=1e-5, abs=1e-9), (item.index, q)
 
@@ -350,17 +350,7 @@ def test_real_gemma_lens_and_pca_commands(gemma_dir, data_dir, tmp_path):
     assert args.func(args) == 0
     for name in ("lens.json", "lens_items.jsonl", "lens_en.csv", "lens_es.csv", "lens.png", "lens.pdf"):
         assert (tmp_path / "lens" / name).stat().st_size > 0, name
-    for name in (
-        "pca.json",
-        "pca_base.npz",
-        "pca_correlations.csv",
-        "pca_correlations.md",
-        "pca_alignment.csv",
-        "pca_scatter.png",
-        "pca_scatter.pdf",
-        "pca_alignment.png",
-        "pca_alignment.pdf",
-    ):
+    for name in ("pca_base.npz", "pca_correlations.csv", *PCA_OUTPUTS):
         assert (tmp_path / "pca" / name).stat().st_size > 0, name
     meta = json.loads((tmp_path / "lens" / "lens.json").read_text())
     assert meta["num_layers"] == 18 and len(meta["layers"]) == 18

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from helpers import REPO
-from polyalign.study.paper_effects import NO_NUMBERS, paper_effects
-from polyalign.study.paper_numbers import paper_table, paper_tables
+from polyalign.reports.paper_effects import NO_NUMBERS, paper_effects
+from polyalign.reports.paper_numbers import paper_table, paper_tables
 
 REFERENCE = REPO.parent / "shared" / "reference" / "paper-tables.md"
 

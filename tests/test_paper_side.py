@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from polyalign.cli.commands import main
-from polyalign.study.paper_numbers import paper_table
-from polyalign.study.paper_side import average_rows, language_gains, pca_pairs
-from polyalign.study.report_calibrated import calibrate_run
-from polyalign.study.run_data import load_run
+from polyalign.reports.calibrated import calibrate_run
+from polyalign.reports.paper_numbers import paper_table
+from polyalign.reports.paper_side import average_rows, language_gains, pca_pairs
+from polyalign.reports.run_data import load_run
 from polyalign.study.store import Store
 
 N = 100
@@ -60,7 +60,7 @@ def test_per_language_gains_follow_the_paper_when_the_run_does(tmp_path):
     gains = language_gains(run, calibrate_run(run), MODEL, "zh-es_en", CONDITION)
     assert len(gains.langs) == 20 and gains.paper[gains.langs.index("is")] == pytest.approx(18.0)
     assert list(gains.raw) == pytest.approx([planted[lang] for lang in gains.langs])  # points, exact
-    from polyalign.study.paper_side import profile_correlation
+    from polyalign.reports.paper_side import profile_correlation
 
     r = profile_correlation(gains.paper, gains.raw, gains.raw_boot)
     assert r[0] == pytest.approx(np.corrcoef(gains.paper, gains.raw)[0, 1]) and r[0] > 0.99 and r[1] > 0.9

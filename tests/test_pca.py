@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import random_lora
+from helpers import PCA_OUTPUTS, random_lora
 from polyalign.analysis.pca import plot_from_dir, run_pca
 from polyalign.cli import args as cli_args
 from polyalign.core.errors import PolyalignError
@@ -74,15 +74,7 @@ def test_projections_correlations_alignment_equal_numpy(family, pooling, request
             xs = states[str(lang)] / np.linalg.norm(states[str(lang)], axis=1, keepdims=True)
             assert z["alignment"][k, j] == pytest.approx(((xs @ en.T).argmax(1) == np.arange(4)).mean())
     assert list(z["alignment_langs"]) == ["de", "zh"]
-    for name in (
-        "pca.json",
-        "pca_correlations.md",
-        "pca_alignment.csv",
-        "pca_scatter.png",
-        "pca_scatter.pdf",
-        "pca_alignment.png",
-        "pca_alignment.pdf",
-    ):
+    for name in PCA_OUTPUTS:
         assert (out / name).stat().st_size > 0
     (out / "pca_scatter.pdf").unlink()
     plot_from_dir(out)

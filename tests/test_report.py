@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
+from helpers import write_run_store
 from polyalign.core.errors import PolyalignError
 from polyalign.evaluation.stats import benjamini_hochberg, holm
-from polyalign.study.report import accuracy_table, build_tables, load_run, paired_bootstrap, write_report
-from polyalign.study.store import Store
+from polyalign.reports.report import accuracy_table, build_tables, load_run, paired_bootstrap, write_report
 
 N = 40
 # accuracy per (setting, lang): the adapter helps zh (seen) a lot and fr (unseen) a little
@@ -30,54 +30,31 @@ ACC = {
 
 
 def fake_run(run_dir: Path) -> Path:
-    with Store(run_dir) as store:
-        store.set_meta(
-            "experiment",
-            {
-                "name": "synthetic",
-                "models": ["org/m1"],
-                "tasks": ["emotion"],
-                "modes": ["english"],
-                "alignment": [{"name": "al", "task": "snli", "sources": ["zh"], "target": "en", "per_language": 10}],
-            },
-        )
-        folder = run_dir / "steps" / "lens-abc" / "lens"
-        folder.mkdir(parents=True)
-        fig = Figure(figsize=(3, 2))
-        fig.add_subplot().plot([1, 2, 3], [0.1, 0.5, 0.9])
-        fig.savefig(folder / "lens.png")
-        store.set_meta(
-            "plan",
-            [
+    experiment = {"name": "synthetic", "models": ["org/m1"], "tasks": ["emotion"], "modes": ["english"]}
+    experiment["alignment"] = [{"name": "al", "task": "snli", "sources": ["zh"], "target": "en", "per_language": 10}]
+    folder = run_dir / "steps" / "lens-abc" / "lens"
+    folder.mkdir(parents=True)
+    fig = Figure(figsize=(3, 2))
+    fig.add_subplot().plot([1, 2, 3], [0.1, 0.5, 0.9])
+    fig.savefig(folder / "lens.png")
+    plan = [{"kind": "lens", "key": "abc" * 10, "label": "org/m1 emotion zh", "dir": "steps/lens-abc", "labels": None}]
+    samples = {}
+    for setting in ("base", "al"):
+        rows = []
+        for lang in ("en", "zh", "fr"):
+            right = int(ACC[(setting, lang)] * N)
+            rows += [
                 {
-                    "kind": "lens",
-                    "key": "abc" * 10,
-                    "label": "org/m1 emotion zh",
-                    "dir": "steps/lens-abc",
-                    "labels": None,
+                    "lang": lang,
+                    "idx": i,
+                    "gold": "positive",
+                    "pred": "positive" if i < right else "negative",
+                    "scores": {"positive": 0.0, "negative": -1.0},
                 }
-            ],
-        )
-        for setting in ("base", "al"):
-            rows = []
-            for lang in ("en", "zh", "fr"):
-                right = int(ACC[(setting, lang)] * N)
-                rows += [
-                    {
-                        "lang": lang,
-                        "idx": i,
-                        "gold": "positive",
-                        "pred": "positive" if i < right else "negative",
-                        "scores": {"positive": 0.0, "negative": -1.0},
-                    }
-                    for i in range(N)
-                ]
-            store.replace_samples(
-                f"step-{setting}",
-                {"model": "org/m1", "setting": setting, "task": "emotion", "mode": "english", "scoring": "exact"},
-                rows,
-            )
-    return run_dir
+                for i in range(N)
+            ]
+        samples[("org/m1", setting, "emotion", "english", "exact")] = rows
+    return write_run_store(run_dir, experiment, samples, plan)
 
 
 def test_paired_bootstrap():
@@ -157,36 +134,23 @@ def two_class_run(run_dir: Path) -> Path:
         "de": base,
         "fr": [g if not (i % 3 == 0 and i < 15) else "positive" for i, g in enumerate(gold)],
     }
-    with Store(run_dir) as store:
-        store.set_meta(
-            "experiment",
+    experiment = {"name": "two", "models": ["m"], "tasks": ["emotion"], "modes": ["english"], "items": "0:30"}
+    experiment["alignment"] = [{"name": "qa", "task": "emotion", "sources": ["de"], "target": "en", "items": "250:500"}]
+    samples = {
+        ("m", setting, "emotion", "english", "exact"): [
             {
-                "name": "two",
-                "models": ["m"],
-                "tasks": ["emotion"],
-                "modes": ["english"],
-                "items": "0:30",
-                "alignment": [{"name": "qa", "task": "emotion", "sources": ["de"], "target": "en", "items": "250:500"}],
-            },
-        )
-        for setting in ("base", "qa"):
-            rows = [
-                {
-                    "lang": lang,
-                    "idx": i,
-                    "gold": gold[i],
-                    "pred": (base if setting == "base" else aligned[lang])[i],
-                    "scores": {"positive": 0.0, "negative": -1.0},
-                }
-                for lang in ("en", "de", "fr")
-                for i in range(30)
-            ]
-            store.replace_samples(
-                f"step-{setting}",
-                {"model": "m", "setting": setting, "task": "emotion", "mode": "english", "scoring": "exact"},
-                rows,
-            )
-    return run_dir
+                "lang": lang,
+                "idx": i,
+                "gold": gold[i],
+                "pred": (base if setting == "base" else aligned[lang])[i],
+                "scores": {"positive": 0.0, "negative": -1.0},
+            }
+            for lang in ("en", "de", "fr")
+            for i in range(30)
+        ]
+        for setting in ("base", "qa")
+    }
+    return write_run_store(run_dir, experiment, samples)
 
 
 def test_corrected_tests_balanced_accuracy_and_label_distribution(tmp_path):

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers import PAPER_PACK
+from helpers import PAPER_PACK, write_run_store
 from polyalign.cli.demo import print_headline
 from polyalign.evaluation.calibration import roc_auc
-from polyalign.study.report import build_tables, load_run, write_report
-from polyalign.study.report_calibrated import auc_of, calibrate_run, headline_table, with_calibration
+from polyalign.reports.calibrated import auc_of, calibrate_run, headline_table, with_calibration
+from polyalign.reports.report import build_tables, load_run, write_report
 from polyalign.study.store import Store
 
 N = 40
@@ -36,23 +36,21 @@ def margin(i: int) -> float:
 def shift_run(run_dir: Path, unscored: tuple = ()) -> Path:
     """base = the same model with +4 on the positive log-odds (answers positive everywhere),
     aligned 'qa' without it: same ranking of the items, only the prior moved."""
-    with Store(run_dir) as store:
-        experiment = {"name": "shift", "models": ["m"], "tasks": ["emotion"], "modes": ["english"]}
-        experiment["alignment"] = [{"name": "qa", "task": "emotion", "sources": ["de"], "target": "en"}]
-        store.set_meta("experiment", experiment)
-        for setting, bias in (("base", 4.0), ("qa", 0.0)):
-            rows = []
-            for lang in LANGS:
-                for i in range(N):
-                    odds = margin(i) + bias
-                    scores = {"positive": log_sigmoid(odds), "negative": log_sigmoid(-odds)}
-                    if (setting, lang, i) in unscored:
-                        scores = None
-                    pred = "positive" if odds > 0 else "negative"
-                    rows.append({"lang": lang, "idx": i, "gold": gold(i), "pred": pred, "scores": scores})
-            labels = {"model": "m", "setting": setting, "task": "emotion", "mode": "english", "scoring": "exact"}
-            store.replace_samples(f"step-{setting}", labels, rows)
-    return run_dir
+    experiment = {"name": "shift", "models": ["m"], "tasks": ["emotion"], "modes": ["english"]}
+    experiment["alignment"] = [{"name": "qa", "task": "emotion", "sources": ["de"], "target": "en"}]
+    samples = {}
+    for setting, bias in (("base", 4.0), ("qa", 0.0)):
+        rows = []
+        for lang in LANGS:
+            for i in range(N):
+                odds = margin(i) + bias
+                scores = {"positive": log_sigmoid(odds), "negative": log_sigmoid(-odds)}
+                if (setting, lang, i) in unscored:
+                    scores = None
+                pred = "positive" if odds > 0 else "negative"
+                rows.append({"lang": lang, "idx": i, "gold": gold(i), "pred": pred, "scores": scores})
+        samples[("m", setting, "emotion", "english", "exact")] = rows
+    return write_run_store(run_dir, experiment, samples)
 
 
 def test_a_prior_shift_is_a_raw_gain_only(tmp_path):

@@ -6,19 +6,18 @@ from collections import Counter
 
 import pytest
 
-from helpers import write_experiment
+from helpers import write_experiment, write_run_store
 from polyalign.alignment.alignment_data import build_pairs, derangement
 from polyalign.cli import main
 from polyalign.core.errors import PolyalignError
 from polyalign.core.prompts import PromptPack
 from polyalign.evaluation.stats import sign_test
+from polyalign.reports.report import write_report
+from polyalign.reports.run_data import load_run
+from polyalign.reports.seeds import control_table, seeds_table
+from polyalign.reports.tables import build_tables
 from polyalign.study.experiment import Runner
 from polyalign.study.experiment_spec import load_experiment
-from polyalign.study.report import write_report
-from polyalign.study.report_seeds import control_table, seeds_table
-from polyalign.study.report_tables import build_tables
-from polyalign.study.run_data import load_run
-from polyalign.study.store import Store
 from polyalign.study.variants import seeded_name, split_seeded
 
 SETTING = {"task": "emotion", "sources": ["zh", "es"], "target": "en", "items": "250:300", "per_language": 16}
@@ -130,26 +129,17 @@ N = 40
 
 
 def fake_run(run_dir):
-    with Store(run_dir) as store:
-        store.set_meta(
-            "experiment",
-            {
-                "name": "seeds",
-                "models": ["org/m"],
-                "tasks": ["emotion"],
-                "modes": ["english"],
-                "alignment": [{**SETTING, "name": "al", "seeds": [0, 1, 2]}, CONTROL],
-            },
-        )
-        for name, right in RIGHT.items():
-            rows = [
-                {"lang": lang, "idx": i, "gold": "joy", "pred": "joy" if i < right else "anger", "scores": None}
-                for lang in ("en", "zh", "fr")
-                for i in range(N)
-            ]
-            labels = {"model": "org/m", "setting": name, "task": "emotion", "mode": "english", "scoring": "exact"}
-            store.replace_samples(f"step-{name}", labels, rows)
-    return run_dir
+    experiment = {"name": "seeds", "models": ["org/m"], "tasks": ["emotion"], "modes": ["english"]}
+    experiment["alignment"] = [{**SETTING, "name": "al", "seeds": [0, 1, 2]}, CONTROL]
+    samples = {
+        ("org/m", name, "emotion", "english", "exact"): [
+            {"lang": lang, "idx": i, "gold": "joy", "pred": "joy" if i < right else "anger", "scores": None}
+            for lang in ("en", "zh", "fr")
+            for i in range(N)
+        ]
+        for name, right in RIGHT.items()
+    }
+    return write_run_store(run_dir, experiment, samples)
 
 
 def test_report_groups_seeds_and_compares_the_control(tmp_path):

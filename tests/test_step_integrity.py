@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers import write_run_store
 from polyalign.cli import main
 from polyalign.core.errors import PolyalignError
 from polyalign.study.executor import execute_steps
@@ -35,11 +36,16 @@ def execute(tmp_path, step) -> list[str]:
     return logged
 
 
-def test_a_cut_file_reruns_its_step_and_is_restored(tmp_path):
+def finished_step(tmp_path) -> tuple[list, Step, Path]:
+    """A writing step run once in `tmp_path`: (its runs so far, the step, its folder)."""
     runs: list = []
     step = writing_step(runs)
     execute(tmp_path, step)
-    folder = step_folder(tmp_path / "steps", step)
+    return runs, step, step_folder(tmp_path / "steps", step)
+
+
+def test_a_cut_file_reruns_its_step_and_is_restored(tmp_path):
+    runs, step, folder = finished_step(tmp_path)
     marker = json.loads((folder / "done.json").read_text())
     assert set(marker["files"]) == {"out/samples.jsonl", "summary.json"}
     assert execute(tmp_path, step)[-1].endswith("done earlier, skipped") and len(runs) == 1
@@ -53,20 +59,15 @@ def test_a_cut_file_reruns_its_step_and_is_restored(tmp_path):
 
 
 def test_a_cut_marker_reruns_its_step(tmp_path):
-    runs: list = []
-    step = writing_step(runs)
-    execute(tmp_path, step)
-    marker = step_folder(tmp_path / "steps", step) / "done.json"
+    runs, step, folder = finished_step(tmp_path)
+    marker = folder / "done.json"
     marker.write_text(marker.read_text()[:40])
     assert "running in" in execute(tmp_path, step)[0] and len(runs) == 2
     assert json.loads(marker.read_text())["key"] == step.key
 
 
 def test_markers_written_before_digests_are_trusted_as_before(tmp_path):
-    runs: list = []
-    step = writing_step(runs)
-    execute(tmp_path, step)
-    folder = step_folder(tmp_path / "steps", step)
+    runs, step, folder = finished_step(tmp_path)
     marker = json.loads((folder / "done.json").read_text())
     del marker["files"]
     (folder / "done.json").write_text(json.dumps(marker))
@@ -97,14 +98,10 @@ def report_run(tmp_path) -> Path:
     (folder / "eval" / "samples.jsonl").write_text(ROWS)
     marker = {"kind": "eval", "key": "k" * 64, "outputs": {"n": 5}, "files": output_digests(folder)}
     (folder / "done.json").write_text(json.dumps(marker))
-    with Store(run_dir) as store:
-        store.set_meta("experiment", {"name": "t", "models": ["m"], "tasks": ["emotion"], "modes": ["english"]})
-        store.set_meta(
-            "plan", [{"kind": "eval", "key": "k" * 64, "label": "x", "labels": labels, "dir": "steps/eval-x"}]
-        )
-        rows = [{"lang": "en", "idx": i, "gold": "positive", "pred": "positive", "scores": None} for i in range(5)]
-        store.replace_samples("k" * 64, labels, rows)
-    return run_dir
+    experiment = {"name": "t", "models": ["m"], "tasks": ["emotion"], "modes": ["english"]}
+    plan = [{"kind": "eval", "key": "k" * 64, "label": "x", "labels": labels, "dir": "steps/eval-x"}]
+    rows = [{"lang": "en", "idx": i, "gold": "positive", "pred": "positive", "scores": None} for i in range(5)]
+    return write_run_store(run_dir, experiment, {tuple(labels.values()): rows}, plan, step="k" * 64)
 
 
 def test_the_report_says_when_files_and_store_disagree(tmp_path, capsys):

@@ -5,6 +5,7 @@ import sqlite3
 
 import pytest
 
+from helpers import write_run_store
 from polyalign.cli import main
 from polyalign.study.store import STORE_NAME, Store
 from polyalign.study.store_check import unreadable_rows
@@ -39,21 +40,12 @@ LABELS = {"model": "m", "setting": "base", "task": "emotion", "mode": "english",
 def make_run(tmp_path):
     run_dir = tmp_path / "run"
     plan = [{"kind": "eval", "key": STEP, "label": "m base emotion/english", "labels": LABELS, "dir": "steps/eval-x"}]
-    with Store(run_dir) as store:
-        store.set_meta("experiment", EXPERIMENT)
-        store.set_meta("plan", plan)
-        rows = [
-            {
-                "lang": lang,
-                "idx": i,
-                "gold": "positive",
-                "pred": "positive",
-                "scores": {"positive": 0.7, "negative": 0.3},
-            }
-            for lang in ("en", "de")
-            for i in range(6)
-        ]
-        store.replace_samples(STEP, LABELS, rows)
+    rows = [
+        {"lang": lang, "idx": i, "gold": "positive", "pred": "positive", "scores": {"positive": 0.7, "negative": 0.3}}
+        for lang in ("en", "de")
+        for i in range(6)
+    ]
+    write_run_store(run_dir, EXPERIMENT, {tuple(LABELS.values()): rows}, plan, step=STEP)
     (run_dir / "steps" / "eval-x").mkdir(parents=True)
     (run_dir / "steps" / "eval-x" / "done.json").write_text(f'{{"kind": "eval", "key": "{STEP}", "outputs": {{}}}}')
     return run_dir

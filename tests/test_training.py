@@ -1,6 +1,5 @@
 """`polyalign train` / `merge` on a tiny random model: config, target-only loss, best checkpoint, resume, merge."""
 
-import argparse
 import dataclasses
 import json
 
@@ -9,7 +8,7 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
-from helpers import two_cpu_processes
+from helpers import run_cli, tiny_training, two_cpu_processes
 from polyalign.alignment.alignment_data import build_pairs, write_pairs
 from polyalign.alignment.merge import merge
 from polyalign.alignment.train_config import TrainConfig, default_config_path, load_config
@@ -20,25 +19,7 @@ from polyalign.core.errors import PolyalignError
 from polyalign.core.prompts import PromptPack
 from polyalign.engine.models import load_model
 
-TINY = [
-    "max_steps=4",
-    "per_device_batch=2",
-    "grad_accum=1",
-    "eval_steps=2",
-    "save_steps=2",
-    "logging_steps=1",
-    "val_size=0.25",
-    "learning_rate=1e-3",
-    "cutoff_len=256",
-    "keep=best",
-]
-
-
-def run_cli(argv):
-    parser = argparse.ArgumentParser()
-    add_cli(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+TINY = tiny_training(4, 2, "1e-3", "keep=best")
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +104,10 @@ def run(tiny_llama, pairs_file, tmp_path_factory):
     with pytest.raises(PolyalignError, match="--resume"):
         train(str(tiny_llama), pairs_file, out, load_config(None, TINY))
     assert (
-        run_cli(["train", "--model", str(tiny_llama), "--data", str(pairs_file), "--out", str(out), "--resume", *TINY])
+        run_cli(
+            add_cli,
+            ["train", "--model", str(tiny_llama), "--data", str(pairs_file), "--out", str(out), "--resume", *TINY],
+        )
         == 0
     )
     return out
@@ -171,7 +155,9 @@ def test_adapter_loads_and_merge_matches_it(run, tiny_llama, pairs_file, tmp_pat
     with torch.no_grad():
         torch.testing.assert_close(merged(**ids).logits, want, atol=1e-4, rtol=0)
     with pytest.raises(PolyalignError, match="--overwrite"):
-        run_cli(["merge", "--model", str(tiny_llama), "--adapter", str(run / "adapter"), "--out", str(merged_dir)])
+        run_cli(
+            add_cli, ["merge", "--model", str(tiny_llama), "--adapter", str(run / "adapter"), "--out", str(merged_dir)]
+        )
 
 
 @pytest.mark.slow

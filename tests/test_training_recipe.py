@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoTokenizer, TrainerCallback
 
+from helpers import tiny_training
 from polyalign.alignment.alignment_data import build_pairs, write_pairs
 from polyalign.alignment.train_config import load_config
 from polyalign.alignment.training import train
@@ -14,18 +15,7 @@ from polyalign.alignment.training_data import IGNORE, tokenize_pairs
 from polyalign.core.errors import PolyalignError
 from polyalign.core.prompts import PromptPack
 
-STEPS = [
-    "max_steps=6",
-    "per_device_batch=2",
-    "grad_accum=1",
-    "eval_steps=2",
-    "save_steps=2",
-    "logging_steps=1",
-    "val_size=0.25",
-    "learning_rate=1e-2",
-    "cutoff_len=256",
-    "save_total_limit=none",
-]
+STEPS = tiny_training(6, 2, "1e-2", "save_total_limit=none")
 
 
 class RisingEvalLoss(TrainerCallback):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from polyalign.core.errors import PolyalignError
-from polyalign.core.files import JsonlLog
+from polyalign.core.files import AppendOnlyJsonl
 
 # NLLB-200 codes of the paper's 20 languages (Norwegian: Bokmål; Malay: Standard Malay).
 NLLB_CODES = {
@@ -134,7 +134,7 @@ def translate_records(
     if batch_size < 1:
         raise PolyalignError(f"translator batch size must be at least 1 (got {batch_size})")
     translator = translator or Seq2SeqTranslator(model_id_or_path, src, tgt, lang_codes, device)
-    log = JsonlLog(Path(cache_path)) if cache_path else None
+    log = AppendOnlyJsonl(Path(cache_path)) if cache_path else None
     done = {
         r["key"]: r["text"] for r in (log.rows if log else []) if isinstance(r, dict) and "key" in r and "text" in r
     }

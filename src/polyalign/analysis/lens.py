@@ -22,6 +22,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -40,13 +41,35 @@ QUANTITIES = ("p_input_answer", "p_en_answer", "p_shared_answer", "p_input_label
 Z95 = 1.959964
 
 
+class TokenSets(NamedTuple):
+    """The answer token sets the lens sums probability over, each sorted: per class (in task order)
+    the input-language words' tokens, the English words' tokens and the tokens in both, and the
+    unions over classes of the input-language and the English ones."""
+
+    native: list[list[int]]
+    english: list[list[int]]
+    shared: list[list[int]]
+    native_union: list[int]
+    english_union: list[int]
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.native)
+
+    @property
+    def columns(self) -> list[list[int]]:
+        """Every set in the readout's column order: native, English and shared per class, then the
+        two unions (class c's native set is column c, its English n_classes + c, its shared 2 n_classes + c)."""
+        return [*self.native, *self.english, *self.shared, self.native_union, self.english_union]
+
+
 @dataclass
 class LensLanguage:
     """One language's items plus the token sets the lens sums over."""
 
     prep: PreparedLanguage
     gold_index: list[int]
-    sets: list[list[int]]  # per class native, per class English, per class both; native union, English union
+    sets: TokenSets
     info: dict
 
 
@@ -69,8 +92,13 @@ def prepare_lens_language(cfg: EvalConfig, pack: PromptPack, task: TaskSpec, tok
     shared = {c: nsets[c] & esets[c] for c in classes}
     nunion, eunion = set().union(*nsets.values()), set().union(*esets.values())
     overlap = sorted(nunion & eunion)
-    columns = [nsets[c] for c in classes] + [esets[c] for c in classes] + [shared[c] for c in classes]
-    columns += [nunion, eunion]
+    token_sets = TokenSets(
+        [sorted(nsets[c]) for c in classes],
+        [sorted(esets[c]) for c in classes],
+        [sorted(shared[c]) for c in classes],
+        sorted(nunion),
+        sorted(eunion),
+    )
 
     def names(ids) -> list[str]:
         return tokenizer.convert_ids_to_tokens(sorted(ids))
@@ -87,7 +115,7 @@ def prepare_lens_language(cfg: EvalConfig, pack: PromptPack, task: TaskSpec, tok
             "per_class": {c: names(shared[c]) for c in classes},
         },
     }
-    return LensLanguage(prep, [classes.index(g) for g in prep.golds], [sorted(s) for s in columns], info)
+    return LensLanguage(prep, [classes.index(g) for g in prep.golds], token_sets, info)
 
 
 @torch.inference_mode()
@@ -97,9 +125,9 @@ def lens_language(model, tokenizer, lang: LensLanguage, layers: list[int], batch
     Forward batches are planned as in evaluation (`collect_states`); their answer-position states
     are regrouped into unembedding chunks (`SetReadout`).
     """
-    readout = SetReadout(model, lang.sets, layers)
+    readout = SetReadout(model, lang.sets.columns, layers)
     device = readout.device
-    n_classes = (len(lang.sets) - 2) // 3
+    n_classes = lang.sets.n_classes
     gold = torch.tensor(lang.gold_index, device=device)  # by position in prep.items, not benchmark index
     position = {item.index: i for i, item in enumerate(lang.prep.items)}
     batches = collect_states(

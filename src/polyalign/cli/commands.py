@@ -24,7 +24,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from polyalign.evaluation.eval_folder import check_run_dir, check_verification, clear_run_dir
     from polyalign.evaluation.evaluate import EvalConfig, check_config, run_eval
     from polyalign.evaluation.verify import threshold_in_effect
-    from polyalign.study.report import accuracy_table
+    from polyalign.reports.report import accuracy_table
 
     cfg = EvalConfig(
         model=args.model,
@@ -149,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     from polyalign.cli import data as data_cli
     from polyalign.cli import run as run_cli
     from polyalign.cli import train as train_cli
-    from polyalign.study import claims_report, experiment_files, paper_side_report, report
+    from polyalign.reports import claims_report, paper_side_report, report
+    from polyalign.study import experiment_files
 
     data_cli.add_cli(sub)
     train_cli.add_cli(sub)

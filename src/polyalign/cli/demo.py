@@ -23,8 +23,8 @@ from pathlib import Path
 import yaml
 
 from polyalign.core.tasks import resolve_data_dir
+from polyalign.reports.report import write_report
 from polyalign.study.experiment import run_experiment
-from polyalign.study.report import write_report
 
 # 10 optimizer steps of 16 pairs at learning rate 2e-3: half the training tokens of the earlier recipe
 # (20 x 16 at 1e-3), so the demo fits 12 minutes on 2 cores in fp32. Chosen on dev items 200:250 among
@@ -114,10 +114,10 @@ def run_demo(
 def print_headline(run_dir: Path) -> None:
     """The measured effect in the terminal: raw and calibrated Δ, ΔAUC and the label prior (a raw gain
     that calibration and AUC do not keep is a prior shift), then the report's pooled table."""
-    from polyalign.study.report_calibrated import headline_table
-    from polyalign.study.report_formats import render_md
-    from polyalign.study.report_tables import pooled_table
-    from polyalign.study.run_data import load_run
+    from polyalign.reports.calibrated import headline_table
+    from polyalign.reports.formats import render_md
+    from polyalign.reports.run_data import load_run
+    from polyalign.reports.tables import pooled_table
 
     run = load_run(run_dir)
     text = render_md("polyalign demo: base vs aligned", [], [headline_table(run), pooled_table(run)], [], "")

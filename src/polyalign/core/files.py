@@ -107,7 +107,7 @@ def _json_line(path: Path, number: int, line: str):
         raise PolyalignError(f"{path}: malformed JSON at line {number} ({exc.msg}, column {exc.colno})") from None
 
 
-class JsonlLog:
+class AppendOnlyJsonl:
     """Append-only JSONL log (translation caches, per-item samples) that survives being killed mid-run.
 
     `rows`: what an earlier, interrupted run had written; a line it tore is dropped.

@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 
-from polyalign.evaluation.stats import RESAMPLES, SEED
+from polyalign.evaluation.stats import RESAMPLES, SEED, percentile_interval, resample_counts
 
 Scores = Mapping[str, float] | None
 
@@ -142,9 +142,7 @@ def bootstrap_aucs(
     gold = np.atleast_2d(np.asarray(positive, dtype=bool))
     usable = ~np.isnan(a) & ~np.isnan(b)
     n = a.shape[1]
-    picks = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
-    counts = np.bincount((picks + n * np.arange(resamples)[:, None]).ravel(), minlength=resamples * n)
-    weights = np.vstack([np.ones((1, n)), counts.reshape(resamples, n)])
+    weights = np.vstack([np.ones((1, n)), resample_counts(n, resamples, seed)])
     out = np.full((2, resamples + 1, a.shape[0]), np.nan)
     for lang in range(a.shape[0]):
         keep = usable[lang]
@@ -168,8 +166,7 @@ def delta_auc_interval(
     delta = float(np.nanmean(deltas[0]))
     if np.isnan(boot).all():
         return delta, None, None
-    lo, hi = np.nanquantile(boot, [(1 - level) / 2, (1 + level) / 2])
-    return delta, float(lo), float(hi)
+    return delta, *percentile_interval(boot, level)
 
 
 def bootstrap_delta_auc(

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from polyalign.core.errors import PolyalignError
-from polyalign.core.files import JsonlLog, jsonl_text
+from polyalign.core.files import AppendOnlyJsonl, jsonl_text
+from polyalign.evaluation.stats import accuracy_interval
 
 
 def read_samples(path: Path) -> list[dict]:
@@ -24,36 +25,18 @@ def read_samples(path: Path) -> list[dict]:
         raise PolyalignError(f"{path}: unreadable samples file: {exc}") from None
 
 
-class SampleLog(JsonlLog):
-    """The log of finished items of one evaluation shard; `done` maps an item index to its row."""
-
-    def __init__(self, path: Path):
-        super().__init__(path)
-        self.done = {row["index"]: row for row in self.rows}
-
-    def append(self, rows: list[dict]) -> None:
-        super().append(rows)
-        self.done.update((row["index"], row) for row in rows)
+class SampleLog(AppendOnlyJsonl):
+    """The log of finished items of one evaluation shard (`rows`: those an interrupted run wrote)."""
 
 
 def samples_text(rows: list[dict]) -> str:
     return jsonl_text(sorted(rows, key=lambda r: r["index"]))
 
 
-def bootstrap_ci(correct: np.ndarray, resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """95% percentile interval of accuracy, resampling items with replacement."""
-    if len(correct) == 0:
-        return (0.0, 0.0)
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(correct), size=(resamples, len(correct)))
-    means = correct[picks].mean(axis=1)
-    return (float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)))
-
-
 def summarize(rows: list[dict]) -> dict:
     """Accuracy, count, CI and ties of one language's samples (a tie counts as wrong)."""
     correct = np.array([r["pred"] == r["gold"] for r in rows], dtype=float)
-    lo, hi = bootstrap_ci(correct)
+    lo, hi = accuracy_interval(correct)
     return {
         "accuracy": float(correct.mean()) if len(rows) else 0.0,
         "n": len(rows),

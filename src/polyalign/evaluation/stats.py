@@ -9,12 +9,85 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 RESAMPLES, SEED = 1000, 0
+GROUPS = ("seen", "unseen", "all")  # the language groups a report pools over
+
+
+def resample_indices(n: int, resamples: int = RESAMPLES, seed: int = SEED) -> np.ndarray:
+    """(resamples, n) item indices drawn with replacement: the one draw every bootstrap here uses."""
+    return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+
+
+def resample_counts(n: int, resamples: int = RESAMPLES, seed: int = SEED) -> np.ndarray:
+    """(resamples, n) float: how often each item is drawn in each resample of `resample_indices`.
+    Weighting every language's row by the same counts resamples the items jointly across languages
+    (item-parallel test sets keep their cross-language correlation)."""
+    rows = resample_indices(n, resamples, seed) + n * np.arange(resamples)[:, None]
+    return np.bincount(rows.ravel(), minlength=resamples * n).reshape(resamples, n).astype(float)
+
+
+def null_centred_p(delta: float, boot: np.ndarray) -> float:
+    """Two-sided null-centred bootstrap p-value (Berg-Kirkpatrick et al. 2012): the share of
+    resampled statistics at least |delta| away from delta, NaN resamples left out, with the +1
+    correction so it is never 0; 1 when delta is 0."""
+    if delta == 0:
+        return 1.0
+    boot = boot[~np.isnan(boot)]
+    return (1 + int(np.sum(np.abs(boot - delta) >= abs(delta) - 1e-12))) / (1 + len(boot))
+
+
+def percentile_interval(boot: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """The (1 - level) / 2 and (1 + level) / 2 quantiles of `boot`, NaN resamples left out."""
+    lo, hi = np.nanquantile(boot, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def accuracy_interval(correct: np.ndarray, resamples: int = RESAMPLES, seed: int = SEED) -> tuple[float, float]:
+    """95% percentile interval of one language's accuracy, resampling its items with replacement."""
+    if len(correct) == 0:
+        return (0.0, 0.0)
+    means = correct[resample_indices(len(correct), resamples, seed)].mean(axis=1)
+    return (float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)))
+
+
+def item_matrix(rows: Sequence[Mapping[int, float | None]], columns: Sequence[int] | None = None) -> np.ndarray:
+    """The (language, item) matrix of `rows` (per language, item index: value), its columns
+    `columns` or else the sorted union of the rows' items; NaN where a row lacks an item or holds None."""
+    columns = sorted({i for row in rows for i in row}) if columns is None else columns
+    matrix = np.full((len(rows), len(columns)), np.nan)
+    for r, row in enumerate(rows):
+        for k, i in enumerate(columns):
+            value = row.get(i)
+            if value is not None:
+                matrix[r, k] = value
+    return matrix
+
+
+def paired_difference(
+    a: Mapping[str, Mapping[int, float]], b: Mapping[str, Mapping[int, float]]
+) -> tuple[np.ndarray, list[str]]:
+    """diff[language, item] = a - b on the items both hold (NaN elsewhere), and its languages (those
+    of `a`, in order, that share an item with `b`)."""
+    langs = [lang for lang in a if lang in b and set(a[lang]) & set(b[lang])]
+    rows = [{i: a[lang][i] - b[lang][i] for i in set(a[lang]) & set(b[lang])} for lang in langs]
+    return item_matrix(rows), langs
+
+
+def language_groups(langs: Iterable[str], seen: Iterable[str], drop_empty: bool = True) -> dict[str, list[str]]:
+    """`langs` split into the GROUPS: those seen in alignment training, the others, and all of them
+    (in `langs` order); the empty groups left out unless `drop_empty` is False."""
+    langs, seen = list(langs), set(seen)
+    groups = {
+        "seen": [lang for lang in langs if lang in seen],
+        "unseen": [lang for lang in langs if lang not in seen],
+        "all": langs,
+    }
+    return {group: chosen for group, chosen in groups.items() if chosen or not drop_empty}
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
@@ -79,10 +152,8 @@ def paired_bootstrap(
     if len(diff) == 0:
         return 0.0, 1.0
     delta = float(diff.mean())
-    picks = np.random.default_rng(seed).integers(0, len(diff), size=(resamples, len(diff)))
-    boot = diff[picks].mean(axis=1)
-    extreme = int(np.sum(np.abs(boot - delta) >= abs(delta) - 1e-12))
-    return delta, (1 + extreme) / (1 + resamples) if delta != 0 else 1.0
+    boot = diff[resample_indices(len(diff), resamples, seed)].mean(axis=1)
+    return delta, null_centred_p(delta, boot)
 
 
 def bootstrap_average_samples(
@@ -115,10 +186,7 @@ def bootstrap_language_means(
     values = np.where(present, diff, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         means = values.sum(1) / present.sum(1)
-        n = diff.shape[1]
-        picks = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
-        rows = picks + n * np.arange(resamples)[:, None]  # how often each item is drawn, per resample
-        weights = np.bincount(rows.ravel(), minlength=resamples * n).reshape(resamples, n).astype(float)
+        weights = resample_counts(diff.shape[1], resamples, seed)
         per_lang = (weights @ values.T) / (weights @ present.T)  # (resamples, langs)
     return means, per_lang
 
@@ -136,8 +204,7 @@ def bootstrap_average_ci(
     if found is None:
         return 0.0, 0.0, 0.0
     delta, boot = found
-    lo, hi = np.nanquantile(boot, [(1 - level) / 2, (1 + level) / 2])
-    return delta, float(lo), float(hi)
+    return delta, *percentile_interval(boot, level)
 
 
 def balanced_accuracy(gold: Sequence[Hashable], pred: Sequence[Hashable | None]) -> float | None:

@@ -1,5 +1,6 @@
-"""Layer 6, study: experiments that declare a whole study, and their reports.
+"""Layer 6, study: experiments that declare a whole study, and running them.
 
 Experiment files (+ packaged experiments/), the step plan and its step builders, the results
-store, run data, statistics tables, reports and claims. Imports every layer below.
+store, and the declared claims (claims_spec; their verdicts are polyalign.reports'). Imports every
+layer below.
 """

@@ -4,7 +4,7 @@ Why a declaration: a verdict is only worth something if the comparison, the test
 effect, the precondition and the correction across claims were fixed before the numbers were
 seen. The block is typed by polyalign.core.config (unknown or missing keys are one-line errors) and
 checked here against the experiment's own names (settings, models, tasks, analyses), without a
-model or the benchmark. polyalign.study.claims applies the rules to a finished run.
+model or the benchmark. polyalign.reports.claims applies the rules to a finished run.
 """
 
 from __future__ import annotations

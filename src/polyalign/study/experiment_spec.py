@@ -125,7 +125,7 @@ class Experiment:
     # bf16/fp16 eval steps: true (default: measured threshold), false, a margin or auto (evaluation.verify_plan)
     verify: bool | float | str | None = None
     trust_remote_code: bool = False
-    claims: ClaimsSpec | None = None  # the paper's claims and their pre-registered rules (polyalign.study.claims)
+    claims: ClaimsSpec | None = None  # the paper's claims and their pre-registered rules (polyalign.reports.claims)
     # --executor ray: CPUs and GPUs per step kind or model (polyalign.study.step_resources)
     resources: dict[str, StepResources] = field(default_factory=dict)
 

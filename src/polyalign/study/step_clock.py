@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from polyalign.study.step_units import step_units
 from polyalign.study.steps import Step
 
 # seconds per unit, gemma-3-270m on 2 CPU cores: a training pair seen, an item scored; data steps
@@ -32,16 +33,6 @@ PRIOR_SECONDS = {
     ("pca", "fp32"): 0.3,
     ("pca", "bf16"): 0.15,
 }
-UNKNOWN_ITEMS = 500  # items per language when an eval declares neither a range nor a limit
-
-
-def _range_size(items: str | None, limit: int | None) -> int:
-    """Items per language of an evaluation or analysis: its range, cut by its limit."""
-    size = UNKNOWN_ITEMS
-    if items:
-        start, _, stop = str(items).partition(":")
-        size = int(stop) - int(start or 0)
-    return min(size, limit) if limit else size
 
 
 def step_precision(step: Step) -> str | None:
@@ -82,21 +73,7 @@ class StepClock:
 
     def units(self, step: Step) -> float:
         """A training step: pairs seen; an evaluation or analysis: items scored (all languages)."""
-        cfg = step.config
-        if step.kind == "train":
-            train = cfg["train"]
-            if train.get("max_steps", -1) > 0:
-                return train["max_steps"] * train["per_device_batch"] * train["grad_accum"]
-            data = self.by_key.get(cfg.get("data", ""))
-            per_language = (data.config.get("per_language") or UNKNOWN_ITEMS) if data else 0
-            pairs = per_language * len(data.config.get("sources", [1])) if data else 0
-            return float(train.get("epochs", 1)) * pairs
-        if step.kind in ("eval", "lens", "pca"):
-            spec = cfg.get("spec", cfg)
-            models = 1 + len(cfg.get("adapters") or {})  # an analysis runs the base and each adapter
-            size = _range_size(spec.get("items") or cfg.get("items"), spec.get("limit"))
-            return len(cfg.get("langs", [])) * size * (models if step.kind != "eval" else 1)
-        return 0.0
+        return step_units(step, self.by_key)
 
     def precision(self, step: Step) -> str | None:
         if step.key not in self.precisions:

@@ -18,6 +18,7 @@ from polyalign.engine.devices import Device
 from polyalign.engine.fit import Fit, eval_fit, train_fit
 from polyalign.engine.memory_plan import EvalShape, TrainShape, gib
 from polyalign.engine.model_shapes import ModelShape, model_shape
+from polyalign.study.step_units import step_units
 from polyalign.study.steps import Step
 
 TYPICAL_PAIR_TOKENS = 256  # a question pair: prompt and completion (capped by cutoff_len)
@@ -80,9 +81,7 @@ def target_precision(step: Step, device_kind: str) -> str:
 
 def step_costs(steps: list[Step], names: dict[str, str], devices: list[Device], exp) -> list[StepCost]:
     """The cost of every model step (data steps cost nothing and are left out)."""
-    from polyalign.study.step_clock import StepClock
-
-    clock, costs = StepClock(steps), []
+    by_key, costs = {s.key: s for s in steps}, []
     rate = devices[0].flops  # steps run one after another, each on one device
     for step in steps:
         if step.kind not in ("train", "eval", "lens", "pca"):
@@ -92,7 +91,7 @@ def step_costs(steps: list[Step], names: dict[str, str], devices: list[Device], 
             continue  # a model the planner has no config.json of is not priced (the dry run says so)
         precision = target_precision(step, devices[0].kind)
         fit, per_unit = step_fit(step, model_shape(model), precision, devices, exp)
-        flops = per_unit * clock.units(step)
+        flops = per_unit * step_units(step, by_key)
         costs.append(StepCost(step, model, fit, flops, flops / rate))
     return costs
 

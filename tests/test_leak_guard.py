@@ -1,5 +1,5 @@
-"""Issue 18, item 5: the leak guard also sees pairs built from the benchmark's own test files and
-merged models evaluated by an experiment or by `run_eval` directly."""
+"""The leak guard (benchmark provenance, polyalign.core.item_range) sees pairs built from the
+benchmark's own test files and merged models evaluated by an experiment or by `run_eval` directly."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 18, item 8: the report's header range, † marks, paired base/aligned columns and the bold
+"""The report's pairing (polyalign.reports): the header range, † marks, paired base/aligned columns and the bold
 p-values of overlapping groups."""
 
 from __future__ import annotations
@@ -7,25 +7,24 @@ from pathlib import Path
 
 import pytest
 
-from polyalign.study.report import build_tables, load_run, write_report
-from polyalign.study.store import Store
+from helpers import write_run_store
+from polyalign.reports.report import build_tables, load_run, write_report
 
 GOLD = ["positive"] * 30
 
 
 def store_run(run_dir: Path, experiment: dict, preds: dict[str, dict[str, dict[int, str]]]) -> Path:
     """A run store: `preds[setting][lang][item index]` = the predicted label (gold: positive)."""
-    with Store(run_dir) as store:
-        store.set_meta("experiment", {"name": "audit", "models": ["m"], "tasks": ["emotion"], **experiment})
-        for setting, by_lang in preds.items():
-            rows = [
-                {"lang": lang, "idx": i, "gold": GOLD[i], "pred": p, "scores": {"positive": 0.0, "negative": -1.0}}
-                for lang, items in by_lang.items()
-                for i, p in items.items()
-            ]
-            labels = {"model": "m", "setting": setting, "task": "emotion", "mode": "english", "scoring": "exact"}
-            store.replace_samples(f"step-{setting}", labels, rows)
-    return run_dir
+    samples = {
+        ("m", setting, "emotion", "english", "exact"): [
+            {"lang": lang, "idx": i, "gold": GOLD[i], "pred": p, "scores": {"positive": 0.0, "negative": -1.0}}
+            for lang, items in by_lang.items()
+            for i, p in items.items()
+        ]
+        for setting, by_lang in preds.items()
+    }
+    experiment = {"name": "audit", "models": ["m"], "tasks": ["emotion"], **experiment}
+    return write_run_store(run_dir, experiment, samples)
 
 
 def right(n: int, wrong: set[int] = frozenset(), start: int = 0) -> dict[int, str]:  # type: ignore[assignment]
@@ -79,6 +78,6 @@ def test_pooled_bold_survives_holm_over_the_overlapping_groups(tmp_path):
     assert rows["unseen"][-2] == pytest.approx(2 / 64) and rows["all"][-2] == pytest.approx(2 / 64)
     assert rows["unseen"][-1] == pytest.approx(3 * 2 / 64) and rows["seen"][-1] == pytest.approx(1.0)
     assert not pooled.best  # uncorrected, unseen and all would be bold
-    from polyalign.study.report_calibrated import headline_table
+    from polyalign.reports.calibrated import headline_table
 
     assert not {cell for cell in headline_table(run).best if cell[1] == 3}  # the headline's raw p items alike

@@ -1,4 +1,5 @@
-"""Issue 18, item 9: messages that pointed the wrong way (base-60 ranges, JSONL line 1, a shared --out)."""
+"""Error messages that point the right way: an item range in YAML (not a base-60 number), the JSONL
+line of a bad record, a shared --out folder, a model name a dry run cannot resolve."""
 
 from __future__ import annotations
 

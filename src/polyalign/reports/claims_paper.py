@@ -3,7 +3,7 @@ the same way, and the commands that regenerate the file.
 
 Why beside ours: a verdict says whether polyalign's run holds a claim at its own scale; a reader
 also wants to know what the paper measured and whether the small models move in the same
-direction. The paper's effects come from its tables (polyalign.study.paper_effects); the paper
+direction. The paper's effects come from its tables (polyalign.reports.paper_effects); the paper
 reports single runs, so they carry no interval or test and the direction is compared by sign.
 """
 
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import yaml
 
-from polyalign.study.claims import ClaimResult, PartResult
-from polyalign.study.paper_effects import NO_NUMBERS, PaperEffect, matches, paper_effects
-from polyalign.study.paper_numbers import SINGLE_RUNS
+from polyalign.reports.claims import ClaimResult, PartResult
+from polyalign.reports.paper_effects import NO_NUMBERS, PaperEffect, matches, paper_effects
+from polyalign.reports.paper_numbers import SINGLE_RUNS
 
 HEADER = ["paper's effect (model, table)", "same direction as the paper?"]
 
@@ -77,7 +77,7 @@ def paper_note() -> str:
     """The header's sentence on the paper's side, said once."""
     return (
         "Paper's effect: treatment - reference computed from the paper's tables (accuracy points; claim 10: "
-        "Pearson r), from polyalign's packaged copy of its numbers (polyalign/study/paper_numbers.yaml); "
+        "Pearson r), from polyalign's packaged copy of its numbers (polyalign/reports/paper_numbers.yaml); "
         f"{SINGLE_RUNS}, "
         "so the comparison is by sign only: same direction = our primary effect has the sign of every paper "
         "effect that is that part's counterpart."

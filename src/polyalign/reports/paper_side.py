@@ -17,8 +17,8 @@ import numpy as np
 
 from polyalign.core.errors import PolyalignError
 from polyalign.evaluation.stats import RESAMPLES, SEED, bootstrap_language_means
-from polyalign.study.paper_numbers import paper_table
-from polyalign.study.run_data import RunData
+from polyalign.reports.paper_numbers import paper_table
+from polyalign.reports.run_data import RunData
 
 Interval = tuple[float, float, float]  # estimate, low, high
 

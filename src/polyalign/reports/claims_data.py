@@ -1,7 +1,7 @@
 """What a claim compares, read from a finished run: per-item outcomes of each arm.
 
-Accuracy and calibrated accuracy come from the store's samples (polyalign.study.run_data, and its
-batch-calibrated copy from polyalign.study.report_calibrated); lens values from the lens steps'
+Accuracy and calibrated accuracy come from the store's samples (polyalign.reports.run_data, and its
+batch-calibrated copy from polyalign.reports.calibrated); lens values from the lens steps'
 lens_items.jsonl; PCA projections from the pca steps' npz files. An arm that the run does not hold
 is a `Missing` with the reason, which makes its claim not testable rather than an error.
 """
@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from polyalign.evaluation.stats import GROUPS, language_groups
+from polyalign.reports.run_data import RunData
+from polyalign.reports.seeds import Outcomes, averaged
 from polyalign.study.claims_spec import Arm, ClaimPart
-from polyalign.study.report_seeds import Outcomes, averaged
-from polyalign.study.run_data import RunData
 from polyalign.study.variants import split_seeded
 
 
@@ -77,12 +78,8 @@ def seen(run: RunData, *arms: Resolved) -> set[str]:
 def pick_languages(requested: list[str], available: list[str], seen_langs: set[str]) -> list[str]:
     """The part's languages among `available`: a group word (all, unseen, seen) or codes."""
     group = requested[0] if len(requested) == 1 else None
-    if group == "all":
-        chosen = available
-    elif group == "unseen":
-        chosen = [lang for lang in available if lang not in seen_langs]
-    elif group == "seen":
-        chosen = [lang for lang in available if lang in seen_langs]
+    if group in GROUPS:
+        chosen = language_groups(available, seen_langs, drop_empty=False)[group]
     else:
         absent = [lang for lang in requested if lang not in available]
         if absent:

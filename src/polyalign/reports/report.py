@@ -1,5 +1,5 @@
 """`polyalign report RUN_DIR`: figures, header and output files; the tables come from
-polyalign.study.report_tables (every number recomputed from per-item samples)."""
+polyalign.reports.tables (every number recomputed from per-item samples)."""
 
 from __future__ import annotations
 
@@ -14,12 +14,13 @@ from polyalign.core.errors import PolyalignError
 from polyalign.core.files import atomic_write_text, md_table
 from polyalign.core.paths import slug
 from polyalign.evaluation.stats import paired_bootstrap
-from polyalign.study.report_calibrated import calibrate_run, with_calibration
-from polyalign.study.report_formats import ReportFigure, render_csv, render_html, render_latex, render_md
-from polyalign.study.report_seeds import seed_tables, setting_note
-from polyalign.study.report_tables import _cname, build_tables, short
-from polyalign.study.run_data import RunData, Table, load_run
-from polyalign.study.step_integrity import step_disagreements
+from polyalign.reports.calibrated import calibrate_run, with_calibration
+from polyalign.reports.comparisons import condition_name, short
+from polyalign.reports.formats import ReportFigure, render_csv, render_html, render_latex, render_md
+from polyalign.reports.run_data import RunData, Table, load_run
+from polyalign.reports.seeds import seed_tables, setting_note
+from polyalign.reports.step_integrity import step_disagreements
+from polyalign.reports.tables import build_tables
 
 __all__ = [
     "Table",
@@ -30,10 +31,10 @@ __all__ = [
     "write_report",
     "add_cli",
     "accuracy_table",
-]  # Table, load_run, build_tables and paired_bootstrap live in report_tables / stats
+]  # re-exported: Table and load_run live in run_data, build_tables in tables, paired_bootstrap in stats
 
 
-def accuracy_table(runs: dict[str, dict], fmt: str = "md") -> str:
+def accuracy_table(runs: dict[str, dict]) -> str:
     """Accuracy per language (rows) for each named run (columns), with the average row."""
     langs: list[str] = []
     for results in runs.values():
@@ -89,13 +90,13 @@ def build_figures(run: RunData) -> list[ReportFigure]:
             ax.set_xticks(x, langs)
             ax.set_ylabel("accuracy (%)")
             ax.set_ylim(0, 100)
-            ax.set_title(f"{short(model)}: {_cname(condition)}", fontsize=10)
+            ax.set_title(f"{short(model)}: {condition_name(condition)}", fontsize=10)
             ax.legend(fontsize=8, ncol=len(settings), loc="upper right")
             ax.grid(axis="y", alpha=0.3)
             figures.append(
                 ReportFigure(
                     f"bars_{len(figures):02d}_{slug(short(model))}_{condition[0]}_{condition[1]}",
-                    f"Accuracy per language — {short(model)}, {_cname(condition)}",
+                    f"Accuracy per language — {short(model)}, {condition_name(condition)}",
                     _png(fig),
                 )
             )
@@ -161,8 +162,9 @@ def write_report(run_dir: str | Path, fmt: str = "md", out: str | Path | None = 
     if not run.correct:
         raise PolyalignError(f"{run_dir}: the store holds no evaluation results yet")
     out = Path(out) if out else Path(run_dir) / f"report.{EXTENSIONS[fmt]}"
-    tables = with_calibration(run, build_tables(run))  # Table 1 raw and calibrated, the headline, Tables C1-C4
-    tables += seed_tables(run, calibrate_run(run))  # seeds and shuffled controls (polyalign.study.report_seeds)
+    cal = calibrate_run(run)  # once: the calibrated tables and the control table's calibrated columns
+    tables = with_calibration(run, build_tables(run), cal)  # Table 1 raw and calibrated, the headline, Tables C1-C4
+    tables += seed_tables(run, cal)  # seeds and shuffled controls (polyalign.reports.seeds)
     figures = build_figures(run) if fmt != "csv" else []
     files_dir = f"{out.stem}_files"
     if fmt in ("md", "latex"):

@@ -1,5 +1,6 @@
-"""Issue 18, items 1 and 2: an eval --out never takes over the user's files, --overwrite removes only
-what an evaluation wrote, and a resume compares the adapter and prompt pack by content, not path."""
+"""The eval --out folder (polyalign.evaluation.eval_folder): it never takes over the user's files,
+--overwrite removes only what an evaluation wrote, and a resume compares the adapter and prompt pack
+by content, not path."""
 
 from __future__ import annotations
 

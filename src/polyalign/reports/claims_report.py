@@ -2,7 +2,7 @@
 
 The rules are the `claims` block the run was started with (stored in its results.sqlite), so the
 file reports what was pre-registered, not what a later edit of the YAML says. Every number is
-recomputed from per-item results (polyalign.study.claims).
+recomputed from per-item results (polyalign.reports.claims).
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from polyalign.core.config import build
 from polyalign.core.errors import PolyalignError
 from polyalign.core.files import atomic_write_text, md_table
 from polyalign.evaluation.stats import RESAMPLES, SEED
-from polyalign.study.claims import VERDICTS, ClaimResult, PartResult, evaluate_claims
+from polyalign.reports.claims import VERDICTS, ClaimResult, PartResult, evaluate_claims
+from polyalign.reports.claims_paper import HEADER as PAPER_HEADER
+from polyalign.reports.claims_paper import paper_note, paper_paragraph, paper_rows, regenerate_commands
+from polyalign.reports.run_data import RunData, load_run, p_text
 from polyalign.study.claims_history import with_rules_notice
-from polyalign.study.claims_paper import HEADER as PAPER_HEADER
-from polyalign.study.claims_paper import paper_note, paper_paragraph, paper_rows, regenerate_commands
 from polyalign.study.claims_spec import ClaimsSpec, with_calibrated_preconditions
-from polyalign.study.run_data import RunData, load_run, p_text
 
 TESTS = {
     "sign": "exact sign test over items",
@@ -60,7 +60,7 @@ def primary_raw(r: PartResult) -> str:
     return interval_text(r.raw, "accuracy")
 
 
-def summary_rows(results: list[ClaimResult], spec: ClaimsSpec) -> list[list[str]]:
+def summary_rows(results: list[ClaimResult]) -> list[list[str]]:
     rows = []
     for res in results:
         tests = sorted({TESTS[r.part.test] for r in res.parts})
@@ -200,7 +200,7 @@ def render_claims(run: RunData, results: list[ClaimResult], spec: ClaimsSpec, ma
         + ". "
         + paper_note(),
         "",
-        *md_table(header, summary_rows(results, spec)),
+        *md_table(header, summary_rows(results)),
         "",
         "## Claim by claim",
         "",
@@ -247,7 +247,7 @@ def sensitivity_section(run: RunData, spec: ClaimsSpec, registered: list[ClaimRe
 
 def write_claims(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Evaluate the run's claims and write the markdown file (default: RUN_DIR/CLAIMS.md)."""
-    from polyalign.study.report_calibrated import calibrate_run
+    from polyalign.reports.calibrated import calibrate_run
 
     run = load_run(run_dir)
     spec = stored_claims(run)

@@ -1,38 +1,19 @@
-"""Issue 18, item 7: bad adapters, model weights, languages files and --out links give one line, not a
-traceback, and the adapter check comes before any weights load (the model folders here have none)."""
+"""Bad files on the command line: adapters, model weights, languages files and --out links give one
+line, not a traceback, and the adapter check comes before any weights load (the model folders here
+have none)."""
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
-from polyalign.cli import main
+from helpers import CONFIG_ONLY_HIDDEN, config_only_model, one_line_error
 from polyalign.core.errors import PolyalignError
 
-HIDDEN = 32
 
-
-def one_line_error(capsys, argv: list[str], match: str) -> None:
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("polyalign: error: ") and match in err, err
-
-
-def config_only_model(folder: Path, tokenizer_dir: Path) -> Path:
-    """A model folder with a config and a tokenizer but no weights: loading it would fail otherwise."""
-    from transformers import LlamaConfig
-
-    shutil.copytree(tokenizer_dir, folder)
-    LlamaConfig(
-        vocab_size=64, hidden_size=HIDDEN, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2
-    ).save_pretrained(folder)
-    return folder
-
-
-def fake_adapter(folder: Path, hidden: int = HIDDEN, layer: int = 0, base: str = "another-model") -> Path:
+def fake_adapter(folder: Path, hidden: int = CONFIG_ONLY_HIDDEN, layer: int = 0, base: str = "another-model") -> Path:
     """adapter_config.json and LoRA weights for q_proj of one layer, of the given width."""
     import torch
     from safetensors.torch import save_file
@@ -63,9 +44,15 @@ def eval_args(model: Path, adapter: Path, data_dir, out: Path) -> list[str]:
 
 
 def test_an_adapter_that_fits_passes_the_check(model_dir, tmp_path):
-    from polyalign.engine.adapters import check_adapter
+    """The check really compares shapes (it has LoRA weights and a config, so no early return): the
+    adapter that fits passes and the same adapter one size wider does not."""
+    from polyalign.engine.adapters import adapter_shapes, check_adapter
 
-    check_adapter(str(model_dir), fake_adapter(tmp_path / "a"))
+    fits, wider = fake_adapter(tmp_path / "a"), fake_adapter(tmp_path / "b", hidden=CONFIG_ONLY_HIDDEN + 16)
+    assert adapter_shapes(fits) and (model_dir / "config.json").is_file()
+    check_adapter(str(model_dir), fits)
+    with pytest.raises(PolyalignError, match="LoRA adapter of another base model"):
+        check_adapter(str(model_dir), wider)
 
 
 @pytest.mark.parametrize(

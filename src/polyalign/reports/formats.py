@@ -1,6 +1,6 @@
 """The report's output formats: Markdown, self-contained HTML, tidy CSV and LaTeX.
 
-Each renderer takes the title, header lines, tables and figures built by polyalign.study.report
+Each renderer takes the title, header lines, tables and figures built by polyalign.reports.report
 and only lays them out; no number is computed here.
 """
 
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from polyalign.core.files import md_table
 
 if TYPE_CHECKING:
-    from polyalign.study.run_data import Table
+    from polyalign.reports.run_data import Table
 
 
 @dataclass

@@ -74,7 +74,7 @@ def table_from(name: str, raw: dict) -> PaperTable:
 @lru_cache(maxsize=1)
 def paper_tables() -> dict[str, PaperTable]:
     """Every table of the paper, by key (table1 ... table6, tables8_11, table12, table13)."""
-    text = resources.files("polyalign.study").joinpath("paper_numbers.yaml").read_text(encoding="utf-8")
+    text = resources.files("polyalign.reports").joinpath("paper_numbers.yaml").read_text(encoding="utf-8")
     raw = yaml.safe_load(text)
     return {name: table_from(name, body) for name, body in raw["tables"].items()}
 

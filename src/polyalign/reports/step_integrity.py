@@ -8,7 +8,7 @@ of the plan is checked against the file digests its done.json recorded
 
 from __future__ import annotations
 
-from polyalign.study.run_data import RunData
+from polyalign.reports.run_data import RunData
 from polyalign.study.steps import MARKER, damaged_files, read_marker
 
 

@@ -1,4 +1,4 @@
-"""The report's tables of training seeds and shuffled controls (polyalign.study.report adds them).
+"""The report's tables of training seeds and shuffled controls (polyalign.reports.report adds them).
 
 One seed's adapter can gain or lose a few points by luck of its LoRA init and data order, so a
 setting trained with `seeds` is read as a group (its adapters are stored as NAME@s<SEED>,
@@ -6,19 +6,20 @@ polyalign.study.variants): each seed's Δ, their mean and sd, and one pooled tes
 outcome of each (language, item) is its correctness averaged over the seeds. A shuffled control
 (`pairing: shuffled`, `control_of: NAME`) is trained on the same questions paired with other
 items' translations: aligned minus control isolates what the item-parallel pairing itself adds;
-given the run's batch-calibrated copy (report_calibrated.calibrate_run), the control table repeats
+given the run's batch-calibrated copy (polyalign.reports.calibrated.calibrate_run), the control table repeats
 that comparison with the label prior removed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
-from polyalign.evaluation.stats import RESAMPLES, SEED, bootstrap_average_ci, sign_test
-from polyalign.study.report_tables import ALPHA, _cname, short
-from polyalign.study.run_data import RunData, Table
+from polyalign.evaluation.stats import RESAMPLES, SEED, bootstrap_average_ci, paired_difference, sign_test
+from polyalign.reports.comparisons import ALPHA, condition_name, short
+from polyalign.reports.run_data import RunData, Table
 from polyalign.study.variants import split_seeded
 
 Outcomes = dict[str, dict[int, float]]  # lang: item index: correctness (averaged over seeds)
@@ -62,30 +63,34 @@ def averaged(run: RunData, model: str, names: list[str], condition: tuple) -> Ou
     return out
 
 
-def _difference(a: Outcomes, b: Outcomes) -> tuple[np.ndarray, list[str]]:
-    """diff[language, item] = a - b on the items both hold (NaN elsewhere), and its languages."""
-    langs = [lang for lang in a if lang in b and set(a[lang]) & set(b[lang])]
-    columns = sorted({i for lang in langs for i in set(a[lang]) & set(b[lang])})
-    where = {i: k for k, i in enumerate(columns)}
-    diff = np.full((len(langs), len(columns)), np.nan)
-    for row, lang in enumerate(langs):
-        for i in set(a[lang]) & set(b[lang]):
-            diff[row, where[i]] = a[lang][i] - b[lang][i]
-    return diff, langs
+class PooledTest(NamedTuple):
+    """a - b pooled over languages, in the order of TEST_HEADER: Δ is the mean over languages of the
+    mean item difference with its CI; pairs count (language, item) pairs, items benchmark items by
+    the sign of their net difference over languages (see the table notes)."""
+
+    n_pairs: int
+    delta: float | None
+    ci_low: float | None
+    ci_high: float | None
+    pairs_better: int
+    pairs_worse: int
+    p_pairs: float
+    items_better: int
+    items_worse: int
+    p_items: float
 
 
-def pooled_test(a: Outcomes, b: Outcomes) -> list:
-    """[n pairs, Δ, CI low, CI high, pairs better, pairs worse, p pairs, items better, items worse,
-    p items] of a - b, Δ the mean over languages of the mean item difference (see the table notes)."""
-    diff, _ = _difference(a, b)
+def pooled_test(a: Outcomes, b: Outcomes) -> PooledTest:
+    """The pooled test of a - b on the (language, item) pairs both hold."""
+    diff, _ = paired_difference(a, b)
     if not diff.size:
-        return [0, None, None, None, 0, 0, 1.0, 0, 0, 1.0]
+        return PooledTest(0, None, None, None, 0, 0, 1.0, 0, 0, 1.0)
     delta, lo, hi = bootstrap_average_ci(diff)
     better, worse = int((diff > 0).sum()), int((diff < 0).sum())
     per_item = np.nansum(diff, axis=0)
     up, down = int((per_item > 0).sum()), int((per_item < 0).sum())
     n_pairs = int((~np.isnan(diff)).sum())
-    return [n_pairs, delta, lo, hi, better, worse, sign_test(better, worse), up, down, sign_test(up, down)]
+    return PooledTest(n_pairs, delta, lo, hi, better, worse, sign_test(better, worse), up, down, sign_test(up, down))
 
 
 def _common(*outcomes: Outcomes) -> dict[str, list[int]]:
@@ -95,7 +100,7 @@ def _common(*outcomes: Outcomes) -> dict[str, list[int]]:
     return {lang: items for lang, items in shared.items() if items}
 
 
-def _mean(outcomes: Outcomes, items: dict[str, list[int]]) -> float | None:
+def items_mean(outcomes: Outcomes, items: dict[str, list[int]]) -> float | None:
     """Mean over languages of the mean outcome on `items` (accuracy, for one adapter or a seed average)."""
     values = [np.mean([outcomes[lang][i] for i in idx]) for lang, idx in items.items()]
     return float(np.mean(values)) if values else None
@@ -122,31 +127,32 @@ TEST_NOTE = (
 )
 
 
-def _seed_row(run: RunData, g: SeedGroup) -> list:
-    """One row of the seeds table: a setting's seeds against the base model on one condition."""
+def _seed_row(run: RunData, g: SeedGroup) -> tuple[list, PooledTest]:
+    """One row of the seeds table (and its pooled test): a setting's seeds against the base model
+    on one condition."""
     base = averaged(run, g.model, ["base"], g.condition)
     pooled = averaged(run, g.model, g.names, g.condition)
     items = _common(pooled, base)  # every seed scored these: the seeds' mean Δ is the pooled Δ
-    reference = _mean(base, items)
-    per_seed = [_minus(_mean(averaged(run, g.model, [n], g.condition), items), reference) for n in g.names]
+    reference = items_mean(base, items)
+    per_seed = [_minus(items_mean(averaged(run, g.model, [n], g.condition), items), reference) for n in g.names]
     known = [d for d in per_seed if d is not None]
+    test = pooled_test(pooled, base)
     return [
-        f"{short(g.model)} / {g.setting} — {_cname(g.condition)}",
+        f"{short(g.model)} / {g.setting} — {condition_name(g.condition)}",
         _seeds_text(g.seeds),
         ", ".join("–" if d is None else f"{100 * d:+.1f}" for d in per_seed),
         reference,
-        _mean(pooled, items),
+        items_mean(pooled, items),
         float(np.mean(known)) if known else None,
         float(np.std(known, ddof=1)) if len(known) > 1 else None,
-        *pooled_test(pooled, base),
-    ]
+        *test,
+    ], test
 
 
 def seeds_table(run: RunData) -> Table:
     """Each seed's Δ (aligned - base, mean over languages), their mean and sd, and the pooled test."""
-    rows: list[list] = []
-    for condition in run.conditions():
-        rows += [_seed_row(run, g) for g in seed_groups(run, condition) if len(g.names) > 1]
+    found = [_seed_row(run, g) for c in run.conditions() for g in seed_groups(run, c) if len(g.names) > 1]
+    rows = [row for row, _ in found]
     header = ["model / setting — condition", "seeds", "Δ per seed (pp)", "base", "aligned (seed mean)"]
     return Table(
         "seeds",
@@ -154,7 +160,7 @@ def seeds_table(run: RunData) -> Table:
         [*header, "Δ mean", "Δ sd", *TEST_HEADER],
         rows,
         ["text", "text", "text", "acc", "acc", "delta", "acc", *TEST_KINDS],
-        {(i, 8) for i, row in enumerate(rows) if row[-1] < ALPHA},
+        {(i, 8) for i, (_, test) in enumerate(found) if test.p_items < ALPHA},
         "One adapter per seed (stored as SETTING@s<SEED>). Δ per seed: aligned - base accuracy averaged "
         "over languages, on the items every seed and base scored; Δ mean and Δ sd (pp, sample sd) are over "
         "seeds. The pooled test compares base with each (language, item)'s aligned outcome averaged over "
@@ -168,44 +174,47 @@ def controls(run: RunData) -> list[tuple[str, str]]:
     return [(s["name"], s["control_of"]) for s in declared if s.get("pairing") == "shuffled" and s.get("control_of")]
 
 
-def _control_row(run: RunData, aligned: SeedGroup, control: SeedGroup, cal: RunData | None) -> list:
-    """One row of the control table: a setting against its shuffled control on one condition."""
+def _control_row(run: RunData, aligned: SeedGroup, control: SeedGroup, cal: RunData | None) -> tuple[list, PooledTest]:
+    """One row of the control table (and its raw pooled test): a setting against its shuffled
+    control on one condition."""
     model, condition = aligned.model, aligned.condition
     a = averaged(run, model, aligned.names, condition)
     c = averaged(run, model, control.names, condition)
     base = averaged(run, model, ["base"], condition)
     items = _common(a, c, base) if base else _common(a, c)
-    accs = [_mean(base, items) if base else None, _mean(a, items), _mean(c, items)]
+    accs = [items_mean(base, items) if base else None, items_mean(a, items), items_mean(c, items)]
     calibrated = []
     if cal is not None:
         test = pooled_test(
             averaged(cal, model, aligned.names, condition), averaged(cal, model, control.names, condition)
         )
-        calibrated = [*test[1:4], test[-1]]
+        calibrated = [test.delta, test.ci_low, test.ci_high, test.p_items]
+    raw = pooled_test(a, c)
     return [
-        f"{short(model)} / {aligned.setting} vs {control.setting} — {_cname(condition)}",
+        f"{short(model)} / {aligned.setting} vs {control.setting} — {condition_name(condition)}",
         _seeds_text(aligned.seeds),
         _seeds_text(control.seeds),
         *accs,
         _minus(accs[1], accs[0]),
         _minus(accs[2], accs[0]),
-        *pooled_test(a, c),
+        *raw,
         *calibrated,
-    ]
+    ], raw
 
 
 def control_table(run: RunData, cal: RunData | None = None) -> Table:
     """Aligned vs its shuffled control, paired by (language, item), each averaged over its seeds.
 
-    `cal`: the same run with batch-calibrated outcomes (report_calibrated.calibrate_run), for the
+    `cal`: the same run with batch-calibrated outcomes (polyalign.reports.calibrated.calibrate_run), for the
     comparison with the label prior removed; None leaves those columns out."""
-    rows: list[list] = []
+    found: list[tuple[list, PooledTest]] = []
     for condition in run.conditions():
         groups = {(g.model, g.setting): g for g in seed_groups(run, condition)}
         for control, of in controls(run):
             for model in dict.fromkeys(m for m, _ in groups):
                 if (model, control) in groups and (model, of) in groups:
-                    rows.append(_control_row(run, groups[(model, of)], groups[(model, control)], cal))
+                    found.append(_control_row(run, groups[(model, of)], groups[(model, control)], cal))
+    rows = [row for row, _ in found]
     header = ["model / aligned vs control — condition", "seeds aligned", "seeds control", "base", "aligned"]
     header += ["control", "Δ aligned - base", "Δ control - base"]
     calibrated = CALIBRATED_HEADER if cal is not None else []
@@ -215,7 +224,7 @@ def control_table(run: RunData, cal: RunData | None = None) -> Table:
         [*header, *TEST_HEADER, *calibrated],
         rows,
         ["text"] * 3 + ["acc"] * 3 + ["delta"] * 2 + TEST_KINDS + ["delta", "delta", "delta", "p"][: len(calibrated)],
-        {(i, 9) for i, row in enumerate(rows) if row[17] < ALPHA},
+        {(i, 9) for i, (_, test) in enumerate(found) if test.p_items < ALPHA},
         "The control is trained on the same source and target questions, in the same numbers, each source "
         "question paired with the target question of another item (a seeded derangement). Accuracies are "
         "means over languages on the items aligned, control and base all scored, each adapter group averaged "

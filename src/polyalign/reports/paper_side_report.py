@@ -17,8 +17,8 @@ import numpy as np
 from polyalign.core.errors import PolyalignError
 from polyalign.core.files import atomic_write_text, md_table
 from polyalign.evaluation.stats import RESAMPLES, SEED
-from polyalign.study.paper_numbers import SINGLE_RUNS
-from polyalign.study.paper_side import (
+from polyalign.reports.paper_numbers import SINGLE_RUNS
+from polyalign.reports.paper_side import (
     AverageRow,
     Interval,
     LanguageGains,
@@ -28,7 +28,7 @@ from polyalign.study.paper_side import (
     pca_pairs,
     profile_correlation,
 )
-from polyalign.study.run_data import RunData, load_run
+from polyalign.reports.run_data import RunData, load_run
 
 
 def ci_text(value: Interval | None, digits: int = 1, signed: bool = True) -> str:
@@ -150,7 +150,7 @@ def pick_condition(run: RunData, task: str, mode: str) -> tuple:
 
 def write_paper_side(args: argparse.Namespace) -> Path:
     """The three sections (c only with --pca) as one Markdown file, and (a)'s figure beside it."""
-    from polyalign.study.report_calibrated import calibrate_run
+    from polyalign.reports.calibrated import calibrate_run
 
     run = load_run(args.run_dir)
     model = args.model or run.experiment.get("models", [None])[0]

@@ -1,4 +1,5 @@
-"""Issue 18, items 4 and 7: inputs that gave silently wrong results or a traceback now give one line."""
+"""Bad configuration values (training overrides, schedulers, task files, shots, no scorable language):
+one line and a non-zero exit, never a silently wrong result or a traceback."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 
 import pytest
 
-from helpers import PAPER_PACK
+from helpers import PAPER_PACK, one_line_error
 from polyalign.alignment.train_config import SCHEDULERS, load_config
 from polyalign.cli import main
 from polyalign.core.errors import PolyalignError
@@ -15,12 +16,6 @@ from polyalign.core.tasks import load_task
 
 TASK = "name: mini\nclasses: [good, bad]\nfields: [text]\nshots: 0\ntest_file: 't/mini_{lang}.jsonl'\n"
 EMOTION = TASK.replace("mini", "emotion").replace("[good, bad]", "[positive, negative]").replace("[text]", "[input]")
-
-
-def one_line_error(capsys, argv: list[str], match: str) -> None:
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("polyalign: error: ") and match in err, err
 
 
 @pytest.mark.parametrize(

@@ -1,15 +1,15 @@
-"""Issue 18, items 3 and 5: a half-written checkpoint does not block a resume; checkpoints and merged
-models carry the benchmark provenance the leak guard reads."""
+"""Checkpoints (polyalign.alignment.checkpoints): a half-written checkpoint does not block a resume;
+checkpoints and merged models carry the benchmark provenance the leak guard reads."""
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from helpers import config_only_model
 from polyalign.alignment.checkpoints import last_complete_checkpoint, provenance_callback
 from polyalign.cli import main
 from polyalign.core.item_range import PROVENANCE_FILE, read_provenance, write_provenance
@@ -71,14 +71,6 @@ def test_every_saved_checkpoint_gets_the_provenance(tmp_path):
         SimpleNamespace(output_dir=str(tmp_path)), SimpleNamespace(global_step=30, is_world_process_zero=True), None
     )
     assert read_provenance(saved) == [{"task": "emotion", "items": "0:250"}]
-
-
-def config_only_model(folder: Path, tokenizer_dir: Path) -> Path:
-    from transformers import LlamaConfig
-
-    shutil.copytree(tokenizer_dir, folder)
-    LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2).save_pretrained(folder)
-    return folder
 
 
 @pytest.mark.parametrize("command", ["eval", "lens"])

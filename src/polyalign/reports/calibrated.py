@@ -2,7 +2,7 @@
 
 An adapter that only moves the label prior raises raw accuracy on a skewed test set but neither
 calibrated accuracy nor AUC (polyalign.evaluation.calibration). `calibrate_run` swaps each prediction for
-its calibrated one, so report_tables' builders give the calibrated tables unchanged; this module
+its calibrated one, so polyalign.reports.tables' builders give the calibrated tables unchanged; this module
 adds Table 1 with both, the headline per comparison, and ROC-AUC with paired bootstrap CIs.
 """
 
@@ -14,20 +14,11 @@ from dataclasses import replace
 import numpy as np
 
 from polyalign.evaluation.calibration import batch_calibrate, bootstrap_aucs, delta_auc_interval, log_odds, roc_auc
-from polyalign.evaluation.stats import RESAMPLES, SEED, holm
-from polyalign.study.report_tables import (
-    ALPHA,
-    Comparison,
-    _cname,
-    _mean,
-    _pooled_row,
-    comparisons,
-    distribution_table,
-    per_language_table,
-    pooled_table,
-    significance_table,
-)
-from polyalign.study.run_data import RunData, Table
+from polyalign.evaluation.stats import RESAMPLES, SEED, holm, item_matrix, language_groups
+from polyalign.reports.comparisons import ALPHA, Comparison, comparisons, condition_name, mean_present
+from polyalign.reports.paired import pooled_row, pooled_table, significance_table
+from polyalign.reports.run_data import RunData, Table
+from polyalign.reports.tables import distribution_table, per_language_table
 
 CALIBRATION = "batch calibration (Zhou et al., ICLR 2024)"
 
@@ -77,19 +68,13 @@ def auc_bootstrap(run: RunData, c: Comparison, boots: dict[str, AucBoot | None] 
     classes, langs = run.class_order.get(c.condition, []), list(c.items)
     if len(classes) != 2:
         return None
-    columns = sorted({i for lang in langs for i in c.items[lang][0]})
-    where = {i: k for k, i in enumerate(columns)}
-    planes = np.full((3, len(langs), len(columns)), np.nan)  # aligned, base log-odds; gold is first
-    for row, lang in enumerate(langs):
-        gold = run.labels[(c.model, "base", *c.condition)][lang]
-        for plane, setting in enumerate((c.setting, "base")):
-            values = _item_log_odds(run, (c.model, setting, *c.condition), lang)
-            for i in c.items[lang][0]:
-                value = values.get(i)
-                planes[plane, row, where[i]] = np.nan if value is None else value
-        for i in c.items[lang][0]:
-            planes[2, row, where[i]] = gold[i][0] == classes[0]
-    aligned, base = bootstrap_aucs(planes[0], planes[1], planes[2] == 1)
+    planes = []  # aligned, base log-odds on each language's paired items
+    for setting in (c.setting, "base"):
+        odds = [_item_log_odds(run, (c.model, setting, *c.condition), lang) for lang in langs]
+        planes.append(item_matrix([{i: by.get(i) for i in c.items[lang][0]} for lang, by in zip(langs, odds)]))
+    golds = [run.labels[(c.model, "base", *c.condition)][lang] for lang in langs]
+    first = item_matrix([{i: gold[i][0] == classes[0] for i in c.items[lang][0]} for lang, gold in zip(langs, golds)])
+    aligned, base = bootstrap_aucs(planes[0], planes[1], first == 1)
     return {lang: (aligned[:, k], base[:, k]) for k, lang in enumerate(langs)}
 
 
@@ -100,7 +85,7 @@ def auc_cells(boot: AucBoot | None, langs: list[str]) -> list:
         return [None] * 5
     aligned = np.stack([boot[lang][0] for lang in langs], axis=1)
     base = np.stack([boot[lang][1] for lang in langs], axis=1)
-    means = [_mean([v for v in x[0] if not np.isnan(v)]) for x in (base, aligned)]
+    means = [mean_present([v for v in x[0] if not np.isnan(v)]) for x in (base, aligned)]
     return [*means, *delta_auc_interval(aligned, base)]
 
 
@@ -112,7 +97,9 @@ def first_class_rates(run: RunData, cal: RunData, c: Comparison, langs: list[str
     sources = [(run, "base", 0), (run, "base", 1), (run, c.setting, 1), (cal, "base", 1), (cal, c.setting, 1)]
     for data, setting, part in sources:  # part 0: gold, 1: prediction
         labels = data.labels[(c.model, setting, *c.condition)]
-        rates.append(_mean([np.mean([labels[lang][i][part] == first for i in c.items[lang][0]]) for lang in langs]))
+        rates.append(
+            mean_present([np.mean([labels[lang][i][part] == first for i in c.items[lang][0]]) for lang in langs])
+        )
     return rates
 
 
@@ -127,7 +114,7 @@ def raw_calibrated_table(run: RunData, cal: RunData, condition) -> Table:
         header += [f"{h} AUC" for h in raw.header[1:]]
         langs = run.langs()
         aucs = [[auc_of(run, v, condition, lang) for v in variants] for lang in langs]
-        aucs.append([_mean([a[k] for a in aucs]) for k in range(len(variants))])
+        aucs.append([mean_present([a[k] for a in aucs]) for k in range(len(variants))])
         for i, (row, values) in enumerate(zip(rows, aucs)):
             present = [v for v in values if v is not None]
             best |= {
@@ -138,7 +125,8 @@ def raw_calibrated_table(run: RunData, cal: RunData, condition) -> Table:
             row.extend(values)
     return Table(
         "per_language",
-        f"Table 1 — accuracy (%) per language, raw and batch-calibrated, and ROC-AUC (×100): {_cname(condition)}",
+        "Table 1 — accuracy (%) per language, raw and batch-calibrated, and ROC-AUC (×100): "
+        + condition_name(condition),
         header,
         rows,
         ["text"] + ["acc"] * (len(header) - 1),
@@ -149,12 +137,6 @@ def raw_calibrated_table(run: RunData, cal: RunData, condition) -> Table:
     )
 
 
-def _groups(c: Comparison) -> dict[str, list[str]]:
-    seen = [lang for lang in c.items if lang in c.seen]
-    groups = {"seen": seen, "unseen": [lang for lang in c.items if lang not in c.seen], "all": list(c.items)}
-    return {group: langs for group, langs in groups.items() if langs}
-
-
 def headline_table(run: RunData, cal: RunData | None = None, boots: dict | None = None) -> Table:
     """One line per comparison and language group: raw Δ, calibrated Δ, ΔAUC and the prior shift."""
     cal = calibrate_run(run) if cal is None else cal
@@ -162,15 +144,15 @@ def headline_table(run: RunData, cal: RunData | None = None, boots: dict | None 
     best: set = set()
     for c, cc in zip(comparisons(run), comparisons(cal)):
         boot = auc_bootstrap(run, c, boots)
-        groups = _groups(c)
-        pooled = {g: (_pooled_row(c, g, langs), _pooled_row(cc, g, langs)) for g, langs in groups.items()}
+        groups = language_groups(c.items, c.seen)
+        pooled = {g: (pooled_row(c, g, langs), pooled_row(cc, g, langs)) for g, langs in groups.items()}
         # the groups overlap: bold on Holm over them, as Table 7 does
-        holms = [holm([pair[k][-1] for pair in pooled.values()]) for k in (0, 1)]
+        holms = [holm([pair[k].p_items for pair in pooled.values()]) for k in (0, 1)]
         for n, (group, langs) in enumerate(groups.items()):
             raw, calibrated = pooled[group]
             best |= {(len(rows), j) for j, p in ((3, holms[0][n]), (5, holms[1][n])) if p < ALPHA}
             auc = auc_cells(boot, langs)
-            rows.append([c.name, group, raw[6], raw[-1], calibrated[6], calibrated[-1], *auc[2:]])
+            rows.append([c.name, group, raw.delta, raw.p_items, calibrated.delta, calibrated.p_items, *auc[2:]])
             rows[-1] += first_class_rates(run, cal, c, langs)
     header = ["model / setting — condition", "languages", "Δ raw (pp)", "p items raw", "Δ cal (pp)", "p items cal"]
     header += ["ΔAUC", "ΔAUC CI low", "ΔAUC CI high", "first class", "gold rate", "base rate", "aligned rate"]
@@ -201,7 +183,7 @@ def auc_table(run: RunData, boots: dict | None = None) -> Table:
         boot = auc_bootstrap(run, c, boots)
         for lang in c.items:
             rows.append([c.name, lang, len(c.items[lang][0]), *auc_cells(boot, [lang])])
-        for group, langs in _groups(c).items():
+        for group, langs in language_groups(c.items, c.seen).items():
             n_pairs = sum(len(c.items[lang][0]) for lang in langs)
             rows.append([c.name, f"pooled: {group}", n_pairs, *auc_cells(boot, langs)])
     return Table(
@@ -233,10 +215,11 @@ def calibrated_tables(run: RunData, cal: RunData | None = None, boots: dict | No
     return tables
 
 
-def with_calibration(run: RunData, tables: list[Table]) -> list[Table]:
-    """report_tables' tables with calibration: Table 1 (one per condition, built first) replaced by
-    its raw + calibrated + AUC version, the headline after it, Tables C1-C4 at the end."""
-    cal = calibrate_run(run)
+def with_calibration(run: RunData, tables: list[Table], cal: RunData | None = None) -> list[Table]:
+    """polyalign.reports.tables' tables with calibration: Table 1 (one per condition, built first) replaced by
+    its raw + calibrated + AUC version, the headline after it, Tables C1-C4 at the end. `cal`: the
+    run's `calibrate_run`, when the caller has it already."""
+    cal = calibrate_run(run) if cal is None else cal
     first = [raw_calibrated_table(run, cal, c) for c in run.conditions()]
     rest = [t for t in tables if t.name != "per_language"]
     boots = {c.name: auc_bootstrap(run, c) for c in comparisons(run)}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from polyalign.study.paper_numbers import paper_table
+from polyalign.reports.paper_numbers import paper_table
 
 ALIGNED = "zh/es => en"  # the setting the paper's claims mostly use
 TABLE2_MODELS = ("Qwen1.5-1.8B", "Qwen1.5-4B", "Mistral-7B", "Qwen1.5-14B")

@@ -22,8 +22,18 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from polyalign.evaluation.calibration import bootstrap_delta_auc, log_odds
-from polyalign.evaluation.stats import RESAMPLES, SEED, bootstrap_average_ci, bootstrap_average_samples, holm, sign_test
-from polyalign.study.claims_data import (
+from polyalign.evaluation.stats import (
+    bootstrap_average_ci,
+    bootstrap_average_samples,
+    holm,
+    item_matrix,
+    null_centred_p,
+    paired_difference,
+    percentile_interval,
+    resample_counts,
+    sign_test,
+)
+from polyalign.reports.claims_data import (
     Missing,
     PcaArm,
     Resolved,
@@ -34,9 +44,9 @@ from polyalign.study.claims_data import (
     resolve,
     seen,
 )
+from polyalign.reports.run_data import RunData
+from polyalign.reports.seeds import Outcomes
 from polyalign.study.claims_spec import Claim, ClaimPart, ClaimsSpec, Precondition
-from polyalign.study.report_seeds import Outcomes, _difference
-from polyalign.study.run_data import RunData
 
 VERDICTS = ("supported", "contradicted", "inconclusive", "not testable")
 Interval = tuple[float, float, float]  # estimate, CI low, CI high
@@ -73,8 +83,7 @@ class ClaimResult:
 
 
 def interval_from(delta: float, boot: np.ndarray, level: float) -> Interval:
-    lo, hi = np.nanquantile(boot, [(1 - level) / 2, (1 + level) / 2])
-    return delta, float(lo), float(hi)
+    return delta, *percentile_interval(boot, level)
 
 
 def item_test(diff: np.ndarray, part: ClaimPart, alpha: float, result: PartResult) -> None:
@@ -90,17 +99,9 @@ def item_test(diff: np.ndarray, part: ClaimPart, alpha: float, result: PartResul
     if part.test == "sign":
         result.p = sign_test(result.better, result.worse)
     elif part.test == "bootstrap":
-        result.p = bootstrap_p(delta, boot)
+        result.p = null_centred_p(delta, boot)
     else:
         result.p, result.equivalence_ci = tost(boot, part.margin or 0.0, alpha)
-
-
-def bootstrap_p(delta: float, boot: np.ndarray) -> float:
-    """Two-sided null-centred bootstrap p (as polyalign.evaluation.stats.paired_bootstrap), never 0."""
-    if delta == 0:
-        return 1.0
-    boot = boot[~np.isnan(boot)]
-    return (1 + int(np.sum(np.abs(boot - delta) >= abs(delta) - 1e-12))) / (1 + len(boot))
 
 
 def tost(boot: np.ndarray, margin: float, alpha: float) -> tuple[float, tuple[float, float]]:
@@ -123,10 +124,10 @@ def accuracy_part(run: RunData, cal: RunData, part: ClaimPart, arms: tuple, alph
     t, ref = views["raw"]
     r.langs = pick_languages(part.languages, [lang for lang in t if lang in ref], seen(run, *arms))
     for name, (a, b) in views.items():
-        diff, _ = _difference(restrict(a, r.langs), restrict(b, r.langs))
+        diff, _ = paired_difference(restrict(a, r.langs), restrict(b, r.langs))
         setattr(r, name, bootstrap_average_ci(diff, level=1 - alpha))
     primary = views["raw" if part.measure == "accuracy" else "calibrated"]
-    item_test(_difference(*(restrict(o, r.langs) for o in primary))[0], part, alpha, r)
+    item_test(paired_difference(*(restrict(o, r.langs) for o in primary))[0], part, alpha, r)
     r.auc = auc_effect(run, arms, r.langs, alpha)
 
 
@@ -138,17 +139,15 @@ def auc_effect(run: RunData, arms: tuple[Resolved, Resolved], langs: list[str], 
     if len(classes) != 2 or t.condition != ref.condition or len(t.names) != 1 or len(ref.names) != 1:
         return None
     keys = [(a.model, a.names[0], *a.condition) for a in arms]
-    items = sorted({i for lang in langs for i in run.labels.get(keys[1], {}).get(lang, {})})
-    planes = np.full((3, len(langs), len(items)), np.nan)
-    for row, lang in enumerate(langs):
-        gold = run.labels.get(keys[1], {}).get(lang, {})
-        for plane, key in enumerate(keys):
-            scores = run.scores.get(key, {}).get(lang, {})
-            for col, i in enumerate(items):
-                value = log_odds(scores.get(i), t.scoring, classes) if i in gold else None
-                planes[plane, row, col] = np.nan if value is None else value
-        planes[2, row] = [gold[i][0] == classes[0] if i in gold else False for i in items]
-    delta, lo, hi = bootstrap_delta_auc(planes[0], planes[1], planes[2] == 1, level=1 - alpha)
+    golds = [run.labels.get(keys[1], {}).get(lang, {}) for lang in langs]
+    items = sorted({i for gold in golds for i in gold})
+    planes = []
+    for key in keys:
+        scores = [run.scores.get(key, {}).get(lang, {}) for lang in langs]
+        odds = [{i: log_odds(s, t.scoring, classes) for i, s in by.items() if i in g} for by, g in zip(scores, golds)]
+        planes.append(item_matrix(odds, items))
+    positive = item_matrix([{i: g[0] == classes[0] for i, g in gold.items()} for gold in golds], items) == 1
+    delta, lo, hi = bootstrap_delta_auc(planes[0], planes[1], positive, level=1 - alpha)
     return None if delta is None or lo is None or hi is None else (delta, lo, hi)
 
 
@@ -156,7 +155,7 @@ def lens_part(run: RunData, part: ClaimPart, arms: tuple, alpha: float, r: PartR
     """The lens quantity per item at the part's depth: paired by (language, item)."""
     t, ref = (lens_outcomes(run, part, a) for a in arms)
     r.langs = pick_languages(part.languages, [lang for lang in t if lang in ref], seen(run, *arms))
-    item_test(_difference(restrict(t, r.langs), restrict(ref, r.langs))[0], part, alpha, r)
+    item_test(paired_difference(restrict(t, r.langs), restrict(ref, r.langs))[0], part, alpha, r)
 
 
 def pearson_rows(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -186,13 +185,11 @@ def pca_part(run: RunData, part: ClaimPart, arms: tuple, alpha: float, r: PartRe
     shared = [lang for lang in t.langs if lang in ref.langs and lang != "en"]
     r.langs = pick_languages(part.languages, shared, seen(run, *arms))
     n = len(t.items)
-    picks = np.random.default_rng(SEED).integers(0, n, size=(RESAMPLES, n))
-    counts = np.bincount((picks + n * np.arange(RESAMPLES)[:, None]).ravel(), minlength=RESAMPLES * n)
-    weights = np.vstack([np.ones((1, n)), counts.reshape(RESAMPLES, n).astype(float)])
+    weights = np.vstack([np.ones((1, n)), resample_counts(n)])
     diff = pca_statistic(t, r.langs, weights) - pca_statistic(ref, r.langs, weights)
     delta, boot = float(diff[0]), diff[1:]
     r.effect, r.n_items = interval_from(delta, boot, 1 - alpha), n
-    r.p = bootstrap_p(delta, boot)
+    r.p = null_centred_p(delta, boot)
 
 
 def check_precondition(
@@ -205,7 +202,7 @@ def check_precondition(
     correct = restrict(outcomes(data, arm), langs) or outcomes(data, arm)
     classes = run.class_order.get(arm.condition, [])
     threshold = 1 / len(classes) if cond.above == "chance" and classes else float(cond.above)
-    diff, _ = _difference(correct, {lang: dict.fromkeys(by, threshold) for lang, by in correct.items()})
+    diff, _ = paired_difference(correct, {lang: dict.fromkeys(by, threshold) for lang, by in correct.items()})
     delta, lo, _ = bootstrap_average_ci(diff, level=1 - alpha)
     if not lo > 0:
         raise Missing(
@@ -280,7 +277,7 @@ def combine(result: ClaimResult, alpha: float) -> None:
 
 def evaluate_claims(run: RunData, spec: ClaimsSpec, cal: RunData | None = None) -> list[ClaimResult]:
     """Every claim's parts, its intersection-union p, the correction across claims, the verdicts."""
-    from polyalign.study.report_calibrated import calibrate_run
+    from polyalign.reports.calibrated import calibrate_run
 
     cal = calibrate_run(run) if cal is None else cal
     results = [ClaimResult(c, [evaluate_part(run, cal, p, spec.alpha) for p in c.parts]) for c in spec.claims]
