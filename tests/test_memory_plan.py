@@ -15,7 +15,7 @@ from polyalign.engine.memory_plan import EvalShape, TrainShape, eval_estimate, t
 from polyalign.engine.model_shapes import known_hub_ids, model_shape, read_config, shape_from_config
 
 ROOT = Path(__file__).resolve().parents[1]
-PAPER = ["Qwen/Qwen1.5-1.8B", "Qwen/Qwen1.5-4B", "Qwen/Qwen1.5-14B", "mistralai/Mistral-7B-v0.1"]
+PAPER = ["Qwen/Qwen1.5-1.8B", "Qwen/Qwen1.5-4B", "Qwen/Qwen1.5-7B", "Qwen/Qwen1.5-14B", "mistralai/Mistral-7B-v0.1"]
 
 
 def meta_params(config: dict) -> int:
@@ -73,3 +73,13 @@ def probe(*args: str) -> dict:
 def test_peak_estimate_within_20_percent_of_measured(model, args):
     row = probe(args[0], model, *args[1:])
     assert abs(row["estimate"] / row["measured_rss"] - 1) < 0.20, row
+
+
+def test_every_model_of_the_paper_configs_has_a_shipped_shape():
+    """The dry run prices every model step of configs/paper (no model is left to the CPU priors)."""
+    import yaml
+
+    named = {
+        m for path in (ROOT / "configs" / "paper").glob("*.yaml") for m in yaml.safe_load(path.read_text())["models"]
+    }
+    assert named and named <= set(known_hub_ids()), sorted(named - set(known_hub_ids()))

@@ -49,3 +49,18 @@ def test_resources_per_kind_and_model_with_defaults():
         check_resources({"data": StepResources(gpus=1)}, ["big"])
     with pytest.raises(PolyalignError, match="cpus must be > 0"):
         StepResources(cpus=0)
+
+
+def test_the_dry_run_times_model_steps_by_their_flops_on_the_devices_named(data_dir, capsys):
+    """With --devices, the schedule's step times scale with the model (a 14B step is not priced as
+    a 1.8B one): the paper's Table 2 grid's critical path runs through Qwen1.5-14B."""
+    from polyalign.cli.run import spread_lines
+    from polyalign.study.experiment import validate_experiment
+    from polyalign.study.experiment_files import resolve_experiment
+
+    path = resolve_experiment("paper/table2_model_sizes")
+    exp, _ = validate_experiment(path, [f'data_dir="{data_dir}"'], data=True)
+    priors = spread_lines(exp, path, gpus=8, cpus=64)
+    priced = spread_lines(exp, path, gpus=8, cpus=64, devices="8x80GB")
+    assert "gemma-3-270m priors" in priors[0] and "timed by their FLOPs on 8x80GB" in priced[0]
+    assert "Qwen/Qwen1.5-14B" in priced[1] and priors[1] != priced[1]

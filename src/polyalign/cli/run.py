@@ -29,13 +29,25 @@ def plan_lines(exp: Experiment, name: str) -> list[str]:
     return lines
 
 
-def spread_lines(exp: Experiment, path, gpus: float, cpus: float) -> list[str]:
-    """The dry run's schedule: how many steps can run at once on these resources, the critical path."""
+def spread_lines(exp: Experiment, path, gpus: float, cpus: float, devices: str | None = None) -> list[str]:
+    """The dry run's schedule: how many steps can run at once on these resources, the critical path;
+    with `devices`, each model step timed by its FLOPs at their rate (polyalign.study.step_cost)."""
     from polyalign.study.experiment import Runner
-    from polyalign.study.schedule import schedule, schedule_lines
+    from polyalign.study.schedule import PRIOR_TIMES, schedule, schedule_lines
 
-    steps = Runner(exp, None, Path(path).resolve().parent).plan()  # in memory: reads declarations and hashes only
-    return schedule_lines(schedule(steps, exp.resources, cpus, gpus), cpus, gpus)
+    runner = Runner(exp, None, Path(path).resolve().parent)
+    steps = runner.plan()  # in memory: reads declarations and hashes only
+    if not devices:
+        return schedule_lines(schedule(steps, exp.resources, cpus, gpus), cpus, gpus)
+    from polyalign.engine.devices import devices_for
+    from polyalign.study.step_clock import StepClock
+    from polyalign.study.step_cost import model_names, priced_seconds, step_costs
+
+    named = devices_for(devices)
+    costs = step_costs(steps, model_names(exp, runner.model_id), named, exp)
+    seconds = priced_seconds(costs, StepClock(steps, precision_of=lambda s: "bf16").seconds)
+    times = f"model steps timed by their FLOPs on {devices}, other steps by {PRIOR_TIMES.split(', from ')[1]}"
+    return schedule_lines(schedule(steps, exp.resources, cpus, gpus, seconds), cpus, gpus, times)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -50,7 +62,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         for note in notes:
             print(f"note: {note}")
         print("\n".join(plan_lines(exp, args.experiment)))
-        print("\n".join(spread_lines(exp, path, args.gpus, args.cpus or os.cpu_count() or 1)))
+        print("\n".join(spread_lines(exp, path, args.gpus, args.cpus or os.cpu_count() or 1, args.devices)))
         if args.devices:
             from polyalign.study.experiment import dry_run_costs
 

@@ -81,13 +81,16 @@ def schedule(
     return Schedule(most, path, longest, wall, sum(seconds.values()))
 
 
-def schedule_lines(sched: Schedule, cpus: float, gpus: float) -> list[str]:
-    """The dry run's lines about running the plan spread over `cpus` and `gpus`."""
+PRIOR_TIMES = "times relative, from polyalign.study.step_clock's gemma-3-270m priors"
+
+
+def schedule_lines(sched: Schedule, cpus: float, gpus: float, times: str = PRIOR_TIMES) -> list[str]:
+    """The dry run's lines about running the plan spread over `cpus` and `gpus`; `times` says where
+    the step times come from."""
     chain = " -> ".join(f"{s.kind} {s.label}" for s in sched.critical_path)
     speedup = sched.serial_seconds / sched.wall_seconds if sched.wall_seconds else 1.0
     return [
-        f"steps on {gpus:g} GPUs and {cpus:g} CPUs (--executor ray; times relative, from polyalign.study.step_clock's "
-        f"gemma-3-270m priors): at most {sched.most_at_once} at once; "
+        f"steps on {gpus:g} GPUs and {cpus:g} CPUs (--executor ray; {times}): at most {sched.most_at_once} at once; "
         f"{_hours(sched.wall_seconds)} instead of {_hours(sched.serial_seconds)} one after another ({speedup:.1f}x)",
         f"  critical path: {len(sched.critical_path)} steps, {_hours(sched.critical_seconds)}: {chain}",
     ]

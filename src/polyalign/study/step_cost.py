@@ -124,6 +124,13 @@ class _Defaults:
     batch_size = 16  # the experiment's default: FLOPs per item barely depend on it
 
 
+def priced_seconds(costs: list[StepCost], fallback: Callable[[Step], float]) -> Callable[[Step], float]:
+    """Seconds per step for the dry run's schedule: a priced step's time on the devices named (its
+    FLOPs at their rate), else `fallback` (the step clock's priors: data steps, unknown models)."""
+    seconds = {cost.step.key: cost.seconds for cost in costs}
+    return lambda step: seconds[step.key] if step.key in seconds else fallback(step)
+
+
 def has_shape(model: str) -> bool:
     try:
         model_shape(model)
