@@ -16,7 +16,8 @@ from polyalign.analysis import lens, pca
 from polyalign.cli import run as run_cli
 from polyalign.core.errors import PolyalignError
 from polyalign.evaluation import evaluate
-from polyalign.study import alignment_steps, experiment, report
+from polyalign.reports import report
+from polyalign.study import alignment_steps, experiment
 
 # Where each step's real work is looked up when the step runs (the torch-heavy engines are
 # imported by experiment and alignment_steps only then, so that a dry run imports no torch).

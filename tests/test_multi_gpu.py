@@ -50,7 +50,7 @@ class Loaded(Exception):
 def test_each_rank_of_a_launched_eval_loads_its_model_on_its_own_gpu(four_gpus, monkeypatch, tmp_path, data_dir):
     seen: list = []
 
-    def load_model(model, adapter=None, device=None, dtype=None, trust_remote_code=False):
+    def load_model(model, adapter=None, device=None, dtype=None, trust_remote_code=False, placement=None):
         seen.append((device, list(four_gpus)))
         raise Loaded
 
