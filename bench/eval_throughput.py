@@ -40,7 +40,8 @@ from polyalign.core.errors import PolyalignError  # noqa: E402
 from polyalign.core.languages import parse_languages  # noqa: E402
 from polyalign.core.prompts import PromptPack  # noqa: E402
 from polyalign.core.tasks import gold_labels, load_task, load_test_records, resolve_data_dir  # noqa: E402
-from polyalign.engine.models import load_model, resolve_model_path  # noqa: E402
+from polyalign.engine.model_paths import resolve_model_path  # noqa: E402
+from polyalign.engine.models import load_model  # noqa: E402
 from polyalign.engine.precision import cpu_description, resolve_precision  # noqa: E402
 from polyalign.engine.scoring import prefix_sets  # noqa: E402
 from polyalign.evaluation.evaluate import EvalConfig, run_eval  # noqa: E402

@@ -107,7 +107,8 @@ def run_baseline(model: str, rows: list[dict], cfg: train_config.TrainConfig, wo
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
-    from polyalign.engine.models import load_tokenizer, resolve_model_path
+    from polyalign.engine.model_paths import resolve_model_path
+    from polyalign.engine.models import load_tokenizer
 
     tok = load_tokenizer(model)
     if tok.pad_token is None:

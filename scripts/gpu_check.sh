@@ -11,7 +11,7 @@ prepare)
   source .venv/bin/activate
   mkdir -p .gpu/bundle && rm -rf .gpu/bundle/*
   for alias in gemma-3-270m smollm2-135m; do
-    dir=$(python -c "from polyalign.engine.models import resolve_model_path as r; print(r('$alias'))")
+    dir=$(python -c "from polyalign.engine.model_paths import resolve_model_path as r; print(r('$alias'))")
     mkdir -p ".gpu/bundle/$alias" && cp "$dir"/{config.json,tokenizer.json,tokenizer_config.json} ".gpu/bundle/$alias/"
   done
   data=$(python -c "from polyalign.core.tasks import resolve_data_dir as r; print(r(None))")

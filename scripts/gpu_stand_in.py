@@ -19,7 +19,8 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from polyalign.core.files import file_sha256
-from polyalign.engine.models import ALIASES, cache_dir
+from polyalign.core.model_names import ALIASES
+from polyalign.engine.model_paths import cache_dir
 
 
 def main(bundle: Path) -> None:

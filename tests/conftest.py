@@ -48,14 +48,14 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def gemma_dir() -> Path:
     """The real gemma-3-270m as a local HF folder (converted once from the packaged GGUF)."""
-    from polyalign.engine.models import materialize_alias
+    from polyalign.engine.model_paths import materialize_alias
 
     return materialize_alias("gemma-3-270m")
 
 
 @pytest.fixture(scope="session")
 def smollm_dir() -> Path:
-    from polyalign.engine.models import materialize_alias
+    from polyalign.engine.model_paths import materialize_alias
 
     return materialize_alias("smollm2-135m")
 

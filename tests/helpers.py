@@ -66,7 +66,8 @@ def packaged_tokenizer(alias: str) -> Path:
     """
     from transformers import AutoTokenizer
 
-    from polyalign.engine.models import ALIASES, _packaged_gguf, cache_dir
+    from polyalign.core.model_names import ALIASES
+    from polyalign.engine.model_paths import cache_dir, packaged_gguf
 
     spec = ALIASES[alias]
     name = f"{alias}-{spec.sha256[:12]}"
@@ -79,7 +80,7 @@ def packaged_tokenizer(alias: str) -> Path:
         if (converted / "polyalign-source.json").is_file() and (converted / "tokenizer_config.json").is_file():
             tokenizer = AutoTokenizer.from_pretrained(converted)
         else:
-            gguf = _packaged_gguf(alias, spec, Path(tmp))
+            gguf = packaged_gguf(alias, spec, Path(tmp))
             tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         out = Path(tmp) / "tokenizer"
         tokenizer.save_pretrained(out)

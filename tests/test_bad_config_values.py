@@ -110,3 +110,21 @@ def test_eval_where_no_language_can_be_scored_exits_non_zero(tiny_llama, data_di
     err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
     assert err.startswith("polyalign: error: no language could be scored"), err
     assert json.loads((tmp_path / "u" / "results.json").read_text())["languages"] == {}
+
+
+def test_one_precision_vocabulary_for_every_command():
+    """--dtype fp32 and precision=float32 both work: every command reads one vocabulary."""
+    import argparse
+
+    from polyalign.alignment.train_config import load_config
+    from polyalign.cli.args import add_model_args
+
+    parser = argparse.ArgumentParser()
+    add_model_args(parser)
+    assert parser.parse_args(["--dtype", "fp32"]).dtype == "float32"
+    assert parser.parse_args(["--dtype", "bf16"]).dtype == "bfloat16"
+    assert parser.parse_args(["--dtype", "bfloat16"]).dtype == "bfloat16"
+    assert load_config(overrides=["precision=float32"]).precision == "fp32"
+    assert load_config(overrides=["precision=bfloat16"]).precision == "bf16"
+    with pytest.raises(PolyalignError, match="precision must be"):
+        load_config(overrides=["precision=fp8"])

@@ -122,12 +122,7 @@ def test_the_check_sees_a_private_import(tmp_path, monkeypatch):
 
 # Known lazy import edges that close a cycle, each to be removed when its cycle is fixed. An entry is
 # (importer, imported) and the import must sit inside a function of the importer.
-KNOWN_LAZY_CYCLE_EDGES = {
-    # engine/models.py imports engine/adapters.py at module level; adapters.py imports
-    # models.resolve_model_path inside a function. To go when model paths and aliases get one engine
-    # module (issue 30, Build 1: engine/ is being changed on another branch).
-    ("polyalign.engine.adapters", "polyalign.engine.models"),
-}
+KNOWN_LAZY_CYCLE_EDGES: set[tuple[str, str]] = set()  # (importer, imported) lazy edges allowed in a cycle: none
 
 
 def import_cycle() -> list[str] | None:

@@ -151,7 +151,8 @@ def register_dataset(info_path: Path, name: str, file_name: str) -> None:
 
 def write_llamafactory(records: list[dict], out: Path, model: str, cfg: TrainConfig) -> list[Path]:
     """NAME.alpaca.json, its dataset_info.json entry and NAME.llamafactory.yaml beside OUT."""
-    from polyalign.engine.models import load_tokenizer, resolve_model_path
+    from polyalign.engine.model_paths import resolve_model_path
+    from polyalign.engine.models import load_tokenizer
 
     model = resolve_model_path(model)  # an alias becomes its local folder, which LLaMA-Factory can load
     tokenizer = load_tokenizer(model, trust_remote_code=cfg.trust_remote_code)

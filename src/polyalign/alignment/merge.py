@@ -23,7 +23,8 @@ def merge(
     from transformers import AutoConfig
 
     from polyalign.engine.adapters import check_adapter
-    from polyalign.engine.models import apply_adapter, load_tokenizer, load_weights, resolve_model_path
+    from polyalign.engine.model_paths import resolve_model_path
+    from polyalign.engine.models import apply_adapter, load_tokenizer, load_weights
 
     out = Path(out)
     check_replaceable(out, overwrite)

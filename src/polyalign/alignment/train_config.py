@@ -13,7 +13,7 @@ from pathlib import Path
 from polyalign.alignment.quantized import check_quantization
 from polyalign.alignment.training_data import TEMPLATES
 from polyalign.core.config import apply_overrides, build, read_mapping
-from polyalign.core.declarations import check_seed
+from polyalign.core.declarations import TRAIN_PRECISIONS, check_seed, short_precision
 from polyalign.core.errors import PolyalignError
 
 # Schedulers that transformers builds from the warm-up and step counts alone (others need more keys).
@@ -126,8 +126,9 @@ def check_config(cfg: TrainConfig) -> None:
             f"save_steps ({cfg.save_steps}) must be a multiple of eval_steps ({cfg.eval_steps}) "
             f"to keep the best checkpoint"
         )
-    if cfg.precision not in ("auto", "bf16", "fp32"):
-        raise PolyalignError(f"precision must be auto, bf16 or fp32 (got '{cfg.precision}')")
+    cfg.precision = short_precision(cfg.precision)  # one vocabulary: float32 and fp32 alike
+    if cfg.precision not in TRAIN_PRECISIONS:
+        raise PolyalignError(f"precision must be auto, bf16 (bfloat16) or fp32 (float32) (got '{cfg.precision}')")
     if not cfg.target_modules:
         raise PolyalignError("target_modules is empty")
     if cfg.report_to not in REPORTERS:

@@ -273,7 +273,7 @@ def _setup_model(model: str, cfg: TrainConfig, bf16: bool):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, set_seed
 
-    from polyalign.engine.models import resolve_model_path
+    from polyalign.engine.model_paths import resolve_model_path
 
     try:
         net = AutoModelForCausalLM.from_pretrained(

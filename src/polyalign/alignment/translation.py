@@ -64,7 +64,8 @@ class Seq2SeqTranslator:
     def _load(self) -> None:
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-        from polyalign.engine.models import pick_device, resolve_model_path
+        from polyalign.engine.model_paths import resolve_model_path
+        from polyalign.engine.models import pick_device
 
         path = resolve_model_path(self.model_id)
         try:

@@ -10,7 +10,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from polyalign.core.declarations import DEFAULT_MODEL, DTYPE_CHOICES, POOLINGS, check_analysis_limit, check_choice
+from polyalign.core.declarations import (
+    DEFAULT_MODEL,
+    DTYPE_CHOICES,
+    POOLINGS,
+    check_analysis_limit,
+    check_choice,
+    dtype_name,
+)
 from polyalign.core.errors import PolyalignError
 from polyalign.evaluation.inputs import check_inputs
 
@@ -30,9 +37,10 @@ def add_model_args(parser: argparse.ArgumentParser, compare: bool = False) -> No
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument(
         "--dtype",
+        type=dtype_name,
         choices=list(DTYPE_CHOICES),
-        help="weights dtype (default: POLYALIGN_DTYPE, else auto: bf16 where the GPU or CPU computes it "
-        "natively, verified in fp32; float32 elsewhere)",
+        help="weights dtype: auto, float32 (fp32), bfloat16 (bf16) or float16 (fp16) (default: POLYALIGN_DTYPE, "
+        "else auto: bf16 where the GPU or CPU computes it natively, verified in fp32; float32 elsewhere)",
     )
     parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off)")
     add_placement_args(parser)

@@ -38,7 +38,7 @@ def export_config(args: argparse.Namespace):
 
 def cmd_data_build(args: argparse.Namespace) -> int:
     """`polyalign data build`: sample, render and write one alignment mixture."""
-    from polyalign.engine.models import cache_dir
+    from polyalign.engine.model_paths import cache_dir
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:

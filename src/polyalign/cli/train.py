@@ -39,10 +39,20 @@ def add_cli(subparsers) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. learning_rate=1e-4")
     p.set_defaults(func=cmd_train)
 
-    p = subparsers.add_parser("merge", help="fold a LoRA adapter into its base model (HF folder)")
-    p.add_argument("--model", default=DEFAULT_MODEL)
-    p.add_argument("--adapter", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--trust-remote-code", action="store_true")
+    what = "fold a LoRA adapter into its base model and save the result as a plain HF folder (safetensors)"
+    p = subparsers.add_parser(
+        "merge",
+        help=what,
+        description=f"{what}: it loads and evaluates like any model, and carries the adapter's provenance, "
+        "so the leak guard still knows which items it was trained on.",
+    )
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"the base model: alias, folder or hub id ({DEFAULT_MODEL})")
+    p.add_argument("--adapter", required=True, help="the adapter folder (RUN/adapter of `polyalign train`)")
+    p.add_argument("--out", required=True, help="the folder to write the merged model into")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier merge (never another kind of folder)",
+    )
+    p.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off)")
     p.set_defaults(func=cmd_merge)

@@ -16,6 +16,25 @@ POOLINGS = ("mean", "last", "all")
 DTYPE_NAMES = ("float32", "bfloat16", "float16")  # torch dtypes, by name (polyalign.engine.models maps them)
 # auto: bf16 where the device computes it natively, else float32 (polyalign.engine.precision)
 DTYPE_CHOICES = ("auto", *DTYPE_NAMES)
+# One precision vocabulary for every command, config and experiment: each spelling -> its torch
+# dtype name (--dtype fp32 and precision=float32 mean the same as float32 and fp32).
+DTYPE_SPELLINGS = {"auto": "auto", "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"} | {
+    name: name for name in DTYPE_NAMES
+}
+TRAIN_PRECISIONS = ("auto", "bf16", "fp32")  # what a training recipe's precision may be
+SHORT_PRECISION = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "auto": "auto"}
+
+
+def dtype_name(spelling: str) -> str:
+    """The torch dtype name (or auto) of a precision as any command accepts it; unknown: as given."""
+    return DTYPE_SPELLINGS.get(spelling, spelling)
+
+
+def short_precision(spelling: str) -> str:
+    """The short name (auto, fp32, bf16, fp16) of a precision as any command accepts it."""
+    return SHORT_PRECISION.get(dtype_name(spelling), spelling)
+
+
 DEFAULT_MODEL = "gemma-3-270m"  # a packaged alias (polyalign.engine.models.ALIASES)
 MIN_ITEMS = 3  # items per language the lens and PCA need (an interval, a PCA)
 

@@ -51,18 +51,24 @@ ALIASES: dict[str, PackagedModel] = {
 }
 
 
-def check_model_name(model: str) -> None:
-    """Refuse a model that is neither a packaged alias, a model folder, nor a Hugging Face id
-    OWNER/NAME (the hub itself is not asked: a dry run stays offline)."""
-    if model in ALIASES:
-        return
+def local_model_folder(model: str) -> Path | None:
+    """The folder `model` names, checked to hold a config.json; None where it names no path (an
+    alias or a hub id). A name shaped like a path that does not exist is refused."""
     path = Path(model).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
             raise PolyalignError(f"{path}: not a model folder (no config.json)")
-        return
+        return path
     if model.startswith((".", "/", "~")) or model.count("/") > 1:
         raise PolyalignError(f"{model}: model folder not found")
+    return None
+
+
+def check_model_name(model: str) -> None:
+    """Refuse a model that is neither a packaged alias, a model folder, nor a Hugging Face id
+    OWNER/NAME (the hub itself is not asked: a dry run stays offline)."""
+    if model in ALIASES or local_model_folder(model):
+        return
     if not _HUB_ID.match(model):
         raise PolyalignError(
             f"model '{model}': not a packaged alias ({', '.join(ALIASES)}), an existing model folder, "

@@ -90,7 +90,7 @@ def check_adapter(model: str, adapter: str | Path, trust_remote_code: bool = Fal
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from polyalign.engine.models import resolve_model_path
+    from polyalign.engine.model_paths import resolve_model_path
 
     shapes = adapter_shapes(adapter)
     path = Path(resolve_model_path(model))

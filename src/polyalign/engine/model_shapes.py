@@ -100,7 +100,7 @@ def packaged_shape_path(hub_id: str) -> Path:
 def read_config(model: str) -> dict:
     """config.json of an alias (its cached folder), a local folder, or a hub id polyalign ships the shape of."""
     if model in ALIASES:
-        from polyalign.engine.models import resolve_model_path
+        from polyalign.engine.model_paths import resolve_model_path
 
         folder = Path(resolve_model_path(model))
     elif Path(model).expanduser().is_dir():

@@ -94,7 +94,7 @@ def reference_checkpoint(model: str, net=None) -> Path | None:
     """The local folder whose safetensors the float32 view reads: the one `net`'s weights were
     loaded from, else `model`'s (None: a hub id not in the local cache; the view then upcasts, and
     says it is not exact where that matters)."""
-    from polyalign.engine.models import resolve_model_path
+    from polyalign.engine.model_paths import resolve_model_path
     from polyalign.engine.unembed import base_model
 
     loaded = getattr(base_model(net).config, "_name_or_path", "") if net is not None else ""

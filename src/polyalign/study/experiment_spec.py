@@ -22,6 +22,7 @@ from polyalign.core.declarations import (
     check_choice,
     check_layer_names,
     check_seed,
+    dtype_name,
 )
 from polyalign.core.errors import PolyalignError
 from polyalign.core.item_range import check_overlap, evaluated_range, parse_items, read_provenance
@@ -181,6 +182,7 @@ def check_experiment(exp: Experiment) -> None:
     check_resources(exp.resources, exp.models)
     check_choice(exp.scoring, RULES, "scoring")
     if exp.dtype is not None:
+        exp.dtype = dtype_name(exp.dtype)  # one vocabulary: fp32 and float32 alike
         check_choice(exp.dtype, DTYPE_CHOICES, "dtype")
     placement_of(exp.device_map, exp.max_memory, exp.offload_folder)
     verify_settings(exp.verify)

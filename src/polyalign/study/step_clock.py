@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from polyalign.core.declarations import short_precision
 from polyalign.study.step_units import step_units
 from polyalign.study.steps import Step
 
@@ -44,7 +45,8 @@ def step_precision(step: Step) -> str | None:
         return resolve_precision(step.config["train"].get("precision", "auto"), device)
     if step.kind in ("eval", "lens", "pca"):
         dtype = step.config.get("dtype") or "auto"
-        return {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(dtype) or resolve_precision(dtype, device)
+        short = short_precision(dtype)
+        return short if short != "auto" else resolve_precision("auto", device)
     return None
 
 

@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from polyalign.core.declarations import short_precision
 from polyalign.core.errors import PolyalignError
 from polyalign.engine.devices import Device
 from polyalign.engine.fit import Fit, eval_fit, train_fit
@@ -24,7 +25,6 @@ from polyalign.study.steps import Step
 TYPICAL_PAIR_TOKENS = 256  # a question pair: prompt and completion (capped by cutoff_len)
 EVAL_PREFIX_TOKENS = 400  # the few-shot block shared by a language's items
 EVAL_SUFFIX_TOKENS = 96  # one item after it
-PRECISION_OF_DTYPE = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ def target_precision(step: Step, device_kind: str) -> str:
     from polyalign.engine.precision import resolve_precision
 
     declared = step.config["train"].get("precision", "auto") if step.kind == "train" else step.config.get("dtype")
-    declared = PRECISION_OF_DTYPE.get(declared or "auto", declared or "auto")
+    declared = short_precision(declared or "auto")
     if declared != "auto":
         return declared
     return "bf16" if device_kind == "cuda" else resolve_precision("auto", "cpu")

