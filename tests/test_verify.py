@@ -5,13 +5,14 @@ import math
 
 import pytest
 
+import helpers
 from helpers import PAPER_PACK
 from polyalign.cli import main
 from polyalign.core.errors import PolyalignError
 from polyalign.engine import scoring
 from polyalign.engine.models import load_model
 from polyalign.evaluation import evaluate
-from polyalign.evaluation.evaluate import EvalConfig, run_eval
+from polyalign.evaluation.evaluate import run_eval
 from polyalign.evaluation.results import SampleLog
 from polyalign.evaluation.verify import margin, threshold_in_effect
 from polyalign.evaluation.verify_plan import score_shift
@@ -20,19 +21,8 @@ LANGS = ("en", "zh")
 
 
 def cfg_for(model_dir, data_dir, **kw):
-    base = dict(
-        model=str(model_dir),
-        task="emotion",
-        langs=",".join(LANGS),
-        mode="english",
-        scoring="exact",
-        limit=6,
-        data_dir=str(data_dir),
-        prompts=str(PAPER_PACK),
-        batch_size=4,
-    )
-    base.update(kw)
-    return EvalConfig(**base)
+    """helpers.cfg_for on emotion in LANGS (the languages these tests read back)."""
+    return helpers.cfg_for(model_dir, data_dir, **{"task": "emotion", "langs": ",".join(LANGS), **kw})
 
 
 def rows_of(out):

@@ -119,8 +119,11 @@ def dry_run_costs(exp: Experiment, path: str | Path, devices: str | None) -> lis
 
     ctx = StepContext(exp, None, Path(path).resolve().parent)
     named = devices_for(devices)
-    unknown = [f"note: {m}: no config.json known to the planner; its steps are not priced" for m in exp.models]
-    unknown = [line for line, m in zip(unknown, exp.models) if not has_shape(m)]
+    unknown = [
+        f"note: {m}: no config.json known to the planner; its steps are not priced"
+        for m in exp.models
+        if not has_shape(m)
+    ]
     return unknown + cost_lines(step_costs(plan(ctx), model_names(exp, ctx.model_id), named, exp), named)
 
 
