@@ -36,13 +36,11 @@ class _RowGradients(torch.autograd.Function):
     def forward(ctx, rows: torch.Tensor, targets: torch.Tensor, unembed: Unembed, chunk: int) -> torch.Tensor:
         total = torch.zeros((), dtype=torch.float32, device=rows.device)
         grads = torch.empty_like(rows)  # [rows, hidden]
+        head_loss = plain_head_loss if unembed.plain_head else module_head_loss
         for start in range(0, len(rows), chunk):
-            piece = rows[start : start + chunk].detach().requires_grad_()  # [chunk, hidden]
-            with torch.enable_grad():
-                logits = unembed.forward(piece)  # [chunk, vocab] fp32
-                loss = F.cross_entropy(logits, targets[start : start + chunk], reduction="sum")
-            (grads[start : start + chunk],) = torch.autograd.grad(loss, piece)
-            total += loss.detach()
+            piece, wanted = rows[start : start + chunk].detach(), targets[start : start + chunk]
+            loss, grads[start : start + chunk] = head_loss(piece, wanted, unembed)
+            total += loss
         ctx.save_for_backward(grads)
         return total
 
@@ -50,6 +48,40 @@ class _RowGradients(torch.autograd.Function):
     def backward(ctx, grad_total: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
         (grads,) = ctx.saved_tensors
         return grads * grad_total.to(grads.dtype), None, None, None
+
+
+def module_head_loss(piece: torch.Tensor, targets: torch.Tensor, unembed: Unembed) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed cross-entropy, its gradient [chunk, hidden] w.r.t. `piece`) through `unembed.forward`:
+    any head, by autograd."""
+    piece = piece.requires_grad_()
+    with torch.enable_grad():
+        loss = F.cross_entropy(unembed.forward(piece), targets, reduction="sum")  # [chunk, vocab] fp32 logits
+    (grad,) = torch.autograd.grad(loss, piece)
+    return loss.detach(), grad
+
+
+def plain_head_loss(piece: torch.Tensor, targets: torch.Tensor, unembed: Unembed) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same for a frozen plain head, written out: logits in the head's dtype, the loss and
+    d loss / d logits = softmax - one-hot reduced in float32 in place, then that gradient @ head.
+    Why: a bf16 head went through `unembed.forward`'s float32 upcast of all 262k rows, which bf16
+    autocast cast back to bf16 anyway, with the logits sliced under autograd: on an AMX CPU, two
+    thirds of a bf16 training step (gemma-3-270m); and autograd's log-softmax writes, reads and
+    fills [chunk, vocab] tensors twice more than needed (fp32 as well)."""
+    weight, cap = unembed.head.weight, unembed.cap  # [vocab, hidden]
+    with torch.autocast(piece.device.type, enabled=False), torch.no_grad():
+        logits = F.linear(piece.to(weight.dtype), weight).float()  # [chunk, vocab]
+        squashed = None
+        if cap:
+            squashed = torch.tanh(logits / cap)
+            logits = squashed * cap
+        lse = torch.logsumexp(logits, -1)  # [chunk]
+        loss = (lse - logits.gather(1, targets[:, None]).squeeze(1)).sum()
+        probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place
+        probs[torch.arange(len(targets), device=targets.device), targets] -= 1  # d loss / d logits
+        if squashed is not None:
+            probs.mul_(1 - squashed * squashed)  # through the soft-cap
+        grad = probs.to(weight.dtype) @ weight  # [chunk, hidden]
+    return loss, grad.to(piece.dtype)
 
 
 def chunk_rows(vocab_size: int) -> int:

@@ -273,6 +273,7 @@ def _setup_model(model: str, cfg: TrainConfig, bf16: bool):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, set_seed
 
+    from polyalign.engine import exact_norms
     from polyalign.engine.model_paths import resolve_model_path
 
     try:
@@ -284,6 +285,7 @@ def _setup_model(model: str, cfg: TrainConfig, bf16: bool):
             **quantization_kwargs(cfg.quantization, bf16),
         )
         net = prepare_quantized(net, cfg.quantization, cfg.gradient_checkpointing)
+        exact_norms.install(net)  # the same bits, fewer passes (polyalign.engine.exact_norms)
         lora = LoraConfig(
             r=cfg.lora_rank,
             lora_alpha=cfg.lora_alpha,

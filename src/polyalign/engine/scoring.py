@@ -266,11 +266,12 @@ class Scorer:
                 buffered.extend(zip(rows[start:stop], hidden))
             # One matmul for many batches' scored positions: the unembedding matrix (262k x d
             # for Gemma, 671 MB in fp32) is read once per flush, not once per small batch.
-            logprobs = self.unembed.forward(torch.cat([h for _, h in buffered])).log_softmax(-1)
+            columns = Columns.needed([by_index[row[0]] for row, _ in buffered], rule, token_sets)
+            logprobs = self.unembed.log_probs_at(torch.cat([h for _, h in buffered]), columns.ids)
             finished = []
             for (row, _), lp in zip(buffered, logprobs.split([len(h) for _, h in buffered])):
                 index, cls = row[0], row[1]
-                add_scores(partial.setdefault(index, {}), by_index[index], cls, lp, rule, token_sets)
+                add_scores(partial.setdefault(index, {}), by_index[index], cls, columns.of(lp), rule, token_sets)
                 pending[index] -= 1
                 if pending[index] == 0:
                     scores = partial.pop(index)
@@ -307,23 +308,55 @@ class Scorer:
         return [hidden[i, r[3] : len(r[2])] for i, r in enumerate(batch)]
 
 
+@dataclass(frozen=True)
+class Columns:
+    """The vocabulary ids a flush reads (sorted), so only their log-probabilities are gathered."""
+
+    ids: torch.Tensor  # [k] vocabulary ids
+    position: dict[int, int]  # vocabulary id -> column of `ids`
+
+    @staticmethod
+    def needed(items: list[Item], rule: str, token_sets: dict[str, list[int]] | None) -> Columns:
+        """Every label token the rule reads for `items`: the prefix sets, or the continuations."""
+        if rule == "prefix":
+            assert token_sets is not None, "the prefix rule scores label token sets"
+            wanted = {t for ids in token_sets.values() for t in ids}
+        else:
+            wanted = {t for item in items for cont in item.continuations.values() for t in cont}
+        ids = sorted(wanted)
+        return Columns(torch.tensor(ids, dtype=torch.long), {t: j for j, t in enumerate(ids)})
+
+    def of(self, lp: torch.Tensor) -> ColumnView:
+        return ColumnView(lp, self.position)
+
+
+@dataclass(frozen=True)
+class ColumnView:
+    """Log-probabilities [positions, k] of the gathered columns, indexed by vocabulary id."""
+
+    values: torch.Tensor
+    position: dict[int, int]
+
+    def at(self, row: int, ids: list[int]) -> torch.Tensor:
+        return self.values[row, [self.position[t] for t in ids]]
+
+
 def add_scores(
     scores: dict[str, float],
     item: Item,
     cls: str | None,
-    lp: torch.Tensor,
+    lp: ColumnView,
     rule: str,
     token_sets: dict[str, list[int]] | None,
 ) -> None:
     """Fill an item's class scores from one row's log-probabilities (row = all classes, or `cls`)."""
     if rule == "prefix":
         assert token_sets is not None, "the prefix rule scores label token sets"
-        probs = lp[0].exp()
         for c, ids in token_sets.items():
-            scores[c] = float(probs[ids].sum())
+            scores[c] = float(lp.at(0, ids).exp().sum())
     elif cls is None:
         for c, cont in item.continuations.items():
-            scores[c] = float(lp[0, cont[0]])
+            scores[c] = float(lp.at(0, cont[:1])[0])
     else:
         cont = item.continuations[cls]
-        scores[cls] = float(sum(lp[j, t] for j, t in enumerate(cont)))
+        scores[cls] = float(sum(lp.at(j, [t])[0] for j, t in enumerate(cont)))

@@ -56,6 +56,12 @@ class Unembed:
         self._norm: torch.nn.Module | None = None
 
     @property
+    def plain_head(self) -> bool:
+        """A bias-free Linear whose forward nobody replaced (the float32 view replaces it)."""
+        head = self.head
+        return type(head) is torch.nn.Linear and head.bias is None and "forward" not in vars(head)
+
+    @property
     def vocab_size(self) -> int:
         return int(self.head.weight.shape[0])
 
@@ -70,10 +76,7 @@ class Unembed:
         """fp32 logits [..., vocab] from hidden states [..., hidden] of block `layer`."""
         if layer is not None and layer != self.total:
             hidden = self.norm(hidden)
-        logits = self.head_logits(hidden)
-        if self.cap:
-            logits = torch.tanh(logits / self.cap) * self.cap
-        return logits
+        return self.capped(self.head_logits(hidden))
 
     def head_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """fp32 logits of the output head. A bf16/fp16 plain head is computed in fp32 from its
@@ -83,8 +86,7 @@ class Unembed:
         is a small part of the cost (one scored position per item). A head whose forward was
         replaced (polyalign.engine.float32_view) keeps it."""
         weight = self.head.weight
-        plain = type(self.head) is torch.nn.Linear and self.head.bias is None and "forward" not in vars(self.head)
-        if not plain or weight.dtype == torch.float32:
+        if not self.plain_head or weight.dtype == torch.float32:
             return self.head(hidden).float()
         out = torch.empty(*hidden.shape[:-1], weight.shape[0], dtype=torch.float32, device=hidden.device)
         wide = hidden.float()
@@ -92,6 +94,34 @@ class Unembed:
             rows = slice(start, start + HEAD_ROWS)
             out[..., rows] = torch.nn.functional.linear(wide, weight[rows].float())
         return out
+
+    def log_probs_at(self, hidden: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+        """fp32 log-probabilities [rows, k] at vocabulary ids `columns` [k] of final hidden states [rows, hidden].
+
+        A plain bf16/fp16 head computes the k columns' logits in float32 from the upcast rows, as
+        `forward` does, and the log-normalizer from one reduced-precision product reduced in float32
+        (five times faster on an AMX CPU than the upcast product). Why that is safe: the normalizer is
+        the same for every column of a row, so differences of log-probabilities (an item's margin,
+        what bf16 moves and a verified run re-scores) are `forward`'s; each row's log-probabilities
+        only move together, by at most the largest rounding of one logit (2^-9 of its size). Any other
+        head (fp32, adapted, or replaced by the float32 view) is `forward` then log_softmax."""
+        weight = self.head.weight
+        if not self.plain_head or weight.dtype == torch.float32:
+            return self.forward(hidden).log_softmax(-1)[:, columns]
+        chosen = torch.nn.functional.linear(hidden.float(), weight[columns].float())  # [rows, k]
+        return self.capped(chosen) - self.log_normalizer(hidden.to(weight.dtype))[:, None]
+
+    def capped(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(logits / self.cap) * self.cap if self.cap else logits
+
+    def log_normalizer(self, hidden: torch.Tensor) -> torch.Tensor:
+        """logsumexp over the vocabulary [rows] of the head's product in its own dtype, HEAD_ROWS
+        columns reduced in float32 at a time."""
+        parts = []
+        for start in range(0, self.vocab_size, HEAD_ROWS):
+            block = torch.nn.functional.linear(hidden, self.head.weight[start : start + HEAD_ROWS])
+            parts.append(self.capped(block.float()).logsumexp(-1))
+        return torch.stack(parts, -1).logsumexp(-1)
 
     def normed(self, states: torch.Tensor, layers: list[int]) -> torch.Tensor:
         """States [layers, batch, hidden] of blocks `layers` through the final norm (the last layer is
