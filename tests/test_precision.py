@@ -21,7 +21,8 @@ EXPERIMENTS = packaged_root()
 def cpu_bf16(request, monkeypatch) -> bool:
     """The CPU's bf16 capability, mocked both ways (and no CUDA device)."""
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: request.param)
-    monkeypatch.setattr(precision, "bf16_measured_fast", lambda: request.param)  # the calibration agrees
+    monkeypatch.setattr(precision, "bf16_measured_fast", lambda model=None: request.param)  # the calibration agrees
+    monkeypatch.setattr(precision, "why_auto", lambda device_type, model=None: "mocked")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     return request.param
 
@@ -46,6 +47,28 @@ def test_auto_follows_the_measured_speed_cached_per_machine(monkeypatch, tmp_pat
     assert precision.resolve_precision("auto", "cpu") == "fp32" and len(calls) == 4  # AVX2 only: no measuring
 
 
+@pytest.mark.slow
+def test_auto_measures_a_layer_of_the_model_family_and_says_why(monkeypatch, tmp_path, tiny_llama):
+    """With a model, auto times one decoder layer of its own shape (cached per shape) and records why."""
+    from polyalign.engine import precision_calibration as calibration
+
+    monkeypatch.setenv("POLYALIGN_CACHE", str(tmp_path))
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    real = calibration.time_layer(calibration.layer_config(str(tiny_llama)), torch.bfloat16, repeats=1)
+    assert 0 < real < 5  # the tiny model's one layer really runs
+    timings = {torch.float32: 1.0, torch.bfloat16: 0.8}  # the layer gains 1.25x: below MIN_SPEEDUP
+    calls = []
+    monkeypatch.setattr(calibration, "time_layer", lambda config, dtype: calls.append(dtype) or timings[dtype])
+    monkeypatch.setattr(calibration, "time_matmul", lambda dtype: {torch.float32: 1.0, torch.bfloat16: 0.2}[dtype])
+    assert precision.resolve_precision("auto", "cpu", str(tiny_llama)) == "fp32" and len(calls) == 2
+    assert precision.resolve_precision("auto", "cpu") == "bf16"  # the matmul alone would have said 5x
+    why = precision.AUTO_CHOICES[str(tiny_llama)]["why"]
+    assert "1.25x fp32 on one llama layer, hidden_size" in why and "bf16 from 1.3x" in why
+    keys = list(json.loads(calibration.cache_file().read_text()))
+    assert any("one llama layer" in key for key in keys)
+    assert precision.resolve_precision("auto", "cpu", str(tiny_llama)) == "fp32" and len(calls) == 2  # cached
+
+
 def test_auto_resolves_to_bf16_only_where_the_cpu_has_it(cpu_bf16, capsys):
     assert precision.resolve_precision("auto", "cpu") == ("bf16" if cpu_bf16 else "fp32")
     assert precision.resolve_precision("fp32", "cpu") == "fp32"
@@ -53,8 +76,8 @@ def test_auto_resolves_to_bf16_only_where_the_cpu_has_it(cpu_bf16, capsys):
 
 
 def test_training_precision_auto_follows_the_cpu(cpu_bf16):
-    assert training._use_bf16(TrainConfig(precision="auto")) is cpu_bf16
-    assert training._use_bf16(TrainConfig(precision="fp32")) is False
+    assert training._use_bf16(TrainConfig(precision="auto"), "m") is cpu_bf16
+    assert training._use_bf16(TrainConfig(precision="fp32"), "m") is False
 
 
 def test_eval_dtype_auto_follows_the_cpu(cpu_bf16, monkeypatch):
@@ -66,7 +89,7 @@ def test_eval_dtype_auto_follows_the_cpu(cpu_bf16, monkeypatch):
 
 
 def test_explicit_bf16_without_native_support_warns_in_one_line_and_runs(cpu_bf16, capsys):
-    assert training._use_bf16(TrainConfig(precision="bf16")) is True
+    assert training._use_bf16(TrainConfig(precision="bf16"), "m") is True
     assert models.pick_dtype(torch.device("cpu"), "bfloat16") == torch.bfloat16
     err = capsys.readouterr().err.strip().splitlines()
     if cpu_bf16:

@@ -166,7 +166,7 @@ def train(
     tokenizer = load_tokenizer(model, cfg.trust_remote_code)  # the model is checked before anything is written
     last = _setup_folder(out, resolved, resume, overwrite)
     train_rows, val_rows, collator = _setup_data(tokenizer, rows, cfg, model)
-    bf16 = _use_bf16(cfg)
+    bf16 = _use_bf16(cfg, model)
     net = _setup_model(model, cfg, bf16)
     args = one_device_per_process(_training_args(cfg, out, bf16, has_val=bool(val_rows)))  # no DataParallel
     trainer = TargetLossTrainer(  # the loss on target tokens only, unembedded in chunks
@@ -185,7 +185,7 @@ def train(
     trainer.train(resume_from_checkpoint=last)
     trainer.save_model(str(out / "adapter"))  # the last weights, or the best ones with keep: best
     (out / "adapter" / "training_args.bin").unlink(missing_ok=True)  # Trainer's pickle; config.yaml has it
-    summary = _summary(trainer, cfg, tokenizer, last, len(train_rows), len(val_rows))
+    summary = _summary(trainer, cfg, tokenizer, last, len(train_rows), len(val_rows), model)
     if trainer.is_world_process_zero():
         _describe_adapter(out / "adapter", tokenizer, rows, cfg)
         plot_loss(out / "log.jsonl", out / "loss.png")
@@ -208,7 +208,9 @@ def _finished_summary(out: Path, resolved: dict, resume: bool, overwrite: bool) 
     return None
 
 
-def _summary(trainer, cfg: TrainConfig, tokenizer, resumed_from: str | None, n_train: int, n_val: int) -> dict:
+def _summary(
+    trainer, cfg: TrainConfig, tokenizer, resumed_from: str | None, n_train: int, n_val: int, model: str
+) -> dict:
     """summary.json: what ran (steps, data sizes, precision, template, batch) and what was kept."""
     chat = cfg.template == "chat" and bool(getattr(tokenizer, "chat_template", None))
     world = trainer.args.world_size
@@ -221,6 +223,7 @@ def _summary(trainer, cfg: TrainConfig, tokenizer, resumed_from: str | None, n_t
         "n_val": n_val,
         "bf16": bool(trainer.args.bf16),
         "precision": "bf16" if trainer.args.bf16 else "fp32",  # what precision=auto resolved to here
+        "precision_why": _precision_why(cfg.precision, model),
         "kept": "best" if n_val and cfg.keep == "best" else "final",
         "template": "chat" if chat else "none",
         "world_size": world,
@@ -253,18 +256,28 @@ def _setup_data(tokenizer, rows: list[dict], cfg: TrainConfig, model: str) -> tu
         tokenize_pairs(tokenizer, rows, cfg.cutoff_len, cfg.template), cfg.val_size, cfg.seed
     )
     longest = max(len(r["input_ids"]) for r in train_rows)
-    check_training_fits(model, cfg, longest, "bf16" if _use_bf16(cfg) else "fp32")  # before the weights load
+    check_training_fits(model, cfg, longest, "bf16" if _use_bf16(cfg, model) else "fp32")  # before the weights load
     return train_rows, val_rows, PadCollator(pad_id, targets_only=False)  # target_loss picks the rows
 
 
-def _use_bf16(cfg: TrainConfig) -> bool:
-    """precision auto: bf16 where the device computes it natively (polyalign.engine.precision), else fp32."""
+def _precision_why(precision: str, model: str) -> str:
+    import torch
+
+    from polyalign.engine.precision import why_auto
+
+    device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    return why_auto(device_type, model) if precision == "auto" else f"precision: {precision} asked for"
+
+
+def _use_bf16(cfg: TrainConfig, model: str) -> bool:
+    """precision auto: bf16 where the device computes it natively and fast for `model`'s layers
+    (polyalign.engine.precision), else fp32."""
     import torch
 
     from polyalign.engine.precision import resolve_precision
 
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
-    return resolve_precision(cfg.precision, device_type) == "bf16"
+    return resolve_precision(cfg.precision, device_type, model) == "bf16"
 
 
 def _setup_model(model: str, cfg: TrainConfig, bf16: bool):

@@ -46,7 +46,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     placement = placement_args(args)
     check_run_dir(Path(args.out), cfg.identity(), args.overwrite)  # before the model is loaded
     device = process_device(args.device)  # under accelerate launch: this rank's GPU, before the model loads
-    dtype = str(pick_dtype(pick_device(device), args.dtype)).removeprefix("torch.")
+    dtype = str(pick_dtype(pick_device(device), args.dtype, args.model)).removeprefix("torch.")
     if check_verification(
         Path(args.out), threshold_in_effect(args.verify, args.verify_threshold, dtype), args.overwrite
     ):

@@ -27,7 +27,7 @@ def pick_device(device: str | None = None) -> torch.device:
 DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in DTYPE_NAMES}
 
 
-def pick_dtype(device: torch.device, dtype: str | None = None) -> torch.dtype:
+def pick_dtype(device: torch.device, dtype: str | None = None, model: str | None = None) -> torch.dtype:
     """--dtype, else $POLYALIGN_DTYPE, else auto: bf16 where the device computes it natively (a CUDA
     GPU with bf16, a CPU with AVX512-BF16 or AMX; such runs are verified in fp32, see polyalign.evaluation.verify),
     float32 elsewhere."""
@@ -35,7 +35,7 @@ def pick_dtype(device: torch.device, dtype: str | None = None) -> torch.dtype:
 
     dtype = dtype_name(dtype or os.environ.get("POLYALIGN_DTYPE") or "auto")
     if dtype == "auto":
-        return DTYPES[DTYPE_OF[resolve_precision("auto", device.type)]]
+        return DTYPES[DTYPE_OF[resolve_precision("auto", device.type, model)]]
     if dtype not in DTYPES:
         raise PolyalignError(
             f"dtype: unknown '{dtype}' (choose from auto, {', '.join(DTYPES)}; from --dtype or POLYALIGN_DTYPE)"
@@ -69,7 +69,7 @@ def load_model(
     tokenizer = load_tokenizer(model, trust_remote_code)
     if adapter:
         check_adapter(model, adapter, trust_remote_code)  # before the weights load
-    net = load_weights(model, pick_dtype(dev, dtype), trust_remote_code, placement)
+    net = load_weights(model, pick_dtype(dev, dtype, model), trust_remote_code, placement)
     if adapter:
         net = apply_adapter(net, adapter, model)
     if placement is None:

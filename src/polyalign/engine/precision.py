@@ -16,6 +16,8 @@ import sys
 import torch
 
 DTYPE_OF = {"bf16": "bfloat16", "fp32": "float32"}  # resolved precision -> torch dtype name
+# What `auto` resolved to in this process, per model ("" without one), and why: results.json says it.
+AUTO_CHOICES: dict[str, dict[str, str]] = {}
 
 
 def cpu_has_native_bf16() -> bool:
@@ -26,20 +28,39 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
-def native_bf16(device_type: str) -> bool:
+def native_bf16(device_type: str, model: str | None = None) -> bool:
     """bf16 is fast on this device: a CUDA GPU that supports it, or a CPU with native bf16 that the
-    cached calibration measured faster than fp32 (polyalign.engine.precision_calibration)."""
+    cached calibration measured faster than fp32 on a layer of `model` (a matmul without one;
+    polyalign.engine.precision_calibration)."""
     if device_type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if device_type == "cpu":
-        return cpu_has_native_bf16() and bf16_measured_fast()
+        return cpu_has_native_bf16() and bf16_measured_fast(model)
     return False
 
 
-def bf16_measured_fast() -> bool:
+def bf16_measured_fast(model: str | None = None) -> bool:
     from polyalign.engine.precision_calibration import bf16_measured_fast as measured
 
-    return measured()
+    return measured(model)
+
+
+def why_auto(device_type: str, model: str | None = None) -> str:
+    """In one sentence, why `auto` resolves as it does here: what a run's files record beside the precision."""
+    if device_type == "cuda":
+        supported = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return f"CUDA device {'with' if supported else 'without'} bf16 support"
+    if device_type != "cpu":
+        return f"{device_type}: fp32 unless asked"
+    if not cpu_has_native_bf16():
+        return f"CPU {cpu_description()}: bf16 would run in reference kernels"
+    from polyalign.engine.precision_calibration import MIN_SPEEDUP, calibration, layer_calibration
+
+    record = layer_calibration(model) if model else calibration()
+    return (
+        f"CPU {cpu_description()}: bf16 measured {record['bf16_speedup']:.2f}x fp32 on "
+        f"{record.get('what', 'a matmul')} (bf16 from {MIN_SPEEDUP:g}x)"
+    )
 
 
 def cpu_description() -> str:
@@ -55,11 +76,14 @@ def machine_description() -> str:
     return f"CPU {cpu_description()}{gpu}"
 
 
-def resolve_precision(precision: str, device_type: str) -> str:
-    """`auto` -> bf16 where it is native on `device_type`, else fp32; an explicit bf16 on a CPU
-    without native support is kept, after one line on stderr saying why it will be slow."""
+def resolve_precision(precision: str, device_type: str, model: str | None = None) -> str:
+    """`auto` -> bf16 where it is native on `device_type` (and measured fast for `model`'s layers), else
+    fp32; an explicit bf16 on a CPU without native support is kept, after one line on stderr saying
+    why it will be slow."""
     if precision == "auto":
-        return "bf16" if native_bf16(device_type) else "fp32"
+        chosen = "bf16" if native_bf16(device_type, model) else "fp32"
+        AUTO_CHOICES[model or ""] = {"precision": chosen, "why": why_auto(device_type, model)}
+        return chosen
     if precision == "bf16" and device_type == "cpu" and not cpu_has_native_bf16():
         print(
             f"[polyalign] warning: bf16 on this CPU ({torch.backends.cpu.get_cpu_capability()}, no AVX512-BF16 "

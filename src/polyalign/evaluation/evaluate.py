@@ -27,6 +27,7 @@ from polyalign.core.item_range import evaluated_range, parse_items, read_provena
 from polyalign.core.prompts import PromptPack
 from polyalign.core.tasks import gold_labels, load_task, load_test_records, resolve_data_dir
 from polyalign.engine.models import describe_model
+from polyalign.engine.precision import AUTO_CHOICES
 from polyalign.engine.scoring import (
     Indistinguishable,
     Item,
@@ -41,6 +42,7 @@ from polyalign.evaluation.inputs import check_inputs
 from polyalign.evaluation.results import SampleLog, predict, read_samples, samples_text, summarize
 from polyalign.evaluation.verify import (
     Verifier,
+    carried_shift,
     language_stats,
     merge,
     reference_checkpoint,
@@ -236,8 +238,9 @@ def run_eval(
         if final[prep.lang].exists() or "unscorable" in prep.info:
             continue
         start = time.perf_counter()
+        earlier = scorable_before(prepared, prep.lang)
         scored += _score_language(
-            cfg, task.name, prep, scorer, verifier, out / "samples" / ".partial", (rank, world), bar
+            cfg, task.name, prep, scorer, verifier, out / "samples" / ".partial", (rank, world), bar, earlier
         )
         seconds += time.perf_counter() - start
     bar.close()
@@ -267,8 +270,10 @@ def _score_language(
     partial_dir: Path,
     shard: tuple[int, int],
     bar,
+    earlier: list[str],
 ) -> int:
-    """Score this process's share of one language (resuming its log), then verify it; items scored."""
+    """Score this process's share of one language (resuming its log), then verify it (carrying the
+    shifts measured on the `earlier` languages); items scored."""
     rank, world = shard
     done = {r["index"]: r for f in partial_dir.glob(f"{task}_{prep.lang}.rank*.jsonl") for r in read_jsonl_tolerant(f)}
     bar.update(len(done) if rank == 0 else 0)
@@ -295,9 +300,9 @@ def _score_language(
         log.close()
     if verifier is not None:
         bar.set_postfix_str(f"{prep.lang} float32 check")
-        verifier.run(
-            mine, {**done, **fresh}, prep.shared, prep.token_sets, partial_dir, task, prep.lang, rank, make_row
-        )
+        prior = carried_shift(partial_dir, task, earlier, rank)
+        rows = {**done, **fresh}
+        verifier.run(mine, rows, prep.shared, prep.token_sets, partial_dir, task, prep.lang, rank, make_row, prior)
     return sum(it.index not in done for it in mine)
 
 
@@ -322,7 +327,8 @@ def _finish(
             unscorable[prep.lang] = {"reason": prep.info["unscorable"], **prep.info}
             continue
         if not final[prep.lang].exists():
-            _merge_language(prep, task, partial_dir, final[prep.lang], threshold, cfg.scoring, runtime["world_size"])
+            earlier = scorable_before(prepared, prep.lang)
+            _merge_language(prep, task, partial_dir, final[prep.lang], threshold, cfg, runtime["world_size"], earlier)
         samples = read_samples(final[prep.lang])
         languages[prep.lang] = {**summarize(samples), **calibration_summary(samples, cfg.scoring), **prep.info}
         if threshold is not None:
@@ -343,6 +349,7 @@ def _finish(
         "average": sum(accuracies) / len(accuracies) if accuracies else 0.0,
         **calibration_averages(languages),  # of calibrated accuracy and (two classes) AUC
         "runtime": runtime,  # dtype and device type of the weights, batch size, processes (last session)
+        "precision_why": AUTO_CHOICES.get(cfg.model, {}).get("why", "dtype given (--dtype, POLYALIGN_DTYPE or dtype:)"),
         # bf16/fp16 runs: threshold, items re-scored in float32 (in total and per language); else None
         "verify": summary(threshold, runtime["dtype"], languages, verifier),
         "timing": {
@@ -357,14 +364,21 @@ def _finish(
     return results
 
 
+def scorable_before(prepared: list[PreparedLanguage], lang: str) -> list[str]:
+    """The scorable languages run before `lang`: a verified run carries their measured shifts."""
+    order = [p.lang for p in prepared if "unscorable" not in p.info]
+    return order[: order.index(lang)] if lang in order else order
+
+
 def _merge_language(
     prep: PreparedLanguage,
     task: str,
     partial_dir: Path,
     final: Path,
     threshold: float | str | None,
-    scoring: str,
-    world: int = 1,
+    cfg: EvalConfig,
+    world: int,
+    earlier: list[str],
 ) -> None:
     """Write one language's sorted samples file from the process logs (and float32 re-scores)."""
     rows = {
@@ -376,5 +390,5 @@ def _merge_language(
     if missing:
         raise PolyalignError(f"{task}/{prep.lang}: {len(missing)} items were not scored; run again to resume")
     if threshold is not None:
-        merge(rows, partial_dir, task, prep.lang, threshold, scoring, world)
+        merge(rows, partial_dir, task, prep.lang, threshold, cfg.scoring, world, earlier)
     atomic_write_text(final, samples_text([rows[it.index] for it in prep.items]))

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
@@ -115,6 +115,18 @@ def log_glob(partial_dir: Path, task: str, lang: str) -> list[Path]:
     return sorted((partial_dir / "fp32").glob(f"{task}_{lang}.rank*.jsonl"))
 
 
+def carried_shift(partial_dir: Path, task: str, earlier: Sequence[str], rank: int) -> float | None:
+    """The largest shift process `rank` measured re-scoring the languages before this one (None: it
+    re-scored none), from its float32 logs: what verify_plan carries into the next language."""
+    shifts = [
+        row["fast"]["shift"]
+        for lang in earlier
+        for row in read_jsonl_tolerant(partial_dir / "fp32" / f"{task}_{lang}.rank{rank}.jsonl")
+        if "shift" in row.get("fast", {})
+    ]
+    return max(shifts) if shifts else None
+
+
 class Verifier:
     """Re-scores one process's items under the threshold in float32: by default the resident model
     through a layer-wise float32 view (polyalign.engine.float32_view, no second copy), or a model
@@ -170,11 +182,13 @@ class Verifier:
         lang: str,
         rank: int,
         make_row: Callable[[int, dict[str, float]], dict],
+        prior: float | None = None,
     ) -> None:
         """Re-score `items` (this process's, all scored fast: rows in `fast`) round by round
         (polyalign.evaluation.verify_plan) until the threshold is reached.
 
-        `make_row(index, scores)` builds a plain sample row.
+        `make_row(index, scores)` builds a plain sample row; `prior`: `carried_shift` of the
+        languages this process verified before.
         """
         start = time.perf_counter()
         by_index = {it.index: it for it in items}
@@ -189,7 +203,7 @@ class Verifier:
 
         try:
             while True:
-                rounds, reached = rounds_of(list(by_index), fast, verified, self.threshold, self.rule)
+                rounds, reached = rounds_of(list(by_index), fast, verified, self.threshold, self.rule, prior)
                 if reached is not None:
                     return
                 scorer, view = self._float32_scorer()
@@ -208,24 +222,38 @@ class Verifier:
 
 
 def rounds_of(
-    indices: list[int], fast: dict[int, dict], verified: dict[int, dict], threshold: float | str, rule: str
+    indices: list[int],
+    fast: dict[int, dict],
+    verified: dict[int, dict],
+    threshold: float | str,
+    rule: str,
+    prior: float | None = None,
 ) -> tuple[list[list[int]], float | None]:
     """verify_plan.plan_rounds over one process's items, from its bf16 rows and the float32 rows found."""
     margins = {i: margin(fast[i]["scores"], rule) for i in indices}
     shifts = {i: score_shift(fast[i]["scores"], verified[i]["scores"], rule) for i in indices if i in verified}
-    return plan_rounds(indices, margins, shifts, threshold)
+    return plan_rounds(indices, margins, shifts, threshold, prior)
 
 
 def merge(
-    rows: dict[int, dict], partial_dir: Path, task: str, lang: str, threshold: float | str, rule: str, world: int = 1
+    rows: dict[int, dict],
+    partial_dir: Path,
+    task: str,
+    lang: str,
+    threshold: float | str,
+    rule: str,
+    world: int = 1,
+    earlier: Sequence[str] = (),
 ) -> None:
     """Replace, in `rows` (index -> fast row), every item each process's rounds re-scored by its
-    float32 row (those rounds recomputed from the rows alone: a missing one means unfinished)."""
+    float32 row (those rounds recomputed from the rows alone, with the shifts each process carried
+    from the `earlier` languages: a missing one means unfinished)."""
     verified = {r["index"]: r for f in log_glob(partial_dir, task, lang) for r in read_jsonl_tolerant(f)}
     need: list[int] = []
     for rank in range(world):
         mine = [i for i in rows if i % world == rank]
-        rounds, reached = rounds_of(mine, rows, verified, threshold, rule)
+        prior = carried_shift(partial_dir, task, earlier, rank)
+        rounds, reached = rounds_of(mine, rows, verified, threshold, rule, prior)
         if reached is None:
             missing = sum(i not in verified for r in rounds for i in r)
             raise PolyalignError(f"{task}/{lang}: {missing} items were not re-scored in float32; run again to resume")

@@ -7,18 +7,27 @@ the model, rule, task and prompt length (bench/verify_margins.py: largest shift 
 40% of the items) or unsafe elsewhere. `auto` measures it on the run itself, per language and
 process:
 
-1. the first CALIBRATION_ITEMS items (by index: no selection on margins) are re-scored;
-2. the threshold becomes SAFETY x the largest shift measured on any re-scored item, where an
-   item's shift is the largest change bf16 made to any difference of two class scores (in
-   log-probability), which bounds the change of its top-two margin;
+1. the first CALIBRATION_ITEMS items (by index: no selection on margins) are re-scored; in every
+   later language of the same process only the first CARRIED_CALIBRATION_ITEMS are, since the
+   shifts measured on the earlier languages (`prior`) already stand behind its threshold;
+2. the threshold becomes SAFETY x the largest shift measured on any re-scored item (of this
+   language, or of an earlier one: `prior`), where an item's shift is the largest change bf16 made
+   to any difference of two class scores (in log-probability), which bounds the change of its
+   top-two margin;
 3. every item whose bf16 margin is at most the threshold is re-scored, and step 2 runs again with
    their shifts (the threshold only widens) until no new item falls under it.
 
+Why carry shifts across languages: the calibration sample was 8 items of every language, 40 of the
+84 items a 5-language run re-scored (gemma-3-270m, emotion, 120 items per language), and more of a
+short language's; how far bf16 moves a margin is a property of the model and rule far more than of
+the language (largest shifts 0.06-0.09 over the five).
+
 What can then be stated, and results.json states per language: every item kept in bf16 has a bf16
 margin larger than SAFETY times every shift measured on the items re-scored (its calibration
-sample and all the near ties), so its prediction differs from float32's only if bf16 moved its
-margin more than SAFETY times as much as it moved any of those. The rounds are a function of the
-bf16 rows and the float32 rows found, so a resumed run re-scores the same items in the same batches.
+sample, all the near ties, and those of the languages before it), so its prediction differs from
+float32's only if bf16 moved its margin more than SAFETY times as much as it moved any of those.
+The rounds are a function of the bf16 rows and the float32 rows found (this language's and the
+earlier ones'), so a resumed run re-scores the same items in the same batches.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from polyalign.core.errors import PolyalignError
 AUTO = "auto"
 SAFETY = 2.0
 CALIBRATION_ITEMS = 8
+CARRIED_CALIBRATION_ITEMS = 2
 
 
 def _log(p: float) -> float:
@@ -74,24 +84,27 @@ def plan_rounds(
     margins: dict[int, float],
     shifts: dict[int, float],
     threshold: float | str,
+    prior: float | None = None,
 ) -> tuple[list[list[int]], float | None]:
     """(the rounds of items to re-score, the threshold reached; None while a round is unfinished).
 
     `indices`: one process's items of a language; `margins`: their bf16 margins; `shifts`: the
-    measured shift of each item re-scored so far. A fixed threshold is one round; `auto` grows
-    rounds as the module docstring says. The last round is the one to score when incomplete.
+    measured shift of each item re-scored so far; `prior`: the largest shift re-scoring measured on
+    this process's earlier languages (None: this is its first). A fixed threshold is one round;
+    `auto` grows rounds as the module docstring says. The last round is the one to score when
+    incomplete.
     """
     chosen = sorted(indices)
     if threshold != AUTO:
         limit = float(threshold)
         under = [i for i in chosen if not margins[i] > limit]
         return [under], (limit if all(i in shifts for i in under) else None)
-    rounds = [chosen[:CALIBRATION_ITEMS]]
+    rounds = [chosen[: CALIBRATION_ITEMS if prior is None else CARRIED_CALIBRATION_ITEMS]]
     taken = set(rounds[0])
     while True:
         if any(i not in shifts for i in rounds[-1]):
             return rounds, None
-        reached = SAFETY * max((shifts[i] for i in taken), default=0.0)
+        reached = SAFETY * max([prior or 0.0, *(shifts[i] for i in taken)])
         more = [i for i in chosen if i not in taken and not margins[i] > reached]
         if not more:
             return rounds, reached
@@ -113,7 +126,8 @@ def language_guarantee(rows: list[dict], margin_of) -> dict:
 def describe_auto() -> str:
     """The rule in one sentence, for results.json."""
     return (
-        f"re-score the first {CALIBRATION_ITEMS} items of each language (and process), then every item whose bf16 "
-        f"margin is at most {SAFETY:g}x the largest bf16-vs-float32 shift of two class scores measured on any "
-        "re-scored item, until no more items qualify"
+        f"re-score the first {CALIBRATION_ITEMS} items of a process's first language and the first "
+        f"{CARRIED_CALIBRATION_ITEMS} of each later one, then every item whose bf16 margin is at most {SAFETY:g}x "
+        "the largest bf16-vs-float32 shift of two class scores measured on any re-scored item of that language "
+        "or an earlier one, until no more items qualify"
     )
