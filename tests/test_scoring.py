@@ -158,3 +158,28 @@ def test_resumed_scoring_replays_the_whole_plan(tiny_gemma, monkeypatch):
     )
     assert set(rest) == set(whole) - done and sorted(flushed) == sorted(rest)
     assert all(rest[i] == whole[i] for i in rest)
+
+
+@pytest.mark.slow
+def test_reduced_head_log_probs_differ_by_a_row_constant_at_most(tiny_gemma):
+    """A bf16 head's label columns: their logits are `forward`'s (float32 from the upcast rows), so
+    every difference of two columns is exact; only the row's normalizer comes from the bf16 product."""
+    import torch
+
+    from polyalign.engine.unembed import Unembed
+
+    model, _ = load_model(str(tiny_gemma), dtype="bfloat16")
+    unembed = Unembed(model)
+    hidden = torch.randn(6, model.config.hidden_size, generator=torch.Generator().manual_seed(0)).bfloat16()
+    columns = torch.tensor([3, 17, 250, 1000, unembed.vocab_size - 1])
+    full = unembed.forward(hidden).log_softmax(-1)[:, columns]  # [6, 5]
+    fast = unembed.log_probs_at(hidden, columns)
+    offset = fast - full  # the same for every column of a row
+    assert torch.allclose(offset, offset[:, :1].expand_as(offset), atol=1e-5)
+    logits = unembed.forward(hidden)
+    assert offset.abs().max() <= 2**-8 * logits.abs().max()  # at most one bf16 rounding of a logit
+    model.float()
+    assert torch.equal(
+        Unembed(model).log_probs_at(hidden.float(), columns),
+        Unembed(model).forward(hidden.float()).log_softmax(-1)[:, columns],
+    )
