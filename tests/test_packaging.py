@@ -107,3 +107,30 @@ def test_data_dir_in_the_source_checkout(monkeypatch, tmp_path):
     assert tasks.resolve_data_dir(None).resolve() == default.resolve()
     monkeypatch.chdir(REPO)  # from the root: the relative form that earlier runs recorded
     assert tasks.resolve_data_dir(None) == Path("../shared/data/multilingual-learner")
+
+
+def command_parsers(parser, prefix=()) -> dict[tuple[str, ...], object]:
+    """Every (sub)command's parser by its words, e.g. ("data", "build")."""
+    import argparse
+
+    found = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found[(*prefix, name)] = sub
+                found |= command_parsers(sub, (*prefix, name))
+    return found
+
+
+def test_every_commands_help_says_what_it_does(capsys):
+    from polyalign.cli.commands import build_parser
+
+    commands = command_parsers(build_parser())
+    assert {"eval", "run", "configs", "report", "claims", "paper-side", "lens", "pca"} <= {c[0] for c in commands}
+    assert ("data", "build") in commands
+    for words in commands:
+        with pytest.raises(SystemExit):
+            main([*words, "--help"])
+        out = capsys.readouterr().out
+        description = out.split("\n\n")[1]  # after the usage lines
+        assert not description.startswith(("positional", "options")), f"{' '.join(words)} --help: no description"
