@@ -7,6 +7,7 @@ from pathlib import Path
 
 from polyalign.alignment.alignment_data import FORMATS, build_pairs, write_pairs
 from polyalign.alignment.translation import records_translator
+from polyalign.cli.args import add_data_args
 from polyalign.core.errors import PolyalignError
 from polyalign.core.item_range import parse_items
 from polyalign.core.languages import parse_languages
@@ -114,9 +115,7 @@ def add_cli(subparsers) -> None:
         help="llamafactory: a `polyalign train` config YAML whose values the LLaMA-Factory settings take "
         "(default: polyalign's defaults, the paper's recipe)",
     )
-    p.add_argument("--data-dir", help="benchmark folder (default: $POLYALIGN_DATA or ../shared/...)")
-    p.add_argument("--prompts", help="prompt pack JSON (default: polyalign's own pack)")
-    p.add_argument("--languages-file", help="JSON list of extra languages {code, name, native, script}")
+    add_data_args(p)
     p.add_argument(
         "--pair-file",
         action="append",
