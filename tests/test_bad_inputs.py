@@ -99,11 +99,11 @@ def test_eval_folder_with_a_bad_run_json_is_refused_before_loading(content, matc
 
 @pytest.fixture
 def pairs(data_dir, tmp_path):
-    from polyalign.alignment.alignment_data import build_pairs, write_pairs
+    from polyalign.alignment.alignment_data import PairRequest, build_pairs, write_pairs
     from polyalign.core.prompts import PromptPack
 
     path = tmp_path / "pairs.jsonl"
-    write_pairs(build_pairs("snli", ["zh"], "en", 4, 0, data_dir, PromptPack.load()), path)
+    write_pairs(build_pairs(PairRequest("snli", ["zh"], "en", 4, 0, data_dir, PromptPack.load())), path)
     return path
 
 

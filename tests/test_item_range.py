@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from polyalign.alignment.alignment_data import build_pairs
+from polyalign.alignment.alignment_data import PairRequest, build_pairs
 from polyalign.alignment.training import benchmark_provenance
 from polyalign.cli import main
 from polyalign.core.errors import PolyalignError
@@ -45,7 +45,7 @@ def test_parse_items_and_overlap():
 @pytest.mark.parametrize("task", ["emotion", "snli", "paws"])
 def test_pairs_from_held_out_items_are_the_same_item_in_both_languages(data_dir, task):
     spec, pack = load_task(task), PromptPack.load(None)
-    pairs = build_pairs(spec, ["zh", "sw"], "en", 40, 0, data_dir, pack, items="250:500")
+    pairs = build_pairs(PairRequest(spec, ["zh", "sw"], "en", 40, 0, data_dir, pack, items="250:500"))
     assert len(pairs) == 80
     english = load_test_records(spec, "en", data_dir)
     sources = {lang: load_test_records(spec, lang, data_dir) for lang in ("zh", "sw")}
@@ -57,14 +57,16 @@ def test_pairs_from_held_out_items_are_the_same_item_in_both_languages(data_dir,
         assert spec.answer_field not in row and english[i][spec.answer_field] not in row["completion"].split()[-1:]
     # per language: distinct items; any target language among the 20 works too
     assert len({(r["source_lang"], r["index"]) for r in pairs}) == 80
-    other = build_pairs(spec, ["de"], "ja", 5, 0, data_dir, pack, items="0:10")
+    other = build_pairs(PairRequest(spec, ["de"], "ja", 5, 0, data_dir, pack, items="0:10"))
     assert all(
         r["completion"] == pack.query(spec, "ja", load_test_records(spec, "ja", data_dir)[r["index"]]) for r in other
     )
 
 
 def test_provenance_is_carried_from_pairs_to_the_adapter(data_dir, tmp_path):
-    pairs = build_pairs("emotion", ["zh", "es"], "en", 10, 0, data_dir, PromptPack.load(None), items="250:500")
+    pairs = build_pairs(
+        PairRequest("emotion", ["zh", "es"], "en", 10, 0, data_dir, PromptPack.load(None), items="250:500")
+    )
     records = benchmark_provenance(pairs + [{"prompt": "p", "completion": "c"}])
     assert records == [{"task": "emotion", "items": "250:500", "pairs": 20}]
     write_provenance(tmp_path, records)
