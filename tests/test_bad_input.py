@@ -1,7 +1,7 @@
 """Bad input, whatever carries it: training values, task files and shots, languages files, adapters and
-model weights, files that are not UTF-8, item ranges and JSONL records, models a dry run cannot
-resolve. Each ends in one line and a non-zero exit, before any model is loaded: never a silently wrong
-result or a traceback. Bad output folders: test_bad_output.py."""
+model weights, files that are not UTF-8, options that would be ignored, item ranges and JSONL records,
+models a dry run cannot resolve. Each ends in one line and a non-zero exit, before any model is loaded:
+never a silently wrong result or a traceback. Bad output folders: test_bad_output.py."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from helpers import CONFIG_ONLY_HIDDEN, NO_MODEL, PAPER_PACK, config_only_model, one_line_error
 from polyalign.alignment.train_config import SCHEDULERS, load_config
@@ -19,6 +20,7 @@ from polyalign.core.errors import PolyalignError
 from polyalign.core.files import read_records
 from polyalign.core.prompts import PromptPack
 from polyalign.core.tasks import load_task
+from polyalign.evaluation.inputs import check_inputs
 
 # Training values, task files, shots
 TASK = "name: mini\nclasses: [good, bad]\nfields: [text]\nshots: 0\ntest_file: 't/mini_{lang}.jsonl'\n"
@@ -277,6 +279,54 @@ def test_files_that_are_not_utf8(name, data_dir, tmp_path, capsys):
         bad = bad.rename(tmp_path / "ap_emotion" / name)
         argv = ["prompt", "--task", "emotion", "--lang", "de", "--data-dir", str(tmp_path)]
     one_line_error(capsys, argv, f"{bad}: not UTF-8 text (byte 0)")
+
+
+# No option silently ignored: a task's shots with the paper's verbatim pack, a setting's tasks: []
+VERBATIM_EMOTION = (
+    "name: emotion\nclasses: [positive, negative]\nfields: [input]\nshots: {shots}\n"
+    'test_file: "ap_emotion/emotion_{{lang}}500_test.json"\nanswer_field: answer\n'
+    "answer_words:\n  positive: [positive]\n  negative: [negative]\n"
+)
+
+
+def verbatim_task(tmp_path, shots: int) -> str:
+    path = tmp_path / f"emotion_{shots}.yaml"
+    path.write_text(VERBATIM_EMOTION.format(shots=shots))
+    return str(path)
+
+
+@pytest.mark.parametrize("shots", [0, 1, 1000])
+def test_the_papers_pack_refuses_a_shot_count_it_cannot_give(tmp_path, data_dir, shots):
+    with pytest.raises(PolyalignError) as err:
+        check_inputs(
+            verbatim_task(tmp_path, shots), ["en"], "english", data_dir=data_dir, prompts=data_dir / "prompts.json"
+        )
+    assert f"verbatim, 2-shot; the task declares shots: {shots}" in str(err.value)
+
+
+def test_the_papers_pack_gives_its_own_shot_count(tmp_path, data_dir):
+    pack = PromptPack.load(data_dir / "prompts.json")
+    task = load_task(verbatim_task(tmp_path, 2))
+    assert pack.fewshot(task, "en", "english").count("Emotion: ") == 2
+
+
+def test_eval_refuses_before_a_model_loads(tmp_path, data_dir, capsys):
+    args = ["eval", "--model", "gemma-3-270m", "--task", verbatim_task(tmp_path, 0), "--langs", "en", "--limit", "2"]
+    args += ["--data-dir", str(data_dir), "--prompts", str(data_dir / "prompts.json"), "--out", str(tmp_path / "o")]
+    assert main(args) == 2
+    assert "shots: 0" in capsys.readouterr().err
+
+
+def test_an_empty_task_list_of_a_setting_is_refused_like_its_siblings(tmp_path, data_dir, capsys):
+    """A setting's tasks: [] meant "all tasks" (models: [] and modes: [] were refused). The top-level
+    tasks: [] stays allowed: an experiment of analyses only (paper/figure1_lens) evaluates nothing."""
+    setting = {"name": "al", "task": "emotion", "sources": ["zh"], "items": "250:500", "tasks": []}
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump({"models": ["gemma-3-270m"], "alignment": [setting], "items": "0:50"}))
+    message = "alignment 'al': tasks: list at least one task"
+    assert main(["run", str(path), "--dry-run", "--data-dir", str(data_dir)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
 
 
 # Item ranges in YAML, JSONL records, models a dry run cannot resolve
