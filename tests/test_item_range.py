@@ -80,6 +80,11 @@ def test_provenance_is_carried_from_pairs_to_the_adapter(data_dir, tmp_path):
         read_provenance(tmp_path)
 
 
+def data_build(data_dir: Path, out: Path, *options: str) -> int:
+    """`polyalign data build --task emotion OPTIONS` on the benchmark, into `out`."""
+    return main(["data", "build", "--task", "emotion", *options, "--data-dir", str(data_dir), "--out", str(out)])
+
+
 @pytest.mark.parametrize(
     "items,message",
     [
@@ -90,95 +95,24 @@ def test_provenance_is_carried_from_pairs_to_the_adapter(data_dir, tmp_path):
 )
 def test_data_build_bad_ranges_one_line(data_dir, tmp_path, capsys, items, message):
     out = tmp_path / "p.jsonl"
-    code = main(
-        [
-            "data",
-            "build",
-            "--task",
-            "emotion",
-            "--sources",
-            "zh,es",
-            "--items",
-            items,
-            "--per-language",
-            "5",
-            "--data-dir",
-            str(data_dir),
-            "--out",
-            str(out),
-        ]
-    )
+    code = data_build(data_dir, out, "--sources", "zh,es", "--items", items, "--per-language", "5")
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and len(err.splitlines()) == 1 and not out.exists()
 
 
 def test_data_build_without_items_says_the_task_ships_no_questions(data_dir, tmp_path, capsys):
-    code = main(
-        [
-            "data",
-            "build",
-            "--task",
-            "emotion",
-            "--sources",
-            "zh",
-            "--per-language",
-            "5",
-            "--data-dir",
-            str(data_dir),
-            "--out",
-            str(tmp_path / "p.jsonl"),
-        ]
-    )
+    code = data_build(data_dir, tmp_path / "p.jsonl", *"--sources zh --per-language 5".split())
     err = capsys.readouterr().err
     assert code == 2 and "ships no emotion training questions" in err and "--items" in err
 
 
 def test_data_build_cli_with_items(data_dir, tmp_path, capsys):
     out = tmp_path / "p.jsonl"
-    assert (
-        main(
-            [
-                "data",
-                "build",
-                "--task",
-                "emotion",
-                "--sources",
-                "zh,es",
-                "--items",
-                "250:500",
-                "--per-language",
-                "250",
-                "--data-dir",
-                str(data_dir),
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert data_build(data_dir, out, *"--sources zh,es --items 250:500 --per-language 250".split()) == 0
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert len(rows) == 500 and {r["index"] for r in rows} == set(range(250, 500))
-    assert (
-        main(
-            [
-                "data",
-                "build",
-                "--task",
-                "emotion",
-                "--sources",
-                "zh",
-                "--items",
-                "250:300",
-                "--per-language",
-                "51",
-                "--data-dir",
-                str(data_dir),
-                "--out",
-                str(tmp_path / "q.jsonl"),
-            ]
-        )
-        == 2
-    )
+    too_many = "--sources zh --items 250:300 --per-language 51".split()
+    assert data_build(data_dir, tmp_path / "q.jsonl", *too_many) == 2
     assert "more than the 50 parallel records available in items 250:300" in capsys.readouterr().err
 
 

@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 
 from polyalign.reports.paper_side_report import PaperSideRequest, write_paper_side
 
 
 def cmd_paper_side(args: argparse.Namespace) -> int:
-    request = PaperSideRequest(
-        run_dir=args.run_dir,
-        out=args.out,
-        model=args.model,
-        setting=args.setting,
-        task=args.task,
-        mode=args.mode,
-        pca=args.pca,
-        pca_base=args.pca_base,
-        pca_aligned=args.pca_aligned,
-    )
+    request = PaperSideRequest(**{f.name: getattr(args, f.name) for f in fields(PaperSideRequest)})
     print(f"paper-side: {write_paper_side(request)}")
     return 0
 
