@@ -37,7 +37,7 @@ from polyalign.alignment import (
     train_config,  # noqa: E402
     training,  # noqa: E402
 )
-from polyalign.alignment.alignment_data import build_pairs, write_pairs  # noqa: E402
+from polyalign.alignment.alignment_data import PairRequest, build_pairs, write_pairs  # noqa: E402
 from polyalign.core.errors import PolyalignError  # noqa: E402
 from polyalign.core.prompts import PromptPack  # noqa: E402
 from polyalign.engine.precision import cpu_description, resolve_precision  # noqa: E402
@@ -193,10 +193,12 @@ def build_rows(args: argparse.Namespace) -> list[dict]:
 
         pack = PromptPack.load(str(resolve_data_dir(args.data_dir) / "prompts.json"))
         return build_pairs(
-            "emotion", ["zh", "es"], "en", max(1, args.pairs // 2), 0, args.data_dir, pack, items=TRAIN_ITEMS
+            PairRequest(
+                "emotion", ["zh", "es"], "en", max(1, args.pairs // 2), 0, args.data_dir, pack, items=TRAIN_ITEMS
+            )
         )
     per_language = max(1, args.pairs // len(SOURCES))
-    return build_pairs("snli", SOURCES, "en", per_language, 0, args.data_dir, PromptPack.load())
+    return build_pairs(PairRequest("snli", SOURCES, "en", per_language, 0, args.data_dir, PromptPack.load()))
 
 
 def bench_config(args: argparse.Namespace) -> train_config.TrainConfig:

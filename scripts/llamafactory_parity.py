@@ -75,12 +75,12 @@ def main() -> int:
     from transformers import AutoTokenizer
 
     from helpers import DATA, packaged_tokenizer
-    from polyalign.alignment.alignment_data import build_pairs, write_pairs
+    from polyalign.alignment.alignment_data import PairRequest, build_pairs, write_pairs
     from polyalign.alignment.training_data import tokenize_pairs
     from polyalign.core.prompts import PromptPack
 
     stub_missing("datasets", "torchaudio")
-    pairs = build_pairs("snli", ["zh", "sw"], "en", 3, 0, DATA, PromptPack.load())
+    pairs = build_pairs(PairRequest("snli", ["zh", "sw"], "en", 3, 0, DATA, PromptPack.load()))
     for alias in ("gemma-3-270m", "smollm2-135m"):
         tmp = Path(tempfile.mkdtemp())
         folder = tmp / alias

@@ -148,6 +148,7 @@ def run_cli(add_cli, argv: list[str]):
     return args.func(args)
 
 
+NO_MODEL = "/nonexistent/model"  # loading it would fail with another message: a check must come first
 CONFIG_ONLY_HIDDEN = 32  # hidden size of `config_only_model`
 
 

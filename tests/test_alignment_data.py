@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from helpers import packaged_tokenizer, run_cli
-from polyalign.alignment.alignment_data import build_pairs, question_file_records
+from polyalign.alignment.alignment_data import PairRequest, build_pairs
+from polyalign.alignment.pair_records import question_file_records
 from polyalign.alignment.translation import Seq2SeqTranslator, translate_records
 from polyalign.cli.data import add_cli
 from polyalign.core.errors import PolyalignError
@@ -20,7 +21,7 @@ SNLI = load_task("snli")
 
 
 def test_pairs_render_parsed_question_files_with_our_renderer(data_dir):
-    pairs = build_pairs("snli", ["zh", "es"], "en", 6, 0, data_dir, PACK)
+    pairs = build_pairs(PairRequest("snli", ["zh", "es"], "en", 6, 0, data_dir, PACK))
     english = read_records(data_dir / SNLI.train_file)
     raw_zh = read_records(data_dir / "snli" / "snli_zh10k_train_question.json")
     parsed_zh = question_file_records(SNLI, "zh", data_dir, english)
@@ -39,13 +40,13 @@ def test_pairs_render_parsed_question_files_with_our_renderer(data_dir):
 
 
 def test_mixture_is_seeded_shuffled_and_per_language_stable(data_dir):
-    a = build_pairs("snli", ["zh", "es"], "en", 6, 0, data_dir, PACK)
-    assert a == build_pairs("snli", ["zh", "es"], "en", 6, 0, data_dir, PACK)
+    a = build_pairs(PairRequest("snli", ["zh", "es"], "en", 6, 0, data_dir, PACK))
+    assert a == build_pairs(PairRequest("snli", ["zh", "es"], "en", 6, 0, data_dir, PACK))
     langs = [p["source_lang"] for p in a]
     assert langs != sorted(langs) and langs != sorted(langs, reverse=True)  # interleaved, not grouped
-    b = build_pairs("snli", ["zh", "es"], "en", 6, 1, data_dir, PACK)
+    b = build_pairs(PairRequest("snli", ["zh", "es"], "en", 6, 1, data_dir, PACK))
     assert [p["index"] for p in a] != [p["index"] for p in b]
-    zh_only = build_pairs("snli", ["zh"], "en", 6, 0, data_dir, PACK)
+    zh_only = build_pairs(PairRequest("snli", ["zh"], "en", 6, 0, data_dir, PACK))
     assert sorted(p["index"] for p in zh_only) == sorted(p["index"] for p in a if p["source_lang"] == "zh")
 
 
@@ -54,12 +55,16 @@ def test_explicit_pair_files(tmp_path):
     en = [{"premise": f"Premise {i}", "hypothesis": f"Hypothesis {i}"} for i in range(4)]
     (tmp_path / "de.jsonl").write_text("".join(json.dumps(r) + "\n" for r in de))
     (tmp_path / "en.json").write_text(json.dumps(en))
-    pairs = build_pairs(SNLI, ["de"], "en", 4, 0, None, PACK, {"de": tmp_path / "de.jsonl"}, tmp_path / "en.json")
+    pairs = build_pairs(
+        PairRequest(SNLI, ["de"], "en", 4, 0, None, PACK, {"de": tmp_path / "de.jsonl"}, tmp_path / "en.json")
+    )
     for p in pairs:
         assert p["prompt"] == PACK.query(SNLI, "de", de[p["index"]]) + "\nTranslate the input from German to English:\n"
         assert p["completion"] == PACK.query(SNLI, "en", en[p["index"]])
     # a non-English target works the same way once its records are given
-    back = build_pairs(SNLI, ["en"], "de", 2, 0, None, PACK, {"en": tmp_path / "en.json"}, tmp_path / "de.jsonl")
+    back = build_pairs(
+        PairRequest(SNLI, ["en"], "de", 2, 0, None, PACK, {"en": tmp_path / "en.json"}, tmp_path / "de.jsonl")
+    )
     assert all(p["prompt"].endswith("from English to German:\n") for p in back)
 
 
@@ -70,7 +75,7 @@ def test_explicit_pair_files(tmp_path):
         (dict(sources=["en"], target="en"), "is the target language"),
         (dict(sources=["xx"], target="en"), "unknown language 'xx'"),
         (dict(sources=["fr"], target="en"), "--pair-file fr=PATH"),
-        (dict(sources=["zh"], target="de"), "--target-file"),
+        (dict(sources=["zh"], target="fr"), "--target-file"),  # the benchmark has no French questions
         (dict(sources=["zh"], target="en", per_language=0), "at least 1"),
         (dict(sources=["zh"], target="en", source_files={"de": "de.json"}), "not among the sources"),
     ],
@@ -78,7 +83,7 @@ def test_explicit_pair_files(tmp_path):
 def test_bad_requests(data_dir, kwargs, message):
     args = dict(task="snli", per_language=3, seed=0, data_dir=data_dir, pack=PACK) | kwargs
     with pytest.raises(PolyalignError, match=message):
-        build_pairs(**args)
+        build_pairs(PairRequest(**args))
 
 
 def test_bad_files(tmp_path):
@@ -89,7 +94,9 @@ def test_bad_files(tmp_path):
     cases = {"missing.json": "file not found", "short.json": "item-parallel", "empty.json": "empty question text"}
     for name, message in cases.items():
         with pytest.raises(PolyalignError, match=message):
-            build_pairs(SNLI, ["de"], "en", 2, 0, None, PACK, {"de": tmp_path / name}, tmp_path / "en.json")
+            build_pairs(
+                PairRequest(SNLI, ["de"], "en", 2, 0, None, PACK, {"de": tmp_path / name}, tmp_path / "en.json")
+            )
 
 
 def test_cli_writes_llamafactory_files_and_refuses_overwrite(data_dir, tmp_path, capsys):
@@ -120,7 +127,7 @@ def test_cli_writes_llamafactory_files_and_refuses_overwrite(data_dir, tmp_path,
     argv += ["--model", str(model)]
     assert run_cli(add_cli, ["data", *argv]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert rows == build_pairs("snli", ["zh", "sw"], "en", 3, 7, data_dir, PACK)
+    assert rows == build_pairs(PairRequest("snli", ["zh", "sw"], "en", 3, 7, data_dir, PACK))
     alpaca = json.loads((tmp_path / "mix.alpaca.json").read_text())
     assert alpaca == [
         {"instruction": "<bos>" + r["prompt"], "input": "", "output": r["completion"] + "<eos>"} for r in rows
@@ -136,6 +143,41 @@ def test_cli_writes_llamafactory_files_and_refuses_overwrite(data_dir, tmp_path,
     assert run_cli(add_cli, ["data", *argv, "--overwrite", "--format", "jsonl"]) == 0
     with pytest.raises(PolyalignError, match="KEY=VALUE"):
         run_cli(add_cli, ["data", *argv, "--overwrite", "--pair-file", "zh"])
+
+
+def test_a_non_english_target_reads_its_question_file(data_dir):
+    """The benchmark's question files serve a target like a source: de's questions, parsed and checked
+    item-parallel with the English train file, are the completions; English can then be a source."""
+    pairs = build_pairs(PairRequest("snli", ["zh", "en"], "de", 5, 0, data_dir, PACK))
+    english = read_records(data_dir / SNLI.train_file)
+    german = question_file_records(SNLI, "de", data_dir, english)
+    chinese = question_file_records(SNLI, "zh", data_dir, english)
+    assert len(pairs) == 10
+    for p in pairs:
+        assert p["completion"] == PACK.query(SNLI, "de", german[p["index"]])
+        source = chinese if p["source_lang"] == "zh" else english
+        assert p["prompt"].startswith(PACK.query(SNLI, p["source_lang"], source[p["index"]]) + "\n")
+        assert p["prompt"].endswith(" to German:\n")
+
+
+def test_data_build_and_the_experiments_data_step_make_the_same_pairs(data_dir, tmp_path):
+    """One builder for both: `data build --target de` writes the bytes the run's data step writes."""
+    import yaml
+
+    from polyalign.study.alignment_steps import data_step
+    from polyalign.study.experiment_spec import load_experiment
+    from polyalign.study.step_context import StepContext
+
+    setting = {"name": "al", "task": "snli", "sources": ["zh", "es"], "target": "de", "per_language": 6, "seed": 3}
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump({"models": ["gemma-3-270m"], "alignment": [setting], "data_dir": str(data_dir)}))
+    exp = load_experiment(path)
+    data_step(StepContext(exp, None), exp.alignment[0]).run(tmp_path / "step")
+    argv = ["data", "build", "--task", "snli", "--sources", "zh,es", "--target", "de", "--per-language", "6"]
+    argv += ["--seed", "3", "--data-dir", str(data_dir), "--out", str(tmp_path / "built.jsonl")]
+    assert run_cli(add_cli, argv) == 0
+    assert (tmp_path / "built.jsonl").read_bytes() == (tmp_path / "step" / "pairs.jsonl").read_bytes()
+    assert {json.loads(line)["target_lang"] for line in (tmp_path / "built.jsonl").read_text().splitlines()} == {"de"}
 
 
 @pytest.fixture(scope="module")
@@ -241,7 +283,7 @@ def test_build_with_translator_for_languages_without_files(tiny_seq2seq, data_di
             translator=Seq2SeqTranslator(tiny_seq2seq, src, tgt, max_new_tokens=4),
         )
 
-    pairs = build_pairs("snli", ["fr", "zh"], "en", 3, 0, data_dir, PACK, translate=translate)
+    pairs = build_pairs(PairRequest("snli", ["fr", "zh"], "en", 3, 0, data_dir, PACK, translate=translate))
     assert calls == [(3, "en", "fr")]  # zh comes from its question file
     assert sum(p["source_lang"] == "fr" for p in pairs) == 3
     assert all(p["prompt"].endswith("from French to English:\n") for p in pairs if p["source_lang"] == "fr")

@@ -9,11 +9,11 @@ import random
 import pytest
 import torch
 
-from helpers import PAPER_PACK
+from helpers import cfg_for
 from polyalign.engine.memory_plan import per_row_token_bytes
 from polyalign.engine.model_shapes import model_shape
 from polyalign.engine.scoring import Scorer, plan_batches
-from polyalign.evaluation.evaluate import EvalConfig, run_eval
+from polyalign.evaluation.evaluate import run_eval
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -42,15 +42,7 @@ def test_out_of_memory_halves_the_batch_with_the_same_results(tiny_gemma, data_d
     from polyalign.engine.models import load_model
 
     model, tok = load_model(str(tiny_gemma), dtype="float32")
-    cfg = EvalConfig(
-        model=str(tiny_gemma),
-        task="snli",
-        langs="en,ja",
-        limit=8,
-        data_dir=str(data_dir),
-        prompts=str(PAPER_PACK),
-        batch_size=8,
-    )
+    cfg = cfg_for(tiny_gemma, data_dir, langs="en,ja", limit=8, batch_size=8)
     plain = run_eval(cfg, model, tok, tmp_path / "plain", progress=False)
     forward = Scorer.forward_suffixes
 

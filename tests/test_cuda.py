@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from helpers import WORDS, cfg_for, make_items, tiny_training
-from polyalign.alignment.alignment_data import build_pairs, write_pairs
+from polyalign.alignment.alignment_data import PairRequest, build_pairs, write_pairs
 from polyalign.alignment.train_config import load_config
 from polyalign.alignment.training import train
 from polyalign.core.prompts import PromptPack
@@ -68,7 +68,7 @@ def test_cuda_eval_matches_cpu_eval(tiny_gemma, data_dir, tmp_path):
 
 def test_cuda_training_in_bf16_gives_a_usable_adapter(tiny_llama, data_dir, tmp_path):
     pairs = tmp_path / "pairs.jsonl"
-    write_pairs(build_pairs("snli", ["zh", "es"], "en", 8, 0, data_dir, PromptPack.load()), pairs)
+    write_pairs(build_pairs(PairRequest("snli", ["zh", "es"], "en", 8, 0, data_dir, PromptPack.load())), pairs)
     cfg = load_config(None, tiny_training(4, 4, "1e-3"))
     summary = train(str(tiny_llama), pairs, tmp_path / "run", cfg)
     assert summary["bf16"] is True and summary["global_step"] == 4

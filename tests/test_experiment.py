@@ -13,10 +13,10 @@ import pytest
 import yaml
 
 from polyalign.analysis import lens, pca
+from polyalign.cli import report as report_cli
 from polyalign.cli import run as run_cli
 from polyalign.core.errors import PolyalignError
 from polyalign.evaluation import evaluate
-from polyalign.reports import report
 from polyalign.study import alignment_steps, experiment
 
 # Where each step's real work is looked up when the step runs (the torch-heavy engines are
@@ -45,7 +45,7 @@ def cli(argv):
     parser = argparse.ArgumentParser(prog="polyalign")
     sub = parser.add_subparsers(dest="command", required=True)
     run_cli.add_cli(sub)
-    report.add_cli(sub)
+    report_cli.add_cli(sub)
     args = parser.parse_args([str(a) for a in argv])
     return args.func(args)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from polyalign.alignment.alignment_data import build_pairs
+from polyalign.alignment.alignment_data import PairRequest, build_pairs
 from polyalign.alignment.training import benchmark_provenance
 from polyalign.cli import main
 from polyalign.core.errors import PolyalignError
@@ -45,7 +45,7 @@ def test_parse_items_and_overlap():
 @pytest.mark.parametrize("task", ["emotion", "snli", "paws"])
 def test_pairs_from_held_out_items_are_the_same_item_in_both_languages(data_dir, task):
     spec, pack = load_task(task), PromptPack.load(None)
-    pairs = build_pairs(spec, ["zh", "sw"], "en", 40, 0, data_dir, pack, items="250:500")
+    pairs = build_pairs(PairRequest(spec, ["zh", "sw"], "en", 40, 0, data_dir, pack, items="250:500"))
     assert len(pairs) == 80
     english = load_test_records(spec, "en", data_dir)
     sources = {lang: load_test_records(spec, lang, data_dir) for lang in ("zh", "sw")}
@@ -57,14 +57,16 @@ def test_pairs_from_held_out_items_are_the_same_item_in_both_languages(data_dir,
         assert spec.answer_field not in row and english[i][spec.answer_field] not in row["completion"].split()[-1:]
     # per language: distinct items; any target language among the 20 works too
     assert len({(r["source_lang"], r["index"]) for r in pairs}) == 80
-    other = build_pairs(spec, ["de"], "ja", 5, 0, data_dir, pack, items="0:10")
+    other = build_pairs(PairRequest(spec, ["de"], "ja", 5, 0, data_dir, pack, items="0:10"))
     assert all(
         r["completion"] == pack.query(spec, "ja", load_test_records(spec, "ja", data_dir)[r["index"]]) for r in other
     )
 
 
 def test_provenance_is_carried_from_pairs_to_the_adapter(data_dir, tmp_path):
-    pairs = build_pairs("emotion", ["zh", "es"], "en", 10, 0, data_dir, PromptPack.load(None), items="250:500")
+    pairs = build_pairs(
+        PairRequest("emotion", ["zh", "es"], "en", 10, 0, data_dir, PromptPack.load(None), items="250:500")
+    )
     records = benchmark_provenance(pairs + [{"prompt": "p", "completion": "c"}])
     assert records == [{"task": "emotion", "items": "250:500", "pairs": 20}]
     write_provenance(tmp_path, records)
@@ -78,6 +80,11 @@ def test_provenance_is_carried_from_pairs_to_the_adapter(data_dir, tmp_path):
         read_provenance(tmp_path)
 
 
+def data_build(data_dir: Path, out: Path, *options: str) -> int:
+    """`polyalign data build --task emotion OPTIONS` on the benchmark, into `out`."""
+    return main(["data", "build", "--task", "emotion", *options, "--data-dir", str(data_dir), "--out", str(out)])
+
+
 @pytest.mark.parametrize(
     "items,message",
     [
@@ -88,95 +95,24 @@ def test_provenance_is_carried_from_pairs_to_the_adapter(data_dir, tmp_path):
 )
 def test_data_build_bad_ranges_one_line(data_dir, tmp_path, capsys, items, message):
     out = tmp_path / "p.jsonl"
-    code = main(
-        [
-            "data",
-            "build",
-            "--task",
-            "emotion",
-            "--sources",
-            "zh,es",
-            "--items",
-            items,
-            "--per-language",
-            "5",
-            "--data-dir",
-            str(data_dir),
-            "--out",
-            str(out),
-        ]
-    )
+    code = data_build(data_dir, out, "--sources", "zh,es", "--items", items, "--per-language", "5")
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and len(err.splitlines()) == 1 and not out.exists()
 
 
 def test_data_build_without_items_says_the_task_ships_no_questions(data_dir, tmp_path, capsys):
-    code = main(
-        [
-            "data",
-            "build",
-            "--task",
-            "emotion",
-            "--sources",
-            "zh",
-            "--per-language",
-            "5",
-            "--data-dir",
-            str(data_dir),
-            "--out",
-            str(tmp_path / "p.jsonl"),
-        ]
-    )
+    code = data_build(data_dir, tmp_path / "p.jsonl", *"--sources zh --per-language 5".split())
     err = capsys.readouterr().err
     assert code == 2 and "ships no emotion training questions" in err and "--items" in err
 
 
 def test_data_build_cli_with_items(data_dir, tmp_path, capsys):
     out = tmp_path / "p.jsonl"
-    assert (
-        main(
-            [
-                "data",
-                "build",
-                "--task",
-                "emotion",
-                "--sources",
-                "zh,es",
-                "--items",
-                "250:500",
-                "--per-language",
-                "250",
-                "--data-dir",
-                str(data_dir),
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert data_build(data_dir, out, *"--sources zh,es --items 250:500 --per-language 250".split()) == 0
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert len(rows) == 500 and {r["index"] for r in rows} == set(range(250, 500))
-    assert (
-        main(
-            [
-                "data",
-                "build",
-                "--task",
-                "emotion",
-                "--sources",
-                "zh",
-                "--items",
-                "250:300",
-                "--per-language",
-                "51",
-                "--data-dir",
-                str(data_dir),
-                "--out",
-                str(tmp_path / "q.jsonl"),
-            ]
-        )
-        == 2
-    )
+    too_many = "--sources zh --items 250:300 --per-language 51".split()
+    assert data_build(data_dir, tmp_path / "q.jsonl", *too_many) == 2
     assert "more than the 50 parallel records available in items 250:300" in capsys.readouterr().err
 
 

@@ -38,7 +38,7 @@ def test_pairs_from_the_test_files_carry_the_items_they_took(data_dir, tmp_path,
 
 
 def test_pairs_from_other_files_carry_no_provenance(data_dir, tmp_path):
-    from polyalign.alignment.alignment_data import build_pairs
+    from polyalign.alignment.alignment_data import PairRequest, build_pairs
     from polyalign.core.prompts import PromptPack
 
     files = {}
@@ -47,7 +47,7 @@ def test_pairs_from_other_files_carry_no_provenance(data_dir, tmp_path):
         files[lang] = tmp_path / f"{lang}.json"
         files[lang].write_text(json.dumps([{**r, "input": r["input"] + " (rewritten)"} for r in records]))
     pairs = build_pairs(
-        "emotion", ["zh"], "en", 4, 0, data_dir, PromptPack.load(None), {"zh": files["zh"]}, files["en"]
+        PairRequest("emotion", ["zh"], "en", 4, 0, data_dir, PromptPack.load(None), {"zh": files["zh"]}, files["en"])
     )
     assert not any("items" in r or "task" in r for r in pairs)
 

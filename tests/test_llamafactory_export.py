@@ -11,7 +11,7 @@ import yaml
 from transformers import AutoTokenizer
 
 from helpers import packaged_tokenizer
-from polyalign.alignment.alignment_data import build_pairs, write_pairs
+from polyalign.alignment.alignment_data import PairRequest, build_pairs, write_pairs
 from polyalign.alignment.train_config import load_config
 from polyalign.alignment.training_data import IGNORE, tokenize_pairs
 from polyalign.core.errors import PolyalignError
@@ -41,7 +41,7 @@ def empty_template_tokens(tokenizer, row: dict, cfg: dict) -> dict:
 
 @pytest.mark.parametrize("alias", ["gemma-3-270m", "smollm2-135m"])
 def test_an_exported_row_tokenized_as_its_settings_say_is_polyalign_training_row(data_dir, tmp_path, alias):
-    rows = build_pairs("snli", ["zh", "sw"], "en", 2, 0, data_dir, PromptPack.load())
+    rows = build_pairs(PairRequest("snli", ["zh", "sw"], "en", 2, 0, data_dir, PromptPack.load()))
     folder = model_folder(tmp_path, alias)
     out = tmp_path / "mix.jsonl"
     write_pairs(rows, out, "llamafactory", str(folder))
@@ -64,7 +64,7 @@ def test_an_exported_row_tokenized_as_its_settings_say_is_polyalign_training_row
 
 
 def test_the_settings_carry_polyalign_values_where_llamafactory_defaults_differ(data_dir, tmp_path):
-    rows = build_pairs("snli", ["zh"], "en", 1, 0, data_dir, PromptPack.load())
+    rows = build_pairs(PairRequest("snli", ["zh"], "en", 1, 0, data_dir, PromptPack.load()))
     config = tmp_path / "recipe.yaml"
     config.write_text("max_steps: 10\nlearning_rate: 2.0e-3\nval_size: 0.0\nkeep: best\n")
     write_pairs(
@@ -83,7 +83,7 @@ def test_with_template_chat_the_export_writes_the_chat_templates_text(data_dir):
 
     tokenizer = AutoTokenizer.from_pretrained(packaged_tokenizer("smollm2-135m"))
     assert tokenizer.chat_template  # SmolLM2 ships one
-    rows = build_pairs("snli", ["zh"], "en", 2, 0, data_dir, PromptPack.load())
+    rows = build_pairs(PairRequest("snli", ["zh"], "en", 2, 0, data_dir, PromptPack.load()))
     cfg = {"template": "empty", "train_on_prompt": False, "cutoff_len": 2048}
     for row, pair, mine in zip(
         rows, export_pairs(tokenizer, rows, "chat"), tokenize_pairs(tokenizer, rows, 2048, "chat")

@@ -1,10 +1,14 @@
-"""The package as users outside the repository get it: --version, packaged experiment configs,
-and where the benchmark is looked for (scripts/wheel_check.sh checks the built wheel itself)."""
+"""The package as users outside the repository get it: --version, every command's help, packaged
+experiment configs, where the benchmark is looked for, and the library notices its import silences
+(scripts/wheel_check.sh checks the built wheel itself)."""
 
 from __future__ import annotations
 
+import importlib
+import logging
 import subprocess
 import sys
+import warnings
 from importlib.metadata import version
 from pathlib import Path
 
@@ -107,3 +111,80 @@ def test_data_dir_in_the_source_checkout(monkeypatch, tmp_path):
     assert tasks.resolve_data_dir(None).resolve() == default.resolve()
     monkeypatch.chdir(REPO)  # from the root: the relative form that earlier runs recorded
     assert tasks.resolve_data_dir(None) == Path("../shared/data/multilingual-learner")
+
+
+def command_parsers(parser, prefix=()) -> dict[tuple[str, ...], object]:
+    """Every (sub)command's parser by its words, e.g. ("data", "build")."""
+    import argparse
+
+    found = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found[(*prefix, name)] = sub
+                found |= command_parsers(sub, (*prefix, name))
+    return found
+
+
+def test_every_commands_help_says_what_it_does(capsys):
+    from polyalign.cli.commands import build_parser
+
+    commands = command_parsers(build_parser())
+    assert {"eval", "run", "configs", "report", "claims", "paper-side", "lens", "pca"} <= {c[0] for c in commands}
+    assert ("data", "build") in commands
+    for words in commands:
+        with pytest.raises(SystemExit):
+            main([*words, "--help"])
+        out = capsys.readouterr().out
+        description = out.split("\n\n")[1]  # after the usage lines
+        assert not description.startswith(("positional", "options")), f"{' '.join(words)} --help: no description"
+
+
+@pytest.mark.slow
+def test_forwards_use_the_current_cache_api_and_only_peft_notice_is_filtered(tiny_llama):
+    """Scoring (cached shared prefix) and state collection pass `cache=`, so transformers neither warns
+    nor logs the `past_key_values` rename (the old name goes in 5.40); peft's `is_gradient_checkpointing`
+    read is the one notice polyalign filters, exactly."""
+    import torch
+
+    from helpers import WORDS, make_items
+    from polyalign.analysis.states import collect_states
+    from polyalign.engine.models import load_model
+    from polyalign.engine.scoring import Scorer
+
+    model, tok = load_model(str(tiny_llama))
+    items, shared = make_items(tok, WORDS)
+    assert shared > 0  # the KV-cache path runs
+    records: list[logging.LogRecord] = []
+    logger = logging.getLogger("transformers.utils.generic")
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            logging.Logger.warning_once.cache_clear()  # type: ignore[attr-defined]  # transformers' lru_cache
+            Scorer(model, tok).score(items[:2], shared, "exact", None, batch_size=2)
+            for pooling in ("all", "mean"):
+                list(collect_states(model, tok, items[:2], shared, [1], pooling, 2, desc="t"))
+            ours = [str(w.message) for w in seen] + [r.getMessage() for r in records]
+            # the capture works: the deprecated name does warn and log
+            model.model(input_ids=torch.tensor([[1, 2]]), past_key_values=None, use_cache=False)
+            old = [str(w.message) for w in seen] + [r.getMessage() for r in records]
+    finally:
+        logger.removeHandler(handler)
+    assert not [m for m in ours if "past_key_values" in m or "cache_params" in m], ours
+    assert any("past_key_values" in m for m in old)
+
+    with warnings.catch_warnings(record=True) as unfiltered:
+        warnings.simplefilter("always")  # without polyalign's filter: peft's read does warn
+        assert model.is_gradient_checkpointing is False
+    assert any("is_gradient_checkpointing" in str(w.message) for w in unfiltered)
+    with warnings.catch_warnings(record=True) as filtered:
+        # pytest drops warning filters installed while it collects (when polyalign was first imported):
+        # import it again here, as a user's process does before anything else
+        warnings.simplefilter("always")
+        importlib.reload(polyalign)  # its filter goes in front of "always"
+        warnings.warn("another notice", FutureWarning, stacklevel=1)
+        assert model.is_gradient_checkpointing is False
+    assert [str(w.message) for w in filtered] == ["another notice"]

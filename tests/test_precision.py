@@ -104,8 +104,47 @@ def test_cpu_description_names_the_capability(cpu_bf16):
     assert text.endswith("native bf16: yes" if cpu_bf16 else "native bf16: no")
 
 
-def test_the_real_cpu_answer_is_a_bool():
-    assert isinstance(precision.cpu_has_native_bf16(), bool)
+def _unsupported(error: type[Exception]):
+    def query():
+        raise error("no oneDNN in this build")
+
+    return query
+
+
+@pytest.mark.parametrize(
+    "query, native",
+    [
+        (lambda: True, True),
+        (lambda: 0, False),
+        (_unsupported(AttributeError), False),
+        (_unsupported(RuntimeError), False),
+    ],
+    ids=["onednn-bf16", "onednn-no-bf16", "no-onednn-op", "onednn-error"],
+)
+def test_the_cpu_answer_is_onednns_and_no_onednn_reads_as_avx2_only(monkeypatch, query, native):
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", query)
+    assert precision.cpu_has_native_bf16() is native
+    assert precision.cpu_description().endswith(f"native bf16: {'yes' if native else 'no'}")
+
+
+def test_auto_measures_only_native_bf16_and_caches_the_figures_per_machine(monkeypatch, tmp_path):
+    """AVX2 only: fp32 and nothing measured or written. Native and measured 4x faster: bf16, and the
+    cache holds this machine's figures beside another machine's, which it keeps."""
+    from polyalign.engine import precision_calibration as calibration
+
+    monkeypatch.setenv("POLYALIGN_CACHE", str(tmp_path))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(calibration, "time_matmul", lambda dtype: {torch.float32: 1.0, torch.bfloat16: 0.25}[dtype])
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert precision.resolve_precision("auto", "cpu") == "fp32"
+    assert not calibration.cache_file().exists()
+    other = {"torch 0.0; AVX512; 1 threads": {"fp32_s": 2.0, "bf16_s": 1.0, "bf16_speedup": 2.0, "min": 1.3}}
+    calibration.cache_file().write_text(json.dumps(other))
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert precision.resolve_precision("auto", "cpu") == "bf16"
+    mine = {"fp32_s": 1.0, "bf16_s": 0.25, "bf16_speedup": 4.0, "min": calibration.MIN_SPEEDUP}
+    assert json.loads(calibration.cache_file().read_text()) == {**other, calibration.machine_key(): mine}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["precision-calibration.json"]  # no partial file left
 
 
 def _declared_precisions(node) -> list:

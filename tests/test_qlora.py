@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from polyalign.alignment.alignment_data import build_pairs, write_pairs
+from polyalign.alignment.alignment_data import PairRequest, build_pairs, write_pairs
 from polyalign.alignment.quantized import quantized_base
 from polyalign.alignment.train_config import load_config
 from polyalign.alignment.training import train
@@ -33,7 +33,9 @@ class BaseLayers(TrainerCallback):
 def qlora_run(tiny_llama, data_dir, tmp_path_factory):
     pytest.importorskip("bitsandbytes")
     folder = tmp_path_factory.mktemp("qlora")
-    write_pairs(build_pairs("snli", ["zh", "es"], "en", 8, 0, data_dir, PromptPack.load()), folder / "pairs.jsonl")
+    write_pairs(
+        build_pairs(PairRequest("snli", ["zh", "es"], "en", 8, 0, data_dir, PromptPack.load())), folder / "pairs.jsonl"
+    )
     seen = BaseLayers()
     cfg = load_config(overrides=[*FAST, "quantization=nf4", "report_to=tensorboard"])
     train(str(tiny_llama), folder / "pairs.jsonl", folder / "run", cfg, callbacks=[seen])
@@ -87,7 +89,9 @@ def test_recipe_checks_quantization_and_report_to():
 @pytest.mark.slow
 def test_int8_base_trains_too(tiny_llama, data_dir, tmp_path):
     pytest.importorskip("bitsandbytes")
-    write_pairs(build_pairs("snli", ["zh"], "en", 4, 0, data_dir, PromptPack.load()), tmp_path / "pairs.jsonl")
+    write_pairs(
+        build_pairs(PairRequest("snli", ["zh"], "en", 4, 0, data_dir, PromptPack.load())), tmp_path / "pairs.jsonl"
+    )
     seen = BaseLayers()
     cfg = load_config(overrides=[*FAST, "max_steps=2", "quantization=int8"])
     train(str(tiny_llama), tmp_path / "pairs.jsonl", tmp_path / "run", cfg, callbacks=[seen])

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from helpers import write_experiment, write_run_store
-from polyalign.alignment.alignment_data import build_pairs, derangement
+from polyalign.alignment.alignment_data import PairRequest, build_pairs, derangement
 from polyalign.cli import main
 from polyalign.core.errors import PolyalignError
 from polyalign.core.prompts import PromptPack
@@ -43,10 +43,12 @@ def test_derangement_properties():
 
 def test_shuffled_pairs_keep_every_question(data_dir):
     pack = PromptPack.load(None)
-    parallel = build_pairs("emotion", ["zh", "es"], "en", 10, 0, data_dir, pack, items="250:300")
-    shuffled = build_pairs("emotion", ["zh", "es"], "en", 10, 0, data_dir, pack, items="250:300", pairing="shuffled")
+    parallel = build_pairs(PairRequest("emotion", ["zh", "es"], "en", 10, 0, data_dir, pack, items="250:300"))
+    shuffled = build_pairs(
+        PairRequest("emotion", ["zh", "es"], "en", 10, 0, data_dir, pack, items="250:300", pairing="shuffled")
+    )
     assert shuffled == build_pairs(
-        "emotion", ["zh", "es"], "en", 10, 0, data_dir, pack, items="250:300", pairing="shuffled"
+        PairRequest("emotion", ["zh", "es"], "en", 10, 0, data_dir, pack, items="250:300", pairing="shuffled")
     )
     for field in ("prompt", "completion"):  # same multisets of source texts and of target texts
         assert Counter(r[field] for r in shuffled) == Counter(r[field] for r in parallel)
@@ -56,9 +58,9 @@ def test_shuffled_pairs_keep_every_question(data_dir):
         assert row["completion"] == by_item[(row["source_lang"], row["target_index"])]
     assert all("target_index" not in r for r in parallel)
     with pytest.raises(PolyalignError, match="at least 2 items"):
-        build_pairs("emotion", ["zh"], "en", 1, 0, data_dir, pack, items="250:251", pairing="shuffled")
+        build_pairs(PairRequest("emotion", ["zh"], "en", 1, 0, data_dir, pack, items="250:251", pairing="shuffled"))
     with pytest.raises(PolyalignError, match="unknown pairing"):
-        build_pairs("emotion", ["zh"], "en", 2, 0, data_dir, pack, items="250:260", pairing="crossed")
+        build_pairs(PairRequest("emotion", ["zh"], "en", 2, 0, data_dir, pack, items="250:260", pairing="crossed"))
 
 
 def _experiment(tmp_path, data_dir, alignment, **top):

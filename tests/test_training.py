@@ -9,7 +9,7 @@ import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 from helpers import run_cli, tiny_training, two_cpu_processes
-from polyalign.alignment.alignment_data import build_pairs, write_pairs
+from polyalign.alignment.alignment_data import PairRequest, build_pairs, write_pairs
 from polyalign.alignment.merge import merge
 from polyalign.alignment.train_config import TrainConfig, default_config_path, load_config
 from polyalign.alignment.training import train
@@ -25,7 +25,7 @@ TINY = tiny_training(4, 2, "1e-3", "keep=best")
 @pytest.fixture(scope="module")
 def pairs_file(data_dir, tmp_path_factory):
     path = tmp_path_factory.mktemp("pairs") / "pairs.jsonl"
-    write_pairs(build_pairs("snli", ["zh", "es"], "en", 8, 0, data_dir, PromptPack.load()), path)
+    write_pairs(build_pairs(PairRequest("snli", ["zh", "es"], "en", 8, 0, data_dir, PromptPack.load())), path)
     return path
 
 

@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer, TrainerCallback
 
 from helpers import tiny_training
-from polyalign.alignment.alignment_data import build_pairs, write_pairs
+from polyalign.alignment.alignment_data import PairRequest, build_pairs, write_pairs
 from polyalign.alignment.train_config import load_config
 from polyalign.alignment.training import train
 from polyalign.alignment.training_data import IGNORE, tokenize_pairs
@@ -28,7 +28,7 @@ class RisingEvalLoss(TrainerCallback):
 @pytest.fixture(scope="module")
 def pairs_file(data_dir, tmp_path_factory):
     path = tmp_path_factory.mktemp("pairs") / "pairs.jsonl"
-    write_pairs(build_pairs("snli", ["zh", "es"], "en", 8, 0, data_dir, PromptPack.load()), path)
+    write_pairs(build_pairs(PairRequest("snli", ["zh", "es"], "en", 8, 0, data_dir, PromptPack.load())), path)
     return path
 
 

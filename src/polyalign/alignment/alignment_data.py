@@ -5,19 +5,21 @@ into the target language. Both sides are rendered with `PromptPack.query`, the r
 by evaluation, so the model is aligned on exactly the text it later reads at test time.
 
 Parallel records come, in this order of preference, from (a) files the user names
-(`--pair-file LANG=PATH`, `--target-file PATH`), (b) the benchmark's `*_question.json`
-files (task `question_file`), or (c) a seq2seq machine translator (`--translator`).
+(`--pair-file LANG=PATH`, `--target-file PATH`), (b) the benchmark's train file and `*_question.json`
+files (task `question_file`), for any target, or (c) a seq2seq machine translator (`--translator`);
+polyalign.alignment.pair_records reads them.
 """
 
 from __future__ import annotations
 
 import random
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from polyalign.alignment.pair_records import Targets, check_fields, held_out_records, source_records, target_records
 from polyalign.core.errors import PolyalignError
-from polyalign.core.files import read_records, write_jsonl
+from polyalign.core.files import write_jsonl
 from polyalign.core.item_range import ItemRange, parse_items
 from polyalign.core.languages import get_language, parse_languages
 from polyalign.core.prompts import PromptPack
@@ -25,72 +27,11 @@ from polyalign.core.tasks import TaskSpec, load_task, load_test_records, resolve
 
 FORMATS = ("jsonl", "llamafactory")
 PAIRINGS = ("parallel", "shuffled")  # shuffled: the control, each source paired with another item's target
-# "<label>: text" with an ASCII or full-width colon; labels themselves never hold a colon.
-_LABELLED = re.compile(r"^[^:：]*[:：] ?(.*)$", re.S)
-_INSTRUCTION = re.compile(r"\nTranslate the input from [^\n]* to [^\n]*:\n?$")
 
 
 def instruction(source: str, target: str) -> str:
     """The paper's instruction line, with English language names from the registry."""
     return f"Translate the input from {get_language(source).name} to {get_language(target).name}:"
-
-
-def _check_fields(task: TaskSpec, records: list[dict], where: str) -> None:
-    """Every record must hold non-empty text in each task field: an empty question teaches nothing."""
-    for i, record in enumerate(records):
-        for name in task.fields:
-            value = record.get(name)
-            if not isinstance(value, str):
-                raise PolyalignError(f"{where}: record {i} lacks text field '{name}'")
-            if not value.strip():
-                raise PolyalignError(f"{where}: record {i} has empty question text in field '{name}'")
-
-
-def _parse_question(text: str, fields: tuple[str, ...], where: str) -> dict:
-    """Field values from a question rendered by the paper's template ("<label>: value" per line).
-
-    The lines are one per field, in task order, then the answer-cue line; labels are
-    stripped and values kept verbatim, so re-rendering them with our pack is exact.
-    """
-    lines = _INSTRUCTION.sub("", text).split("\n")
-    if len(lines) != len(fields) + 1:
-        raise PolyalignError(f"{where}: expected {len(fields)} field lines and an answer cue, got {len(lines)} lines")
-    out = {}
-    for name, line in zip(fields, lines):
-        match = _LABELLED.match(line)
-        if not match:
-            raise PolyalignError(f"{where}: line {line[:40]!r} is not '<label>: text'")
-        out[name] = match.group(1)
-    return out
-
-
-def question_file_records(task: TaskSpec, lang: str, data_dir: Path, targets: list[dict]) -> list[dict]:
-    """Source records parsed out of the benchmark's `question_file` for `lang`.
-
-    The files hold the source question inside `input`; we parse the field values back out
-    (rather than using `input` verbatim) so the prompt comes from our renderer like at
-    evaluation. Their `answer` must match the train-file record of the same index: that
-    proves item-parallelism instead of assuming it.
-    """
-    if task.question_file is None:
-        raise PolyalignError(f"task '{task.name}' ships no question files")
-    path = data_dir / task.question_file.format(lang=lang)
-    rows = read_records(path)
-    if len(rows) != len(targets):
-        raise PolyalignError(
-            f"{path}: {len(rows)} records but the target file has {len(targets)}; pair files must be item-parallel"
-        )
-    records = []
-    for i, row in enumerate(rows):
-        if not isinstance(row.get("input"), str) or not isinstance(row.get("answer"), str):
-            raise PolyalignError(f"{path}: record {i} lacks 'input'/'answer' text")
-        records.append(_parse_question(row["input"], task.fields, f"{path}: record {i}"))
-        english = _parse_question(row["answer"], task.fields, f"{path}: record {i} answer")
-        if any(english[f].strip() != str(targets[i].get(f, "")).strip() for f in task.fields):
-            raise PolyalignError(
-                f"{path}: record {i} does not match record {i} of the target file; the files are not item-parallel"
-            )
-    return records
 
 
 def _sample(population: list[int], k: int, seed: int, lang: str) -> list[int]:
@@ -115,76 +56,6 @@ def derangement(items: Sequence[int], seed: int | str) -> list[int]:
             return order
 
 
-def _targets(task: TaskSpec, target: str, data_dir, target_file) -> tuple[list[dict], str]:
-    """Target records: the user's file, else the task's (English) train file."""
-    if target_file:
-        path = Path(target_file)
-    elif target == task.pivot and task.train_file:
-        path = resolve_data_dir(data_dir) / task.train_file
-    elif target == task.pivot:
-        raise PolyalignError(
-            f"the benchmark ships no {task.name} training questions: take held-out test items "
-            f"with --items START:STOP (e.g. 250:500) or give --pair-file/--target-file"
-        )
-    else:
-        raise PolyalignError(
-            f"no '{target}' records for task {task.name}: use --items START:STOP, give "
-            f"--target-file (item-parallel with the --pair-file files) or use target '{task.pivot}'"
-        )
-    records = read_records(path)
-    _check_fields(task, records, str(path))
-    return records, str(path)
-
-
-def _sources(
-    task: TaskSpec,
-    lang: str,
-    targets: list[dict],
-    data_dir,
-    source_files: dict,
-    from_train_file: bool,
-    can_translate: bool,
-) -> tuple[list[dict] | None, str]:
-    """Source records of one language (None: to be machine-translated), in order of preference."""
-    if lang in source_files:
-        path = Path(source_files[lang])
-        records = read_records(path)
-    elif (
-        task.question_file
-        and from_train_file
-        and (resolve_data_dir(data_dir) / task.question_file.format(lang=lang)).exists()
-    ):
-        path = resolve_data_dir(data_dir) / task.question_file.format(lang=lang)
-        records = question_file_records(task, lang, resolve_data_dir(data_dir), targets)
-    elif can_translate:
-        return None, f"machine translation into '{lang}'"
-    else:
-        raise PolyalignError(
-            f"no parallel '{lang}' records for task {task.name}: give --pair-file "
-            f"{lang}=PATH (and --target-file) or use --translator MODEL"
-        )
-    if len(records) != len(targets):
-        raise PolyalignError(
-            f"{path}: {len(records)} records but the target file has {len(targets)}; pair files must be item-parallel"
-        )
-    _check_fields(task, records, str(path))
-    return records, str(path)
-
-
-def held_out_records(
-    task: TaskSpec, langs: list[str], data_dir, items: ItemRange, key: str = "--items"
-) -> dict[str, list[dict]]:
-    """Every language's test records, checked to be item-parallel and to hold the range (`key`:
-    the flag or YAML key the range came from)."""
-    data = resolve_data_dir(data_dir)
-    out = {lang: load_test_records(task, lang, data) for lang in langs}
-    counts = {lang: len(records) for lang, records in out.items()}
-    if len(set(counts.values())) != 1:
-        raise PolyalignError(f"{task.name} test files differ in length {counts}; they must be item-parallel")
-    items.check_within(min(counts.values()), f"each {task.name} test file", key)
-    return out
-
-
 def _check_mixture(
     sources: list[str], target: str, per_language: int, source_files: dict, mixed: bool, pairing: str
 ) -> None:
@@ -206,64 +77,69 @@ def _check_mixture(
         )
 
 
-def build_pairs(
-    task: TaskSpec | str,
-    sources: list[str],
-    target: str,
-    per_language: int,
-    seed: int,
-    data_dir: str | Path | None,
-    pack: PromptPack,
-    source_files: dict | None = None,
-    target_file: str | Path | None = None,
-    translate: Callable | None = None,
-    items: ItemRange | str | None = None,
-    pairing: str = "parallel",
-) -> list[dict]:
-    """The shuffled mixture: `per_language` pairs from each source language into `target`.
+@dataclass(frozen=True)
+class PairRequest:
+    """One alignment mixture, as `polyalign data build` and an experiment's data step declare it.
 
-    `translate(records, src, tgt)` supplies source records for languages with no file
-    (see `translate_records`); it is only called on the sampled target records. With
-    `items` the questions (never the answers) of that range of the benchmark's item-parallel
-    test files are paired by item; each pair row keeps its task and item index, so the
-    adapter can later refuse evaluation on the same items. `pairing` "shuffled" pairs each sampled
-    source question with the target question of another sampled item (`derangement`).
+    `translate(records, src, tgt)` supplies source records for languages with no file (see
+    polyalign.alignment.translation); it is only called on the sampled target records. With `items`
+    the questions (never the answers) of that range of the benchmark's item-parallel test files are
+    paired by item. `pairing` "shuffled" pairs each sampled source question with the target question
+    of another sampled item (`derangement`): the control.
     """
-    task = load_task(task) if isinstance(task, str) else task
-    items = parse_items(items) if isinstance(items, str) else items
-    source_files = dict(source_files or {})
-    sources = parse_languages(list(sources))
-    mixed = items is not None and bool(source_files or target_file or translate)
-    _check_mixture(sources, target, per_language, source_files, mixed, pairing)
-    targets, population, records = _target_population(task, target, sources, data_dir, target_file, items)
-    if per_language > len(population):
+
+    task: TaskSpec | str
+    sources: Sequence[str]
+    target: str
+    per_language: int
+    seed: int
+    data_dir: str | Path | None
+    pack: PromptPack
+    source_files: Mapping[str, str | Path] = field(default_factory=dict)
+    target_file: str | Path | None = None
+    translate: Callable | None = None
+    items: ItemRange | str | None = None
+    pairing: str = "parallel"
+
+
+def build_pairs(request: PairRequest) -> list[dict]:
+    """The shuffled mixture: `per_language` pairs from each source language into the target. Each pair
+    row from benchmark test questions keeps its task and item span, so the adapter can later refuse
+    evaluation on the same items (the leak guard)."""
+    r = request
+    task = load_task(r.task) if isinstance(r.task, str) else r.task
+    items = parse_items(r.items) if isinstance(r.items, str) else r.items
+    source_files, target = dict(r.source_files), r.target
+    sources = parse_languages(list(r.sources))
+    mixed = items is not None and bool(source_files or r.target_file or r.translate)
+    _check_mixture(sources, target, r.per_language, source_files, mixed, r.pairing)
+    targets, population, records = _target_population(task, target, sources, r.data_dir, r.target_file, items)
+    if r.per_language > len(population):
         raise PolyalignError(
-            f"--per-language {per_language} is more than the {len(population)} parallel "
+            f"--per-language {r.per_language} is more than the {len(population)} parallel "
             f"records available" + (f" in items {items}" if items else "")
         )
-    from_train_file = not target_file and target == task.pivot
     pairs, used = [], {}  # used: the records each language's side of the pairs came from
     for lang in sources:
         source: list[dict] | None
         if records is not None:
             source, where = records[lang], f"{task.name} test items {items}"
         else:
-            source, where = _sources(
-                task, lang, targets, data_dir, source_files, from_train_file, translate is not None
-            )
-        indices = _sample(population, per_language, seed, lang)
+            source, where = source_records(task, lang, r.data_dir, source_files, targets, r.translate is not None)
+        indices = _sample(population, r.per_language, r.seed, lang)
         if source is None:
-            assert translate is not None  # _sources gives no records only when it can translate
-            picked = translate([targets[i] for i in indices], target, lang)
-            _check_fields(task, picked, where)
+            assert r.translate is not None  # source_records gives no records only when it can translate
+            picked = r.translate([targets.records[i] for i in indices], target, lang)
+            check_fields(task, picked, where)
         else:
             picked = [source[i] for i in indices]
-        partners = indices if pairing == "parallel" else derangement(indices, f"{seed}:{lang}:{pairing}")
-        pairs.extend(_pair_rows(task, pack, lang, target, list(zip(indices, partners)), picked, targets, items))
-        used[lang], used[target] = picked, [*used.get(target, []), *(targets[j] for j in partners)]
+        partners = indices if r.pairing == "parallel" else derangement(indices, f"{r.seed}:{lang}:{r.pairing}")
+        rows = _pair_rows(task, r.pack, lang, target, list(zip(indices, partners)), picked, targets.records, items)
+        pairs.extend(rows)
+        used[lang], used[target] = picked, [*used.get(target, []), *(targets.records[j] for j in partners)]
     if items is None:  # files the user named may be the benchmark's own test files
-        _mark_test_items(task, data_dir, pairs, used)
-    random.Random(seed).shuffle(pairs)
+        _mark_test_items(task, r.data_dir, pairs, used)
+    random.Random(r.seed).shuffle(pairs)
     return pairs
 
 
@@ -304,13 +180,13 @@ def _target_population(
     data_dir: str | Path | None,
     target_file: str | Path | None,
     items: ItemRange | None,
-) -> tuple[list[dict], list[int], dict[str, list[dict]] | None]:
+) -> tuple[Targets, list[int], dict[str, list[dict]] | None]:
     """Target records, the indices pairs may be drawn from, and (with `items`) every language's records."""
     if items is None:
-        targets, _ = _targets(task, target, data_dir, target_file)
-        return targets, list(range(len(targets))), None
+        targets = target_records(task, target, data_dir, target_file)
+        return targets, list(range(len(targets.records))), None
     records = held_out_records(task, [target, *sources], data_dir, items)
-    return records[target], list(items.indices()), records
+    return Targets(records[target], f"{task.name} test items {items}", None), list(items.indices()), records
 
 
 def _pair_rows(

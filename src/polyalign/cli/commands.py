@@ -146,17 +146,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_demo_cli(sub)
 
+    from polyalign.cli import claims, experiments, paper_side, report
     from polyalign.cli import data as data_cli
     from polyalign.cli import run as run_cli
     from polyalign.cli import train as train_cli
-    from polyalign.reports import claims_report, paper_side_report, report
-    from polyalign.study import experiment_files
+    from polyalign.cli.descriptions import describe_commands
 
     data_cli.add_cli(sub)
     train_cli.add_cli(sub)
     add_analysis_cli(sub)
-    for module in (run_cli, experiment_files, report, claims_report, paper_side_report):
+    for module in (run_cli, experiments, report, claims, paper_side):
         module.add_cli(sub)
+    describe_commands(parser)
     return parser
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from polyalign.alignment.alignment_data import FORMATS, build_pairs, write_pairs
+from polyalign.alignment.alignment_data import FORMATS, PairRequest, build_pairs, write_pairs
 from polyalign.alignment.translation import records_translator
+from polyalign.cli.args import add_data_args
 from polyalign.core.errors import PolyalignError
 from polyalign.core.item_range import parse_items
 from polyalign.core.languages import parse_languages
@@ -58,7 +59,7 @@ def cmd_data_build(args: argparse.Namespace) -> int:
         translate = records_translator(
             args.translator, task.fields, codes, cache, args.translator_batch_size, args.device, announce=True
         )
-    pairs = build_pairs(
+    request = PairRequest(
         task,
         parse_languages(args.sources),
         args.target,
@@ -66,11 +67,12 @@ def cmd_data_build(args: argparse.Namespace) -> int:
         args.seed,
         args.data_dir,
         PromptPack.load(args.prompts),
-        _pairs_arg(args.pair_file, "--pair-file"),
-        args.target_file,
-        translate,
-        parse_items(args.items),
+        source_files=_pairs_arg(args.pair_file, "--pair-file"),
+        target_file=args.target_file,
+        translate=translate,
+        items=parse_items(args.items),
     )
+    pairs = build_pairs(request)
     for path in write_pairs(pairs, out, args.format, args.model, train_config):
         print(f"wrote {path}")
     if pairs and args.items is None and pairs[0].get("items"):
@@ -114,9 +116,7 @@ def add_cli(subparsers) -> None:
         help="llamafactory: a `polyalign train` config YAML whose values the LLaMA-Factory settings take "
         "(default: polyalign's defaults, the paper's recipe)",
     )
-    p.add_argument("--data-dir", help="benchmark folder (default: $POLYALIGN_DATA or ../shared/...)")
-    p.add_argument("--prompts", help="prompt pack JSON (default: polyalign's own pack)")
-    p.add_argument("--languages-file", help="JSON list of extra languages {code, name, native, script}")
+    add_data_args(p)
     p.add_argument(
         "--pair-file",
         action="append",

@@ -7,7 +7,6 @@ recomputed from per-item results (polyalign.reports.claims).
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -260,18 +259,3 @@ def write_claims(run_dir: str | Path, out: str | Path | None = None) -> Path:
     text = with_rules_notice(run.run_dir, text)  # rules edited after the results: said at the top
     atomic_write_text(out, text)
     return out
-
-
-def cmd_claims(args: argparse.Namespace) -> int:
-    out = write_claims(args.run_dir, args.out)
-    print(f"claims: {out}")
-    return 0
-
-
-def add_cli(subparsers) -> argparse.ArgumentParser:
-    """Register `polyalign claims` on the top-level subparsers."""
-    p = subparsers.add_parser("claims", help="one verdict per paper claim (the run's claims block) as markdown")
-    p.add_argument("run_dir", help="the folder of a `polyalign run` whose experiment declares claims")
-    p.add_argument("--out", help="output file (default: RUN_DIR/CLAIMS.md; docs/CLAIMS.md for the study)")
-    p.set_defaults(func=cmd_claims, out_is_file=True)
-    return p

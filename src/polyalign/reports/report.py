@@ -3,7 +3,6 @@ polyalign.reports.tables (every number recomputed from per-item samples)."""
 
 from __future__ import annotations
 
-import argparse
 import io
 import sys
 from pathlib import Path
@@ -29,7 +28,6 @@ __all__ = [
     "load_run",
     "paired_bootstrap",
     "write_report",
-    "add_cli",
     "accuracy_table",
 ]  # re-exported: Table and load_run live in run_data, build_tables in tables, paired_bootstrap in stats
 
@@ -183,18 +181,3 @@ def write_report(run_dir: str | Path, fmt: str = "md", out: str | Path | None = 
     }[fmt]()
     atomic_write_text(out, text)
     return out
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    print(f"report: {write_report(args.run_dir, args.format, args.out)}")
-    return 0
-
-
-def add_cli(subparsers) -> argparse.ArgumentParser:
-    """Register `polyalign report` on the top-level subparsers."""
-    p = subparsers.add_parser("report", help="tables, significance tests and figures of a `polyalign run` folder")
-    p.add_argument("run_dir", help="the folder of a `polyalign run` (holds results.sqlite)")
-    p.add_argument("--format", choices=FORMATS, default="md", help="md, html (one self-contained file), csv, latex")
-    p.add_argument("--out", help="output file (default: RUN_DIR/report.<ext>)")
-    p.set_defaults(func=cmd_report, out_is_file=True)
-    return p

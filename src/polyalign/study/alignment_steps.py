@@ -13,12 +13,12 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from polyalign.alignment.alignment_data import build_pairs, held_out_records, question_file_records, write_pairs
+from polyalign.alignment.alignment_data import PairRequest, build_pairs, write_pairs
+from polyalign.alignment.pair_records import held_out_records, question_file
 from polyalign.alignment.train_config import recipe_identity
 from polyalign.alignment.training import train
 from polyalign.alignment.translation import records_translator
 from polyalign.core.errors import PolyalignError
-from polyalign.core.files import read_records
 from polyalign.core.item_range import parse_items
 from polyalign.core.prompts import PromptPack
 from polyalign.core.tasks import TaskSpec, load_task, test_file_path
@@ -75,20 +75,21 @@ def data_step(ctx: StepContext, s: AlignmentSetting) -> Step:
 
     def run(folder: Path) -> dict:
         check()
-        pack = PromptPack.load(ctx.prompts)
-        sources = {lang: str(files_in[f"pair:{lang}"]) for lang in s.pair_files}
-        target = str(files_in["target_file"]) if s.target_file else None
-        if not target and s.items is None and s.target != task.pivot and _has_question(ctx, task, s.target):
-            english = read_records(ctx.data_dir / task.train_file)  # type: ignore[operator]  # see _has_question
-            for lang in [s.target, *s.sources]:
-                if lang not in sources and _has_question(ctx, task, lang):
-                    path = folder / f"records_{lang}.jsonl"
-                    write_pairs(question_file_records(task, lang, ctx.data_dir, english), path)
-                    sources[lang] = str(path)
-            target = sources.pop(s.target)
-        translate = _translator(ctx, s, task, folder)
-        args = (s.sources, s.target, s.per_language, s.seed, ctx.data_dir, pack, sources, target, translate)
-        pairs = build_pairs(task, *args, s.items, s.pairing)
+        request = PairRequest(
+            task,
+            s.sources,
+            s.target,
+            s.per_language,
+            s.seed,
+            ctx.data_dir,
+            PromptPack.load(ctx.prompts),
+            source_files={lang: str(files_in[f"pair:{lang}"]) for lang in s.pair_files},
+            target_file=str(files_in["target_file"]) if s.target_file else None,
+            translate=_translator(ctx, s, task, folder),
+            items=s.items,
+            pairing=s.pairing,
+        )
+        pairs = build_pairs(request)
         write_pairs(pairs, folder / "pairs.jsonl")
         return {"pairs": "pairs.jsonl", "n": len(pairs)}
 
@@ -116,18 +117,12 @@ def check_data_sources(ctx: StepContext, s: AlignmentSetting, task: TaskSpec) ->
                 f"{where}: per_language {s.per_language} is more than the {len(items)} items of items: {items}"
             )
     elif not (s.target_file or s.pair_files or s.translator):
-        shipped = task.train_file if s.target == task.pivot else _has_question(ctx, task, s.target)
+        shipped = task.train_file if s.target == task.pivot else question_file(task, s.target, ctx.data_dir)
         if not shipped:
             raise PolyalignError(
                 f"{where}: the benchmark ships no {task.name} training questions in '{s.target}': "
                 f"take held-out test items with items: START:STOP (e.g. 250:500), or give target_file"
             )
-
-
-def _has_question(ctx: StepContext, task: TaskSpec, lang: str) -> bool:
-    return bool(
-        task.question_file and task.train_file and (ctx.data_dir / task.question_file.format(lang=lang)).exists()
-    )
 
 
 def _translator(ctx: StepContext, s: AlignmentSetting, task: TaskSpec, folder: Path) -> Callable | None:

@@ -1,20 +1,21 @@
-"""Bad inputs end in one line and exit 2, before any model is loaded, and lose nothing."""
+"""Where results go: an --out that cannot be written (a file in the way, a read-only folder, a dangling
+link, a full disk), a folder holding another run, a damaged one or another process's evaluation. Each
+ends in one line and exit 2, before any model is loaded, and loses nothing that was there. Bad input
+files and values: test_bad_input.py."""
 
 from __future__ import annotations
 
-import importlib
-import logging
+import fcntl
 import os
-import warnings
 
 import pytest
 
-import polyalign
-from helpers import one_line_error
+from helpers import NO_MODEL, one_line_error
 from polyalign.core.errors import PolyalignError
 from polyalign.core.paths import check_output_path
+from polyalign.evaluation.eval_folder import LOCK, claim_run_dir
 
-NO_MODEL = "/nonexistent/model"  # loading it would fail with another message: the check must come first
+RUNTIME = {"dtype": "float32", "device": "cpu", "batch_size": 2, "world_size": 1}
 
 
 def commands(data_dir, out: str) -> dict[str, list[str]]:
@@ -99,11 +100,11 @@ def test_eval_folder_with_a_bad_run_json_is_refused_before_loading(content, matc
 
 @pytest.fixture
 def pairs(data_dir, tmp_path):
-    from polyalign.alignment.alignment_data import build_pairs, write_pairs
+    from polyalign.alignment.alignment_data import PairRequest, build_pairs, write_pairs
     from polyalign.core.prompts import PromptPack
 
     path = tmp_path / "pairs.jsonl"
-    write_pairs(build_pairs("snli", ["zh"], "en", 4, 0, data_dir, PromptPack.load()), path)
+    write_pairs(build_pairs(PairRequest("snli", ["zh"], "en", 4, 0, data_dir, PromptPack.load())), path)
     return path
 
 
@@ -124,21 +125,6 @@ def test_train_folder_with_a_malformed_config_yaml(pairs, tiny_llama, tmp_path, 
     argv = ["train", "--model", str(tiny_llama), "--data", str(pairs), "--out", str(out), "max_steps=1"]
     one_line_error(capsys, argv, "config.yaml: unreadable")
     assert (out / "config.yaml").read_text() == "model: [unclosed\n" and (out / "log.jsonl").read_text()
-
-
-@pytest.mark.parametrize("name", ["config.yaml", "prompts.json", "emotion_de500_test.json"])
-def test_files_that_are_not_utf8(name, data_dir, tmp_path, capsys):
-    bad = tmp_path / name
-    bad.write_bytes(b"\xff\xfe{[")
-    if name == "config.yaml":
-        argv = ["train", "--model", NO_MODEL, "--data", "p.jsonl", "--out", str(tmp_path / "o"), "--config", str(bad)]
-    elif name == "prompts.json":
-        argv = ["prompt", "--task", "emotion", "--lang", "de", "--data-dir", str(data_dir), "--prompts", str(bad)]
-    else:
-        (tmp_path / "ap_emotion").mkdir()
-        bad = bad.rename(tmp_path / "ap_emotion" / name)
-        argv = ["prompt", "--task", "emotion", "--lang", "de", "--data-dir", str(tmp_path)]
-    one_line_error(capsys, argv, f"{bad}: not UTF-8 text (byte 0)")
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
@@ -166,51 +152,58 @@ def test_corrupt_results_sqlite(damage, tmp_path, capsys, data_dir):
     assert store.read_bytes() == before
 
 
-@pytest.mark.slow
-def test_forwards_use_the_current_cache_api_and_only_peft_notice_is_filtered(tiny_llama):
-    """Scoring (cached shared prefix) and state collection pass `cache=`, so transformers neither warns
-    nor logs the `past_key_values` rename (the old name goes in 5.40); peft's `is_gradient_checkpointing`
-    read is the one notice polyalign filters, exactly."""
-    import torch
+def test_out_as_a_dangling_symlink_is_one_line(tmp_path, capsys, data_dir):
+    link = tmp_path / "out"
+    link.symlink_to(tmp_path / "gone")
+    argv = ["eval", "--model", NO_MODEL, "--task", "emotion", "--langs", "en", "--limit", "2"]
+    one_line_error(capsys, [*argv, "--data-dir", str(data_dir), "--out", str(link)], "which does not exist")
+    assert link.is_symlink() and not (tmp_path / "gone").exists()
 
-    from helpers import WORDS, make_items
-    from polyalign.analysis.states import collect_states
-    from polyalign.engine.models import load_model
-    from polyalign.engine.scoring import Scorer
 
-    model, tok = load_model(str(tiny_llama))
-    items, shared = make_items(tok, WORDS)
-    assert shared > 0  # the KV-cache path runs
-    records: list[logging.LogRecord] = []
-    logger = logging.getLogger("transformers.utils.generic")
-    handler = logging.Handler()
-    handler.emit = records.append  # type: ignore[method-assign]
-    logger.addHandler(handler)
-    try:
-        with warnings.catch_warnings(record=True) as seen:
-            warnings.simplefilter("always")
-            logging.Logger.warning_once.cache_clear()  # type: ignore[attr-defined]  # transformers' lru_cache
-            Scorer(model, tok).score(items[:2], shared, "exact", None, batch_size=2)
-            for pooling in ("all", "mean"):
-                list(collect_states(model, tok, items[:2], shared, [1], pooling, 2, desc="t"))
-            ours = [str(w.message) for w in seen] + [r.getMessage() for r in records]
-            # the capture works: the deprecated name does warn and log
-            model.model(input_ids=torch.tensor([[1, 2]]), past_key_values=None, use_cache=False)
-            old = [str(w.message) for w in seen] + [r.getMessage() for r in records]
-    finally:
-        logger.removeHandler(handler)
-    assert not [m for m in ours if "past_key_values" in m or "cache_params" in m], ours
-    assert any("past_key_values" in m for m in old)
+def test_a_full_disk_is_one_line(monkeypatch, capsys):
+    import errno
 
-    with warnings.catch_warnings(record=True) as unfiltered:
-        warnings.simplefilter("always")  # without polyalign's filter: peft's read does warn
-        assert model.is_gradient_checkpointing is False
-    assert any("is_gradient_checkpointing" in str(w.message) for w in unfiltered)
-    with warnings.catch_warnings(record=True) as filtered:
-        # pytest drops warning filters installed while it collects (when polyalign was first imported):
-        # import it again here, as a user's process does before anything else
-        warnings.simplefilter("always")
-        importlib.reload(polyalign)  # its filter goes in front of "always"
-        warnings.warn("another notice", FutureWarning, stacklevel=1)
-        assert model.is_gradient_checkpointing is False
-    assert [str(w.message) for w in filtered] == ["another notice"]
+    from polyalign.cli import commands as cli
+
+    def full(args):
+        raise OSError(errno.ENOSPC, "No space left on device", "/runs/x/samples/emotion_en.jsonl")
+
+    monkeypatch.setattr(cli, "cmd_prompt", full)
+    one_line_error(capsys, ["prompt", "--task", "emotion", "--lang", "en"], "emotion_en.jsonl: No space left on device")
+
+
+@pytest.mark.parametrize("command", ["train", "merge"])
+def test_overwrite_never_replaces_through_a_symlink(tmp_path, capsys, command):
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (target / "keep.txt").write_text("kept")
+    link = tmp_path / "out"
+    link.symlink_to(target)
+    argv = {
+        "train": ["train", "--model", NO_MODEL, "--data", "pairs.jsonl"],
+        "merge": ["merge", "--model", NO_MODEL, "--adapter", "adapter"],
+    }[command]
+    one_line_error(capsys, [*argv, "--out", str(link), "--overwrite"], "does not replace through a link")
+    assert (target / "keep.txt").read_text() == "kept" and link.is_symlink()
+
+
+def test_merge_overwrite_replaces_only_a_merged_model(tmp_path, capsys):
+    folder = tmp_path / "work"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("kept")
+    argv = ["merge", "--model", NO_MODEL, "--adapter", "adapter", "--out", str(folder), "--overwrite"]
+    one_line_error(capsys, argv, "holds files that are not a merged model")
+    assert (folder / "keep.txt").read_text() == "kept"
+
+
+def test_two_evaluations_cannot_share_an_out_folder(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    with open(out / LOCK, "a+") as other:  # another process's evaluation holds the folder
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(PolyalignError, match="another evaluation is writing this folder"):
+            claim_run_dir(out, {"model": "m", "task": "emotion"}, False, 0, RUNTIME)
+        assert sorted(p.name for p in out.iterdir()) == [LOCK]
+    claim_run_dir(out, {"model": "m", "task": "emotion"}, False, 0, RUNTIME)
+    claim_run_dir(out, {"model": "m", "task": "emotion"}, False, 0, RUNTIME)  # the same process: resumes
+    assert (out / "run.json").exists()
