@@ -90,12 +90,12 @@ class StepProfile(TrainerCallback):
 
 def profile_train(args: argparse.Namespace, precision: str, work: Path) -> dict:
     from polyalign.alignment import train_config, training
-    from polyalign.alignment.alignment_data import build_pairs, write_pairs
+    from polyalign.alignment.alignment_data import PairRequest, build_pairs, write_pairs
     from polyalign.cli.demo import TRAIN_ITEMS
     from polyalign.core.prompts import PromptPack
 
     pack = PromptPack.load(str(resolve_data_dir(args.data_dir) / "prompts.json"))
-    rows = build_pairs("emotion", ["zh", "es"], "en", 8, 0, args.data_dir, pack, items=TRAIN_ITEMS)
+    rows = build_pairs(PairRequest("emotion", ["zh", "es"], "en", 8, 0, args.data_dir, pack, items=TRAIN_ITEMS))
     write_pairs(rows, work / f"pairs-{precision}.jsonl")
     overrides = ["max_steps=3", "per_device_batch=16", "val_size=0", "save_steps=1000000", "logging_steps=1000000"]
     cfg = train_config.load_config(None, [*overrides, f"precision={precision}"])

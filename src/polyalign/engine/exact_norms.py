@@ -46,17 +46,23 @@ def fused_forward(module: torch.nn.Module) -> Callable | None:
     return None
 
 
+def norm_weight(module: torch.nn.Module) -> torch.Tensor:
+    weight = module.weight
+    assert isinstance(weight, torch.Tensor), f"{type(module).__name__}: a norm without a weight tensor"
+    return weight
+
+
 def same_bits(module: torch.nn.Module, fused: Callable) -> bool:
     """Whether `fused` gives `module`'s own output bit for bit on random rows of its width, in the
     module's dtype and in float32."""
-    weight = module.weight
+    weight = norm_weight(module)
     if weight.device.type == "meta" or weight.dim() != 1:
         return False
     generator = torch.Generator().manual_seed(0)
     rows = torch.randn(4, 7, weight.shape[0], generator=generator) * 3
     with torch.no_grad():
         for probe in (module, copy.deepcopy(module).float()):
-            x = rows.to(device=probe.weight.device, dtype=probe.weight.dtype)
+            x = rows.to(device=norm_weight(probe).device, dtype=norm_weight(probe).dtype)
             if not torch.equal(type(probe).forward(probe, x), fused(probe, x)):
                 return False
     return True
@@ -73,7 +79,7 @@ def install(model: torch.nn.Module) -> int:
         fused = fused_forward(module)
         if fused is None or "forward" in vars(module):
             continue
-        weight = module.weight
+        weight = norm_weight(module)
         key = (type(module), weight.shape[0], weight.dtype, weight.device)
         if key not in verdicts:
             verdicts[key] = same_bits(module, fused)
