@@ -2,11 +2,11 @@
 
 bf16 halves the cost of a matmul only where the hardware computes it natively: a CUDA device
 that supports it, or a CPU with AVX512-BF16 or AMX where a short cached calibration measured it
-faster than fp32 (polyalign.engine.precision_calibration). Elsewhere (AVX2-only x86, most laptops)
-torch falls back to a reference GEMM that is 100x or more slower than fp32 (230x measured for one
-[1560, 640] x [640, 2048] matmul, README "Precision"), so `auto` picks fp32
-there. One resolver serves training, evaluation, the bench scripts and the demo, and the
-resolved name is what their files record.
+faster than fp32 on a layer of the model (polyalign.engine.precision_calibration). Elsewhere
+(AVX2-only x86, most laptops) torch falls back to a reference GEMM that is 100x or more slower than
+fp32 (230x measured for one [1560, 640] x [640, 2048] matmul, docs/benchmarks.md, "bf16 on a CPU
+without native bf16"), so `auto` picks fp32 there. One resolver serves training, evaluation, the
+bench scripts and the demo, and the resolved name, with why (AUTO_CHOICES), is what their files record.
 """
 
 from __future__ import annotations
