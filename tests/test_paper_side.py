@@ -29,8 +29,8 @@ def rows_for(right: list[bool]) -> list[dict]:
     return rows
 
 
-def fake_study(tmp_path, aligned_gain) -> tuple:
-    """20 languages x N items: base right on half, zh-es_en on half + aligned_gain(lang) points."""
+def fake_study(tmp_path, aligned_gain, aligned=("zh-es_en",)) -> tuple:
+    """20 languages x N items: base right on half, each name of `aligned` on half + aligned_gain(lang) points."""
     run_dir = tmp_path / "run"
     t1 = paper_table("table1")
     experiment = {"name": "study", "models": [MODEL], "tasks": ["emotion"], "modes": ["english"], "scoring": "prefix"}
@@ -38,7 +38,7 @@ def fake_study(tmp_path, aligned_gain) -> tuple:
     gains = {}
     with Store(run_dir) as store:
         store.set_meta("experiment", experiment)
-        for setting in ("base", "zh-es_en"):
+        for setting in ("base", *aligned):
             rows = []
             for lang in t1.columns:
                 gains[lang] = int(round(aligned_gain(lang)))
@@ -68,6 +68,24 @@ def test_per_language_gains_follow_the_paper_when_the_run_does(tmp_path):
     run = load_run(reversed_run)
     flipped = language_gains(run, calibrate_run(run), MODEL, "zh-es_en", CONDITION)
     assert profile_correlation(flipped.paper, flipped.raw, flipped.raw_boot)[2] < 0  # the CI says so
+
+
+def test_a_setting_trained_with_seeds_is_the_mean_of_its_adapters(tmp_path):
+    """zh-es_en@s0 gains g, zh-es_en@s1 gains g + 4 on the same items: the setting gains g + 2."""
+    run_dir, planted = fake_study(tmp_path, table1_gain, aligned=("zh-es_en@s0",))
+    with Store(run_dir) as store:  # a second seed, 4 items more right in every language
+        t1 = paper_table("table1")
+        rows = []
+        for lang in t1.columns:
+            n_right = N // 2 + planted[lang] + 4
+            rows += [{"lang": lang, **r} for r in rows_for([i < n_right for i in range(N)])]
+        labels = {"model": MODEL, "setting": "zh-es_en@s1", "task": "emotion", "mode": "english", "scoring": "prefix"}
+        store.replace_samples("step-zh-es_en@s1", labels, rows)
+    run = load_run(run_dir)
+    gains = language_gains(run, calibrate_run(run), MODEL, "zh-es_en", CONDITION)
+    assert list(gains.raw) == pytest.approx([planted[lang] + 2 for lang in gains.langs])
+    rows_by = {r.setting: r for r in average_rows(run, MODEL, CONDITION)}
+    assert rows_by["zh/es => en"].ours[0] == pytest.approx(50 + np.mean([planted[g] for g in gains.langs]) + 2)
 
 
 def test_table2_row_beside_our_averages(tmp_path):

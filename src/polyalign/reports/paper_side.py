@@ -19,6 +19,7 @@ from polyalign.core.errors import PolyalignError
 from polyalign.evaluation.stats import RESAMPLES, SEED, bootstrap_language_means
 from polyalign.reports.paper_numbers import paper_table
 from polyalign.reports.run_data import RunData
+from polyalign.study.variants import split_seeded
 
 Interval = tuple[float, float, float]  # estimate, low, high
 
@@ -36,9 +37,31 @@ def interval(point: float, boot: np.ndarray, level: float = 0.95) -> Interval:
     return float(point), float(lo), float(hi)
 
 
+def seed_names(run: RunData, variant: tuple, condition: tuple) -> list[str]:
+    """The stored names of a (model, setting): the setting itself, else its seeds' (NAME@sN, study.variants)."""
+    model, setting = variant
+    if (model, setting, *condition) in run.correct:
+        return [setting]
+    stored = {k[1] for k in run.correct if k[0] == model and k[2:] == condition}
+    return sorted(name for name in stored if split_seeded(name)[0] == setting and split_seeded(name)[1] is not None)
+
+
+def pooled(run: RunData, variant: tuple, condition: tuple) -> dict[str, dict[int, float]]:
+    """held[lang][item]: the share of the setting's seeds right on the item (1.0/0.0 with one seed):
+    a setting trained with several seeds is compared as the mean of its adapters."""
+    model = variant[0]
+    held: dict[str, dict[int, list[float]]] = {}
+    for name in seed_names(run, variant, condition):
+        for lang, by_item in run.correct[(model, name, *condition)].items():
+            for item, hit in by_item.items():
+                held.setdefault(lang, {}).setdefault(item, []).append(float(hit))
+    return {lang: {i: sum(v) / len(v) for i, v in by_item.items()} for lang, by_item in held.items()}
+
+
 def correctness(run: RunData, variant: tuple, condition: tuple, langs: list[str], items: list[int]) -> np.ndarray:
-    """values[lang, item] = 1.0 right, 0.0 wrong, NaN where the run lacks the item."""
-    held = run.correct.get((*variant, *condition), {})
+    """values[lang, item] = 1.0 right, 0.0 wrong (the share of seeds right, with seeds), NaN where the run
+    lacks the item."""
+    held = pooled(run, variant, condition)
     values = np.full((len(langs), len(items)), np.nan)
     for row, lang in enumerate(langs):
         for col, i in enumerate(items):
@@ -49,8 +72,7 @@ def correctness(run: RunData, variant: tuple, condition: tuple, langs: list[str]
 
 def item_diffs(run: RunData, treatment: tuple, reference: tuple, condition: tuple, langs: list[str]) -> np.ndarray:
     """diff[lang, item] = treatment - reference correctness on the items both hold (NaN elsewhere)."""
-    a = run.correct.get((*treatment, *condition), {})
-    b = run.correct.get((*reference, *condition), {})
+    a, b = pooled(run, treatment, condition), pooled(run, reference, condition)
     items = sorted({i for lang in langs for i in set(a.get(lang, {})) & set(b.get(lang, {}))})
     return correctness(run, treatment, condition, langs, items) - correctness(run, reference, condition, langs, items)
 
@@ -127,7 +149,7 @@ def average_rows(run: RunData, model: str, condition: tuple, column: str = "Qwen
     rows = []
     for setting in t2.rows:
         variant = (model, our_setting(setting))
-        held = run.correct.get((*variant, *condition), {})
+        held = pooled(run, variant, condition)
         items = sorted({i for by_item in held.values() for i in by_item})
         found = bootstrap_language_means(correctness(run, variant, condition, langs, items)) if items else None
         ours = None
