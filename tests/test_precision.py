@@ -142,7 +142,8 @@ def test_auto_measures_only_native_bf16_and_caches_the_figures_per_machine(monke
     calibration.cache_file().write_text(json.dumps(other))
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
     assert precision.resolve_precision("auto", "cpu") == "bf16"
-    mine = {"fp32_s": 1.0, "bf16_s": 0.25, "bf16_speedup": 4.0, "min": calibration.MIN_SPEEDUP}
+    what = f"Linear {calibration.ROWS}x{calibration.WIDTH} -> {calibration.OUT}"
+    mine = {"what": what, "fp32_s": 1.0, "bf16_s": 0.25, "bf16_speedup": 4.0, "min": calibration.MIN_SPEEDUP}
     assert json.loads(calibration.cache_file().read_text()) == {**other, calibration.machine_key(): mine}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["precision-calibration.json"]  # no partial file left
 
