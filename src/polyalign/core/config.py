@@ -101,22 +101,40 @@ def coerce(value, hint, where: str):
     return _scalar(value, hint, where)
 
 
-def build(cls, raw, where: str):
-    """An instance of dataclass `cls` from a mapping: unknown and missing keys are errors."""
+def check_keys(cls, raw, where: str) -> None:
+    """`raw` is a mapping whose keys are all fields of dataclass `cls`."""
     if not isinstance(raw, dict):
         raise PolyalignError(f"{where}: expected a mapping of key: value, got {raw!r}")
-    hints, known = typing.get_type_hints(cls), {f.name: f for f in dataclasses.fields(cls)}
+    known = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(map(str, set(raw) - set(known)))
     if unknown:
         raise PolyalignError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(known)})")
+
+
+def typed_values(cls, raw, where: str) -> dict:
+    """`raw`'s values typed by dataclass `cls`'s hints, not yet checked together (unknown keys are errors)."""
+    check_keys(cls, raw, where)
+    hints = typing.get_type_hints(cls)
+    return {k: coerce(v, hints[k], f"{where}.{k}") for k, v in raw.items()}
+
+
+def build(cls, raw, where: str):
+    """An instance of dataclass `cls` from a mapping: unknown and missing keys are errors."""
+    check_keys(cls, raw, where)
     missing = [
-        n
-        for n, f in known.items()
-        if n not in raw and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.name not in raw and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     ]
     if missing:
         raise PolyalignError(f"{where}: missing required key(s) {', '.join(missing)}")
-    return cls(**{k: coerce(v, hints[k], f"{where}.{k}") for k, v in raw.items()})
+    return cls(**typed_values(cls, raw, where))
+
+
+def choice_text(choices) -> str:
+    """'a or b', or 'one of a, b, c': how an error names the accepted values."""
+    names = [str(c) for c in choices]
+    return " or ".join(names) if len(names) <= 2 else f"one of {', '.join(names)}"
 
 
 def read_mapping(path: Path, what: str) -> dict:

@@ -7,12 +7,11 @@ validates a file without touching a model or the benchmark. polyalign.study.expe
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from polyalign.alignment.alignment_data import PAIRINGS
-from polyalign.alignment.train_config import TrainConfig, load_config
-from polyalign.alignment.train_config import check_config as check_train_config
+from polyalign.alignment.train_config import TrainConfig
 from polyalign.core.config import apply_overrides, build, read_mapping
 from polyalign.core.declarations import (
     DTYPE_CHOICES,
@@ -132,11 +131,9 @@ class Experiment:
 
 
 def train_config(setting: AlignmentSetting, trust_remote_code: bool = False) -> TrainConfig:
-    """The paper's recipe (packaged YAML) with the setting's `train` overrides, typed and checked."""
-    cfg = build(TrainConfig, {**asdict(load_config()), **setting.train}, f"alignment '{setting.name}' train")
-    cfg.trust_remote_code = cfg.trust_remote_code or trust_remote_code
-    check_train_config(cfg)
-    return cfg
+    """The paper's recipe (TrainConfig's defaults) with the setting's `train` overrides, typed and checked."""
+    cfg = build(TrainConfig, setting.train, f"alignment '{setting.name}' train")
+    return replace(cfg, trust_remote_code=cfg.trust_remote_code or trust_remote_code)
 
 
 def trainings(setting: AlignmentSetting, trust_remote_code: bool = False) -> list[tuple[str, TrainConfig]]:
