@@ -9,11 +9,10 @@ import importlib.util
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from polyalign.alignment.quantized import QUANTIZATIONS, check_quantization
 from polyalign.alignment.training_data import TEMPLATES
-from polyalign.core.config import apply_overrides, build, choice_text, read_mapping, typed_values
+from polyalign.core.config import apply_overrides, build, check_choices, option, read_mapping, typed_values
 from polyalign.core.declarations import TRAIN_PRECISIONS, check_seed, short_precision
 from polyalign.core.errors import PolyalignError
 
@@ -41,14 +40,6 @@ POSITIVE = (
 )
 
 
-def option(default: Any, help: str, choices: tuple | None = None) -> Any:
-    """A field with its help (and choices) as metadata: `polyalign train --help` lists them."""
-    metadata = {"help": help, **({"choices": choices} if choices else {})}
-    if isinstance(default, list):
-        return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
-    return dataclasses.field(default=default, metadata=metadata)
-
-
 @dataclass
 class TrainConfig:
     """Training hyper-parameters; the defaults are the paper's LoRA recipe (Zhang et al. 2024, trained
@@ -61,7 +52,7 @@ class TrainConfig:
     epochs: float = option(3.0, "training epochs")
     max_steps: int = option(-1, "> 0: stop after that many optimizer steps, overriding epochs (smoke tests)")
     learning_rate: float = option(5e-5, "peak learning rate")
-    lr_scheduler: str = option("cosine", "learning-rate schedule", SCHEDULERS)
+    lr_scheduler: str = option("cosine", f"learning-rate schedule: {', '.join(SCHEDULERS)}", SCHEDULERS)
     warmup_ratio: float = option(0.1, "fraction of steps with linear warm-up")
     per_device_batch: int = option(4, "training batch per device (effective batch 4 x 4 = 16 on one device)")
     grad_accum: int = option(4, "gradient accumulation steps")
@@ -143,14 +134,6 @@ def check_fractions(cfg: TrainConfig) -> None:
             f"learning_rate must be a finite number > 0 (got {cfg.learning_rate}), "
             "warmup_ratio and lora_dropout in [0, 1)"
         )
-
-
-def check_choices(cfg: TrainConfig) -> None:
-    """Each field whose metadata lists choices holds one of them (or None where it may)."""
-    for f in dataclasses.fields(cfg):
-        value, choices = getattr(cfg, f.name), f.metadata.get("choices")
-        if choices and value is not None and value not in choices:
-            raise PolyalignError(f"{f.name} must be {choice_text(choices)} (got '{value}')")
 
 
 # Keys added after runs were recorded: left out of a run's identity at their default, so a step or

@@ -12,12 +12,14 @@ import re
 import types
 import typing
 from pathlib import Path
+from typing import Any, TypeVar
 
 import yaml
 
 from polyalign.core.errors import PolyalignError
 from polyalign.core.files import read_text
 
+T = TypeVar("T")
 TRUE, FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
 
@@ -129,6 +131,30 @@ def build(cls, raw, where: str):
     if missing:
         raise PolyalignError(f"{where}: missing required key(s) {', '.join(missing)}")
     return cls(**typed_values(cls, raw, where))
+
+
+def option(default: Any = dataclasses.MISSING, help: str = "", choices: tuple | None = None, **cli: Any) -> Any:
+    """A dataclass field carrying its help, choices and command-line hints (`parse`, `metavar`) as
+    metadata, so a config's fields declare once what a YAML key or a command's option means."""
+    metadata = {"help": help, **({"choices": choices} if choices else {}), **cli}
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def from_attributes(cls: type[T], source: object, **given: Any) -> T:
+    """Dataclass `cls` from `given`, else `source`'s attributes of the same names (a parsed command
+    line, an experiment), else its defaults: the one place such a config is copied from another."""
+    values = {f.name: getattr(source, f.name) for f in dataclasses.fields(cls) if hasattr(source, f.name)}  # type: ignore[arg-type]
+    return cls(**{**values, **given})
+
+
+def check_choices(config: object) -> None:
+    """Each field whose metadata lists choices holds one of them (or None)."""
+    for f in dataclasses.fields(config):  # type: ignore[arg-type]
+        value, choices = getattr(config, f.name), f.metadata.get("choices")
+        if choices and value is not None and value not in choices:
+            raise PolyalignError(f"{f.name} must be {choice_text(choices)} (got '{value}')")
 
 
 def choice_text(choices) -> str:
