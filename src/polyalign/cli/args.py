@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from polyalign.analysis.analysis_spec import LensSpec, PcaSpec
+from polyalign.core.config import from_attributes
 from polyalign.core.declarations import (
     DEFAULT_MODEL,
     DTYPE_CHOICES,
     POOLINGS,
     check_analysis_limit,
-    check_choice,
     dtype_name,
 )
 from polyalign.core.errors import PolyalignError
@@ -102,6 +103,11 @@ def add_analysis_args(p: argparse.ArgumentParser) -> None:
     add_items_args(p)
 
 
+def language_list(text: str) -> list[str]:
+    """--langs 'zh,ja' (or 'all') as a spec's list of codes."""
+    return [code.strip() for code in text.split(",") if code.strip()]
+
+
 def parse_layers(spec: str | None) -> list[int | str] | None:
     """'12,18,last' -> [12, 18, 'last'] (checked against the model when it is loaded)."""
     if spec is None:
@@ -158,22 +164,18 @@ def cmd_lens(args: argparse.Namespace) -> int:
     from polyalign.analysis.lens import run_lens
 
     layers = check_analysis_args(args, "the lens")
+    spec = from_attributes(LensSpec, args, langs=language_list(args.langs), layers=layers)
     model, tokenizer, label, compare = load_models(args)
     meta = run_lens(
         model,
         tokenizer,
-        args.task,
-        args.langs,
-        args.mode,
-        args.limit,
-        args.data_dir,
-        args.prompts,
+        spec,
         args.out,
+        data_dir=args.data_dir,
+        prompts=args.prompts,
         label=label,
         compare=compare,
-        layers=layers,
         batch_size=args.batch_size,
-        items=args.items,
     )
     for lang, info in meta["languages"].items():
         print(f"{lang}: {info['n_items']} items, {info['overlap']['count']} tokens shared with English labels")
@@ -184,25 +186,19 @@ def cmd_lens(args: argparse.Namespace) -> int:
 def cmd_pca(args: argparse.Namespace) -> int:
     from polyalign.analysis.pca import run_pca
 
-    check_choice(args.pooling, POOLINGS, "pooling")
     layers = check_analysis_args(args, "PCA")
+    spec = from_attributes(PcaSpec, args, langs=language_list(args.langs), layers=layers)  # checks pooling
     model, tokenizer, label, compare = load_models(args)
     meta = run_pca(
         model,
         tokenizer,
-        args.task,
-        args.langs,
-        layers,
-        args.pooling,
-        args.limit,
-        args.data_dir,
-        args.prompts,
+        spec,
         args.out,
+        data_dir=args.data_dir,
+        prompts=args.prompts,
         label=label,
         compare=compare,
-        mode=args.mode,
         batch_size=args.batch_size,
-        items=args.items,
     )
     print(
         f"pca: {meta['n_items']} items x {len(meta['langs'])} languages, layers {meta['layers']}; "

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from polyalign.alignment.alignment_data import PAIRINGS
 from polyalign.alignment.train_config import TrainConfig
+from polyalign.analysis.analysis_spec import LensSpec, PcaSpec
 from polyalign.core.config import apply_overrides, build, read_mapping
 from polyalign.core.declarations import (
     DTYPE_CHOICES,
-    POOLINGS,
     RULES,
     check_analysis_limit,
     check_choice,
@@ -62,31 +62,6 @@ class AlignmentSetting:
 # what a control shares with the setting it controls; it differs only in pairing, seeds, tasks and modes
 CONTROL_SAME: tuple[str, ...] = ("task", "sources", "target", "per_language", "seed", "train", "items")
 CONTROL_SAME += ("pair_files", "target_file", "translator", "translator_lang_codes")
-
-
-@dataclass
-class LensSpec:
-    """A logit-lens analysis of the base model and every adapter (paper Figure 1)."""
-
-    task: str
-    langs: list[str]
-    mode: str = "native"  # prompt label words
-    limit: int | None = 100  # first N items per language (at least 3; None: all)
-    layers: list[int | str] | None = None  # 1-based layers or 'last' (None: all)
-    items: str | None = None  # benchmark item range START:STOP (default: the experiment's)
-
-
-@dataclass
-class PcaSpec:
-    """A PCA of intermediate representations of the base model and every adapter (paper Figure 2)."""
-
-    task: str
-    langs: list[str]
-    layers: list[int | str] = field(default_factory=lambda: ["last"])
-    pooling: str = "mean"  # mean (item tokens), all (every prompt position, the paper) or last
-    limit: int | None = 100
-    mode: str = "english"
-    items: str | None = None  # benchmark item range START:STOP (default: the experiment's)
 
 
 @dataclass
@@ -227,8 +202,6 @@ def check_experiment(exp: Experiment) -> None:
             check_layer_names(spec.layers, f"analyses.{kind}")
             parse_items(spec.items, f"analyses.{kind}.items")
             check_analysis_limit(spec.limit, kind, f"analyses.{kind}: limit")
-            if isinstance(spec, PcaSpec):
-                check_choice(spec.pooling, POOLINGS, "pooling")
     check_claims(exp)
 
 
