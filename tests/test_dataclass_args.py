@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 
 from polyalign.alignment.train_config import TrainConfig
+from polyalign.analysis.analysis_spec import LensSpec, PcaSpec
 from polyalign.cli.commands import build_parser
 from polyalign.cli.dataclass_args import add_dataclass_arguments, fields_help
 from polyalign.core.config import from_attributes, option
@@ -51,9 +52,10 @@ def test_the_builder_on_a_small_config():
         words: list[str] = option(["a"], "a list")
 
     parser = argparse.ArgumentParser()
-    add_dataclass_arguments(parser, Small, skip=("words",), defaults={"count": 4})
-    args = parser.parse_args(["--name", "x", "--flag", "--no-maybe"])
-    assert from_attributes(Small, args) == Small("x", 4, True, False, ["a"])
+    add_dataclass_arguments(parser, Small, defaults={"count": 4})
+    args = parser.parse_args(["--name", "x", "--flag", "--no-maybe", "--words", "b, c"])
+    assert from_attributes(Small, args) == Small("x", 4, True, False, ["b", "c"])
+    assert parser.parse_args(["--name", "x"]).words == ["a"]
     with pytest.raises(SystemExit):
         parser.parse_args([])  # --name is required
     assert "words (a): a list" in fields_help(Small) and "maybe (null)" in fields_help(Small)
@@ -63,3 +65,13 @@ def test_train_help_lists_every_recipe_key():
     text = subparser("train").format_help()
     for f in dataclasses.fields(TrainConfig):
         assert f"  {f.name} (" in text, f.name
+
+
+@pytest.mark.parametrize("name,spec", [("lens", LensSpec), ("pca", PcaSpec)])
+def test_lens_and_pca_options_are_their_specs(name, spec):
+    """The commands' defaults are an experiment's: one declaration for both."""
+    args = subparser(name).parse_args(["--task", "emotion", "--langs", "zh, ja", "--out", "o"])
+    default_layers = spec("emotion", []).layers
+    assert from_attributes(spec, args, layers=default_layers) == spec("emotion", ["zh", "ja"])
+    with pytest.raises(SystemExit):
+        subparser("pca").parse_args(["--task", "emotion", "--langs", "en", "--out", "o", "--pooling", "max"])

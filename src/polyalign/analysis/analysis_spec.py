@@ -12,15 +12,19 @@ from dataclasses import dataclass
 from polyalign.core.config import option
 from polyalign.core.declarations import POOLINGS, check_choice
 
+TASK_HELP = "emotion, snli, paws, or a task .yaml file"
+LANGS_HELP = "comma-separated codes (zh,ja,ru) or 'all' (in an experiment, a list)"
+LIMIT_HELP = "first N items per language (at least 3; in an experiment, null: all)"
+
 
 @dataclass
 class LensSpec:
     """A logit-lens analysis of the base model and every adapter (paper Figure 1)."""
 
-    task: str = option(help="emotion, snli, paws, or a task .yaml file")
-    langs: list[str] = option(help="language codes, or ['all']")
+    task: str = option(help=TASK_HELP)
+    langs: list[str] = option(help=LANGS_HELP)
     mode: str = option("native", "prompt label words: english, native or agnostic")
-    limit: int | None = option(100, "first N items per language (at least 3; None: all)")
+    limit: int | None = option(100, LIMIT_HELP)
     layers: list[int | str] | None = option(None, "1-based layers or 'last' (None: all)")
     items: str | None = option(None, "benchmark item range START:STOP (in an experiment, default: the experiment's)")
 
@@ -29,8 +33,8 @@ class LensSpec:
 class PcaSpec:
     """A PCA of intermediate representations of the base model and every adapter (paper Figure 2)."""
 
-    task: str = option(help="emotion, snli, paws, or a task .yaml file")
-    langs: list[str] = option(help="language codes, or ['all']")
+    task: str = option(help=TASK_HELP)
+    langs: list[str] = option(help=LANGS_HELP)
     layers: list[int | str] = option(["last"], "1-based layers or 'last'")
     pooling: str = option(
         "mean",
@@ -38,7 +42,7 @@ class PcaSpec:
         "(the paper's Figure 2); last: the answer position",
         POOLINGS,
     )
-    limit: int | None = option(100, "first N items per language (at least 3; None: all)")
+    limit: int | None = option(100, LIMIT_HELP)
     mode: str = option("english", "prompt label words: english, native or agnostic")
     items: str | None = option(None, "benchmark item range START:STOP (in an experiment, default: the experiment's)")
 

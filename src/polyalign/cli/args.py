@@ -11,11 +11,11 @@ import argparse
 from pathlib import Path
 
 from polyalign.analysis.analysis_spec import LensSpec, PcaSpec
+from polyalign.cli.dataclass_args import add_dataclass_arguments
 from polyalign.core.config import from_attributes
 from polyalign.core.declarations import (
     DEFAULT_MODEL,
     DTYPE_CHOICES,
-    POOLINGS,
     check_analysis_limit,
     dtype_name,
 )
@@ -89,23 +89,17 @@ def add_items_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_analysis_args(p: argparse.ArgumentParser) -> None:
-    """Model, data and output options shared by `lens` and `pca`."""
+def add_analysis_args(p: argparse.ArgumentParser, spec: type[LensSpec] | type[PcaSpec]) -> None:
+    """Model, data and output options shared by `lens` and `pca`, and their spec's (--task, --langs,
+    --mode, --limit, --pooling) from its fields; --layers and --items are read as text, then checked."""
     add_model_args(p, compare=True)
     add_data_args(p)
-    p.add_argument("--task", required=True, help="emotion, snli, paws, or a task .yaml file")
-    p.add_argument("--langs", required=True, help="comma-separated codes (zh,ja,ru) or 'all'")
-    p.add_argument("--limit", type=int, default=100, help="first N items per language (at least 3)")
+    add_dataclass_arguments(p, spec, skip=("layers", "items"))
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument(
         "--batch-size", type=int, default=16, help="most prompts per forward; batches are cut to minimize padding"
     )
     add_items_args(p)
-
-
-def language_list(text: str) -> list[str]:
-    """--langs 'zh,ja' (or 'all') as a spec's list of codes."""
-    return [code.strip() for code in text.split(",") if code.strip()]
 
 
 def parse_layers(spec: str | None) -> list[int | str] | None:
@@ -164,7 +158,7 @@ def cmd_lens(args: argparse.Namespace) -> int:
     from polyalign.analysis.lens import run_lens
 
     layers = check_analysis_args(args, "the lens")
-    spec = from_attributes(LensSpec, args, langs=language_list(args.langs), layers=layers)
+    spec = from_attributes(LensSpec, args, layers=layers)
     model, tokenizer, label, compare = load_models(args)
     meta = run_lens(
         model,
@@ -187,7 +181,7 @@ def cmd_pca(args: argparse.Namespace) -> int:
     from polyalign.analysis.pca import run_pca
 
     layers = check_analysis_args(args, "PCA")
-    spec = from_attributes(PcaSpec, args, langs=language_list(args.langs), layers=layers)  # checks pooling
+    spec = from_attributes(PcaSpec, args, layers=layers)  # checks pooling
     model, tokenizer, label, compare = load_models(args)
     meta = run_pca(
         model,
@@ -210,20 +204,11 @@ def cmd_pca(args: argparse.Namespace) -> int:
 def add_analysis_cli(subparsers) -> None:
     """Register `polyalign lens` and `polyalign pca`."""
     p = subparsers.add_parser("lens", help="logit lens: input-language vs English answer over layers")
-    add_analysis_args(p)
-    p.add_argument("--mode", default="native", help="prompt label words: english, native or agnostic")
+    add_analysis_args(p, LensSpec)
     p.add_argument("--layers", help="comma-separated layers to read (default: all; 'last' allowed)")
     p.set_defaults(func=cmd_lens)
 
     p = subparsers.add_parser("pca", help="PCA of intermediate representations across languages")
-    add_analysis_args(p)
-    p.add_argument("--mode", default="english", help="prompt label words: english, native or agnostic")
+    add_analysis_args(p, PcaSpec)
     p.add_argument("--layers", default="last", help="comma-separated layers, e.g. 12,18,last (default: last)")
-    p.add_argument(
-        "--pooling",
-        default="mean",
-        choices=POOLINGS,
-        help="mean: the item's tokens; all: every prompt position, few-shot block and BOS included "
-        "(the paper's Figure 2); last: the answer position",
-    )
     p.set_defaults(func=cmd_pca)

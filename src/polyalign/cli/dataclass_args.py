@@ -44,6 +44,8 @@ def argument_options(f: dataclasses.Field, hint: Any) -> dict[str, Any]:
         options["required"] = True
     if "metavar" in f.metadata:
         options["metavar"] = f.metadata["metavar"]
+    if "choices" in f.metadata:
+        options["choices"] = f.metadata["choices"]
     base = [a for a in typing.get_args(hint) if a is not type(None)] if is_optional(hint) else [hint]
     if base == [bool]:
         options["action"] = argparse.BooleanOptionalAction if is_optional(hint) else "store_true"
@@ -51,7 +53,14 @@ def argument_options(f: dataclasses.Field, hint: Any) -> dict[str, Any]:
         options["type"] = f.metadata["parse"]
     elif len(base) == 1 and base[0] in (int, float):
         options["type"] = base[0]
+    elif len(base) == 1 and typing.get_origin(base[0]) is list and typing.get_args(base[0]) == (str,):
+        options["type"] = comma_list  # as a `key=value` override reads it (polyalign.core.config)
     return options
+
+
+def comma_list(text: str) -> list[str]:
+    """'zh, ja' -> ['zh', 'ja']."""
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def is_optional(hint: Any) -> bool:

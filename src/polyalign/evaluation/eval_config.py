@@ -30,7 +30,7 @@ class EvalConfig:
     task: str = option(help="emotion, snli, paws, or a task .yaml file")
     langs: str = option("all", "'all' or comma-separated codes (en,zh,...)")
     mode: str = option("english", "label words: english, native or agnostic")
-    scoring: str = option("exact", "exact (full label log-prob) or prefix (the paper's rule)", RULES)
+    scoring: str = option("exact", "exact (full label log-prob) or prefix (the paper's rule)")  # checked below
     adapter: str | None = option(None, "LoRA adapter folder applied on top of the model")
     limit: int | None = option(None, "first N items per language")
     items: str | None = option(None, "half-open range of benchmark item indices, e.g. 0:250", metavar="START:STOP")
