@@ -88,6 +88,8 @@ def coerce(value, hint, where: str):
         raise error or PolyalignError(f"{where}: no type to check it against")
     if dataclasses.is_dataclass(hint):
         return build(hint, value, where)
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:  # tuple[X, ...]: a list, kept immutable
+        return tuple(coerce(value, list[args[0]], where))  # type: ignore[valid-type]
     if origin is list:
         if isinstance(value, str) and args[0] is str:
             value = [v.strip() for v in value.split(",") if v.strip()]
@@ -120,9 +122,8 @@ def typed_values(cls, raw, where: str) -> dict:
     return {k: coerce(v, hints[k], f"{where}.{k}") for k, v in raw.items()}
 
 
-def build(cls, raw, where: str):
-    """An instance of dataclass `cls` from a mapping: unknown and missing keys are errors."""
-    check_keys(cls, raw, where)
+def check_required(cls, raw: dict, where: str) -> None:
+    """`raw` has every field of dataclass `cls` that has no default."""
     missing = [
         f.name
         for f in dataclasses.fields(cls)
@@ -130,6 +131,12 @@ def build(cls, raw, where: str):
     ]
     if missing:
         raise PolyalignError(f"{where}: missing required key(s) {', '.join(missing)}")
+
+
+def build(cls, raw, where: str):
+    """An instance of dataclass `cls` from a mapping: unknown and missing keys are errors."""
+    check_keys(cls, raw, where)
+    check_required(cls, raw, where)
     return cls(**typed_values(cls, raw, where))
 
 
