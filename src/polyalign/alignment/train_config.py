@@ -90,11 +90,11 @@ class TrainConfig:
     trust_remote_code: bool = option(False, "allow model code from the hub")
 
     def __post_init__(self) -> None:
-        self.precision = short_precision(self.precision)  # one vocabulary: float32 and fp32 alike
         self.check()
 
     def check(self) -> None:
         """Reject values Trainer would accept silently or fail on late (rerun after a change)."""
+        self.precision = short_precision(self.precision)  # one vocabulary: float32 and fp32 alike
         for name in POSITIVE:
             if getattr(self, name) < 1:
                 raise PolyalignError(f"config key '{name}' must be at least 1 (got {getattr(self, name)})")
@@ -102,6 +102,8 @@ class TrainConfig:
         check_seed(self.seed, "seed")
         check_fractions(self)
         check_quantization(self.quantization)  # before the choices: it names what is missing to install
+        if self.precision not in TRAIN_PRECISIONS:  # before the choices: it names the long spellings too
+            raise PolyalignError(f"precision must be auto, bf16 (bfloat16) or fp32 (float32) (got '{self.precision}')")
         check_choices(self)
         if self.keep == "best" and self.val_size > 0 and self.save_steps % self.eval_steps:
             raise PolyalignError(

@@ -50,6 +50,7 @@ def eval_step(ctx: StepContext, model, mid, setting, adapter, adapter_key, task,
             adapter=adapter,
             data_dir=str(ctx.data_dir),
             prompts=ctx.prompts,
+            # the experiment's one `verify` key, as EvalConfig's two (its own verify is not EvalConfig's)
             **{"verify": None, "verify_threshold": None, **verify_settings(exp.verify)},
         )
         results = run_eval(cfg, net, tokenizer, folder / "eval", overwrite=True)
