@@ -1,8 +1,9 @@
 """Typed dataclass configs from YAML files and `key=value` overrides.
 
-One loader for every config (training recipes, experiment files): values are checked
-against the dataclass's type hints, nested dataclasses are built recursively, and any
-unknown key, missing key or ill-typed value is a one-line error naming where it was.
+One loader for every config (training recipes, experiment files, task files): values are
+checked against the dataclass's type hints, nested dataclasses are built recursively, and any
+unknown key, missing key or ill-typed value is a one-line error naming where it was. A field
+declares its help and choices once (`option`), for YAML and command line alike.
 """
 
 from __future__ import annotations
@@ -152,7 +153,8 @@ def option(default: Any = dataclasses.MISSING, help: str = "", choices: tuple | 
 def from_attributes(cls: type[T], source: object, **given: Any) -> T:
     """Dataclass `cls` from `given`, else `source`'s attributes of the same names (a parsed command
     line, an experiment), else its defaults: the one place such a config is copied from another."""
-    values = {f.name: getattr(source, f.name) for f in dataclasses.fields(cls) if hasattr(source, f.name)}  # type: ignore[arg-type]
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    values = {name: getattr(source, name) for name in names if hasattr(source, name)}
     return cls(**{**values, **given})
 
 
