@@ -29,6 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local; never wait 
 
 import torch  # noqa: E402
 
+from polyalign.analysis.analysis_spec import LensSpec  # noqa: E402
 from polyalign.analysis.lens import run_lens  # noqa: E402
 from polyalign.core.errors import PolyalignError  # noqa: E402
 from polyalign.core.tasks import resolve_data_dir  # noqa: E402
@@ -93,13 +94,10 @@ def timed_lens(args, model, tokenizer, limit: int, out: Path) -> tuple[float, fl
         lambda: run_lens(
             model,
             tokenizer,
-            args.task,
-            args.langs,
-            args.mode,
-            limit,
+            LensSpec(args.task, args.langs.split(","), args.mode, limit),
+            out,
             args.data_dir,
             args.prompts,
-            out,
             batch_size=args.lens_batch_size or args.batch_size,
         )
     )

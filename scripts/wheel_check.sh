@@ -32,7 +32,7 @@ import sys, zipfile
 names = zipfile.ZipFile(sys.argv[1]).namelist()
 need = ["polyalign/study/experiments/paper/table3_tasks.yaml", "polyalign/study/experiments/examples/emotion_study.yaml",
         "polyalign/core/tasks/snli.yaml", "polyalign/core/packs/polyalign.json",
-        "polyalign/alignment/configs/train_default.yaml", "polyalign/reports/paper_numbers.yaml",
+        "polyalign/reports/paper_numbers.yaml",
         "polyalign/cli/__main__.py"]
 missing = [n for n in need if n not in names]
 missing += [] if any(n.endswith(".dist-info/licenses/LICENSE") for n in names) else ["LICENSE"]

@@ -85,6 +85,20 @@ def test_bad_task_files_fail_in_one_line(tmp_path, replace, message):
         load_task(path)
 
 
+def test_task_files_are_read_by_the_typed_loader(tmp_path):
+    """Unknown and missing keys and bad YAML are named as in every config file; lists come out as tuples."""
+    task = load_task(write_task(tmp_path, TASK))
+    assert task.classes == ("good", "bad") and task.fields == ("text",) and task.shots == 0
+    for text, message in [
+        (TASK + "clases: [a, b]\n", r"unknown key\(s\) clases"),
+        (TASK.replace("shots: 0\n", ""), r"missing required key\(s\) shots"),
+        (TASK + "pivot: [\n", "malformed YAML"),
+        ("- name\n", "must be a mapping"),
+    ]:
+        with pytest.raises(PolyalignError, match=message):
+            load_task(write_task(tmp_path, text))
+
+
 def test_a_bad_task_file_fails_in_one_line_from_the_cli(tmp_path, capsys, data_dir):
     path = write_task(tmp_path, TASK.replace("[text]", "text"))
     one_line_error(capsys, ["prompt", "--task", path, "--lang", "en", "--data-dir", str(data_dir)], "fields must be")

@@ -10,6 +10,7 @@ import torch
 
 from helpers import PCA_OUTPUTS, random_lora
 from polyalign.analysis import lens
+from polyalign.analysis.analysis_spec import LensSpec
 from polyalign.analysis.lens import QUANTITIES, plot_from_dir, run_lens
 from polyalign.analysis.states import collect_states
 from polyalign.cli import args as cli_args
@@ -33,7 +34,8 @@ def load_lens_model(model_dir, adapter=None):
 
 def lens_run(model_dir, data_dir, out, langs="es,zh", **kw):
     model, tok = load_lens_model(model_dir)
-    meta = run_lens(model, tok, "emotion", langs, "native", 3, data_dir, None, out, batch_size=2, **kw)
+    spec = LensSpec("emotion", langs.split(","), "native", 3, kw.pop("layers", None))
+    meta = run_lens(model, tok, spec, out, data_dir, batch_size=2, **kw)
     rows = [json.loads(line) for line in (out / "lens_items.jsonl").read_text().splitlines()]
     return model, tok, meta, rows
 
@@ -44,9 +46,8 @@ def gemma_lens(tiny_gemma, data_dir, tmp_path_factory):
     model, tok = load_lens_model(tiny_gemma)
     # A really different model to compare: the same base (and final norm) with a random LoRA adapter.
     adapted, _ = load_lens_model(tiny_gemma, adapter=str(random_lora(tiny_gemma, tmp_path_factory.mktemp("lora"))))
-    meta = run_lens(
-        model, tok, "emotion", "es,zh", "native", 3, data_dir, None, out, batch_size=2, compare=[("adapter", adapted)]
-    )
+    spec = LensSpec("emotion", ["es", "zh"], "native", 3)
+    meta = run_lens(model, tok, spec, out, data_dir, batch_size=2, compare=[("adapter", adapted)])
     rows = [json.loads(line) for line in (out / "lens_items.jsonl").read_text().splitlines()]
     return model, adapted, tok, meta, rows, out
 
@@ -243,8 +244,9 @@ def test_layer_subset(tiny_llama, data_dir, tmp_path):
 def test_bad_inputs(tiny_llama, data_dir, tmp_path, monkeypatch):
     model, tok = load_model(str(tiny_llama))
 
-    def run(langs="de", limit=3, data=data_dir, **kw):
-        return run_lens(model, tok, "emotion", langs, "native", limit, data, None, tmp_path / "bad", **kw)
+    def run(langs="de", limit=3, data=data_dir, layers=None, **kw):
+        spec = LensSpec("emotion", langs.split(","), "native", limit, layers)
+        return run_lens(model, tok, spec, tmp_path / "bad", data, **kw)
 
     for layers in ([0], [3], [1, 99]):
         with pytest.raises(PolyalignError, match="out of range"):

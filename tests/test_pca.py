@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from helpers import PCA_OUTPUTS, random_lora
+from polyalign.analysis.analysis_spec import PcaSpec
 from polyalign.analysis.pca import plot_from_dir, run_pca
 from polyalign.cli import args as cli_args
 from polyalign.core.errors import PolyalignError
@@ -45,7 +46,7 @@ def direct_states(model, tok, data_dir, layer, pooling, limit):
 def test_projections_correlations_alignment_equal_numpy(family, pooling, request, data_dir, tmp_path):
     model, tok = load_model(str(request.getfixturevalue(family)))
     out = tmp_path / "p"
-    meta = run_pca(model, tok, "emotion", ",".join(LANGS), [1, "last"], pooling, 4, data_dir, None, out, batch_size=3)
+    meta = run_pca(model, tok, PcaSpec("emotion", LANGS, [1, "last"], pooling, 4), out, data_dir, batch_size=3)
     total = meta["num_layers"]
     assert meta["layers"] == [1, total] and meta["n_items"] == 4
     z = np.load(out / "pca_base.npz", allow_pickle=False)
@@ -111,9 +112,8 @@ def test_two_models_side_by_side_and_pivot_added(tiny_llama, data_dir, tmp_path)
     model, tok = load_model(str(tiny_llama))
     adapted, _ = load_model(str(tiny_llama), adapter=str(random_lora(tiny_llama, tmp_path / "lora")))
     out = tmp_path / "two"
-    meta = run_pca(
-        model, tok, "emotion", "de,fr", ["last"], "mean", 3, data_dir, None, out, compare=[("aligned lora", adapted)]
-    )
+    spec = PcaSpec("emotion", ["de", "fr"], ["last"], "mean", 3)
+    meta = run_pca(model, tok, spec, out, data_dir, compare=[("aligned lora", adapted)])
     assert meta["files"] == {"base": "pca_base.npz", "aligned lora": "pca_aligned_lora.npz"}
     z = np.load(out / "pca_aligned_lora.npz")
     assert list(z["langs"]) == ["de", "fr"] and list(z["alignment_langs"]) == ["de", "fr"]  # en read, not plotted
@@ -128,7 +128,9 @@ def test_bad_inputs(tiny_llama, data_dir, tmp_path):
     model, tok = load_model(str(tiny_llama))
 
     def run(langs="en,de", layers=("last",), pooling="mean", limit=3):
-        return run_pca(model, tok, "emotion", langs, list(layers), pooling, limit, data_dir, None, tmp_path / "b")
+        return run_pca(
+            model, tok, PcaSpec("emotion", langs.split(","), list(layers), pooling, limit), tmp_path / "b", data_dir
+        )
 
     for layers in ([99], [0], [1, 3]):
         with pytest.raises(PolyalignError, match="out of range"):
@@ -140,9 +142,7 @@ def test_bad_inputs(tiny_llama, data_dir, tmp_path):
     with pytest.raises(PolyalignError, match="unknown language 'xx'"):
         run(langs="en,xx")
     with pytest.raises(PolyalignError, match="model labels must differ"):
-        run_pca(
-            model, tok, "emotion", "en", ["last"], "mean", 3, data_dir, None, tmp_path / "b", compare=[("base", model)]
-        )
+        run_pca(model, tok, PcaSpec("emotion", ["en"], limit=3), tmp_path / "b", data_dir, compare=[("base", model)])
     assert not (tmp_path / "b").exists()
     parser = argparse.ArgumentParser()
     cli_args.add_analysis_cli(parser.add_subparsers())

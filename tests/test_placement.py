@@ -61,10 +61,11 @@ def test_smollm2_offloaded_to_disk_scores_every_item_as_unsplit(whole_and_split,
 
 @pytest.mark.slow
 def test_the_logit_lens_of_an_offloaded_model_equals_the_unsplit_ones(whole_and_split, data_dir, tmp_path):
+    from polyalign.analysis.analysis_spec import LensSpec
     from polyalign.analysis.lens import run_lens
 
     def lens(model, tok, out):
-        run_lens(model, tok, "emotion", "en", "native", 3, data_dir, None, out, batch_size=2, layers=[10, "last"])
+        run_lens(model, tok, LensSpec("emotion", ["en"], "native", 3, [10, "last"]), out, data_dir, batch_size=2)
         return [json.loads(line) for line in (out / "lens_items.jsonl").read_text().splitlines()]
 
     whole_model, split_model, tok = whole_and_split
@@ -81,10 +82,11 @@ def test_the_logit_lens_of_an_offloaded_model_equals_the_unsplit_ones(whole_and_
 def test_pca_states_of_an_offloaded_model_equal_the_unsplit_ones(whole_and_split, data_dir, tmp_path):
     import numpy as np
 
+    from polyalign.analysis.analysis_spec import PcaSpec
     from polyalign.analysis.pca import run_pca
 
     def projections(model, tok, out):
-        run_pca(model, tok, "emotion", "en,de", [10, "last"], "mean", 3, data_dir, None, out, batch_size=3)
+        run_pca(model, tok, PcaSpec("emotion", ["en", "de"], [10, "last"], "mean", 3), out, data_dir, batch_size=3)
         return np.load(out / "pca_base.npz", allow_pickle=False)["proj"]
 
     whole_model, split_model, tok = whole_and_split

@@ -17,7 +17,7 @@ import yaml
 
 from polyalign.alignment.checkpoints import last_complete_checkpoint, provenance_callback
 from polyalign.alignment.quantized import prepare_quantized, quantization_kwargs, record_quantized_base
-from polyalign.alignment.train_config import TrainConfig, check_config, load_config, recipe_identity
+from polyalign.alignment.train_config import TrainConfig, load_config, recipe_identity
 from polyalign.alignment.train_fit import check_training_fits
 from polyalign.alignment.training_data import PadCollator, split_pairs, tokenize_pairs
 from polyalign.core.errors import PolyalignError
@@ -150,7 +150,7 @@ def train(
     from polyalign.engine.models import load_tokenizer
 
     cfg = cfg or load_config()
-    check_config(cfg)
+    cfg.check()  # again: a caller may have changed it since it was made
     out, data = Path(out), Path(data)
     rows = read_pairs(data)
     named = str(Path(model).resolve()) if Path(model).exists() else model  # same folder, same run

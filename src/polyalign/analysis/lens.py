@@ -27,6 +27,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from polyalign.analysis.analysis_spec import LensSpec
 from polyalign.analysis.lens_readout import SetReadout, rechunk
 from polyalign.analysis.states import collect_states, setup_analysis
 from polyalign.core.declarations import MIN_ITEMS
@@ -228,18 +229,13 @@ def _lens_rows(
 def run_lens(
     model,
     tokenizer,
-    task: str,
-    langs: str | list[str],
-    mode: str,
-    limit: int | None,
-    data_dir: str | Path | None,
-    prompts: str | Path | None,
+    spec: LensSpec,
     out_dir: str | Path,
+    data_dir: str | Path | None = None,
+    prompts: str | Path | None = None,
     label: str = "base",
     compare: list[tuple[str, object]] | None = None,
-    layers: list[int | str] | None = None,
     batch_size: int = 16,
-    items: str | None = None,
 ) -> dict:
     """Run the lens for `model` and every (label, model) in `compare`; returns lens.json's content.
 
@@ -248,10 +244,8 @@ def run_lens(
     first forward, and files are written only at the end.
     """
     models = [(label, model)] + list(compare or [])
-    cfg, spec, pack, codes, total, chosen = setup_analysis(
-        "the lens", models, task, langs, mode, limit, data_dir, prompts, layers, batch_size, items
-    )
-    prepared = {lang: prepare_lens_language(cfg, pack, spec, tokenizer, lang) for lang in codes}
+    cfg, task, pack, codes, total, chosen = setup_analysis("the lens", models, spec, data_dir, prompts, batch_size)
+    prepared = {lang: prepare_lens_language(cfg, pack, task, tokenizer, lang) for lang in codes}
     out = Path(out_dir)
     rows = _lens_rows(models, prepared, tokenizer, chosen, batch_size)
     write_jsonl(out / "lens_items.jsonl", rows)
@@ -259,10 +253,10 @@ def run_lens(
     for lang in codes:
         atomic_write_text(out / f"lens_{lang}.csv", _csv_text(summary, lang, chosen))
     meta = {
-        "task": spec.name,
-        "mode": mode,
-        "limit": limit,
-        "items": items,
+        "task": task.name,
+        "mode": spec.mode,
+        "limit": spec.limit,
+        "items": spec.items,
         "layers": chosen,
         "num_layers": total,
         "models": [m[0] for m in models],

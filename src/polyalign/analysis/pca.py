@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from polyalign.analysis.analysis_spec import PcaSpec
 from polyalign.analysis.states import collect_states, setup_analysis
 from polyalign.core.declarations import MIN_ITEMS, POOLINGS, check_choice
 from polyalign.core.errors import PolyalignError
@@ -179,34 +180,26 @@ def _save_arrays(path: Path, result: dict, layers: list[int], langs: list[str], 
 def run_pca(
     model,
     tokenizer,
-    task: str,
-    langs: str | list[str],
-    layers: list[int | str] | None,
-    pooling: str,
-    limit: int | None,
-    data_dir: str | Path | None,
-    prompts: str | Path | None,
+    spec: PcaSpec,
     out_dir: str | Path,
+    data_dir: str | Path | None = None,
+    prompts: str | Path | None = None,
     label: str = "base",
     compare: list[tuple[str, object]] | None = None,
-    mode: str = "english",
     batch_size: int = 16,
-    items: str | None = None,
 ) -> dict:
     """PCA, PC1 correlations and alignment for `model` (and each (label, model) in `compare`)."""
-    check_choice(pooling, POOLINGS, "pooling")
+    check_choice(spec.pooling, POOLINGS, "pooling")  # again: a caller may have changed it
     models = [(label, model)] + list(compare or [])
-    cfg, spec, pack, codes, total, chosen = setup_analysis(
-        "PCA", models, task, langs, mode, limit, data_dir, prompts, layers, batch_size, items
-    )
+    cfg, task, pack, codes, total, chosen = setup_analysis("PCA", models, spec, data_dir, prompts, batch_size)
     prepared = {lang: prepare_language(cfg, pack, tokenizer, lang) for lang in dict.fromkeys(codes + [PIVOT])}
-    n = _parallel_count(spec.name, {lang: len(p.items) for lang, p in prepared.items()})
+    n = _parallel_count(task.name, {lang: len(p.items) for lang, p in prepared.items()})
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results, files = {}, {}
     for name, net in models:
         states = {
-            lang: item_states(net, tokenizer, prep, chosen, pooling, batch_size) for lang, prep in prepared.items()
+            lang: item_states(net, tokenizer, prep, chosen, spec.pooling, batch_size) for lang, prep in prepared.items()
         }
         results[name] = analyse(states, codes, chosen)
         files[name] = f"pca_{slug(name)}.npz"
@@ -214,11 +207,11 @@ def run_pca(
         _save_arrays(out / files[name], results[name], chosen, codes, item_index)
     write_tables(out, results, codes, chosen, n)
     meta = {
-        "task": spec.name,
-        "mode": mode,
-        "pooling": pooling,
-        "limit": limit,
-        "items": items,
+        "task": task.name,
+        "mode": spec.mode,
+        "pooling": spec.pooling,
+        "limit": spec.limit,
+        "items": spec.items,
         "n_items": n,
         "layers": chosen,
         "num_layers": total,

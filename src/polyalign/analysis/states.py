@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from polyalign.analysis.analysis_spec import LensSpec, PcaSpec
+from polyalign.core.config import from_attributes
 from polyalign.core.declarations import POOLINGS, check_analysis_limit, check_choice, resolve_layers
 from polyalign.core.errors import PolyalignError
 from polyalign.core.paths import slug
@@ -21,7 +23,7 @@ from polyalign.core.prompts import PromptPack
 from polyalign.core.tasks import TaskSpec
 from polyalign.engine.scoring import Item, Scorer, plan_batches
 from polyalign.engine.unembed import num_layers
-from polyalign.evaluation.evaluate import EvalConfig
+from polyalign.evaluation.eval_config import EvalConfig
 from polyalign.evaluation.inputs import check_inputs
 
 Pooler = Callable[[torch.Tensor], torch.Tensor]  # block output [batch, length, hidden] -> [batch, hidden]
@@ -30,15 +32,10 @@ Pooler = Callable[[torch.Tensor], torch.Tensor]  # block output [batch, length, 
 def setup_analysis(
     what: str,
     models: list[tuple[str, object]],
-    task: str,
-    langs: str | list[str],
-    mode: str,
-    limit: int | None,
+    spec: LensSpec | PcaSpec,
     data_dir: str | Path | None,
     prompts: str | Path | None,
-    layers: list[int | str] | None,
     batch_size: int,
-    items: str | None = None,
 ) -> tuple[EvalConfig, TaskSpec, PromptPack, list[str], int, list[int]]:
     """Checks shared by the lens and PCA: distinct labels, enough items, same depth, valid layers.
 
@@ -47,18 +44,15 @@ def setup_analysis(
     """
     if len({slug(label) for label, _ in models}) != len(models):
         raise PolyalignError(f"model labels must differ ({', '.join(m[0] for m in models)})")
-    check_analysis_limit(limit, what)
+    check_analysis_limit(spec.limit, what)
     if batch_size < 1:
         raise PolyalignError("--batch-size must be at least 1")
-    spec, pack, codes = check_inputs(task, langs, mode, items, limit, data_dir, prompts)
-    cfg = EvalConfig(
+    task, pack, codes = check_inputs(spec.task, spec.langs, spec.mode, spec.items, spec.limit, data_dir, prompts)
+    cfg = from_attributes(  # task, mode, limit and items: the spec's; exact scoring prepares every label
+        EvalConfig,
+        spec,
         model=models[0][0],
-        task=task,
         langs=",".join(codes),
-        mode=mode,
-        scoring="exact",
-        limit=limit,
-        items=items,
         data_dir=str(data_dir) if data_dir else None,
         prompts=str(prompts) if prompts else None,
         batch_size=batch_size,
@@ -66,7 +60,7 @@ def setup_analysis(
     total = num_layers(models[0][1])
     if any(num_layers(m) != total for _, m in models):
         raise PolyalignError("compared models have different numbers of layers")
-    return cfg, spec, pack, codes, total, resolve_layers(layers, total)
+    return cfg, task, pack, codes, total, resolve_layers(spec.layers, total)
 
 
 def _layer(out, layer: int, total: int) -> torch.Tensor:

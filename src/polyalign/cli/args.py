@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from polyalign.analysis.analysis_spec import LensSpec, PcaSpec
+from polyalign.cli.dataclass_args import add_dataclass_arguments
+from polyalign.core.config import from_attributes
 from polyalign.core.declarations import (
     DEFAULT_MODEL,
     DTYPE_CHOICES,
-    POOLINGS,
     check_analysis_limit,
-    check_choice,
     dtype_name,
 )
 from polyalign.core.errors import PolyalignError
@@ -88,13 +89,12 @@ def add_items_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_analysis_args(p: argparse.ArgumentParser) -> None:
-    """Model, data and output options shared by `lens` and `pca`."""
+def add_analysis_args(p: argparse.ArgumentParser, spec: type[LensSpec] | type[PcaSpec]) -> None:
+    """Model, data and output options shared by `lens` and `pca`, and their spec's (--task, --langs,
+    --mode, --limit, --pooling) from its fields; --layers and --items are read as text, then checked."""
     add_model_args(p, compare=True)
     add_data_args(p)
-    p.add_argument("--task", required=True, help="emotion, snli, paws, or a task .yaml file")
-    p.add_argument("--langs", required=True, help="comma-separated codes (zh,ja,ru) or 'all'")
-    p.add_argument("--limit", type=int, default=100, help="first N items per language (at least 3)")
+    add_dataclass_arguments(p, spec, skip=("layers", "items"))
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument(
         "--batch-size", type=int, default=16, help="most prompts per forward; batches are cut to minimize padding"
@@ -158,22 +158,18 @@ def cmd_lens(args: argparse.Namespace) -> int:
     from polyalign.analysis.lens import run_lens
 
     layers = check_analysis_args(args, "the lens")
+    spec = from_attributes(LensSpec, args, layers=layers)
     model, tokenizer, label, compare = load_models(args)
     meta = run_lens(
         model,
         tokenizer,
-        args.task,
-        args.langs,
-        args.mode,
-        args.limit,
-        args.data_dir,
-        args.prompts,
+        spec,
         args.out,
+        data_dir=args.data_dir,
+        prompts=args.prompts,
         label=label,
         compare=compare,
-        layers=layers,
         batch_size=args.batch_size,
-        items=args.items,
     )
     for lang, info in meta["languages"].items():
         print(f"{lang}: {info['n_items']} items, {info['overlap']['count']} tokens shared with English labels")
@@ -184,25 +180,19 @@ def cmd_lens(args: argparse.Namespace) -> int:
 def cmd_pca(args: argparse.Namespace) -> int:
     from polyalign.analysis.pca import run_pca
 
-    check_choice(args.pooling, POOLINGS, "pooling")
     layers = check_analysis_args(args, "PCA")
+    spec = from_attributes(PcaSpec, args, layers=layers)  # checks pooling
     model, tokenizer, label, compare = load_models(args)
     meta = run_pca(
         model,
         tokenizer,
-        args.task,
-        args.langs,
-        layers,
-        args.pooling,
-        args.limit,
-        args.data_dir,
-        args.prompts,
+        spec,
         args.out,
+        data_dir=args.data_dir,
+        prompts=args.prompts,
         label=label,
         compare=compare,
-        mode=args.mode,
         batch_size=args.batch_size,
-        items=args.items,
     )
     print(
         f"pca: {meta['n_items']} items x {len(meta['langs'])} languages, layers {meta['layers']}; "
@@ -214,20 +204,11 @@ def cmd_pca(args: argparse.Namespace) -> int:
 def add_analysis_cli(subparsers) -> None:
     """Register `polyalign lens` and `polyalign pca`."""
     p = subparsers.add_parser("lens", help="logit lens: input-language vs English answer over layers")
-    add_analysis_args(p)
-    p.add_argument("--mode", default="native", help="prompt label words: english, native or agnostic")
+    add_analysis_args(p, LensSpec)
     p.add_argument("--layers", help="comma-separated layers to read (default: all; 'last' allowed)")
     p.set_defaults(func=cmd_lens)
 
     p = subparsers.add_parser("pca", help="PCA of intermediate representations across languages")
-    add_analysis_args(p)
-    p.add_argument("--mode", default="english", help="prompt label words: english, native or agnostic")
+    add_analysis_args(p, PcaSpec)
     p.add_argument("--layers", default="last", help="comma-separated layers, e.g. 12,18,last (default: last)")
-    p.add_argument(
-        "--pooling",
-        default="mean",
-        choices=POOLINGS,
-        help="mean: the item's tokens; all: every prompt position, few-shot block and BOS included "
-        "(the paper's Figure 2); last: the answer position",
-    )
     p.set_defaults(func=cmd_pca)

@@ -9,8 +9,11 @@ from pathlib import Path
 
 from polyalign import __version__
 from polyalign.cli.args import add_analysis_cli, add_data_args, add_items_args, add_model_args
+from polyalign.cli.dataclass_args import add_dataclass_arguments
+from polyalign.core.config import from_attributes
 from polyalign.core.declarations import DEFAULT_MODEL
 from polyalign.core.errors import PolyalignError
+from polyalign.evaluation.eval_config import EvalConfig, check_config
 
 # A full disk or quota: one line, not a traceback. Results are written atomically and logs are
 # read tolerantly, so what was finished is kept and the same command resumes.
@@ -22,26 +25,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from polyalign.engine.models import load_model, pick_device, pick_dtype
     from polyalign.engine.process_device import process_device
     from polyalign.evaluation.eval_folder import check_run_dir, check_verification, clear_run_dir
-    from polyalign.evaluation.evaluate import EvalConfig, check_config, run_eval
+    from polyalign.evaluation.evaluate import run_eval
     from polyalign.evaluation.verify import threshold_in_effect
     from polyalign.reports.report import accuracy_table
 
-    cfg = EvalConfig(
-        model=args.model,
-        task=args.task,
-        langs=args.langs,
-        mode=args.mode,
-        scoring=args.scoring,
-        adapter=args.adapter,
-        limit=args.limit,
-        items=args.items,
-        data_dir=args.data_dir,
-        prompts=args.prompts,
-        batch_size=args.batch_size,
-        allow_overlap=args.allow_overlap,
-        verify=args.verify,
-        verify_threshold=args.verify_threshold,
-    )
+    cfg = from_attributes(EvalConfig, args)  # checked when made: scoring, limit, batch size
     check_config(cfg)  # the leak guard included: a merged model carries its adapter's provenance
     placement = placement_args(args)
     check_run_dir(Path(args.out), cfg.identity(), args.overwrite)  # before the model is loaded
@@ -107,30 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="few-shot constrained evaluation in many languages")
     add_model_args(p)
     add_data_args(p)
-    p.add_argument("--task", required=True, help="emotion, snli, paws, or a task .yaml file")
-    p.add_argument("--langs", default="all", help="'all' or comma-separated codes (en,zh,...)")
-    p.add_argument("--mode", default="english", help="label words: english, native or agnostic")
-    p.add_argument("--scoring", default="exact", help="exact (full label log-prob) or prefix (the paper's rule)")
-    p.add_argument("--limit", type=int, help="first N items per language")
     add_items_args(p)
-    p.add_argument(
-        "--verify",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="bf16/fp16 weights: re-score in float32 the items whose top-two margin is under "
-        "--verify-threshold (default: on; ignored for float32)",
-    )
-    p.add_argument(
-        "--verify-threshold",
-        type=lambda text: text if text == "auto" else float(text),
-        metavar="MARGIN|auto",
-        help="log-probability margin under which --verify re-scores, or auto (the default): measured on the "
-        "run, a safety factor times the largest bf16-vs-float32 shift of its re-scored items "
-        "(polyalign.evaluation.verify_plan)",
-    )
-    p.add_argument(
-        "--batch-size", type=int, default=16, help="most prompts per forward; batches are cut to minimize padding"
-    )
+    # the data and items options above are EvalConfig's too, shared with lens and pca
+    add_dataclass_arguments(p, EvalConfig, skip=("model", "adapter", "data_dir", "prompts", "items", "allow_overlap"))
     p.add_argument("--out", required=True, help="output folder (resumes if it holds the same run)")
     p.add_argument("--overwrite", action="store_true", help="replace a folder that holds a different run")
     p.set_defaults(func=cmd_eval)

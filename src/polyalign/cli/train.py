@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 
 from polyalign.alignment.merge import merge
-from polyalign.alignment.train_config import load_config
+from polyalign.alignment.train_config import TrainConfig, load_config
 from polyalign.alignment.training import train
+from polyalign.cli.dataclass_args import fields_help
 from polyalign.core.declarations import DEFAULT_MODEL
 from polyalign.core.paths import check_replaceable
 
@@ -29,7 +30,12 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 def add_cli(subparsers) -> None:
     """Register `polyalign train` and `polyalign merge` on the top-level subparsers."""
-    p = subparsers.add_parser("train", help="LoRA question-alignment training on `data build` pairs")
+    p = subparsers.add_parser(
+        "train",
+        help="LoRA question-alignment training on `data build` pairs",
+        epilog="config keys (--config YAML or key=value), with the paper's values:\n" + fields_help(TrainConfig),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--model", default=DEFAULT_MODEL, help="HF id, local folder, or packaged alias")
     p.add_argument("--data", required=True, help="pairs JSONL from `polyalign data build`")
     p.add_argument("--out", required=True, help="run folder (adapter/, config.yaml, log.jsonl, loss.png)")

@@ -1,8 +1,9 @@
 """Typed dataclass configs from YAML files and `key=value` overrides.
 
-One loader for every config (training recipes, experiment files): values are checked
-against the dataclass's type hints, nested dataclasses are built recursively, and any
-unknown key, missing key or ill-typed value is a one-line error naming where it was.
+One loader for every config (training recipes, experiment files, task files): values are
+checked against the dataclass's type hints, nested dataclasses are built recursively, and any
+unknown key, missing key or ill-typed value is a one-line error naming where it was. A field
+declares its help and choices once (`option`), for YAML and command line alike.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ import re
 import types
 import typing
 from pathlib import Path
+from typing import Any, TypeVar
 
 import yaml
 
 from polyalign.core.errors import PolyalignError
 from polyalign.core.files import read_text
 
+T = TypeVar("T")
 TRUE, FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
 
@@ -86,6 +89,8 @@ def coerce(value, hint, where: str):
         raise error or PolyalignError(f"{where}: no type to check it against")
     if dataclasses.is_dataclass(hint):
         return build(hint, value, where)
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:  # tuple[X, ...]: a list, kept immutable
+        return tuple(coerce(value, list[args[0]], where))  # type: ignore[valid-type]
     if origin is list:
         if isinstance(value, str) and args[0] is str:
             value = [v.strip() for v in value.split(",") if v.strip()]
@@ -101,22 +106,70 @@ def coerce(value, hint, where: str):
     return _scalar(value, hint, where)
 
 
-def build(cls, raw, where: str):
-    """An instance of dataclass `cls` from a mapping: unknown and missing keys are errors."""
+def check_keys(cls, raw, where: str) -> None:
+    """`raw` is a mapping whose keys are all fields of dataclass `cls`."""
     if not isinstance(raw, dict):
         raise PolyalignError(f"{where}: expected a mapping of key: value, got {raw!r}")
-    hints, known = typing.get_type_hints(cls), {f.name: f for f in dataclasses.fields(cls)}
+    known = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(map(str, set(raw) - set(known)))
     if unknown:
         raise PolyalignError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(known)})")
+
+
+def typed_values(cls, raw, where: str) -> dict:
+    """`raw`'s values typed by dataclass `cls`'s hints, not yet checked together (unknown keys are errors)."""
+    check_keys(cls, raw, where)
+    hints = typing.get_type_hints(cls)
+    return {k: coerce(v, hints[k], f"{where}.{k}") for k, v in raw.items()}
+
+
+def check_required(cls, raw: dict, where: str) -> None:
+    """`raw` has every field of dataclass `cls` that has no default."""
     missing = [
-        n
-        for n, f in known.items()
-        if n not in raw and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.name not in raw and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     ]
     if missing:
         raise PolyalignError(f"{where}: missing required key(s) {', '.join(missing)}")
-    return cls(**{k: coerce(v, hints[k], f"{where}.{k}") for k, v in raw.items()})
+
+
+def build(cls, raw, where: str):
+    """An instance of dataclass `cls` from a mapping: unknown and missing keys are errors."""
+    check_keys(cls, raw, where)
+    check_required(cls, raw, where)
+    return cls(**typed_values(cls, raw, where))
+
+
+def option(default: Any = dataclasses.MISSING, help: str = "", choices: tuple | None = None, **cli: Any) -> Any:
+    """A dataclass field carrying its help, choices and command-line hints (`parse`, `metavar`) as
+    metadata, so a config's fields declare once what a YAML key or a command's option means."""
+    metadata = {"help": help, **({"choices": choices} if choices else {}), **cli}
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def from_attributes(cls: type[T], source: object, **given: Any) -> T:
+    """Dataclass `cls` from `given`, else `source`'s attributes of the same names (a parsed command
+    line, an experiment), else its defaults: the one place such a config is copied from another."""
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    values = {name: getattr(source, name) for name in names if hasattr(source, name)}
+    return cls(**{**values, **given})
+
+
+def check_choices(config: object) -> None:
+    """Each field whose metadata lists choices holds one of them (or None)."""
+    for f in dataclasses.fields(config):  # type: ignore[arg-type]
+        value, choices = getattr(config, f.name), f.metadata.get("choices")
+        if choices and value is not None and value not in choices:
+            raise PolyalignError(f"{f.name} must be {choice_text(choices)} (got '{value}')")
+
+
+def choice_text(choices) -> str:
+    """'a or b', or 'one of a, b, c': how an error names the accepted values."""
+    names = [str(c) for c in choices]
+    return " or ".join(names) if len(names) <= 2 else f"one of {', '.join(names)}"
 
 
 def read_mapping(path: Path, what: str) -> dict:

@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 
-import yaml
-
+from polyalign.core.config import build, check_keys, check_required, read_mapping
 from polyalign.core.errors import PolyalignError
 from polyalign.core.files import read_records
 
@@ -75,23 +74,11 @@ def load_task(name_or_path: str) -> TaskSpec:
                 f"or give the path of a task .yaml file)"
             )
         path = Path(str(files("polyalign.core") / "tasks" / f"{name_or_path}.yaml"))
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise PolyalignError(f"{path}: cannot read task file: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise PolyalignError(f"{path}: a task file must be a mapping")
-    missing = [k for k in ("name", "classes", "fields", "shots", "test_file") if k not in raw]
-    if missing:
-        raise PolyalignError(f"{path}: task file lacks {', '.join(missing)}")
-    known = set(TaskSpec.__dataclass_fields__)
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise PolyalignError(f"{path}: unknown task keys {', '.join(unknown)}")
-    _check_task(path, raw)
-    raw["classes"] = tuple(raw["classes"])
-    raw["fields"] = tuple(raw["fields"])
-    return TaskSpec(**raw)
+    raw = read_mapping(path, "task")  # the typed loader of every config file (polyalign.core.config)
+    check_keys(TaskSpec, raw, str(path))
+    check_required(TaskSpec, raw, str(path))
+    _check_task(path, raw)  # before typing: its messages say what a task needs
+    return build(TaskSpec, raw, str(path))
 
 
 def _strings(value: object) -> bool:

@@ -15,12 +15,11 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
-from polyalign.core.declarations import RULES
 from polyalign.core.errors import PolyalignError
 from polyalign.core.files import atomic_write_json, atomic_write_text, read_jsonl_tolerant
 from polyalign.core.item_range import evaluated_range, parse_items, read_provenance
@@ -37,8 +36,8 @@ from polyalign.engine.scoring import (
     prefix_sets,
 )
 from polyalign.evaluation.calibration import calibration_averages, calibration_summary
+from polyalign.evaluation.eval_config import EvalConfig, check_config
 from polyalign.evaluation.eval_folder import claim_run_dir, run_identity
-from polyalign.evaluation.inputs import check_inputs
 from polyalign.evaluation.results import SampleLog, predict, read_samples, samples_text, summarize
 from polyalign.evaluation.verify import (
     Verifier,
@@ -49,34 +48,6 @@ from polyalign.evaluation.verify import (
     summary,
     threshold_in_effect,
 )
-
-
-@dataclass
-class EvalConfig:
-    """Everything that defines an evaluation's results (batch size does not)."""
-
-    model: str
-    task: str
-    langs: str = "all"
-    mode: str = "english"
-    scoring: str = "exact"
-    adapter: str | None = None
-    limit: int | None = None
-    items: str | None = None  # half-open range of benchmark item indices, e.g. "0:250"
-    data_dir: str | None = None
-    prompts: str | None = None
-    batch_size: int = 16
-    allow_overlap: bool = False  # score items the adapter's training questions came from
-    # bf16/fp16 weights: re-score in float32 the items whose top-two margin is under the threshold
-    # (None: on; default threshold polyalign.evaluation.verify.THRESHOLD). Ignored for float32 weights.
-    verify: bool | None = None
-    verify_threshold: float | str | None = None  # a margin, or "auto": measured (polyalign.evaluation.verify_plan)
-
-    def identity(self) -> dict:
-        # verification is not part of it: what it depends on is the threshold in effect for the
-        # weights' dtype, which run.json records with the dtype (eval_folder.RESUMED_AS)
-        skip = ("batch_size", "allow_overlap", "verify", "verify_threshold")
-        return {k: v for k, v in asdict(self).items() if k not in skip}
 
 
 @dataclass
@@ -176,28 +147,6 @@ def _prefix_rule(
     for item in items:
         item.ids = item.ids + stem_ids
     return sets
-
-
-def check_config(cfg: EvalConfig) -> tuple:
-    """Validate everything that needs no model (call before loading one): (task, pack, languages)."""
-    if cfg.scoring not in RULES:
-        raise PolyalignError(f"unknown scoring '{cfg.scoring}' (choose from {', '.join(RULES)})")
-    if cfg.limit is not None and cfg.limit < 1:
-        raise PolyalignError("--limit must be at least 1")
-    if cfg.batch_size < 1:
-        raise PolyalignError("--batch-size must be at least 1")
-    return check_inputs(
-        cfg.task,
-        cfg.langs,
-        cfg.mode,
-        cfg.items,
-        cfg.limit,
-        cfg.data_dir,
-        cfg.prompts,
-        cfg.adapter,
-        cfg.allow_overlap,
-        model=cfg.model,  # a merged model carries its adapter's provenance
-    )
 
 
 def run_eval(

@@ -7,7 +7,7 @@ inputs it reads (for PCA, with the English pivot).
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from polyalign.study.step_context import StepContext
@@ -38,36 +38,17 @@ def _run_analysis(ctx: StepContext, kind: str, model: str, spec, codes: list[str
 
     net, tokenizer = ctx.models.get(model)
     compare = [(name, ctx.models.get(model, path)[0]) for name, path in adapters.items()]
-    common = dict(
-        label="base",
-        compare=compare,
-        mode=spec.mode,
-        batch_size=min(ctx.exp.batch_size, 8),
-        items=spec.items or ctx.exp.items,
-    )
-    if kind == "lens":
-        return run_lens(
-            net,
-            tokenizer,
-            spec.task,
-            codes,
-            limit=spec.limit,
-            data_dir=ctx.data_dir,
-            prompts=ctx.prompts,
-            out_dir=out,
-            layers=spec.layers,
-            **common,
-        )
-    return run_pca(
+    # the step's languages, and its items defaulting to the experiment's
+    declared = replace(spec, langs=codes, items=spec.items or ctx.exp.items)
+    run = run_lens if kind == "lens" else run_pca
+    return run(
         net,
         tokenizer,
-        spec.task,
-        codes,
-        spec.layers,
-        spec.pooling,
-        spec.limit,
-        ctx.data_dir,
-        ctx.prompts,
+        declared,
         out,
-        **common,
+        data_dir=ctx.data_dir,
+        prompts=ctx.prompts,
+        label="base",
+        compare=compare,
+        batch_size=min(ctx.exp.batch_size, 8),
     )

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from polyalign.core.config import from_attributes
+from polyalign.evaluation.eval_config import EvalConfig
 from polyalign.evaluation.results import read_samples
 from polyalign.evaluation.verify_plan import verify_settings
 from polyalign.study.step_context import StepContext
@@ -35,23 +37,21 @@ def eval_step(ctx: StepContext, model, mid, setting, adapter, adapter_key, task,
     key = step_key("eval", config)  # the labels only name the store's rows: not in the key
 
     def run(folder: Path) -> dict:
-        from polyalign.evaluation.evaluate import EvalConfig, run_eval  # torch: only when a step runs
+        from polyalign.evaluation.evaluate import run_eval  # torch: only when a step runs
 
         net, tokenizer = ctx.models.get(model, adapter)
-        cfg = EvalConfig(
+        cfg = from_attributes(  # scoring, limit, items, batch size and allow_overlap: the experiment's
+            EvalConfig,
+            exp,
             model=model,
             task=task,
             langs=",".join(codes),
             mode=mode,
-            scoring=exp.scoring,
             adapter=adapter,
-            limit=exp.limit,
-            items=exp.items,
             data_dir=str(ctx.data_dir),
             prompts=ctx.prompts,
-            batch_size=exp.batch_size,
-            allow_overlap=exp.allow_overlap,
-            **verify_settings(exp.verify),
+            # the experiment's one `verify` key, as EvalConfig's two (its own verify is not EvalConfig's)
+            **{"verify": None, "verify_threshold": None, **verify_settings(exp.verify)},
         )
         results = run_eval(cfg, net, tokenizer, folder / "eval", overwrite=True)
         assert results is not None  # experiments run on one process

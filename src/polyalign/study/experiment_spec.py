@@ -7,16 +7,15 @@ validates a file without touching a model or the benchmark. polyalign.study.expe
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from polyalign.alignment.alignment_data import PAIRINGS
-from polyalign.alignment.train_config import TrainConfig, load_config
-from polyalign.alignment.train_config import check_config as check_train_config
+from polyalign.alignment.train_config import TrainConfig
+from polyalign.analysis.analysis_spec import LensSpec, PcaSpec
 from polyalign.core.config import apply_overrides, build, read_mapping
 from polyalign.core.declarations import (
     DTYPE_CHOICES,
-    POOLINGS,
     RULES,
     check_analysis_limit,
     check_choice,
@@ -66,31 +65,6 @@ CONTROL_SAME += ("pair_files", "target_file", "translator", "translator_lang_cod
 
 
 @dataclass
-class LensSpec:
-    """A logit-lens analysis of the base model and every adapter (paper Figure 1)."""
-
-    task: str
-    langs: list[str]
-    mode: str = "native"  # prompt label words
-    limit: int | None = 100  # first N items per language (at least 3; None: all)
-    layers: list[int | str] | None = None  # 1-based layers or 'last' (None: all)
-    items: str | None = None  # benchmark item range START:STOP (default: the experiment's)
-
-
-@dataclass
-class PcaSpec:
-    """A PCA of intermediate representations of the base model and every adapter (paper Figure 2)."""
-
-    task: str
-    langs: list[str]
-    layers: list[int | str] = field(default_factory=lambda: ["last"])
-    pooling: str = "mean"  # mean (item tokens), all (every prompt position, the paper) or last
-    limit: int | None = 100
-    mode: str = "english"
-    items: str | None = None  # benchmark item range START:STOP (default: the experiment's)
-
-
-@dataclass
 class Analyses:
     """Interpretability analyses; each key takes one mapping or a list of them."""
 
@@ -132,11 +106,9 @@ class Experiment:
 
 
 def train_config(setting: AlignmentSetting, trust_remote_code: bool = False) -> TrainConfig:
-    """The paper's recipe (packaged YAML) with the setting's `train` overrides, typed and checked."""
-    cfg = build(TrainConfig, {**asdict(load_config()), **setting.train}, f"alignment '{setting.name}' train")
-    cfg.trust_remote_code = cfg.trust_remote_code or trust_remote_code
-    check_train_config(cfg)
-    return cfg
+    """The paper's recipe (TrainConfig's defaults) with the setting's `train` overrides, typed and checked."""
+    cfg = build(TrainConfig, setting.train, f"alignment '{setting.name}' train")
+    return replace(cfg, trust_remote_code=cfg.trust_remote_code or trust_remote_code)
 
 
 def trainings(setting: AlignmentSetting, trust_remote_code: bool = False) -> list[tuple[str, TrainConfig]]:
@@ -230,8 +202,6 @@ def check_experiment(exp: Experiment) -> None:
             check_layer_names(spec.layers, f"analyses.{kind}")
             parse_items(spec.items, f"analyses.{kind}.items")
             check_analysis_limit(spec.limit, kind, f"analyses.{kind}: limit")
-            if isinstance(spec, PcaSpec):
-                check_choice(spec.pooling, POOLINGS, "pooling")
     check_claims(exp)
 
 
