@@ -162,6 +162,19 @@ def test_claims_markdown(tmp_path):
     assert "### Claim 2: not testable" in text and "english" in text and "native labels" in text
 
 
+def test_the_command_prints_each_claim_beside_the_papers_effect(tmp_path, capsys):
+    from polyalign.cli import main
+
+    res = results_for(a__base=outcome(36), a__al=outcome(48))
+    run_dir = fake_run(tmp_path, res, [claim("1", min_effect=0.02), claim("9", mode="native")])
+    assert main(["claims", str(run_dir), "--out", str(tmp_path / "CLAIMS.md")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    first = next(line for line in lines if line.startswith("claim 1: supported | ours: "))
+    assert "paper: +3.88 (Mistral-7B, Table 1;" in first and "| same direction: " in first
+    assert any(line.startswith("claim 9: not testable") and "no numbers in the paper" in line for line in lines)
+    assert lines[-1] == f"claims: {tmp_path / 'CLAIMS.md'}"
+
+
 def test_the_report_adds_a_labelled_sensitivity_with_calibrated_preconditions(tmp_path):
     """A raw precondition failed by a label prior: the registered verdict stays 'not testable', and a
     section marked not pre-registered shows the verdict under a calibrated precondition."""

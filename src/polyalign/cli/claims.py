@@ -8,7 +8,7 @@ from polyalign.reports.claims_report import write_claims
 
 
 def cmd_claims(args: argparse.Namespace) -> int:
-    out = write_claims(args.run_dir, args.out)
+    out = write_claims(args.run_dir, args.out, echo=print)
     print(f"claims: {out}")
     return 0
 

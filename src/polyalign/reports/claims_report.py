@@ -8,6 +8,7 @@ recomputed from per-item results (polyalign.reports.claims).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from polyalign.core.config import build
@@ -173,6 +174,13 @@ def done_markers(run: RunData) -> dict[Path, dict]:
     return held
 
 
+def terminal_line(res: ClaimResult) -> str:
+    """One claim in one line: verdict, our primary effect per part, the paper's effects, same direction."""
+    ours = "; ".join(f"{r.part.name} {primary_raw(r)}" for r in res.parts)
+    paper, same = (cell.replace("<br>", "; ") for cell in paper_rows(res))
+    return f"claim {res.claim.id}: {res.verdict} | ours: {ours} | paper: {paper} | same direction: {same}"
+
+
 def _hours(seconds: float) -> str:
     return f"{int(seconds // 3600)} h {seconds % 3600 / 60:02.0f} min"
 
@@ -244,8 +252,9 @@ def sensitivity_section(run: RunData, spec: ClaimsSpec, registered: list[ClaimRe
     ]
 
 
-def write_claims(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Evaluate the run's claims and write the markdown file (default: RUN_DIR/CLAIMS.md)."""
+def write_claims(run_dir: str | Path, out: str | Path | None = None, echo: Callable[[str], None] | None = None) -> Path:
+    """Evaluate the run's claims and write the markdown file (default: RUN_DIR/CLAIMS.md); `echo`
+    receives one line per claim: its verdict, our effect, the paper's and whether they agree in sign."""
     from polyalign.reports.calibrated import calibrate_run
 
     run = load_run(run_dir)
@@ -258,4 +267,6 @@ def write_claims(run_dir: str | Path, out: str | Path | None = None) -> Path:
     text += "\n".join(["", *sensitivity_section(run, spec, results, cal)])
     text = with_rules_notice(run.run_dir, text)  # rules edited after the results: said at the top
     atomic_write_text(out, text)
+    for res in results if echo else []:
+        echo(terminal_line(res))
     return out
