@@ -267,6 +267,7 @@ def write_claims(run_dir: str | Path, out: str | Path | None = None, echo: Calla
     text += "\n".join(["", *sensitivity_section(run, spec, results, cal)])
     text = with_rules_notice(run.run_dir, text)  # rules edited after the results: said at the top
     atomic_write_text(out, text)
-    for res in results if echo else []:
-        echo(terminal_line(res))
+    if echo is not None:
+        for res in results:
+            echo(terminal_line(res))
     return out
