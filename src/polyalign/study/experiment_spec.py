@@ -1,7 +1,8 @@
 """What an experiment file declares: models, alignment settings, tasks, modes, analyses.
 
-Dataclasses typed and checked by polyalign.core.config; `load_experiment` reads, overrides and
-validates a file without touching a model or the benchmark. polyalign.study.experiment runs it.
+Dataclasses typed by polyalign.core.config and checked in `__post_init__` (a setting on its own, then
+the experiment as a whole); `load_experiment` reads, overrides and validates a file without touching a
+model or the benchmark. polyalign.study.experiment runs it.
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ class AlignmentSetting:
     pairing: str = "parallel"  # shuffled: a control pairing each source question with another item's target
     control_of: str | None = None  # the parallel setting a shuffled control is compared with
 
+    def __post_init__(self) -> None:
+        check_setting(self)
+
 
 # what a control shares with the setting it controls; it differs only in pairing, seeds, tasks and modes
 CONTROL_SAME: tuple[str, ...] = ("task", "sources", "target", "per_language", "seed", "train", "items")
@@ -104,6 +108,9 @@ class Experiment:
     # --executor ray: CPUs and GPUs per step kind or model (polyalign.study.step_resources)
     resources: dict[str, StepResources] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        check_experiment(self)
+
 
 def train_config(setting: AlignmentSetting, trust_remote_code: bool = False) -> TrainConfig:
     """The paper's recipe (TrainConfig's defaults) with the setting's `train` overrides, typed and checked."""
@@ -147,8 +154,31 @@ def check_modes(exp: Experiment) -> None:
                 )
 
 
+def check_setting(s: AlignmentSetting) -> None:
+    """One alignment setting on its own: task, languages, counts, files, training keys, items."""
+    where = f"alignment '{s.name}'"
+    load_task(s.task)
+    parse_languages(s.sources)
+    get_language(s.target)
+    if s.target in s.sources or s.per_language < 1:
+        raise PolyalignError(f"{where}: target among sources, or per_language < 1")
+    if set(s.pair_files) - set(s.sources):
+        raise PolyalignError(f"{where}: pair_files for languages that are not sources")
+    if s.tasks is not None and not s.tasks:  # like models: [] and modes: [], never "all tasks"
+        raise PolyalignError(f"{where}: tasks: list at least one task (omit the key for all of the experiment's)")
+    train_config(s)
+    if s.items is not None:
+        parse_items(s.items, f"{where}: items")
+        if s.pair_files or s.target_file or s.translator:
+            raise PolyalignError(
+                f"{where}: items takes questions from the benchmark's test files; drop "
+                f"pair_files, target_file and translator"
+            )
+
+
 def check_experiment(exp: Experiment) -> None:
-    """Everything that needs neither models nor data: names, languages, tasks, modes, training keys."""
+    """The experiment as a whole (each setting checked itself): names, languages, tasks, modes, seeds,
+    held-out items, analyses and claims; needs neither models nor data."""
     if not exp.models or len(set(exp.models)) != len(exp.models):
         raise PolyalignError("models: give at least one model, each once")
     check_resources(exp.resources, exp.models)
@@ -169,27 +199,10 @@ def check_experiment(exp: Experiment) -> None:
         raise PolyalignError(f"alignment names must be distinct words other than 'base' (got {names})")
     for s in exp.alignment:
         where = f"alignment '{s.name}'"
-        load_task(s.task)
-        parse_languages(s.sources)
-        get_language(s.target)
-        if s.target in s.sources or s.per_language < 1:
-            raise PolyalignError(f"{where}: target among sources, or per_language < 1")
-        if set(s.pair_files) - set(s.sources):
-            raise PolyalignError(f"{where}: pair_files for languages that are not sources")
         if s.models is not None and (not s.models or set(s.models) - set(exp.models)):
             raise PolyalignError(f"{where}: models {s.models} must be among the experiment's models {exp.models}")
-        if s.tasks is not None and not s.tasks:  # like models: [] and modes: [], never "all tasks"
-            raise PolyalignError(f"{where}: tasks: list at least one task (omit the key for all of the experiment's)")
         if any(load_task(t).name not in tasks for t in s.tasks or []):
             raise PolyalignError(f"{where}: tasks {s.tasks} must be among the experiment's tasks {exp.tasks}")
-        train_config(s, exp.trust_remote_code)
-        if s.items is not None:
-            parse_items(s.items, f"{where}: items")
-            if s.pair_files or s.target_file or s.translator:
-                raise PolyalignError(
-                    f"{where}: items takes questions from the benchmark's test files; drop "
-                    f"pair_files, target_file and translator"
-                )
     check_modes(exp)
     check_seeds_and_controls(exp)
     parse_items(exp.items, "items")
@@ -258,6 +271,4 @@ def check_held_out(exp: Experiment) -> None:
 def load_experiment(path: str | Path, overrides=()) -> Experiment:
     """Read, override, type-check and validate an experiment file (runs nothing)."""
     path = Path(path)
-    exp = build(Experiment, apply_overrides(read_mapping(path, "experiment"), overrides), str(path))
-    check_experiment(exp)
-    return exp
+    return build(Experiment, apply_overrides(read_mapping(path, "experiment"), overrides), str(path))
