@@ -41,7 +41,8 @@ def add_model_args(parser: argparse.ArgumentParser, compare: bool = False) -> No
         type=dtype_name,
         choices=list(DTYPE_CHOICES),
         help="weights dtype: auto, float32 (fp32), bfloat16 (bf16) or float16 (fp16) (default: POLYALIGN_DTYPE, "
-        "else auto: bf16 where the GPU or CPU computes it natively, verified in fp32; float32 elsewhere)",
+        "else auto: bf16 where a GPU supports it or a CPU measured a layer of the model's family faster in it, "
+        "verified in fp32; float32 elsewhere)",
     )
     parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off)")
     add_placement_args(parser)
