@@ -49,18 +49,18 @@ def test_the_newest_complete_checkpoint_is_resumed_and_a_half_one_removed(tmp_pa
 
 
 def test_no_complete_checkpoint_means_a_fresh_start(tmp_path):
-    from polyalign.alignment.training import _prepare_run
+    from polyalign.alignment.training import prepare_run
 
     out = tmp_path / "run"
     resolved = {"model": "m", "lr": 1}
-    assert _prepare_run(out, resolved, resume=False, overwrite=False) is None
+    assert prepare_run(out, resolved, resume=False, overwrite=False) is None
     checkpoint(out / "checkpoints", 100, state=None)
     (out / "log.jsonl").write_text('{"step": 10}\n')
-    assert _prepare_run(out, resolved, resume=True, overwrite=False) is None  # was a traceback in Trainer
+    assert prepare_run(out, resolved, resume=True, overwrite=False) is None  # was a traceback in Trainer
     assert (out / "log.jsonl").read_text() == "" and not (out / "checkpoints" / "checkpoint-100").exists()
     good = checkpoint(out / "checkpoints", 100)
     checkpoint(out / "checkpoints", 200, state=None)
-    assert _prepare_run(out, resolved, resume=True, overwrite=False) == str(good)
+    assert prepare_run(out, resolved, resume=True, overwrite=False) == str(good)
 
 
 def test_every_saved_checkpoint_gets_the_provenance(tmp_path):

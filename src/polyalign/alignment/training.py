@@ -97,7 +97,7 @@ def _held_config(config_path: Path, overwrite: bool) -> dict | None:
     return held if isinstance(held, dict) else None
 
 
-def _prepare_run(out: Path, resolved: dict, resume: bool, overwrite: bool) -> str | None:
+def prepare_run(out: Path, resolved: dict, resume: bool, overwrite: bool) -> str | None:
     """Check the folder holds this run (or nothing); return the checkpoint to resume from."""
     config_path = out / "config.yaml"
     if out.exists() and any(out.iterdir()):
@@ -241,7 +241,7 @@ def _setup_folder(out: Path, resolved: dict, resume: bool, overwrite: bool) -> s
     last = None
     with state.main_process_first():
         if state.is_main_process:
-            last = _prepare_run(out, resolved, resume, overwrite)
+            last = prepare_run(out, resolved, resume, overwrite)
         elif resume and (out / "checkpoints").is_dir():
             last = last_complete_checkpoint(out / "checkpoints")
     return last
