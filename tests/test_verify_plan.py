@@ -48,15 +48,53 @@ def test_auto_rounds_calibrate_then_widen_until_no_item_qualifies():
 def test_a_later_language_calibrates_on_fewer_items_and_keeps_the_carried_shifts():
     indices = list(range(20))
     margins = {i: i / 10 for i in indices}
+    # the carried shift (0.3) sets a floor of 0.6 under the threshold: items 2..6 join the calibration
+    # sample in the first round, whatever this language's sample shows
     rounds, reached = plan_rounds(indices, margins, {}, "auto", prior=0.3)
-    assert rounds == [list(range(CARRIED_CALIBRATION_ITEMS))] and reached is None
-    shifts = {i: 0.05 for i in range(CARRIED_CALIBRATION_ITEMS)}  # smaller than the carried 0.3
+    assert rounds == [list(range(7))] and reached is None
+    assert list(range(CARRIED_CALIBRATION_ITEMS)) == rounds[0][:CARRIED_CALIBRATION_ITEMS]
+    shifts = dict.fromkeys(range(7), 0.05)  # smaller than the carried 0.3
     rounds, reached = plan_rounds(indices, margins, shifts, "auto", prior=0.3)
-    # the carried shift sets the threshold (0.6): items 2..6 are re-scored, whatever this sample showed
-    assert rounds[1] == [2, 3, 4, 5, 6] and reached is None
-    rounds, reached = plan_rounds(indices, margins, {**shifts, **dict.fromkeys(rounds[1], 0.01)}, "auto", prior=0.3)
-    assert len(rounds) == 2 and reached == pytest.approx(SAFETY * 0.3)
+    assert len(rounds) == 1 and reached == pytest.approx(SAFETY * 0.3)
+    shifts[1] = 0.4  # a larger shift here still widens it: items 7, 8 in a second round
+    rounds, reached = plan_rounds(indices, margins, shifts, "auto", prior=0.3)
+    assert rounds[1] == [7, 8] and reached is None
+    far = {i: 5.0 + i for i in indices}  # no item near the carried floor: only the sample
+    assert plan_rounds(indices, far, {}, "auto", prior=0.3) == ([[0, 1]], None)
     assert plan_rounds(indices, margins, {}, 0.25, prior=5.0) == ([[0, 1, 2]], None)  # a fixed margin ignores it
+
+
+def rounds_one_by_one(indices, margins, true_shift, prior):
+    """The rule written out without the merged first round: calibrate on the sample alone, then widen
+    round by round (what plan_rounds did before it folded the carried floor into the first round)."""
+    taken = set(sorted(indices)[: CALIBRATION_ITEMS if prior is None else CARRIED_CALIBRATION_ITEMS])
+    while True:
+        reached = SAFETY * max([prior or 0.0, *(true_shift[i] for i in taken)])
+        more = {i for i in indices if i not in taken and not margins[i] > reached}
+        if not more:
+            return taken, reached
+        taken |= more
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_the_merged_first_round_re_scores_the_same_items_to_the_same_threshold(seed):
+    import random
+
+    rng = random.Random(seed)
+    indices = rng.sample(range(100), rng.randint(1, 30))
+    margins = {i: rng.choice([0.0, rng.uniform(0, 1), math.inf]) for i in indices}
+    true_shift = {i: rng.uniform(0, 0.3) for i in indices}
+    prior = rng.choice([None, rng.uniform(0, 0.3)])
+    shifts: dict[int, float] = {}
+    for _ in range(len(indices) + 2):  # score each planned round, as Verifier.run does
+        rounds, reached = plan_rounds(indices, margins, shifts, "auto", prior)
+        if reached is not None:
+            break
+        shifts.update((i, true_shift[i]) for i in rounds[-1])
+    assert reached is not None
+    expected, threshold = rounds_one_by_one(indices, margins, true_shift, prior)
+    assert {i for r in rounds for i in r} == expected and reached == pytest.approx(threshold)
+    assert all(margins[i] > reached for i in indices if i not in expected)
 
 
 def test_experiment_verify_key_maps_to_the_eval_settings():

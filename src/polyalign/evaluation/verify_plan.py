@@ -9,7 +9,9 @@ process:
 
 1. the first CALIBRATION_ITEMS items (by index: no selection on margins) are re-scored; in every
    later language of the same process only the first CARRIED_CALIBRATION_ITEMS are, since the
-   shifts measured on the earlier languages (`prior`) already stand behind its threshold;
+   shifts measured on the earlier languages (`prior`) already stand behind its threshold, and in
+   the same round every item under SAFETY x `prior` (step 2 can only re-score them: the threshold
+   never falls below it);
 2. the threshold becomes SAFETY x the largest shift measured on any re-scored item (of this
    language, or of an earlier one: `prior`), where an item's shift is the largest change bf16 made
    to any difference of two class scores (in log-probability), which bounds the change of its
@@ -99,7 +101,7 @@ def plan_rounds(
         limit = float(threshold)
         under = [i for i in chosen if not margins[i] > limit]
         return [under], (limit if all(i in shifts for i in under) else None)
-    rounds = [chosen[: CALIBRATION_ITEMS if prior is None else CARRIED_CALIBRATION_ITEMS]]
+    rounds = [first_round(chosen, margins, prior)]
     taken = set(rounds[0])
     while True:
         if any(i not in shifts for i in rounds[-1]):
@@ -110,6 +112,16 @@ def plan_rounds(
             return rounds, reached
         rounds.append(more)
         taken.update(more)
+
+
+def first_round(chosen: list[int], margins: dict[int, float], prior: float | None) -> list[int]:
+    """The calibration sample; in a later language also every item under SAFETY x `prior`, which the
+    threshold (never below it) re-scores anyway: one float32 round fewer (each round re-reads the
+    float32 weights), the same items re-scored and the same threshold reached."""
+    if prior is None:
+        return chosen[:CALIBRATION_ITEMS]
+    sample = set(chosen[:CARRIED_CALIBRATION_ITEMS])
+    return [i for i in chosen if i in sample or not margins[i] > SAFETY * prior]
 
 
 def language_guarantee(rows: list[dict], margin_of) -> dict:
