@@ -163,3 +163,28 @@ def test_bf16_autocast_runs_the_head_as_the_model_does(tiny_gemma, tmp_path):
         for name in want_step:
             scale = float(want_step[name].abs().max())
             torch.testing.assert_close(got_step[name].float(), want_step[name].float(), rtol=0, atol=5e-2 * scale)
+
+
+@pytest.mark.parametrize("cap", [None, 30.0])
+def test_written_out_loss_equals_cross_entropy_even_where_a_target_probability_underflows(cap):
+    """plain_head_loss's value and row gradient are autograd's cross-entropy's, also for a target whose
+    probability is below float32's range (a softmax-then-log formulation would give log(0) = inf there)."""
+    from types import SimpleNamespace
+
+    from polyalign.alignment.target_loss import plain_head_loss
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 50, bias=False)
+    rows, targets = torch.randn(6, 16), torch.randint(0, 50, (6,))
+    with torch.no_grad():
+        head.weight[targets[0]] = -200 * rows[0] / rows[0].norm() ** 2  # row 0's target logit: -200
+    unembed = SimpleNamespace(head=head, cap=cap)
+    loss, grad = plain_head_loss(rows, targets, unembed)
+    piece = rows.clone().requires_grad_()
+    logits = head(piece)
+    logits = torch.tanh(logits / cap) * cap if cap else logits
+    want = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
+    want.backward()
+    assert torch.isfinite(loss) and (cap or loss > 200)
+    torch.testing.assert_close(loss, want.detach(), **TOL)
+    assert_same_gradient(grad, piece.grad)
