@@ -3,6 +3,7 @@ re-scored, and a real run whose predictions all equal float32's with the stated 
 
 import json
 import math
+import random
 
 import pytest
 
@@ -78,8 +79,6 @@ def rounds_one_by_one(indices, margins, true_shift, prior):
 
 @pytest.mark.parametrize("seed", range(200))
 def test_the_merged_first_round_re_scores_the_same_items_to_the_same_threshold(seed):
-    import random
-
     rng = random.Random(seed)
     indices = rng.sample(range(100), rng.randint(1, 30))
     margins = {i: rng.choice([0.0, rng.uniform(0, 1), math.inf]) for i in indices}

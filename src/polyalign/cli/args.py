@@ -65,13 +65,14 @@ def placement_args(args: argparse.Namespace):
     return placement_of(args.device_map, args.max_memory, args.offload_folder)
 
 
+DATA_DIR_HELP = (
+    "benchmark folder (default: $POLYALIGN_DATA; in a source checkout ../shared/data/multilingual-learner beside it)"
+)
+
+
 def add_data_args(parser: argparse.ArgumentParser) -> None:
     """--data-dir, --prompts, --languages-file."""
-    parser.add_argument(
-        "--data-dir",
-        help="benchmark folder (default: $POLYALIGN_DATA; in a source checkout "
-        "../shared/data/multilingual-learner beside it)",
-    )
+    parser.add_argument("--data-dir", help=DATA_DIR_HELP)
     parser.add_argument("--prompts", help="prompt pack JSON (default: polyalign's own pack)")
     parser.add_argument("--languages-file", help="JSON list of extra languages {code, name, native, script}")
 

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 from polyalign import __version__
-from polyalign.cli.args import add_analysis_cli, add_data_args, add_items_args, add_model_args
+from polyalign.cli.args import DATA_DIR_HELP, add_analysis_cli, add_data_args, add_items_args, add_model_args
 from polyalign.cli.dataclass_args import add_dataclass_arguments
 from polyalign.core.config import from_attributes
-from polyalign.core.declarations import DEFAULT_MODEL
+from polyalign.core.declarations import DEFAULT_MODEL, TRAIN_PRECISIONS, short_precision
 from polyalign.core.errors import PolyalignError
 from polyalign.evaluation.eval_config import EvalConfig, check_config
 
@@ -75,16 +75,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _add_demo_cli(sub) -> None:
     p = sub.add_parser("demo", help="the main job: a small real experiment on the default model")
     p.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo; a rerun resumes it)")
-    p.add_argument(
-        "--data-dir",
-        help="benchmark folder (default: $POLYALIGN_DATA; in a source checkout ../shared/data/multilingual-learner)",
-    )
+    p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"model to align (default: {DEFAULT_MODEL})")
     p.add_argument("--quick", action="store_true", help="fewer items, for a smoke test")
     p.add_argument(
         "--precision",
         default="auto",
-        choices=["auto", "fp32", "bf16"],
+        type=short_precision,
+        choices=list(TRAIN_PRECISIONS),
         help="training and evaluation precision (auto: bf16 where measured faster on this machine, "
         "evaluation verified in fp32; the choice and why are recorded)",
     )
