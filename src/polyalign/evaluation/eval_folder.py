@@ -23,7 +23,7 @@ LOCK = ".polyalign-eval.lock"  # held by the evaluation writing the folder (main
 OWN = ("run.json", "results.json", "samples", LOCK)  # everything an evaluation writes in its folder
 # what a resume must keep besides the configuration: the weights' dtype and device type, and the
 # float32 verification in effect (None: not verified), or finished samples would be relabelled
-RESUMED_AS = ("dtype", "device", "verify_threshold")
+RESUMED_AS = ("dtype", "device", "cpu_kernels", "verify_threshold")
 _HELD: dict[Path, object] = {}  # folder -> open lock file, for this process's lifetime
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", PROVENANCE_FILE)
 
@@ -31,10 +31,13 @@ ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_mo
 def run_identity(model, batch_size: int, world_size: int) -> dict:
     """How a run computes: dtype and device type change scores, so a resume must keep them; batch
     size and world size may change (fp32 scores may differ by about 1e-5, see the module docstring)."""
+    from polyalign.engine import cpu_kernels
+
     weights = next(model.parameters())
     return {
         "dtype": str(weights.dtype).removeprefix("torch."),
         "device": weights.device.type,
+        "cpu_kernels": cpu_kernels.in_use(model),  # they change bf16 scores (polyalign.engine.cpu_kernels)
         "batch_size": batch_size,
         "world_size": world_size,
     }

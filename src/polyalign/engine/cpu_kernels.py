@@ -1,0 +1,260 @@
+"""bf16 CPU kernels for a decoder's RMSNorms and gated activation, compiled once per machine, cached.
+
+Why: on a native-bf16 CPU bf16 makes the matmuls about 4x faster but torch's eager norms and
+activations hardly at all. A Gemma RMSNorm is eight elementwise passes (upcast, square, mean, rsqrt,
+two products, downcast) and torch's tanh-approximate gelu runs at about a fifth of erf-gelu's speed,
+slower in bf16 than in fp32 (docs/benchmarks.md has the profile). Each kernel here is one fused pass:
+a small torch function exported with dynamic shapes and compiled by AOTInductor into a package under
+the polyalign cache (kernels/<torch version>-<CPU capability>/NAME.pt2), built the first time a bf16
+model needs it on a machine (about 15 s each), then loaded by torch's C++ package loader in
+milliseconds (importing torch._inductor alone takes 1.5 s, more than most runs would gain).
+
+The kernels compute in float32 and round to bf16 once: not the bits eager bf16 gives (it rounds after
+every op) but closer to float32. A module gets its kernel only after a probe on random rows of its own
+width: the kernel must equal the module's own float32 forward within one bf16 ulp. They run only
+where the input is bf16, on a CPU, with autograd off (evaluation, lens, PCA); float32 (the float32
+view of a verified run included), training and GPUs keep the eager forward. A kernel that cannot be
+built or loaded is not used (one warning line). POLYALIGN_CPU_KERNELS=0 turns them off.
+
+`install(model)` returns the names of the kernels it put in use; a results file records them
+(evaluation.eval_folder.run_identity), since bf16 scores depend on them.
+"""
+
+from __future__ import annotations
+
+import copy
+import fcntl
+import math
+import os
+import sys
+import types
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from polyalign.engine.exact_norms import GEMMA_NORMS, LLAMA_NORMS
+
+GELU_C = math.sqrt(2.0 / math.pi)
+PROBE_ROWS = 64
+Kernel = Callable[..., torch.Tensor]  # bf16 [n, d] inputs -> bf16 [n, d]
+
+
+def gelu_tanh_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """gelu_tanh(gate) * up; 0.5 * (1 + tanh(z)) is sigmoid(2z), which compiles to a faster kernel."""
+    x = gate.float()
+    z = x * (2 * GELU_C + (2 * GELU_C * 0.044715) * x * x)
+    return (x * torch.sigmoid(z) * up.float()).to(gate.dtype)
+
+
+def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    x = gate.float()
+    return (x * torch.sigmoid(x) * up.float()).to(gate.dtype)
+
+
+ACTIVATIONS: dict[str, tuple[Kernel, Callable[[torch.Tensor], torch.Tensor]]] = {
+    "gelu_tanh_mul": (gelu_tanh_mul, lambda x: F.gelu(x, approximate="tanh")),
+    "silu_mul": (silu_mul, F.silu),
+}
+
+
+def norm_function(family: str, eps: float) -> Kernel:
+    """The RMSNorm formula of `family` (as exact_norms writes it) with `eps` fixed."""
+    if family == "gemma":
+        return lambda x, w: (F.rms_norm(x.float(), (x.shape[-1],), eps=eps) * (1.0 + w.float())).to(x.dtype)
+    return lambda x, w: w * F.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
+
+
+def enabled() -> bool:
+    return os.environ.get("POLYALIGN_CPU_KERNELS", "1") != "0" and hasattr(torch._C, "_aoti")
+
+
+def kernel_dir() -> Path:
+    from polyalign.engine.model_paths import cache_dir
+
+    capability = torch.backends.cpu.get_cpu_capability()
+    return cache_dir() / "kernels" / f"torch-{torch.__version__}-{capability}".replace("+", "_")
+
+
+class _Exported(torch.nn.Module):
+    def __init__(self, function: Kernel):
+        super().__init__()
+        self.function = function
+
+    def forward(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        return self.function(first, second)
+
+
+def build(name: str, function: Kernel, second_is_weight: bool) -> Path:
+    """Compile `function` (bf16 [n, d] and [n, d] or [d] inputs) into NAME.pt2, once: a lock keeps two
+    processes from building it together, and the package appears only when whole."""
+    path = kernel_dir() / f"{name}.pt2"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():
+            return path
+        from torch._inductor import aoti_compile_and_package
+
+        rows, width = torch.export.Dim("rows", min=1, max=1 << 30), torch.export.Dim("width", min=2, max=1 << 20)
+        first = torch.randn(37, 96).bfloat16()
+        second = torch.randn(96).bfloat16() if second_is_weight else torch.randn(37, 96).bfloat16()
+        dynamic = ({0: rows, 1: width}, {0: width} if second_is_weight else {0: rows, 1: width})
+        program = torch.export.export(_Exported(function), (first, second), dynamic_shapes=dynamic)
+        partial = path.with_name(f"{name}.{os.getpid()}.partial.pt2")
+        aoti_compile_and_package(program, package_path=str(partial))
+        os.replace(partial, path)
+    return path
+
+
+_LOADED: dict[str, Kernel | None] = {}
+
+
+def load(name: str, function: Kernel, second_is_weight: bool) -> Kernel | None:
+    """The compiled kernel `name` (built on first use on this machine); None where it cannot be had."""
+    if name not in _LOADED:
+        try:
+            path = build(name, function, second_is_weight)
+            runner = torch._C._aoti.AOTIModelPackageLoader(str(path), "model", False, 1, -1)
+            _LOADED[name] = lambda *inputs: runner.run(list(inputs))[0]
+        except Exception as exc:  # noqa: BLE001 - any compiler or loader failure: the eager forward stays
+            print(f"polyalign: CPU kernel {name} unavailable ({type(exc).__name__}); eager bf16", file=sys.stderr)
+            _LOADED[name] = None
+    return _LOADED[name]
+
+
+def on_rows(kernel: Kernel, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor | None:
+    """`kernel` over the rows of `x` ([..., d]) as a [n, d] matrix, in `x`'s layout; None where `x`
+    is neither contiguous nor a transposed [b, t, h, d] (attention's q/k norms) that is."""
+    width = x.shape[-1]
+    if x.is_contiguous():
+        flat_other = other if other.dim() == 1 else other.reshape(-1, width)
+        return kernel(x.view(-1, width), flat_other).view(x.shape)
+    if x.dim() == 4 and other.dim() == 1 and x.transpose(1, 2).is_contiguous():
+        swapped = x.transpose(1, 2)
+        return kernel(swapped.reshape(-1, width), other).view(swapped.shape).transpose(1, 2)
+    return None
+
+
+def eligible(x: torch.Tensor) -> bool:
+    """Inference on a bf16 CPU tensor: the only place a kernel runs."""
+    return x.dtype == torch.bfloat16 and x.device.type == "cpu" and not torch.is_grad_enabled()
+
+
+def close_to_float32(got: torch.Tensor, reference: torch.Tensor) -> bool:
+    """Within one bf16 ulp (2^-7 relative: Llama's norm rounds twice, the others once) of the float32
+    result, plus a little near 0."""
+    return bool(((got.float() - reference).abs() <= reference.abs() * 2.0**-7 + 1e-6).all())
+
+
+def norm_family(module: torch.nn.Module) -> str | None:
+    name = type(module).__name__
+    if name in GEMMA_NORMS and hasattr(module, "eps"):
+        return "gemma"
+    if name in LLAMA_NORMS and hasattr(module, "variance_epsilon"):
+        return "llama"
+    return None
+
+
+def norm_kernel(module: torch.nn.Module) -> tuple[str, Kernel] | None:
+    """The compiled kernel for this norm, if it passes the probe against the module's float32 forward."""
+    family = norm_family(module)
+    weight = getattr(module, "weight", None)
+    if family is None or not isinstance(weight, torch.Tensor) or weight.dim() != 1:
+        return None
+    eps = float(getattr(module, "eps" if family == "gemma" else "variance_epsilon"))
+    name = f"{family}_norm_eps{eps:g}"
+    kernel = load(name, norm_function(family, eps), second_is_weight=True)
+    rows = (torch.randn(PROBE_ROWS, weight.shape[0], generator=torch.Generator().manual_seed(0)) * 3).bfloat16()
+    reference = copy.deepcopy(module).float()
+    with torch.inference_mode():
+        expected = type(reference).forward(reference, rows.float())
+        ok = kernel is not None and close_to_float32(kernel(rows, weight), expected)
+    return (name, kernel) if ok and kernel is not None else None
+
+
+def activation_kernel(mlp: torch.nn.Module) -> tuple[str, Kernel] | None:
+    """The compiled gated-activation kernel whose formula the MLP's act_fn computes (probed in float32)."""
+    act = getattr(mlp, "act_fn", None)
+    if act is None or not all(isinstance(getattr(mlp, n, None), torch.nn.Module) for n in ("gate_proj", "up_proj")):
+        return None
+    generator = torch.Generator().manual_seed(0)
+    gate, up = ((torch.randn(PROBE_ROWS, 64, generator=generator) * 3).bfloat16().float() for _ in range(2))
+    with torch.inference_mode():
+        for name, (function, formula) in ACTIVATIONS.items():
+            if not torch.allclose(act(gate), formula(gate), rtol=1e-5, atol=1e-6):
+                continue
+            kernel = load(name, function, second_is_weight=False)
+            if kernel is not None and close_to_float32(kernel(gate.bfloat16(), up.bfloat16()), formula(gate) * up):
+                return name, kernel
+    return None
+
+
+def norm_forward(eager: Callable, kernel: Kernel) -> Callable:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fused = on_rows(kernel, x, self.weight) if eligible(x) and self.weight.dtype == torch.bfloat16 else None
+        return eager(x) if fused is None else fused
+
+    return forward
+
+
+def mlp_forward(eager: Callable, kernel: Kernel) -> Callable:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not eligible(x):
+            return eager(x)
+        gate, up = self.gate_proj(x), self.up_proj(x)
+        fused = on_rows(kernel, gate, up) if gate.dtype == up.dtype == torch.bfloat16 else None
+        return self.down_proj(fused if fused is not None else self.act_fn(gate) * up)
+
+    return forward
+
+
+def install(model: torch.nn.Module) -> list[str]:
+    """Give each bf16 CPU norm and gated MLP of `model` its probed kernel; the kernels' names in use."""
+    first = next(model.parameters(), None)
+    if not enabled() or first is None or first.device.type != "cpu":
+        return []
+    used: set[str] = set()
+    verdicts: dict[tuple, tuple[str, Kernel] | None] = {}  # one probe per class, width and eps
+    for module in model.modules():
+        if "polyalign_kernel" in vars(module):  # installed before
+            used.add(vars(module)["polyalign_kernel"])
+            continue
+        chosen = choose(module, verdicts)
+        if chosen is not None:
+            (name, kernel), wrap = chosen
+            module.forward = types.MethodType(wrap(module.forward, kernel), module)
+            vars(module)["polyalign_kernel"] = name  # the kernel's name, for results files and tests
+            used.add(name)
+    model.polyalign_cpu_kernels = sorted(used)  # type: ignore[assignment]
+    return sorted(used)
+
+
+def choose(module: torch.nn.Module, verdicts: dict) -> tuple[tuple[str, Kernel], Callable] | None:
+    """(kernel name and kernel, forward wrapper) for a bf16 norm or gated MLP whose probe passed."""
+    weight = getattr(module, "weight", None)
+    if norm_family(module) and isinstance(weight, torch.Tensor) and weight.dtype == torch.bfloat16:
+        eps = getattr(module, "eps", getattr(module, "variance_epsilon", None))
+        key: tuple = (type(module), weight.shape[0], eps)
+        probe: Callable[[torch.nn.Module], tuple[str, Kernel] | None] = norm_kernel
+        wrap = norm_forward
+    elif hasattr(module, "act_fn") and hasattr(module, "down_proj") and _bf16(module):
+        key, probe, wrap = (type(module), type(module.act_fn)), activation_kernel, mlp_forward
+    else:
+        return None
+    if key not in verdicts:
+        verdicts[key] = probe(module)
+    return None if verdicts[key] is None else (verdicts[key], wrap)
+
+
+def _bf16(module: torch.nn.Module) -> bool:
+    return any(p.dtype == torch.bfloat16 for p in module.parameters())
+
+
+def in_use(model) -> list[str]:
+    """The kernels `install` put in use on `model` (or the model under a PEFT wrapper)."""
+    from polyalign.engine.unembed import base_model
+
+    found = getattr(model, "polyalign_cpu_kernels", None) or getattr(base_model(model), "polyalign_cpu_kernels", [])
+    return list(found)
