@@ -233,10 +233,9 @@ def install(model: torch.nn.Module) -> list[str]:
 
 def choose(module: torch.nn.Module, verdicts: dict) -> tuple[tuple[str, Kernel], Callable] | None:
     """(kernel name and kernel, forward wrapper) for a bf16 norm or gated MLP whose probe passed."""
-    weight = getattr(module, "weight", None)
-    if norm_family(module) and isinstance(weight, torch.Tensor) and weight.dtype == torch.bfloat16:
+    if norm_family(module) and _bf16(module):
         eps = getattr(module, "eps", getattr(module, "variance_epsilon", None))
-        key: tuple = (type(module), weight.shape[0], eps)
+        key: tuple = (type(module), next(module.parameters()).shape[0], eps)
         probe: Callable[[torch.nn.Module], tuple[str, Kernel] | None] = norm_kernel
         wrap = norm_forward
     elif hasattr(module, "act_fn") and hasattr(module, "down_proj") and _bf16(module):
@@ -249,7 +248,9 @@ def choose(module: torch.nn.Module, verdicts: dict) -> tuple[tuple[str, Kernel],
 
 
 def _bf16(module: torch.nn.Module) -> bool:
-    return any(p.dtype == torch.bfloat16 for p in module.parameters())
+    """bf16 parameters resident on the CPU (not offloaded to the meta device by a placement)."""
+    params = list(module.parameters())
+    return bool(params) and all(p.dtype == torch.bfloat16 and p.device.type == "cpu" for p in params)
 
 
 def in_use(model) -> list[str]:
