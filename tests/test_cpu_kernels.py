@@ -80,6 +80,16 @@ def test_a_kernel_that_cannot_be_built_or_fails_its_probe_is_not_used(tiny_llama
     assert cpu_kernels.install(load(tiny_llama)) == []
 
 
+def test_packages_are_cached_per_torch_version_and_cpu(tmp_path, monkeypatch):
+    monkeypatch.setenv("POLYALIGN_CACHE", str(tmp_path))
+    folder = cpu_kernels.kernel_dir()
+    assert folder.parent == tmp_path / "kernels" and torch.__version__.replace("+", "_") in folder.name
+    cpu = "processor\t: 0\nmodel name\t: Xeon\nflags\t\t: avx2 avx512f amx_bf16\n"
+    # both cores of a CPU agree; a CPU without AMX is another machine
+    assert cpu_kernels.cpu_fingerprint(cpu) == cpu_kernels.cpu_fingerprint(cpu + cpu.replace(": 0", ": 1"))
+    assert cpu_kernels.cpu_fingerprint(cpu) != cpu_kernels.cpu_fingerprint(cpu.replace(" amx_bf16", ""))
+
+
 @pytest.mark.slow
 def test_results_record_the_kernels_and_a_resume_without_them_is_refused(tiny_gemma, data_dir, tmp_path, monkeypatch):
     from transformers import AutoTokenizer

@@ -5,9 +5,9 @@ activations hardly at all. A Gemma RMSNorm is eight elementwise passes (upcast, 
 two products, downcast) and torch's tanh-approximate gelu runs at about a fifth of erf-gelu's speed,
 slower in bf16 than in fp32 (docs/benchmarks.md has the profile). Each kernel here is one fused pass:
 a small torch function exported with dynamic shapes and compiled by AOTInductor into a package under
-the polyalign cache (kernels/<torch version>-<CPU capability>/NAME.pt2), built the first time a bf16
-model needs it on a machine (about 15 s each), then loaded by torch's C++ package loader in
-milliseconds (importing torch._inductor alone takes 1.5 s, more than most runs would gain).
+the polyalign cache (kernels/<torch version>-<CPU capability>-<CPU digest>/NAME.pt2), built the first
+time a bf16 model needs it on a machine (about 15 s each), then loaded by torch's C++ package loader
+in milliseconds (importing torch._inductor alone takes 1.5 s, more than most runs would gain).
 
 The kernels compute in float32 and round to bf16 once: not the bits eager bf16 gives (it rounds after
 every op) but closer to float32. A module gets its kernel only after a probe on random rows of its own
@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import copy
 import fcntl
+import hashlib
 import math
 import os
+import platform
 import sys
 import types
 from collections.abc import Callable
@@ -70,11 +72,25 @@ def enabled() -> bool:
     return os.environ.get("POLYALIGN_CPU_KERNELS", "1") != "0" and hasattr(torch._C, "_aoti")
 
 
+def cpu_fingerprint(cpuinfo: str | None = None) -> str:
+    """A digest of the CPU's model and instruction-set flags (from /proc/cpuinfo's text): a package
+    compiled for one CPU may use instructions another lacks, and a cache on a shared home directory
+    is seen by many machines."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+        except OSError:
+            cpuinfo = f"model name: {platform.machine()} {platform.processor()}"
+    described = "\n".join(sorted({ln for ln in cpuinfo.splitlines() if ln.startswith(("model name", "flags"))}))
+    return hashlib.sha256(described.encode()).hexdigest()[:12]
+
+
 def kernel_dir() -> Path:
     from polyalign.engine.model_paths import cache_dir
 
     capability = torch.backends.cpu.get_cpu_capability()
-    return cache_dir() / "kernels" / f"torch-{torch.__version__}-{capability}".replace("+", "_")
+    tag = f"torch-{torch.__version__}-{capability}-{cpu_fingerprint()}".replace("+", "_")
+    return cache_dir() / "kernels" / tag
 
 
 class _Exported(torch.nn.Module):
