@@ -331,7 +331,7 @@ def test_run_identity_is_recorded_and_a_resume_keeps_dtype_and_device(tiny_gemma
     out = tmp_path / "r"
     cfg = cfg_for(tiny_gemma, data_dir, langs="en", limit=3, batch_size=2)
     results = run_eval(cfg, model, tok, out, progress=False)
-    want = {"dtype": "float32", "device": "cpu", "batch_size": 2, "world_size": 1}
+    want = {"dtype": "float32", "device": "cpu", "cpu_kernels": [], "batch_size": 2, "world_size": 1}
     assert results["runtime"] == want
     assert json.loads((out / "run.json").read_text())["runtime"] == want | {"verify_threshold": None}  # fp32: none
     again = run_eval(
