@@ -7,10 +7,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from helpers import PAPER_PACK
+from helpers import cfg_for
 from polyalign.core.errors import PolyalignError
 from polyalign.engine import cpu_kernels, exact_norms
-from polyalign.evaluation.evaluate import EvalConfig, run_eval
+from polyalign.evaluation.evaluate import run_eval
 
 EXPECTED = {"tiny_gemma": ["gelu_tanh_mul", "gemma_norm_eps1e-06"], "tiny_llama": ["llama_norm_eps1e-06", "silu_mul"]}
 
@@ -91,20 +91,11 @@ def test_packages_are_cached_per_torch_version_and_cpu(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_results_record_the_kernels_and_a_resume_without_them_is_refused(tiny_gemma, data_dir, tmp_path, monkeypatch):
+def test_results_record_the_kernels_and_a_resume_without_them_is_refused(tiny_gemma, data_dir, tmp_path):
     from transformers import AutoTokenizer
 
-    cfg = EvalConfig(
-        model=str(tiny_gemma),
-        task="emotion",
-        langs="en",
-        mode="english",
-        scoring="prefix",
-        limit=2,
-        data_dir=str(data_dir),
-        prompts=str(PAPER_PACK),
-        verify=False,
-        allow_overlap=True,
+    cfg = cfg_for(
+        tiny_gemma, data_dir, task="emotion", langs="en", scoring="prefix", limit=2, verify=False, allow_overlap=True
     )
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_gemma))
     fused = load(tiny_gemma)

@@ -32,10 +32,12 @@ import sys
 import types
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from torch.nn import functional as F
 
+from polyalign.engine import exact_norms
 from polyalign.engine.exact_norms import GEMMA_NORMS, LLAMA_NORMS
 
 GELU_C = math.sqrt(2.0 / math.pi)
@@ -62,10 +64,11 @@ ACTIVATIONS: dict[str, tuple[Kernel, Callable[[torch.Tensor], torch.Tensor]]] = 
 
 
 def norm_function(family: str, eps: float) -> Kernel:
-    """The RMSNorm formula of `family` (as exact_norms writes it) with `eps` fixed."""
-    if family == "gemma":
-        return lambda x, w: (F.rms_norm(x.float(), (x.shape[-1],), eps=eps) * (1.0 + w.float())).to(x.dtype)
-    return lambda x, w: w * F.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
+    """The RMSNorm formula of `family` (exact_norms' own) with `eps` fixed and the weight an input."""
+    forward, eps_name = (
+        (exact_norms.gemma_forward, "eps") if family == "gemma" else (exact_norms.llama_forward, "variance_epsilon")
+    )
+    return lambda x, w: forward(SimpleNamespace(**{eps_name: eps, "weight": w}), x)
 
 
 def enabled() -> bool:
