@@ -76,7 +76,7 @@ def test_a_kernel_that_cannot_be_built_or_fails_its_probe_is_not_used(tiny_llama
     monkeypatch.setattr(cpu_kernels, "build", lambda *a: (_ for _ in ()).throw(RuntimeError("no compiler")))
     assert cpu_kernels.install(load(tiny_llama)) == []
     assert "unavailable (RuntimeError); eager bf16" in capsys.readouterr().err
-    monkeypatch.setattr(cpu_kernels, "load", lambda name, function, second_is_weight: lambda a, b: a)  # wrong values
+    monkeypatch.setattr(cpu_kernels, "load", lambda name, function, examples: lambda a, b: a)  # wrong values
     assert cpu_kernels.install(load(tiny_llama)) == []
 
 

@@ -188,3 +188,75 @@ def test_written_out_loss_equals_cross_entropy_even_where_a_target_probability_u
     assert torch.isfinite(loss) and (cap or loss > 200)
     torch.testing.assert_close(loss, want.detach(), **TOL)
     assert_same_gradient(grad, piece.grad)
+
+
+def fused_or_skip():
+    from polyalign.alignment.target_loss import fused_loss
+
+    with torch.no_grad():
+        kernel = fused_loss(torch.empty(0, 2, dtype=torch.bfloat16))
+    if kernel is None:
+        pytest.skip("no AOTInductor kernel on this machine (POLYALIGN_CPU_KERNELS=0 or no compiler)")
+    return kernel
+
+
+@pytest.mark.slow
+def test_the_fused_bf16_loss_equals_the_formula_in_float64():
+    """The compiled kernel's per-row losses are exact in float32 terms and its gradient (softmax -
+    one-hot) is within one bf16 ulp of float64's, for targets at both ends of the vocabulary, rows of
+    very different scales and a target whose probability underflows float32 (loss about 200)."""
+    kernel = fused_or_skip()
+    generator = torch.Generator().manual_seed(3)
+    logits = torch.randn(9, 3001, generator=generator) * torch.tensor([0.1, 1, 3, 10, 30, 1, 1, 1, 1])[:, None]
+    targets = torch.tensor([0, 3000, 17, 2999, 5, 1500, 8, 9, 10])
+    logits[8, 10], logits[8, 11] = -100.0, 100.0  # row 8: its target 200 below the largest logit
+    logits = logits.bfloat16()
+    with torch.no_grad():
+        losses, grads = kernel(logits, targets)
+    exact = logits.double()
+    want_losses = exact.logsumexp(-1) - exact.gather(1, targets[:, None]).squeeze(1)
+    want_grads = exact.softmax(-1) - torch.nn.functional.one_hot(targets, 3001).double()
+    assert losses.dtype == torch.float32 and grads.dtype == torch.bfloat16 and grads.shape == logits.shape
+    torch.testing.assert_close(losses.double(), want_losses, rtol=2e-6, atol=1e-5)
+    assert losses[8] > 199
+    assert ((grads.double() - want_grads).abs() <= want_grads.abs() * 2.0**-8 + 1e-30).all()
+
+
+@pytest.mark.slow
+def test_the_fused_bf16_loss_gives_the_eager_loss_and_lora_gradients(tiny_gemma, monkeypatch):
+    """A bf16 model's target loss through the fused kernel (its chunks hold bf16 logits) against the
+    eager fp32 passes: the same loss within fp32 noise, LoRA gradients within bf16 rounding."""
+    from polyalign.alignment import target_loss as module
+
+    fused_or_skip()
+    model = lora_model(tiny_gemma, torch.bfloat16)
+    batch, unembed = padded_batch(tiny_gemma), Unembed(model)
+    assert module.held_logit_bytes(unembed) == 2 and module.chunk_rows(262144, 2) == 256
+    assert module.loss_kernels(model) == [module.FUSED_LOSS] and module.loss_kernels(lora_model(tiny_gemma)) == []
+    got, _ = target_loss(model, batch, unembed, chunk=7)
+    got.backward()
+    got_grads = lora_grads(model)
+    model.zero_grad()
+    monkeypatch.setattr(module, "fused_loss", lambda logits: None)
+    assert module.held_logit_bytes(unembed) == 4
+    want, _ = target_loss(model, batch, unembed, chunk=7)
+    want.backward()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=0)
+    for name, grad in lora_grads(model).items():
+        assert grad.abs().sum() > 0, name
+        torch.testing.assert_close(got_grads[name].float(), grad.float(), rtol=0, atol=2e-2 * float(grad.abs().max()))
+
+
+def test_a_fused_loss_that_fails_its_probe_or_does_not_apply_is_not_used(monkeypatch):
+    """Wrong values from the compiled kernel, float32 logits or autograd on: the eager passes run."""
+    from polyalign.alignment import target_loss as module
+    from polyalign.engine import cpu_kernels
+
+    logits = torch.zeros(1, 2, dtype=torch.bfloat16)
+    with torch.no_grad():
+        assert module.fused_loss(logits.float()) is None
+    assert module.fused_loss(logits) is None  # autograd on
+    monkeypatch.setattr(module, "_PROBED", {})
+    monkeypatch.setattr(cpu_kernels, "load", lambda name, f, examples: lambda x, t: (torch.zeros(len(t)), x))
+    with torch.no_grad():
+        assert module.fused_loss(logits) is None

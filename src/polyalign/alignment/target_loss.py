@@ -22,9 +22,11 @@ import torch.nn.functional as F
 from transformers import Trainer
 
 from polyalign.alignment.training_data import IGNORE
+from polyalign.engine import cpu_kernels
 from polyalign.engine.unembed import Unembed
 
-CHUNK_BYTES = 128 * 2**20  # fp32 logits of one chunk of rows
+CHUNK_BYTES = 128 * 2**20  # logits of one chunk of rows, as held (fp32; bf16 under the fused kernel)
+FUSED_LOSS = "softmax_xent_bf16"  # polyalign.engine.cpu_kernels package of softmax_cross_entropy
 BATCH_ONLY = ("labels", "shift_labels", "logits_to_keep")  # what the loss reads, not the model
 
 
@@ -66,10 +68,16 @@ def plain_head_loss(piece: torch.Tensor, targets: torch.Tensor, unembed: Unembed
     Why: a bf16 head went through `unembed.forward`'s float32 upcast of all 262k rows, which bf16
     autocast cast back to bf16 anyway, with the logits sliced under autograd: on an AMX CPU, two
     thirds of a bf16 training step (gemma-3-270m); and autograd's log-softmax writes, reads and
-    fills [chunk, vocab] tensors twice more than needed (fp32 as well)."""
+    fills [chunk, vocab] tensors twice more than needed (fp32 as well). bf16 logits on a CPU go
+    through one fused kernel instead (`fused_loss`), which never holds them in fp32."""
     weight, cap = unembed.head.weight, unembed.cap  # [vocab, hidden]
     with torch.autocast(piece.device.type, enabled=False), torch.no_grad():
-        logits = F.linear(piece.to(weight.dtype), weight).float()  # [chunk, vocab]
+        logits = F.linear(piece.to(weight.dtype), weight)  # [chunk, vocab], the head's dtype
+        fused = None if cap else fused_loss(logits)
+        if fused is not None:
+            row_losses, probs = fused(logits, targets)  # [chunk] fp32, [chunk, vocab] bf16
+            return row_losses.sum(), (probs @ weight).to(piece.dtype)
+        logits = logits.float()
         squashed = None
         if cap:
             squashed = torch.tanh(logits / cap)
@@ -84,9 +92,65 @@ def plain_head_loss(piece: torch.Tensor, targets: torch.Tensor, unembed: Unembed
     return loss, grad.to(piece.dtype)
 
 
-def chunk_rows(vocab_size: int) -> int:
-    """Rows whose fp32 logits fill CHUNK_BYTES (128 for Gemma's 262k vocabulary, 682 for SmolLM2's 49k)."""
-    return max(1, CHUNK_BYTES // (4 * vocab_size))
+def softmax_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row [n]: -log softmax(logits [n, vocab])[target] in float32, and its gradient with respect
+    to the logits (softmax - one-hot) rounded to their dtype: what the fused kernel compiles, one
+    pass for the reductions and one for the gradient where eager bf16 makes six over [n, vocab]."""
+    x = logits.float()
+    lse = torch.logsumexp(x, -1)  # [n]
+    picked = x.gather(1, targets[:, None]).squeeze(1)  # [n]
+    probs = torch.exp(x - lse[:, None])  # [n, vocab]
+    hit = torch.arange(x.shape[1], device=x.device)[None, :] == targets[:, None]
+    return lse - picked, torch.where(hit, probs - 1, probs).to(logits.dtype)
+
+
+def logit_examples() -> cpu_kernels.Examples:
+    rows, vocab = torch.export.Dim("rows", min=1, max=1 << 30), torch.export.Dim("vocab", min=2, max=1 << 30)
+    return (torch.randn(37, 96).bfloat16(), torch.randint(0, 96, (37,))), ({0: rows, 1: vocab}, {0: rows})
+
+
+_PROBED: dict[str, Any] = {}
+
+
+def fused_loss(logits: torch.Tensor):
+    """The compiled `softmax_cross_entropy` for bf16 logits on a CPU outside autograd, once it matched
+    the formula in float32 on random logits (losses within 1e-5, gradients within one bf16 ulp);
+    None where it does not apply or cannot be had (then the eager passes run)."""
+    if not (cpu_kernels.enabled() and cpu_kernels.eligible(logits)):
+        return None
+    if FUSED_LOSS not in _PROBED:
+        kernel = cpu_kernels.load(FUSED_LOSS, softmax_cross_entropy, logit_examples)
+        generator = torch.Generator().manual_seed(0)
+        sample = (torch.randn(16, 5000, generator=generator) * 4).bfloat16()
+        wanted = torch.randint(0, 5000, (16,), generator=generator)
+        losses, grads = softmax_cross_entropy(sample.float(), wanted)
+        ok = kernel is not None
+        if kernel is not None:
+            got_losses, got_grads = kernel(sample, wanted)
+            ok = torch.allclose(got_losses, losses, rtol=1e-5, atol=1e-5)
+            ok = ok and cpu_kernels.close_to_float32(got_grads, grads)
+        _PROBED[FUSED_LOSS] = kernel if ok else None
+    return _PROBED[FUSED_LOSS]
+
+
+def held_logit_bytes(unembed: Unembed) -> int:
+    """Bytes per logit a chunk holds: 2 where the fused kernel takes a frozen plain bf16 head's
+    logits on a CPU (they are never upcast), else 4 (fp32)."""
+    weight = getattr(unembed.head, "weight", None)
+    if not (unembed.plain_head and not unembed.cap and isinstance(weight, torch.Tensor)) or weight.requires_grad:
+        return 4
+    with torch.no_grad():
+        return 2 if fused_loss(torch.empty(0, 2, dtype=weight.dtype, device=weight.device)) is not None else 4
+
+
+def loss_kernels(model: torch.nn.Module) -> list[str]:
+    """The compiled kernels the target loss of `model` runs through ([] or [FUSED_LOSS])."""
+    return [FUSED_LOSS] if held_logit_bytes(Unembed(model)) == 2 else []
+
+
+def chunk_rows(vocab_size: int, logit_bytes: int = 4) -> int:
+    """Rows whose logits fill CHUNK_BYTES (fp32: 128 for Gemma's 262k vocabulary, 682 for SmolLM2's 49k)."""
+    return max(1, CHUNK_BYTES // (logit_bytes * vocab_size))
 
 
 def summed_cross_entropy(rows: torch.Tensor, targets: torch.Tensor, unembed: Unembed, chunk: int) -> torch.Tensor:
@@ -125,7 +189,8 @@ def target_loss(
     next_labels = F.pad(labels[:, 1:], (0, 1), value=IGNORE)  # [batch, seq]: the token each position predicts
     keep = next_labels != IGNORE  # [batch, seq]
     rows = hidden[keep]  # [targets, hidden]
-    total = summed_cross_entropy(rows, next_labels[keep], unembed, chunk or chunk_rows(unembed.vocab_size))
+    chunk = chunk or chunk_rows(unembed.vocab_size, held_logit_bytes(unembed))
+    total = summed_cross_entropy(rows, next_labels[keep], unembed, chunk)
     count = num_items_in_batch if num_items_in_batch is not None else keep.sum()
     if torch.is_tensor(count):
         count = count.to(total.device)

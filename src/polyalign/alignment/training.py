@@ -17,6 +17,7 @@ import yaml
 
 from polyalign.alignment.checkpoints import last_complete_checkpoint, provenance_callback
 from polyalign.alignment.quantized import prepare_quantized, quantization_kwargs, record_quantized_base
+from polyalign.alignment.target_loss import loss_kernels
 from polyalign.alignment.train_config import TrainConfig, load_config, recipe_identity
 from polyalign.alignment.train_fit import check_training_fits
 from polyalign.alignment.training_data import PadCollator, split_pairs, tokenize_pairs
@@ -224,6 +225,7 @@ def _summary(
         "bf16": bool(trainer.args.bf16),
         "precision": "bf16" if trainer.args.bf16 else "fp32",  # what precision=auto resolved to here
         "precision_why": _precision_why(cfg.precision, model),
+        "cpu_kernels": loss_kernels(trainer.model),  # a bf16 loss on a CPU: the fused kernel's rounding
         "kept": "best" if n_val and cfg.keep == "best" else "final",
         "template": "chat" if chat else "none",
         "world_size": world,

@@ -101,13 +101,24 @@ class _Exported(torch.nn.Module):
         super().__init__()
         self.function = function
 
-    def forward(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-        return self.function(first, second)
+    def forward(self, *inputs: torch.Tensor):
+        return self.function(*inputs)
 
 
-def build(name: str, function: Kernel, second_is_weight: bool) -> Path:
-    """Compile `function` (bf16 [n, d] and [n, d] or [d] inputs) into NAME.pt2, once: a lock keeps two
-    processes from building it together, and the package appears only when whole."""
+Examples = tuple[tuple[torch.Tensor, ...], tuple[dict, ...]]  # example inputs, their dynamic dimensions
+
+
+def row_examples(second_is_weight: bool) -> Examples:
+    """bf16 [rows, width] and [rows, width] (or a [width] weight) inputs, any rows and width."""
+    rows, width = torch.export.Dim("rows", min=1, max=1 << 30), torch.export.Dim("width", min=2, max=1 << 20)
+    first = torch.randn(37, 96).bfloat16()
+    second = torch.randn(96).bfloat16() if second_is_weight else torch.randn(37, 96).bfloat16()
+    return (first, second), ({0: rows, 1: width}, {0: width} if second_is_weight else {0: rows, 1: width})
+
+
+def build(name: str, function: Callable, examples: Callable[[], Examples]) -> Path:
+    """Compile `function` (exported on `examples()`, its dimensions dynamic) into NAME.pt2, once: a
+    lock keeps two processes from building it together, and the package appears only when whole."""
     path = kernel_dir() / f"{name}.pt2"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as lock:
@@ -116,27 +127,30 @@ def build(name: str, function: Kernel, second_is_weight: bool) -> Path:
             return path
         from torch._inductor import aoti_compile_and_package
 
-        rows, width = torch.export.Dim("rows", min=1, max=1 << 30), torch.export.Dim("width", min=2, max=1 << 20)
-        first = torch.randn(37, 96).bfloat16()
-        second = torch.randn(96).bfloat16() if second_is_weight else torch.randn(37, 96).bfloat16()
-        dynamic = ({0: rows, 1: width}, {0: width} if second_is_weight else {0: rows, 1: width})
-        program = torch.export.export(_Exported(function), (first, second), dynamic_shapes=dynamic)
+        inputs, dynamic = examples()
+        program = torch.export.export(_Exported(function), inputs, dynamic_shapes=(dynamic,))  # for *inputs
         partial = path.with_name(f"{name}.{os.getpid()}.partial.pt2")
         aoti_compile_and_package(program, package_path=str(partial))
         os.replace(partial, path)
     return path
 
 
-_LOADED: dict[str, Kernel | None] = {}
+_LOADED: dict[str, Callable | None] = {}
 
 
-def load(name: str, function: Kernel, second_is_weight: bool) -> Kernel | None:
-    """The compiled kernel `name` (built on first use on this machine); None where it cannot be had."""
+def load(name: str, function: Callable, examples: Callable[[], Examples]) -> Callable | None:
+    """The compiled kernel `name` (built on first use on this machine): its output, or a tuple of its
+    outputs; None where it cannot be had."""
     if name not in _LOADED:
         try:
-            path = build(name, function, second_is_weight)
+            path = build(name, function, examples)
             runner = torch._C._aoti.AOTIModelPackageLoader(str(path), "model", False, 1, -1)
-            _LOADED[name] = lambda *inputs: runner.run(list(inputs))[0]
+
+            def kernel(*inputs: torch.Tensor, runner=runner):
+                outputs = runner.run(list(inputs))
+                return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+            _LOADED[name] = kernel
         except Exception as exc:  # noqa: BLE001 - any compiler or loader failure: the eager forward stays
             print(f"polyalign: CPU kernel {name} unavailable ({type(exc).__name__}); eager bf16", file=sys.stderr)
             _LOADED[name] = None
@@ -184,7 +198,7 @@ def norm_kernel(module: torch.nn.Module) -> tuple[str, Kernel] | None:
         return None
     eps = float(getattr(module, "eps" if family == "gemma" else "variance_epsilon"))
     name = f"{family}_norm_eps{eps:g}"
-    kernel = load(name, norm_function(family, eps), second_is_weight=True)
+    kernel = load(name, norm_function(family, eps), lambda: row_examples(second_is_weight=True))
     rows = (torch.randn(PROBE_ROWS, weight.shape[0], generator=torch.Generator().manual_seed(0)) * 3).bfloat16()
     reference = copy.deepcopy(module).float()
     with torch.inference_mode():
@@ -204,7 +218,7 @@ def activation_kernel(mlp: torch.nn.Module) -> tuple[str, Kernel] | None:
         for name, (function, formula) in ACTIVATIONS.items():
             if not torch.allclose(act(gate), formula(gate), rtol=1e-5, atol=1e-6):
                 continue
-            kernel = load(name, function, second_is_weight=False)
+            kernel = load(name, function, lambda: row_examples(second_is_weight=False))
             if kernel is not None and close_to_float32(kernel(gate.bfloat16(), up.bfloat16()), formula(gate) * up):
                 return name, kernel
     return None
