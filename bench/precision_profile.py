@@ -9,7 +9,7 @@ matmul share of operator time, and the largest other operators. What is left aft
 what holds a precision back.
 
     python bench/precision_profile.py [--model gemma-3-270m] [--items 80:160] [--precisions fp32,bf16]
-        [--threads 1] [--out FILE.json]
+        [--threads 1] [--shapes N] [--out FILE.json]
 
 One thread by default: on a machine shared with other jobs, two threads wait on each other and the
 profile shows the waiting, not the work. Exits 0 whatever it finds.
@@ -39,18 +39,20 @@ MATMULS = ("aten::mm", "aten::bmm", "aten::addmm")
 DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
 
 
-def summarize(prof, seconds: float, top: int = 6) -> dict:
-    """Wall seconds, operator seconds, matmul share and the largest other operators of one profile."""
+def summarize(prof, seconds: float, top: int = 6, shapes: int = 0) -> dict:
+    """Wall seconds, operator seconds, matmul share and the largest other operators of one profile;
+    with `shapes`, also its `shapes` largest operators by input shape (a profile recorded with shapes)."""
     events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
     total = sum(e.self_cpu_time_total for e in events) / 1e6
     matmul = sum(e.self_cpu_time_total for e in events if e.key in MATMULS) / 1e6
     others = [(e.key, round(e.self_cpu_time_total / 1e6, 3)) for e in events if e.key not in MATMULS][:top]
-    return {
-        "wall_s": round(seconds, 2),
-        "operator_s": round(total, 2),
-        "matmul_share": matmul / total,
-        "others": others,
-    }
+    summary = {"wall_s": round(seconds, 2), "operator_s": round(total, 2), "matmul_share": matmul / total}
+    if shapes:
+        grouped = sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: -e.self_cpu_time_total)
+        summary["by_shape"] = [
+            (e.key, str(e.input_shapes)[:90], round(e.self_cpu_time_total / 1e6, 3)) for e in grouped[:shapes]
+        ]
+    return {**summary, "others": others}
 
 
 def profile_eval(args: argparse.Namespace, precision: str, work: Path) -> dict:
@@ -67,19 +69,22 @@ def profile_eval(args: argparse.Namespace, precision: str, work: Path) -> dict:
         str(data / "prompts.json"),
     ]
     argv += ["--out", str(work / f"eval-{precision}"), "--overwrite", "--dtype", DTYPES[precision], "--no-verify"]
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=bool(args.shapes)) as prof:
         start = time.perf_counter()
         polyalign_main(argv)
         seconds = time.perf_counter() - start
-    return summarize(prof, seconds)
+    return summarize(prof, seconds, shapes=args.shapes)
 
 
 class StepProfile(TrainerCallback):
     """Profiles the training steps after the first (the first pays for allocation and warm-up)."""
 
+    def __init__(self, record_shapes: bool = False):
+        self.record_shapes = record_shapes
+
     def on_step_begin(self, args, state, control, **kwargs):
         if state.global_step == 1:
-            self.prof = profile(activities=[ProfilerActivity.CPU])
+            self.prof = profile(activities=[ProfilerActivity.CPU], record_shapes=self.record_shapes)
             self.prof.__enter__()
             self.start = time.perf_counter()
 
@@ -99,10 +104,10 @@ def profile_train(args: argparse.Namespace, precision: str, work: Path) -> dict:
     write_pairs(rows, work / f"pairs-{precision}.jsonl")
     overrides = ["max_steps=3", "per_device_batch=16", "val_size=0", "save_steps=1000000", "logging_steps=1000000"]
     cfg = train_config.load_config(None, [*overrides, f"precision={precision}"])
-    clock = StepProfile()
+    clock = StepProfile(record_shapes=bool(args.shapes))
     pairs = work / f"pairs-{precision}.jsonl"
     training.train(args.model, pairs, work / f"train-{precision}", cfg, overwrite=True, callbacks=[clock])
-    return {**summarize(clock.prof, clock.seconds), "steps": 2}
+    return {**summarize(clock.prof, clock.seconds, shapes=args.shapes), "steps": 2}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", default="80:160")
     parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--shapes", type=int, default=0, help="also list this many operators by input shape")
     parser.add_argument("--data-dir")
     parser.add_argument("--out")
     args = parser.parse_args(argv)
@@ -133,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['precision']} | {r['phase']} | {r['wall_s']} | {r['operator_s']} | "
             f"{r['matmul_share']:.0%} | {others} |"
         )
+    for r in runs:
+        for name, shapes, seconds in r.get("by_shape", []):
+            print(f"{r['precision']} {r['phase']}: {name} {shapes} {seconds} s")
     if args.out:
         Path(args.out).write_text(
             json.dumps({"cpu": cpu_description(), "threads": args.threads, "runs": runs}, indent=2)

@@ -7,7 +7,8 @@ the loss reads only the positions whose next token is a target (the completion; 
 padding are masked). Here the model runs its body only (no logits), the target rows are kept,
 and the unembedding (`polyalign.engine.unembed`: the model's own head and soft-cap) is applied to them
 a chunk at a time: 128 MiB of fp32 logits, 128 rows of Gemma's vocabulary (on the demo's longest
-batch, 1024-row chunks peaked 2 GB higher at the same speed). Each chunk's gradient with respect
+batch, 1024-row chunks peaked 2 GB higher at the same speed in fp32); bf16 logits on a CPU stay bf16
+through one fused kernel (`fused_loss`), 256 rows a chunk. Each chunk's gradient with respect
 to its rows is taken as soon as its logits exist, so no logits tensor outlives its chunk. The
 value, its normalisation (HF's `num_items_in_batch` under gradient accumulation and across
 processes) and the LoRA gradients are HF's default loss's (tests/test_target_loss.py).
