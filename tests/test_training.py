@@ -123,7 +123,7 @@ def test_resume_continues_and_keeps_the_best_checkpoint(run):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["resumed_from"].endswith("checkpoint-2") and summary["global_step"] == 4
     assert summary["n_val"] == 4 and summary["n_train"] == 12
-    assert summary["cpu_kernels"] in ([], ["softmax_xent_bf16"])  # the fused loss: bf16 on a CPU only
+    assert summary["cpu_kernels"] == [] or "softmax_xent_bf16" in summary["cpu_kernels"]  # bf16 on a CPU only
     assert summary["precision"] == "bf16" or summary["cpu_kernels"] == []
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4]  # no step logged twice across the kill

@@ -149,6 +149,12 @@ def loss_kernels(model: torch.nn.Module) -> list[str]:
     return [FUSED_LOSS] if held_logit_bytes(Unembed(model)) == 2 else []
 
 
+def training_kernels(model: torch.nn.Module) -> list[str]:
+    """The compiled kernels a bf16 training step of `model` runs through on a CPU: the norms' and the
+    activation's (forward and backward, polyalign.engine.cpu_backward) and the loss's."""
+    return sorted(cpu_kernels.in_use(model) + loss_kernels(model))
+
+
 def chunk_rows(vocab_size: int, logit_bytes: int = 4) -> int:
     """Rows whose logits fill CHUNK_BYTES (fp32: 128 for Gemma's 262k vocabulary, 682 for SmolLM2's 49k)."""
     return max(1, CHUNK_BYTES // (logit_bytes * vocab_size))

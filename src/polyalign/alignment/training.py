@@ -17,7 +17,7 @@ import yaml
 
 from polyalign.alignment.checkpoints import last_complete_checkpoint, provenance_callback
 from polyalign.alignment.quantized import prepare_quantized, quantization_kwargs, record_quantized_base
-from polyalign.alignment.target_loss import loss_kernels
+from polyalign.alignment.target_loss import training_kernels
 from polyalign.alignment.train_config import TrainConfig, load_config, recipe_identity
 from polyalign.alignment.train_fit import check_training_fits
 from polyalign.alignment.training_data import PadCollator, split_pairs, tokenize_pairs
@@ -225,7 +225,7 @@ def _summary(
         "bf16": bool(trainer.args.bf16),
         "precision": "bf16" if trainer.args.bf16 else "fp32",  # what precision=auto resolved to here
         "precision_why": _precision_why(cfg.precision, model),
-        "cpu_kernels": loss_kernels(trainer.model),  # a bf16 loss on a CPU: the fused kernel's rounding
+        "cpu_kernels": training_kernels(trainer.model),  # bf16 on a CPU: the fused kernels' rounding
         "kept": "best" if n_val and cfg.keep == "best" else "final",
         "template": "chat" if chat else "none",
         "world_size": world,
@@ -288,7 +288,7 @@ def _setup_model(model: str, cfg: TrainConfig, bf16: bool):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, set_seed
 
-    from polyalign.engine import exact_norms
+    from polyalign.engine import cpu_kernels, exact_norms
     from polyalign.engine.model_paths import resolve_model_path
 
     try:
@@ -301,6 +301,7 @@ def _setup_model(model: str, cfg: TrainConfig, bf16: bool):
         )
         net = prepare_quantized(net, cfg.quantization, cfg.gradient_checkpointing)
         exact_norms.install(net)  # the same bits, fewer passes (polyalign.engine.exact_norms)
+        cpu_kernels.install(net)  # bf16 on a CPU: fused norms and activation, forward and backward
         lora = LoraConfig(
             r=cfg.lora_rank,
             lora_alpha=cfg.lora_alpha,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import fcntl
+import functools
 import hashlib
 import math
 import os
@@ -33,16 +34,25 @@ import types
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
+from typing import NamedTuple
 
 import torch
 from torch.nn import functional as F
 
-from polyalign.engine import exact_norms
+from polyalign.engine import cpu_backward, exact_norms
 from polyalign.engine.exact_norms import GEMMA_NORMS, LLAMA_NORMS
 
 GELU_C = math.sqrt(2.0 / math.pi)
 PROBE_ROWS = 64
 Kernel = Callable[..., torch.Tensor]  # bf16 [n, d] inputs -> bf16 [n, d]
+
+
+class Fused(NamedTuple):
+    """A module's forward kernel, and its backward kernel for bf16 training (polyalign.engine.cpu_backward),
+    built and probed on the first training forward; None where that fails."""
+
+    forward: Kernel
+    backward: Callable[[], Callable | None]
 
 
 def gelu_tanh_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
@@ -190,7 +200,7 @@ def norm_family(module: torch.nn.Module) -> str | None:
     return None
 
 
-def norm_kernel(module: torch.nn.Module) -> tuple[str, Kernel] | None:
+def norm_kernel(module: torch.nn.Module) -> tuple[str, Fused] | None:
     """The compiled kernel for this norm, if it passes the probe against the module's float32 forward."""
     family = norm_family(module)
     weight = getattr(module, "weight", None)
@@ -204,10 +214,14 @@ def norm_kernel(module: torch.nn.Module) -> tuple[str, Kernel] | None:
     with torch.inference_mode():
         expected = type(reference).forward(reference, rows.float())
         ok = kernel is not None and close_to_float32(kernel(rows, weight), expected)
-    return (name, kernel) if ok and kernel is not None else None
+    if not ok or kernel is None:
+        return None
+    return name, Fused(
+        kernel, functools.cache(lambda: _backward(name, cpu_backward.norm_backward, module, family, eps))
+    )
 
 
-def activation_kernel(mlp: torch.nn.Module) -> tuple[str, Kernel] | None:
+def activation_kernel(mlp: torch.nn.Module) -> tuple[str, Fused] | None:
     """The compiled gated-activation kernel whose formula the MLP's act_fn computes (probed in float32)."""
     act = getattr(mlp, "act_fn", None)
     if act is None or not all(isinstance(getattr(mlp, n, None), torch.nn.Module) for n in ("gate_proj", "up_proj")):
@@ -220,25 +234,55 @@ def activation_kernel(mlp: torch.nn.Module) -> tuple[str, Kernel] | None:
                 continue
             kernel = load(name, function, lambda: row_examples(second_is_weight=False))
             if kernel is not None and close_to_float32(kernel(gate.bfloat16(), up.bfloat16()), formula(gate) * up):
-                return name, kernel
+                return name, Fused(
+                    kernel, functools.cache(lambda n=name, f=formula: _backward(n, cpu_backward.gated_backward, n, f))
+                )
     return None
 
 
-def norm_forward(eager: Callable, kernel: Kernel) -> Callable:
+def _backward(name: str, probe: Callable, *args) -> Callable | None:
+    """A probed backward kernel (cpu_backward), or None with one line where it cannot be had."""
+    kernel = probe(*args)
+    if kernel is None:
+        print(f"polyalign: no backward kernel for {name}; bf16 training keeps its eager passes", file=sys.stderr)
+    return kernel
+
+
+def trains(x: torch.Tensor) -> bool:
+    """bf16 training on a CPU: autograd on, where the paired backward kernels run."""
+    return x.dtype == torch.bfloat16 and x.device.type == "cpu" and torch.is_grad_enabled()
+
+
+def norm_forward(eager: Callable, fused: Fused) -> Callable:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        fused = on_rows(kernel, x, self.weight) if eligible(x) and self.weight.dtype == torch.bfloat16 else None
-        return eager(x) if fused is None else fused
+        weight = self.weight
+        if weight.dtype == torch.bfloat16 and eligible(x):
+            out = on_rows(fused.forward, x, weight)
+            if out is not None:
+                return out
+        elif weight.dtype == torch.bfloat16 and trains(x) and not weight.requires_grad:
+            backward = fused.backward() if cpu_backward.as_rows(x) is not None else None
+            if backward is not None:
+                return cpu_backward.FusedNorm.apply(x, weight, fused.forward, backward)
+        return eager(x)
 
     return forward
 
 
-def mlp_forward(eager: Callable, kernel: Kernel) -> Callable:
+def mlp_forward(eager: Callable, fused: Fused) -> Callable:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not eligible(x):
+        inference, training = eligible(x), trains(x)
+        if not (inference or training):
             return eager(x)
         gate, up = self.gate_proj(x), self.up_proj(x)
-        fused = on_rows(kernel, gate, up) if gate.dtype == up.dtype == torch.bfloat16 else None
-        return self.down_proj(fused if fused is not None else self.act_fn(gate) * up)
+        if gate.dtype != torch.bfloat16 or up.dtype != torch.bfloat16:
+            return self.down_proj(self.act_fn(gate) * up)
+        if inference:
+            mixed = on_rows(fused.forward, gate, up)
+        else:
+            backward = fused.backward() if gate.is_contiguous() and up.is_contiguous() else None
+            mixed = None if backward is None else cpu_backward.FusedGatedMul.apply(gate, up, fused.forward, backward)
+        return self.down_proj(mixed if mixed is not None else self.act_fn(gate) * up)
 
     return forward
 
@@ -249,7 +293,7 @@ def install(model: torch.nn.Module) -> list[str]:
     if not enabled() or first is None or first.device.type != "cpu":
         return []
     used: set[str] = set()
-    verdicts: dict[tuple, tuple[str, Kernel] | None] = {}  # one probe per class, width and eps
+    verdicts: dict[tuple, tuple[str, Fused] | None] = {}  # one probe per class, width and eps
     for module in model.modules():
         if "polyalign_kernel" in vars(module):  # installed before
             used.add(vars(module)["polyalign_kernel"])
@@ -264,12 +308,12 @@ def install(model: torch.nn.Module) -> list[str]:
     return sorted(used)
 
 
-def choose(module: torch.nn.Module, verdicts: dict) -> tuple[tuple[str, Kernel], Callable] | None:
+def choose(module: torch.nn.Module, verdicts: dict) -> tuple[tuple[str, Fused], Callable] | None:
     """(kernel name and kernel, forward wrapper) for a bf16 norm or gated MLP whose probe passed."""
     if norm_family(module) and _bf16(module):
         eps = getattr(module, "eps", getattr(module, "variance_epsilon", None))
         key: tuple = (type(module), next(module.parameters()).shape[0], eps)
-        probe: Callable[[torch.nn.Module], tuple[str, Kernel] | None] = norm_kernel
+        probe: Callable[[torch.nn.Module], tuple[str, Fused] | None] = norm_kernel
         wrap = norm_forward
     elif hasattr(module, "act_fn") and hasattr(module, "down_proj") and _bf16(module):
         key, probe, wrap = (type(module), type(module.act_fn)), activation_kernel, mlp_forward
