@@ -89,7 +89,7 @@ def counted(backward, calls: dict, key: str):
 
 @pytest.mark.slow
 def test_a_backward_kernel_that_fails_its_probe_leaves_the_eager_backward(tiny_llama, monkeypatch, capsys):
-    monkeypatch.setattr(cpu_backward, "grads_close", lambda got, want: False)
+    monkeypatch.setattr(cpu_backward, "grads_close", lambda got, want: False)  # every probe fails
     used, loss, grads = lora_step(tiny_llama, kernels=True)
     if not used:
         pytest.skip("no AOTInductor kernel on this machine")

@@ -17,7 +17,6 @@ import yaml
 
 from polyalign.alignment.checkpoints import last_complete_checkpoint, provenance_callback
 from polyalign.alignment.quantized import prepare_quantized, quantization_kwargs, record_quantized_base
-from polyalign.alignment.target_loss import training_kernels
 from polyalign.alignment.train_config import TrainConfig, load_config, recipe_identity
 from polyalign.alignment.train_fit import check_training_fits
 from polyalign.alignment.training_data import PadCollator, split_pairs, tokenize_pairs
@@ -213,6 +212,8 @@ def _summary(
     trainer, cfg: TrainConfig, tokenizer, resumed_from: str | None, n_train: int, n_val: int, model: str
 ) -> dict:
     """summary.json: what ran (steps, data sizes, precision, template, batch) and what was kept."""
+    from polyalign.alignment.target_loss import training_kernels  # torch: not for `--help` or a dry run
+
     chat = cfg.template == "chat" and bool(getattr(tokenizer, "chat_template", None))
     world = trainer.args.world_size
     return {

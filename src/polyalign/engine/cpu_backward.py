@@ -24,8 +24,7 @@ from collections.abc import Callable
 
 import torch
 
-from polyalign.engine import cpu_kernels
-
+PROBE_ROWS = 64
 GELU_C, GELU_K = math.sqrt(2.0 / math.pi), 0.044715
 Rows = tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]  # [n, d] view, back to the input's layout
 
@@ -56,12 +55,6 @@ def silu_mul_backward(a: torch.Tensor, u: torch.Tensor, g: torch.Tensor) -> tupl
 
 
 GATED_BACKWARDS = {"gelu_tanh_mul": gelu_tanh_mul_backward, "silu_mul": silu_mul_backward}
-
-
-def triple_examples(second_is_weight: bool) -> cpu_kernels.Examples:
-    """cpu_kernels.row_examples plus a gradient [rows, width]."""
-    (first, second), (first_dims, second_dims) = cpu_kernels.row_examples(second_is_weight)
-    return (first, second, torch.randn(first.shape).bfloat16()), (first_dims, second_dims, first_dims)
 
 
 def as_rows(x: torch.Tensor) -> Rows | None:
@@ -120,37 +113,28 @@ def grads_close(got: torch.Tensor, want: torch.Tensor) -> bool:
     return bool(((got.float() - want).abs() <= slack).all())
 
 
-def norm_backward(module: torch.nn.Module, family: str, eps: float) -> Callable | None:
-    """The probed backward kernel for this norm (None where it fails or cannot be had)."""
+def norm_backward_agrees(kernel: Callable, module: torch.nn.Module) -> bool:
+    """Whether a compiled norm backward gives autograd's gradient through `module`'s float32 forward."""
     import copy
 
-    name = f"{family}_norm_eps{eps:g}_backward"
-    kernel = cpu_kernels.load(name, norm_backward_function(family, eps), lambda: triple_examples(True))
-    if kernel is None:
-        return None
-    generator = torch.Generator().manual_seed(1)
     weight: torch.Tensor = module.weight  # type: ignore[assignment]
-    width = int(weight.shape[0])
-    x, g = ((torch.randn(cpu_kernels.PROBE_ROWS, width, generator=generator) * 3).bfloat16() for _ in range(2))
+    generator = torch.Generator().manual_seed(1)
+    x, g = ((torch.randn(PROBE_ROWS, int(weight.shape[0]), generator=generator) * 3).bfloat16() for _ in range(2))
     reference = copy.deepcopy(module).float().requires_grad_(False)
     leaf = x.float().requires_grad_()
     with torch.enable_grad():
         (want,) = torch.autograd.grad(type(reference).forward(reference, leaf), leaf, g.float())
     with torch.no_grad():
-        ok = grads_close(kernel(x, weight.detach(), g), want)
-    return kernel if ok else None
+        return grads_close(kernel(x, weight.detach(), g), want)
 
 
-def gated_backward(name: str, formula: Callable) -> Callable | None:
-    """The probed backward kernel of gated activation `name` (formula: the act_fn in float32)."""
-    kernel = cpu_kernels.load(f"{name}_backward", GATED_BACKWARDS[name], lambda: triple_examples(False))
-    if kernel is None:
-        return None
+def gated_backward_agrees(kernel: Callable, formula: Callable) -> bool:
+    """Whether a compiled gated-activation backward gives autograd's gradients of formula(gate) * up."""
     generator = torch.Generator().manual_seed(1)
-    gate, up, g = ((torch.randn(cpu_kernels.PROBE_ROWS, 64, generator=generator) * 3).bfloat16() for _ in range(3))
+    gate, up, g = ((torch.randn(PROBE_ROWS, 64, generator=generator) * 3).bfloat16() for _ in range(3))
     leaves = [gate.float().requires_grad_(), up.float().requires_grad_()]
     with torch.enable_grad():
         want = torch.autograd.grad(formula(leaves[0]) * leaves[1], leaves, g.float())
     with torch.no_grad():
         got = kernel(gate, up, g)
-    return kernel if all(grads_close(a, b) for a, b in zip(got, want)) else None
+    return all(grads_close(a, b) for a, b in zip(got, want))

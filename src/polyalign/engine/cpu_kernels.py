@@ -12,9 +12,11 @@ in milliseconds (importing torch._inductor alone takes 1.5 s, more than most run
 The kernels compute in float32 and round to bf16 once: not the bits eager bf16 gives (it rounds after
 every op) but closer to float32. A module gets its kernel only after a probe on random rows of its own
 width: the kernel must equal the module's own float32 forward within one bf16 ulp. They run only
-where the input is bf16, on a CPU, with autograd off (evaluation, lens, PCA); float32 (the float32
-view of a verified run included), training and GPUs keep the eager forward. A kernel that cannot be
-built or loaded is not used (one warning line). POLYALIGN_CPU_KERNELS=0 turns them off.
+where the input is bf16 and on a CPU: with autograd off (evaluation, lens, PCA) alone, and in bf16
+training inside an autograd Function with a fused backward kernel (polyalign.engine.cpu_backward;
+a norm whose weight trains keeps its eager forward); float32 (the float32 view of a verified run
+included) and GPUs keep the eager forward. A kernel that cannot be built or loaded is not used (one
+warning line). POLYALIGN_CPU_KERNELS=0 turns them off.
 
 `install(model)` returns the names of the kernels it put in use; a results file records them
 (evaluation.eval_folder.run_identity), since bf16 scores depend on them.
@@ -216,9 +218,7 @@ def norm_kernel(module: torch.nn.Module) -> tuple[str, Fused] | None:
         ok = kernel is not None and close_to_float32(kernel(rows, weight), expected)
     if not ok or kernel is None:
         return None
-    return name, Fused(
-        kernel, functools.cache(lambda: _backward(name, cpu_backward.norm_backward, module, family, eps))
-    )
+    return name, Fused(kernel, functools.cache(lambda: norm_backward(name, module, family, eps)))
 
 
 def activation_kernel(mlp: torch.nn.Module) -> tuple[str, Fused] | None:
@@ -234,18 +234,33 @@ def activation_kernel(mlp: torch.nn.Module) -> tuple[str, Fused] | None:
                 continue
             kernel = load(name, function, lambda: row_examples(second_is_weight=False))
             if kernel is not None and close_to_float32(kernel(gate.bfloat16(), up.bfloat16()), formula(gate) * up):
-                return name, Fused(
-                    kernel, functools.cache(lambda n=name, f=formula: _backward(n, cpu_backward.gated_backward, n, f))
-                )
+                return name, Fused(kernel, functools.cache(lambda n=name, f=formula: gated_backward(n, f)))
     return None
 
 
-def _backward(name: str, probe: Callable, *args) -> Callable | None:
-    """A probed backward kernel (cpu_backward), or None with one line where it cannot be had."""
-    kernel = probe(*args)
-    if kernel is None:
+def triple_examples(second_is_weight: bool) -> Examples:
+    """row_examples plus a gradient [rows, width]: a backward kernel's inputs."""
+    (first, second), (first_dims, second_dims) = row_examples(second_is_weight)
+    return (first, second, torch.randn(first.shape).bfloat16()), (first_dims, second_dims, first_dims)
+
+
+def norm_backward(name: str, module: torch.nn.Module, family: str, eps: float) -> Callable | None:
+    """The probed backward kernel of norm kernel `name` (polyalign.engine.cpu_backward)."""
+    kernel = load(f"{name}_backward", cpu_backward.norm_backward_function(family, eps), lambda: triple_examples(True))
+    return _agreed(name, kernel, kernel is not None and cpu_backward.norm_backward_agrees(kernel, module))
+
+
+def gated_backward(name: str, formula: Callable) -> Callable | None:
+    """The probed backward kernel of gated activation `name` (formula: its act_fn in float32)."""
+    function = cpu_backward.GATED_BACKWARDS[name]
+    kernel = load(f"{name}_backward", function, lambda: triple_examples(False))
+    return _agreed(name, kernel, kernel is not None and cpu_backward.gated_backward_agrees(kernel, formula))
+
+
+def _agreed(name: str, kernel: Callable | None, agrees: bool) -> Callable | None:
+    if not agrees:
         print(f"polyalign: no backward kernel for {name}; bf16 training keeps its eager passes", file=sys.stderr)
-    return kernel
+    return kernel if agrees else None
 
 
 def trains(x: torch.Tensor) -> bool:
