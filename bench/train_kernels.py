@@ -2,9 +2,10 @@
 
 Why one process: on a shared 2-core machine two training runs of the same variant differ by up to
 1.4x, more than the kernels gain, so this runs polyalign's training loop (bench/train_throughput.py's,
-with its token counter and clock) round by round, each round starting one variant later: fp32, bf16 with POLYALIGN_CPU_KERNELS=0 (eager
-norms, activation and loss passes) and bf16 with the kernels (the default: polyalign.engine.cpu_kernels
-forward, polyalign.engine.cpu_backward backward, the fused loss of polyalign.alignment.target_loss).
+with its token counter and clock) round by round, each round starting one variant later: fp32, bf16
+with POLYALIGN_CPU_KERNELS=0 (eager norms, activation and loss passes) and bf16 with the kernels (the
+default: polyalign.engine.cpu_kernels forward, polyalign.engine.cpu_backward backward, the fused loss
+of polyalign.alignment.target_loss).
 Each run loads the model afresh, so each variant installs what it uses. It reports real tokens per
 second of the training loop per round, their medians, the ratios to fp32 and each run's train loss.
 
