@@ -76,6 +76,9 @@ def same_rows(g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 class FusedNorm(torch.autograd.Function):
+    """A frozen-weight RMSNorm: the forward kernel, then the input gradient from the backward kernel;
+    saves only the input (autograd's eager norm keeps several float32 intermediates)."""
+
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, kernel: Callable, backward: Callable) -> torch.Tensor:
         rows, back = as_rows(x)  # type: ignore[misc]  # the caller checked the layout
@@ -91,6 +94,9 @@ class FusedNorm(torch.autograd.Function):
 
 
 class FusedGatedMul(torch.autograd.Function):
+    """act(gate) * up: the forward kernel, then both input gradients from one backward pass; saves
+    gate and up only (eager saves the activation's output as well)."""
+
     @staticmethod
     def forward(ctx, gate: torch.Tensor, up: torch.Tensor, kernel: Callable, backward: Callable) -> torch.Tensor:
         width = gate.shape[-1]
