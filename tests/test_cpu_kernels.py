@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM
 
 from helpers import cfg_for
 from polyalign.core.errors import PolyalignError
-from polyalign.engine import cpu_kernels, exact_norms
+from polyalign.engine import cpu_backward, cpu_kernels, exact_norms
 from polyalign.evaluation.evaluate import run_eval
 
 EXPECTED = {"tiny_gemma": ["gelu_tanh_mul", "gemma_norm_eps1e-06"], "tiny_llama": ["llama_norm_eps1e-06", "silu_mul"]}
@@ -42,13 +42,25 @@ def test_kernels_run_in_bf16_inference_and_stay_near_float32(family, request):
 
 
 @pytest.mark.slow
-def test_float32_autograd_and_disabled_runs_keep_the_eager_bits(tiny_gemma, monkeypatch):
+def test_float32_and_disabled_runs_keep_the_eager_bits_and_training_the_kernels(tiny_gemma, monkeypatch):
+    """bf16 training runs the same forward kernels as inference (polyalign.engine.cpu_backward adds their
+    backward), except a norm whose weight trains; float32 and POLYALIGN_CPU_KERNELS=0 install nothing."""
     eager, fused = load(tiny_gemma), load(tiny_gemma)
     cpu_kernels.install(fused)
     with torch.no_grad():
-        assert not torch.equal(eager(input_ids=token_ids()).logits, fused(input_ids=token_ids()).logits)
-    with torch.enable_grad():  # training: eager, with its autograd
-        assert torch.equal(eager(input_ids=token_ids()).logits, fused(input_ids=token_ids()).logits)
+        inference = fused(input_ids=token_ids()).logits
+        assert not torch.equal(eager(input_ids=token_ids()).logits, inference)
+    norm_calls: list[int] = []
+    apply = cpu_backward.FusedNorm.apply
+    monkeypatch.setattr(cpu_backward.FusedNorm, "apply", staticmethod(lambda *a: norm_calls.append(1) or apply(*a)))
+    fused.requires_grad_(False)  # LoRA training: the base, norms included, is frozen
+    with torch.enable_grad():
+        assert torch.equal(fused(input_ids=token_ids()).logits, inference) and norm_calls
+    norm_calls.clear()
+    fused.requires_grad_(True)  # trained norms keep their eager forward
+    with torch.enable_grad():
+        fused(input_ids=token_ids())
+    assert not norm_calls
     full = load(tiny_gemma, torch.float32)
     assert cpu_kernels.install(full) == []
     monkeypatch.setenv("POLYALIGN_CPU_KERNELS", "0")
