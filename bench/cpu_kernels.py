@@ -25,6 +25,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import bench_report  # noqa: E402
 import torch  # noqa: E402
 
 from polyalign.core.tasks import resolve_data_dir  # noqa: E402
@@ -98,9 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         "median_vs_fp32": {name: round(m / median["fp32"], 2) for name, m in median.items()},
         "agreement": {name: agreement(rows[name], rows["fp32"], "prefix") for name in variants if name != "fp32"},
     }
-    print(json.dumps(report, indent=1))
-    if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    bench_report.emit(report, args.out)
     return 0
 
 

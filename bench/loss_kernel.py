@@ -17,14 +17,13 @@ Exits 0 whatever it finds.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import bench_report  # noqa: E402
 import torch  # noqa: E402
 
 from polyalign.alignment import target_loss  # noqa: E402
@@ -83,9 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         "loss": {"eager": eager["loss"], "fused": fused["loss"]},
         "grad_max_diff_over_max": float((fused["grad"].float() - eager["grad"].float()).abs().max()) / scale,
     }
-    print(json.dumps(report, indent=1))
-    if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    bench_report.emit(report, args.out)
     return 0
 
 

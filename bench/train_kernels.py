@@ -18,7 +18,6 @@ The defaults are the demo's pairs (zh, es -> en emotion questions). Exits 0 what
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -28,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import bench_report  # noqa: E402
 import torch  # noqa: E402
 import train_throughput  # noqa: E402
 
@@ -79,9 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         "median_vs_fp32": {name: round(m / median["fp32"], 2) for name, m in median.items()},
         "train_loss": losses,
     }
-    print(json.dumps(report, indent=1))
-    if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    bench_report.emit(report, args.out)
     return 0
 
 
