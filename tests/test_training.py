@@ -17,6 +17,7 @@ from polyalign.alignment.training_data import IGNORE, PadCollator, tokenize_pair
 from polyalign.cli.train import add_cli
 from polyalign.core.errors import PolyalignError
 from polyalign.core.prompts import PromptPack
+from polyalign.engine.model_paths import lists_added_tokens
 from polyalign.engine.models import load_model
 
 TINY = tiny_training(4, 2, "1e-3", "keep=best")
@@ -158,7 +159,9 @@ def test_adapter_loads_and_merge_matches_it(run, tiny_llama, pairs_file, tmp_pat
         assert not torch.allclose(base(**ids).logits, want)  # the adapter changes the model
     merged_dir = merge(str(tiny_llama), run / "adapter", tmp_path / "merged")
     assert list(merged_dir.glob("*.safetensors")) and (merged_dir / "tokenizer.json").exists()
-    merged, _ = load_model(str(merged_dir))
+    assert lists_added_tokens(merged_dir)  # loads skip a second parse of tokenizer.json
+    merged, merged_tok = load_model(str(merged_dir))
+    assert merged_tok.backend_tokenizer.to_str() == tok.backend_tokenizer.to_str()
     with torch.no_grad():
         torch.testing.assert_close(merged(**ids).logits, want, atol=1e-4, rtol=0)
     with pytest.raises(PolyalignError, match="--overwrite"):
