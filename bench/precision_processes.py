@@ -5,8 +5,8 @@ loads (it used to load a second, float32 model), so each variant runs as its own
 measured from start to exit: wall time (model load included), peak RSS (os.wait4's ru_maxrss of
 that process alone), scoring items/s (results.json's timing), predictions equal to fp32's, share
 of items re-scored and the threshold in effect with its measured guarantee. Beside them, before and
-after the runs, bf16's speed-up over fp32 on one matmul of the model's MLP shape: no bf16 scoring
-ratio can exceed it, and on a shared machine it drifts (3.3x to 6.2x on one AMX Xeon).
+after the runs, bf16's speed-up over fp32 on one matmul of the model's MLP shape: it bounds what
+bf16 scoring can gain, and on a shared machine it drifts (3.2x to 7.1x on one AMX Xeon).
 
     python bench/precision_processes.py [--model gemma-3-270m] [--langs en,zh,es,ru,hi] [--items 80:200]
         [--scoring prefix] [--variants fp32,bf16,bf16-verified] [--threads 2] [--out FILE]
@@ -99,8 +99,8 @@ def table(rows: list[dict]) -> str:
 
 
 def matmul_speedup(threads: int) -> float:
-    """bf16 over fp32 on one Linear of a 270M model's MLP shape, now, on the bench's threads: the ceiling
-    of any bf16 scoring ratio, since the rest of a forward gains less than its matmuls."""
+    """bf16 over fp32 on one Linear of a 270M model's MLP shape, now, on the bench's threads: about the
+    most bf16 scoring can gain, since the rest of a forward gains less than its matmuls."""
     torch.set_num_threads(threads)
     return round(time_matmul(torch.float32, repeats=20) / time_matmul(torch.bfloat16, repeats=20), 2)
 
