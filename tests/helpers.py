@@ -67,7 +67,7 @@ def packaged_tokenizer(alias: str) -> Path:
     from transformers import AutoTokenizer
 
     from polyalign.core.model_names import ALIASES
-    from polyalign.engine.model_paths import cache_dir, packaged_gguf, record_added_tokens
+    from polyalign.engine.model_paths import cache_dir, packaged_gguf, save_tokenizer
 
     spec = ALIASES[alias]
     name = f"{alias}-{spec.sha256[:12]}"
@@ -83,8 +83,7 @@ def packaged_tokenizer(alias: str) -> Path:
             gguf = packaged_gguf(alias, spec, Path(tmp))
             tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         out = Path(tmp) / "tokenizer"
-        tokenizer.save_pretrained(out)
-        record_added_tokens(out, tokenizer)
+        save_tokenizer(tokenizer, out)
         if target.exists():
             shutil.rmtree(target)
         os.replace(out, target)

@@ -23,7 +23,7 @@ def merge(
     from transformers import AutoConfig
 
     from polyalign.engine.adapters import check_adapter
-    from polyalign.engine.model_paths import record_added_tokens, resolve_model_path
+    from polyalign.engine.model_paths import resolve_model_path, save_tokenizer
     from polyalign.engine.models import apply_adapter, load_tokenizer, load_weights
 
     out = Path(out)
@@ -45,8 +45,7 @@ def merge(
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as tmp:
         folder = Path(tmp) / "merged"
         merged.save_pretrained(folder, safe_serialization=True)
-        tokenizer.save_pretrained(folder)
-        record_added_tokens(folder, tokenizer)  # later loads skip a second parse of tokenizer.json
+        save_tokenizer(tokenizer, folder)  # its added tokens listed: later loads parse tokenizer.json once
         (folder / "polyalign-merge.json").write_text(json.dumps({"model": model, "adapter": str(adapter)}, indent=2))
         # the merged model was trained on what the adapter (and a merged base) was: the leak guard reads it
         trained = _provenance(Path(adapter)) + _provenance(Path(path))

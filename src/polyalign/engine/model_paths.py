@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from polyalign.core.errors import PolyalignError
-from polyalign.core.files import atomic_write_text, file_sha256
+from polyalign.core.files import atomic_write_json, atomic_write_text, file_sha256
 from polyalign.core.model_names import ALIASES, PackagedModel, local_model_folder
 
 
@@ -66,8 +66,7 @@ def materialize_alias(alias: str) -> Path:
             del model.config.quantization_config
         out = tmp_path / "hf"
         model.save_pretrained(out)
-        tokenizer.save_pretrained(out)
-        record_added_tokens(out, tokenizer)
+        save_tokenizer(tokenizer, out)
         weights = {p.name: file_sha256(p) for p in sorted(out.glob("*.safetensors"))}
         (out / "polyalign-source.json").write_text(
             json.dumps(
@@ -88,6 +87,12 @@ def lists_added_tokens(folder: Path) -> bool:
         return True  # no readable config: nothing to add to
 
 
+def save_tokenizer(tokenizer, folder: Path) -> None:
+    """`tokenizer.save_pretrained(folder)`, its added tokens listed in tokenizer_config.json as well."""
+    tokenizer.save_pretrained(str(folder))
+    record_added_tokens(Path(folder), tokenizer)
+
+
 def record_added_tokens(folder: Path, tokenizer) -> None:
     """List the tokenizer's added tokens in its tokenizer_config.json, in the form the loader reads.
 
@@ -102,7 +107,7 @@ def record_added_tokens(folder: Path, tokenizer) -> None:
         for index, token in sorted(tokenizer.added_tokens_decoder.items())
     }
     try:
-        atomic_write_text(config_path, json.dumps(config, indent=2, ensure_ascii=False))
+        atomic_write_json(config_path, config)
     except OSError:
         pass  # a read-only cache: loads stay correct, only slower
 
