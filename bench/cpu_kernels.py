@@ -15,7 +15,6 @@ Not verified (--no-verify): this measures the scoring itself. Exits 0 whatever i
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -26,7 +25,6 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import bench_report  # noqa: E402
-import torch  # noqa: E402
 
 from polyalign.core.tasks import resolve_data_dir  # noqa: E402
 from polyalign.engine import cpu_kernels  # noqa: E402
@@ -63,16 +61,11 @@ def agreement(rows: dict, reference: dict, rule: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="gemma-3-270m")
+    p = bench_report.parser(__doc__.splitlines()[0], rounds=2)
     p.add_argument("--langs", default="en,zh,es,ru,hi")
     p.add_argument("--items", default="80:200")
-    p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--threads", type=int, default=2)
     p.add_argument("--data-dir")
-    p.add_argument("--out", help="JSON file for the figures")
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = bench_report.parse(p, argv)
     data = resolve_data_dir(args.data_dir)
     cfg = EvalConfig(
         model=args.model, task="emotion", langs=args.langs, mode="english", scoring="prefix", items=args.items,

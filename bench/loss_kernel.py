@@ -16,7 +16,6 @@ Exits 0 whatever it finds.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import time
@@ -49,14 +48,9 @@ def head_step(unembed: Unembed, rows: torch.Tensor, targets: torch.Tensor, fused
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="gemma-3-270m")
+    p = bench_report.parser(__doc__.splitlines()[0], rounds=7)
     p.add_argument("--rows", type=int, default=887)
-    p.add_argument("--rounds", type=int, default=7)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", help="JSON file for the figures")
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = bench_report.parse(p, argv)
     net, _ = load_model(args.model, dtype="bfloat16")
     net.requires_grad_(False)  # LoRA training: the head is frozen
     unembed = Unembed(net)

@@ -28,7 +28,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import bench_report  # noqa: E402
-import torch  # noqa: E402
 import train_throughput  # noqa: E402
 
 from polyalign.alignment.alignment_data import write_pairs  # noqa: E402
@@ -38,17 +37,12 @@ VARIANTS = {"fp32": ("fp32", "1"), "bf16 eager": ("bf16", "0"), "bf16 kernels": 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="gemma-3-270m")
+    p = bench_report.parser(__doc__.splitlines()[0], rounds=3)
     p.add_argument("--pairs", type=int, default=16)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--steps", type=int, default=3)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--threads", type=int, default=2)
     p.add_argument("--data-dir")
-    p.add_argument("--out", help="JSON file for the figures")
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = bench_report.parse(p, argv)
     setup = argparse.Namespace(
         demo=True, pairs=args.pairs, data_dir=args.data_dir, steps=args.steps, batch=args.batch,
         grad_accum=1, cutoff=512, precision="fp32",
