@@ -12,7 +12,7 @@ import torch
 from polyalign.core.declarations import DTYPE_NAMES, dtype_name
 from polyalign.core.errors import PolyalignError
 from polyalign.core.model_names import ALIASES
-from polyalign.engine import cpu_kernels, exact_norms
+from polyalign.engine import cpu_attention, cpu_kernels, exact_norms
 from polyalign.engine.adapters import check_adapter, check_fits
 from polyalign.engine.model_paths import resolve_model_path
 from polyalign.engine.placement import Placement, from_pretrained_kwargs
@@ -77,6 +77,7 @@ def load_model(
     net.eval()
     exact_norms.install(net)  # the same bits, fewer passes
     cpu_kernels.install(net)  # bf16 on a CPU: fused norms and activation (polyalign.engine.cpu_kernels)
+    cpu_attention.install(net.get_base_model() if adapter else net)  # the same bits, no per-head copies
     return net, tokenizer
 
 
