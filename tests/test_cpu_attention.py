@@ -49,8 +49,8 @@ def logits(model, ids: torch.Tensor, mask: torch.Tensor | None, prefix: int) -> 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize(("prefix", "masked"), [(0, True), (6, True), (6, False)])
 def test_same_bits_as_transformers_without_the_copies(request, copies, family, dtype, prefix, masked):
-    model = AutoModelForCausalLM.from_pretrained(request.getfixturevalue(family), dtype=dtype, attn_implementation="sdpa")
-    model.eval()
+    folder = request.getfixturevalue(family)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation="sdpa").eval()
     ids, mask = padded_batch(model.config.vocab_size)
     mask = mask if masked else None
     with torch.inference_mode():

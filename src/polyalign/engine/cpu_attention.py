@@ -81,5 +81,5 @@ def install(model: torch.nn.Module) -> bool:
     if getattr(config, "_attn_implementation", None) != "sdpa":
         return False
     register()
-    model.set_attn_implementation(NAME)
+    model.set_attn_implementation(NAME)  # type: ignore[operator]
     return getattr(model.config, "_attn_implementation", None) == NAME
