@@ -9,10 +9,12 @@ after the runs, bf16's speed-up over fp32 on one matmul of the model's MLP shape
 bf16 scoring can gain, and on a shared machine it drifts (3.2x to 7.1x on one AMX Xeon).
 
     python bench/precision_processes.py [--model gemma-3-270m] [--langs en,zh,es,ru,hi] [--items 80:200]
-        [--scoring prefix] [--variants fp32,bf16,bf16-verified] [--threads 2] [--out FILE]
+        [--scoring prefix] [--variants fp32,bf16,bf16-verified] [--rounds 1] [--threads 2] [--out FILE]
 
 The defaults are the issue's workload (emotion, paper prompts, prefix rule, 600 items). Runs are
-one after another; on a shared machine the ratios of one run are what can be compared.
+one after another; on a shared machine the ratios of one round are what can be compared. With
+--rounds N the variants run N times, each round starting one variant later, and the medians of the
+per-round ratios to fp32 are printed beside each round's table.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -98,6 +101,28 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def medians(rounds: list[list[dict]]) -> list[dict]:
+    """Per variant: median items/s and whole seconds, and the medians of each round's ratios to fp32."""
+    summary = []
+    for variant in [r["variant"] for r in rounds[0]]:
+        mine = [next(r for r in rows if r["variant"] == variant) for rows in rounds]
+        fp32 = [next((r for r in rows if r["variant"] == "fp32"), None) for rows in rounds]
+        row = {
+            "variant": variant,
+            "items_per_second": statistics.median(r["items_per_second"] for r in mine),
+            "whole_process_s": statistics.median(r["whole_process_s"] for r in mine),
+        }
+        if all(fp32):
+            row["items_per_second_vs_fp32"] = round(
+                statistics.median(r["items_per_second"] / f["items_per_second"] for r, f in zip(mine, fp32)), 2
+            )
+            row["whole_process_speedup"] = round(
+                statistics.median(f["whole_process_s"] / r["whole_process_s"] for r, f in zip(mine, fp32)), 2
+            )
+        summary.append(row)
+    return summary
+
+
 def matmul_speedup(threads: int) -> float:
     """bf16 over fp32 on one Linear of a 270M model's MLP shape, now, on the bench's threads: about the
     most bf16 scoring can gain, since the rest of a forward gains less than its matmuls."""
@@ -112,31 +137,42 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--items", default="80:200")
     p.add_argument("--scoring", default="prefix")
     p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--data-dir")
     p.add_argument("--out", help="JSON file for the rows")
     args = p.parse_args(argv)
     langs = args.langs.split(",")
     print(f"CPU: {cpu_description()}; {args.threads} threads; {args.model}, emotion {args.langs} x {args.items}")
-    ceiling = [matmul_speedup(args.threads)]  # the machine drifts: measured before and after the runs
-    with tempfile.TemporaryDirectory(prefix="polyalign-precision-") as tmp:
-        runs = {v: run_process(args, v, Path(tmp) / v) for v in args.variants.split(",")}
-        rows = summarize(runs, langs)
-    ceiling.append(matmul_speedup(args.threads))
+    ceiling = [matmul_speedup(args.threads)]  # the machine drifts: measured before and after each round
+    variants, rounds = args.variants.split(","), []
+    for number in range(args.rounds):
+        order = variants[number % len(variants) :] + variants[: number % len(variants)]
+        with tempfile.TemporaryDirectory(prefix="polyalign-precision-") as tmp:
+            runs = {v: run_process(args, v, Path(tmp) / v) for v in order}
+            rounds.append(summarize({v: runs[v] for v in variants}, langs))
+        ceiling.append(matmul_speedup(args.threads))
+        print_round(number, rounds[-1], ceiling[-2:])
+    summary = medians(rounds) if args.rounds > 1 else None
+    if summary:
+        print(json.dumps(summary, indent=1))
+    if args.out:
+        report = {"cpu": cpu_description(), "matmul_bf16_speedup": ceiling, "rounds": rounds, "medians": summary}
+        Path(args.out).write_text(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+def print_round(number: int, rows: list[dict], ceiling: list[float]) -> None:
+    print(f"round {number + 1}:")
     print(table(rows))
-    print(
-        f"bf16 matmul speed-up over fp32 (Linear {ROWS}x{WIDTH} -> {OUT}), before / after: {ceiling[0]} / {ceiling[1]}"
-    )
+    shape = f"Linear {ROWS}x{WIDTH} -> {OUT}"
+    print(f"bf16 matmul speed-up over fp32 ({shape}), before / after: {ceiling[0]} / {ceiling[1]}")
     for r in rows:
         if r["threshold"] is not None:
             print(
                 f"{r['variant']}: threshold {r['threshold']}, largest measured shift {r['max_shift']:.4f}, "
                 f"smallest kept margin / largest shift {r['kept_margin_over_max_shift']:.2f}, via {r['reference']}"
             )
-    if args.out:
-        report = {"cpu": cpu_description(), "matmul_bf16_speedup": ceiling, "rows": rows}
-        Path(args.out).write_text(json.dumps(report, indent=2, default=str))
-    return 0
 
 
 if __name__ == "__main__":
