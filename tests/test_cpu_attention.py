@@ -76,7 +76,15 @@ def test_training_and_decoding_keep_transformers_path(tiny_gemma, copies):
 
 
 @pytest.mark.slow
-def test_only_sdpa_models_switch(tiny_llama):
+def test_only_sdpa_models_switch(tiny_llama, monkeypatch):
     eager = AutoModelForCausalLM.from_pretrained(tiny_llama, attn_implementation="eager")
     assert not cpu_attention.install(eager)
     assert eager.config._attn_implementation == "eager"
+    refusing = AutoModelForCausalLM.from_pretrained(tiny_llama, attn_implementation="sdpa")
+
+    def refuse(name):
+        raise ValueError(f"{name} is not supported")
+
+    monkeypatch.setattr(refusing, "set_attn_implementation", refuse)
+    assert not cpu_attention.install(refusing)  # a class that cannot switch keeps transformers' sdpa
+    assert refusing.config._attn_implementation == "sdpa"

@@ -1,11 +1,12 @@
 """Attention with grouped key/value heads on a CPU: torch's kernel reads the shared heads as they are.
 
 Why: transformers' "sdpa" attention copies each key/value head once for every query head it
-serves (repeat_kv) before torch's fused kernel whenever a mask is given, and scoring always gives
-one (padding, the prefix cache). torch's CPU flash-attention kernel takes grouped heads itself
-(`enable_gqa`), with the same bits in float32 and bf16 (tests/test_cpu_attention.py) and without
-the copies: for gemma-3-270m (4 query heads on 1 key/value head) bf16 attention over [16 x 90]
-queries after a 53-token cache took 3.2 instead of 3.9 ms a layer (docs/benchmarks.md).
+serves (repeat_kv) before torch's fused kernel whenever attention runs with a mask, as every
+scoring batch does (padding, or the causal mask transformers builds after a cached prefix).
+torch's CPU flash-attention kernel takes grouped heads itself (`enable_gqa`), with the same bits in
+float32 and bf16 (tests/test_cpu_attention.py) and without the copies: for gemma-3-270m (4 query
+heads on 1 key/value head) bf16 attention over [16 x 90] queries after a 53-token cache took 3.2
+instead of 3.9 ms a layer (docs/benchmarks.md).
 
 Only inference on a CPU takes this path. Everything else goes to transformers' own function
 unchanged: GPUs (their masked grouped attention falls back to the math kernel), training (the
@@ -81,5 +82,8 @@ def install(model: torch.nn.Module) -> bool:
     if getattr(config, "_attn_implementation", None) != "sdpa":
         return False
     register()
-    model.set_attn_implementation(NAME)  # type: ignore[operator]
+    try:
+        model.set_attn_implementation(NAME)  # type: ignore[operator]
+    except (AttributeError, ValueError):  # a model class that cannot switch keeps transformers' sdpa
+        return False
     return getattr(model.config, "_attn_implementation", None) == NAME
