@@ -29,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import bench_report
 import torch
 
 from polyalign.core.tasks import resolve_data_dir
@@ -104,9 +105,9 @@ def table(rows: list[dict]) -> str:
 def medians(rounds: list[list[dict]]) -> list[dict]:
     """Per variant: median items/s and whole seconds, and the medians of each round's ratios to fp32."""
     summary = []
+    fp32 = [next((r for r in rows if r["variant"] == "fp32"), None) for rows in rounds]
     for variant in [r["variant"] for r in rounds[0]]:
         mine = [next(r for r in rows if r["variant"] == variant) for rows in rounds]
-        fp32 = [next((r for r in rows if r["variant"] == "fp32"), None) for rows in rounds]
         row = {
             "variant": variant,
             "items_per_second": statistics.median(r["items_per_second"] for r in mine),
@@ -131,17 +132,13 @@ def matmul_speedup(threads: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="gemma-3-270m")
+    p = bench_report.parser(__doc__.splitlines()[0], rounds=1)
     p.add_argument("--langs", default="en,zh,es,ru,hi")
     p.add_argument("--items", default="80:200")
     p.add_argument("--scoring", default="prefix")
     p.add_argument("--variants", default=",".join(VARIANTS))
-    p.add_argument("--rounds", type=int, default=1)
-    p.add_argument("--threads", type=int, default=2)
     p.add_argument("--data-dir")
-    p.add_argument("--out", help="JSON file for the rows")
-    args = p.parse_args(argv)
+    args = bench_report.parse(p, argv)
     langs = args.langs.split(",")
     print(f"CPU: {cpu_description()}; {args.threads} threads; {args.model}, emotion {args.langs} x {args.items}")
     ceiling = [matmul_speedup(args.threads)]  # the machine drifts: measured before and after each round
