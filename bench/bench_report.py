@@ -1,5 +1,5 @@
-"""One home for what the kernel benches share: their common options, and how they print their figures
-and save them (--out): indented JSON, written whole."""
+"""One home for what the benches share: their common options, and how they print their figures and
+save them (--out): indented JSON, written whole."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 def parser(description: str, rounds: int) -> argparse.ArgumentParser:
-    """A bench's parser with the options every kernel bench takes: --model, --rounds, --threads, --out."""
+    """A bench's parser with the options the benches share: --model, --rounds, --threads, --out."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--model", default="gemma-3-270m")
     p.add_argument("--rounds", type=int, default=rounds)

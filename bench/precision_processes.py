@@ -124,10 +124,10 @@ def medians(rounds: list[list[dict]]) -> list[dict]:
     return summary
 
 
-def matmul_speedup(threads: int) -> float:
-    """bf16 over fp32 on one Linear of a 270M model's MLP shape, now, on the bench's threads: about the
-    most bf16 scoring can gain, since the rest of a forward gains less than its matmuls."""
-    torch.set_num_threads(threads)
+def matmul_speedup() -> float:
+    """bf16 over fp32 on one Linear of a 270M model's MLP shape, now, on the bench's threads (set by
+    bench_report.parse): about the most bf16 scoring can gain, since the rest of a forward gains less
+    than its matmuls."""
     return round(time_matmul(torch.float32, repeats=20) / time_matmul(torch.bfloat16, repeats=20), 2)
 
 
@@ -141,14 +141,14 @@ def main(argv: list[str] | None = None) -> int:
     args = bench_report.parse(p, argv)
     langs = args.langs.split(",")
     print(f"CPU: {cpu_description()}; {args.threads} threads; {args.model}, emotion {args.langs} x {args.items}")
-    ceiling = [matmul_speedup(args.threads)]  # the machine drifts: measured before and after each round
+    ceiling = [matmul_speedup()]  # the machine drifts: measured before and after each round
     variants, rounds = args.variants.split(","), []
     for number in range(args.rounds):
         order = variants[number % len(variants) :] + variants[: number % len(variants)]
         with tempfile.TemporaryDirectory(prefix="polyalign-precision-") as tmp:
             runs = {v: run_process(args, v, Path(tmp) / v) for v in order}
             rounds.append(summarize({v: runs[v] for v in variants}, langs))
-        ceiling.append(matmul_speedup(args.threads))
+        ceiling.append(matmul_speedup())
         print_round(number, rounds[-1], ceiling[-2:])
     summary = medians(rounds) if args.rounds > 1 else None
     if summary:
