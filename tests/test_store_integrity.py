@@ -7,6 +7,7 @@ import pytest
 
 from helpers import write_run_store
 from polyalign.cli import main
+from polyalign.core.errors import PolyalignError
 from polyalign.study.store import STORE_NAME, Store
 from polyalign.study.store_check import unreadable_rows
 
@@ -125,3 +126,29 @@ def test_a_rerun_reingests_the_step_of_a_bad_row(tiny_llama, data_dir, tmp_path,
     assert main(["run", str(path), "--out", str(run_dir)]) == 0  # every step skipped, the rows re-ingested
     assert main(["report", str(run_dir)]) == 0
     assert (run_dir / "report.md").read_text() == before
+
+
+def test_a_store_locked_while_opening_is_waited_for_not_called_damaged(tmp_path, monkeypatch):
+    """Two `polyalign run` on one folder open its store at once: a 'database is locked' then is
+    waited out (CI saw it reported as an unreadable store); damage is still reported."""
+    Store(tmp_path).close()
+    opened, attempts = Store._open, []
+
+    def locked_twice(self, existed):
+        attempts.append(existed)
+        if len(attempts) <= 2:
+            raise sqlite3.OperationalError("database is locked")
+        opened(self, existed)
+
+    monkeypatch.setattr(Store, "_open", locked_twice)
+    with Store(tmp_path) as store:
+        store.set_meta("k", 1)
+        assert store.get_meta("k") == 1
+    assert len(attempts) == 3
+
+    def damaged(self, existed):
+        raise sqlite3.DatabaseError("database disk image is malformed")
+
+    monkeypatch.setattr(Store, "_open", damaged)
+    with pytest.raises(PolyalignError, match="unreadable store"):
+        Store(tmp_path)

@@ -41,6 +41,11 @@ BUSY_TIMEOUT_S = 120.0  # how long a write waits for another process's transacti
 SAMPLE_COLUMNS = ("model", "setting", "task", "mode", "scoring", "lang", "idx", "gold", "pred", "scores_json")
 
 
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """Another process holds the file (a lock), which is not damage."""
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
 class Store:
     """A run folder's results.sqlite (created on first open unless `create` is False)."""
 
@@ -56,18 +61,32 @@ class Store:
         # for the other's transaction (timeout) and, in WAL mode, readers never block it
         self.db = sqlite3.connect(str(self.path) if self.path else ":memory:", timeout=BUSY_TIMEOUT_S)
         self.db.row_factory = sqlite3.Row
-        try:  # a corrupt store is reported, never written to
-            if existed and self.db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
-                raise sqlite3.DatabaseError("integrity check failed")
-            if self.path:
-                self.db.execute("PRAGMA journal_mode=WAL")
-            with self.db:
-                self.db.executescript(SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            self.db.close()
-            raise PolyalignError(
-                f"{self.path}: unreadable store ({exc}); restore it, or move it away to start the run over"
-            ) from None
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:  # a corrupt store is reported, never written to
+                self._open(existed)
+                return
+            except sqlite3.OperationalError as exc:
+                if _busy(exc) and time.monotonic() < deadline:
+                    time.sleep(0.05)  # another process opening the store at once: wait, it is not damage
+                    continue
+                self._unreadable(exc)
+            except sqlite3.DatabaseError as exc:
+                self._unreadable(exc)
+
+    def _open(self, existed: bool) -> None:
+        if existed and self.db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+            raise sqlite3.DatabaseError("integrity check failed")
+        if self.path:
+            self.db.execute("PRAGMA journal_mode=WAL")
+        with self.db:
+            self.db.executescript(SCHEMA)
+
+    def _unreadable(self, exc: sqlite3.DatabaseError) -> None:
+        self.db.close()
+        raise PolyalignError(
+            f"{self.path}: unreadable store ({exc}); restore it, or move it away to start the run over"
+        ) from None
 
     def close(self) -> None:
         self.db.close()
