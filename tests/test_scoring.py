@@ -143,6 +143,16 @@ def test_plan_batches_separates_a_long_row_from_short_ones():
 
 
 @pytest.mark.slow
+def test_reduced_precision_on_a_cpu_plans_fewer_larger_batches(tiny_gemma):
+    """bf16 weights on a CPU pay more per forward than per token (measured: 512 tokens), float32 32."""
+    fp32 = Scorer(*load_model(str(tiny_gemma), device="cpu", dtype="float32"))
+    bf16 = Scorer(*load_model(str(tiny_gemma), device="cpu", dtype="bfloat16"))
+    assert (fp32.batch_overhead, bf16.batch_overhead) == (32, 512)
+    lengths = [220, 180, 150, 120, 90, 60, 40, 20]
+    assert len(plan_batches(lengths, 16, bf16.batch_overhead)) < len(plan_batches(lengths, 16, fp32.batch_overhead))
+
+
+@pytest.mark.slow
 def test_resumed_scoring_replays_the_whole_plan(tiny_gemma, monkeypatch):
     """Items already done are skipped; the rest get bit-identical scores to an uninterrupted run."""
     from polyalign.engine import scoring

@@ -29,6 +29,7 @@ import torch
 from polyalign.core.errors import PolyalignError
 from polyalign.engine.batch_backoff import Backoff, token_budget
 from polyalign.engine.placement import input_device
+from polyalign.engine.precision import REDUCED
 from polyalign.engine.unembed import Unembed
 
 WORD_START = "\u2581"  # SentencePiece's word-start marker
@@ -170,6 +171,27 @@ def plan_batches(
     return starts[::-1]
 
 
+def resident_dtype(model) -> torch.dtype:
+    """The dtype the model's floating weights are held in (its first floating parameter's)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
+def batch_overhead(device: torch.device, dtype: torch.dtype) -> int:
+    """What one more forward costs beyond its tokens, in tokens: plan_batches' `overhead`.
+
+    Measured on gemma-3-270m, 2 AMX cores (docs/benchmarks.md, "Fewer, larger bf16 batches"):
+    - float32 on a CPU: 32. A 1 x 90-token batch runs ~30% slower per token than 4 x 90;
+      128 and 512 were no faster over whole runs.
+    - bf16/fp16 weights on a CPU: 512. A forward's fixed cost (oneDNN kernels made for each new
+      shape, per-layer dispatch) is near 100 ms, ~500 tokens of bf16 compute; 512 scored 22% more
+      items/s than 32. It also serves the float32 view that verifies them (one weight read per forward).
+    - a GPU: 512 (a launch costs more).
+    """
+    if device.type != "cpu":
+        return 512
+    return 512 if dtype in REDUCED else 32
+
+
 def score_rows(items: list[Item], shared: int, rule: str) -> list[ScoreRow]:
     """The rows scoring computes: one per item, or (exact rule, multi-token labels) one per class."""
     rows: list[ScoreRow] = []
@@ -207,9 +229,7 @@ class Scorer:
         self.unembed = Unembed(model)
         self.decoder = self.unembed.decoder
         self.device = input_device(model)  # a model split over devices takes its inputs on the first
-        # Per-batch cost in tokens for plan_batches, measured on gemma-3-270m: on 2 CPU cores a
-        # 1 x 90-token batch runs ~30% slower per token than 4 x 90; on a GPU a launch costs more.
-        self.batch_overhead = 32 if self.device.type == "cpu" else 512
+        self.batch_overhead = batch_overhead(self.device, resident_dtype(model))
         self.backoff: Backoff | None = None  # set by the first score(): halves batches on out-of-memory
         self._last_prefix: tuple[tuple[int, ...], object] | None = None
 
