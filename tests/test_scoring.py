@@ -143,13 +143,19 @@ def test_plan_batches_separates_a_long_row_from_short_ones():
 
 
 @pytest.mark.slow
-def test_reduced_precision_on_a_cpu_plans_fewer_larger_batches(tiny_gemma):
-    """bf16 weights on a CPU pay more per forward than per token (measured: 512 tokens), float32 32."""
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_a_native_bf16_cpu_plans_fewer_larger_batches(tiny_gemma, monkeypatch, native):
+    """A bf16 forward on such a CPU costs more per forward than per token (measured: 512 tokens);
+    float32, and bf16 where the CPU lacks native bf16, keep 32."""
+    from polyalign.engine import scoring
+
+    monkeypatch.setattr(scoring, "cpu_has_native_bf16", lambda: native)
     fp32 = Scorer(*load_model(str(tiny_gemma), device="cpu", dtype="float32"))
     bf16 = Scorer(*load_model(str(tiny_gemma), device="cpu", dtype="bfloat16"))
-    assert (fp32.batch_overhead, bf16.batch_overhead) == (32, 512)
+    assert (fp32.batch_overhead, bf16.batch_overhead) == (32, 512 if native else 32)
     lengths = [220, 180, 150, 120, 90, 60, 40, 20]
-    assert len(plan_batches(lengths, 16, bf16.batch_overhead)) < len(plan_batches(lengths, 16, fp32.batch_overhead))
+    fewer = len(plan_batches(lengths, 16, bf16.batch_overhead)) < len(plan_batches(lengths, 16, fp32.batch_overhead))
+    assert fewer == native
 
 
 @pytest.mark.slow

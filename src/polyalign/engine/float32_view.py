@@ -30,9 +30,9 @@ from pathlib import Path
 import torch
 
 from polyalign.engine.checkpoint_tensors import CheckpointTensors
-from polyalign.engine.precision import REDUCED
 from polyalign.engine.unembed import base_model
 
+REDUCED = (torch.bfloat16, torch.float16)
 HEAD_CHUNK = 16384  # output-head rows upcast (or read) at a time: 40 MB of fp32 at Gemma's width
 PEFT_PREFIX, PEFT_BASE = "base_model.model.", ".base_layer"
 

@@ -16,7 +16,6 @@ import sys
 import torch
 
 DTYPE_OF = {"bf16": "bfloat16", "fp32": "float32"}  # resolved precision -> torch dtype name
-REDUCED = (torch.bfloat16, torch.float16)  # the half-width floating dtypes weights can be held in
 # What `auto` resolved to in this process, per model ("" without one), and why: results.json says it.
 AUTO_CHOICES: dict[str, dict[str, str]] = {}
 

@@ -29,7 +29,7 @@ import torch
 from polyalign.core.errors import PolyalignError
 from polyalign.engine.batch_backoff import Backoff, token_budget
 from polyalign.engine.placement import input_device
-from polyalign.engine.precision import REDUCED
+from polyalign.engine.precision import cpu_has_native_bf16
 from polyalign.engine.unembed import Unembed
 
 WORD_START = "\u2581"  # SentencePiece's word-start marker
@@ -182,14 +182,15 @@ def batch_overhead(device: torch.device, dtype: torch.dtype) -> int:
     Measured on gemma-3-270m, 2 AMX cores (docs/benchmarks.md, "Fewer, larger bf16 batches"):
     - float32 on a CPU: 32. A 1 x 90-token batch runs ~30% slower per token than 4 x 90;
       128 and 512 were no faster over whole runs.
-    - bf16/fp16 weights on a CPU: 512. A forward's fixed cost (oneDNN kernels made for each new
-      shape, per-layer dispatch) is near 100 ms, ~500 tokens of bf16 compute; 512 scored 22% more
-      items/s than 32. It also serves the float32 view that verifies them (one weight read per forward).
+    - bf16 weights on a CPU with native bf16: 512, 22% more items/s than 32. A bf16 forward costs
+      more per forward (oneDNN builds kernels for each new shape; about 75 ms) and less per token.
+      The float32 view that verifies such a run holds the same weights, and re-reads them every
+      forward, so it takes 512 too. (fp16, and bf16 without native support, are not measured: 32.)
     - a GPU: 512 (a launch costs more).
     """
     if device.type != "cpu":
         return 512
-    return 512 if dtype in REDUCED else 32
+    return 512 if dtype == torch.bfloat16 and cpu_has_native_bf16() else 32
 
 
 def score_rows(items: list[Item], shared: int, rule: str) -> list[ScoreRow]:
