@@ -17,6 +17,8 @@ from typing import TypeVar
 
 import torch
 
+from polyalign.engine.precision import resident_dtype
+
 Row = TypeVar("Row")
 HEADROOM = 0.8  # of the device's free memory: the rest for the allocator and what is not counted
 
@@ -32,7 +34,7 @@ def token_budget(model, prefix: int) -> int | None:
     config = model.config.get_text_config().to_dict()
     shape = shape_from_config(config, getattr(model.config, "_name_or_path", "model"))
     free, _ = torch.cuda.mem_get_info(device)
-    precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(next(model.parameters()).dtype, "fp32")
+    precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(resident_dtype(model), "fp32")
     return max(1, int(free * HEADROOM / per_row_token_bytes(shape, precision, prefix)))
 
 

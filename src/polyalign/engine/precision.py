@@ -20,6 +20,11 @@ DTYPE_OF = {"bf16": "bfloat16", "fp32": "float32"}  # resolved precision -> torc
 AUTO_CHOICES: dict[str, dict[str, str]] = {}
 
 
+def resident_dtype(model) -> torch.dtype:
+    """The dtype the model's floating weights are held in (its first floating parameter's)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
 def cpu_has_native_bf16() -> bool:
     """torch's own answer: oneDNN computes bf16 matmuls natively (AVX512-BF16 or AMX)."""
     try:

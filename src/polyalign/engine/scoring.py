@@ -29,7 +29,7 @@ import torch
 from polyalign.core.errors import PolyalignError
 from polyalign.engine.batch_backoff import Backoff, token_budget
 from polyalign.engine.placement import input_device
-from polyalign.engine.precision import cpu_has_native_bf16
+from polyalign.engine.precision import cpu_has_native_bf16, resident_dtype
 from polyalign.engine.unembed import Unembed
 
 WORD_START = "\u2581"  # SentencePiece's word-start marker
@@ -169,11 +169,6 @@ def plan_batches(
         starts.append(cut[j])
         j = cut[j]
     return starts[::-1]
-
-
-def resident_dtype(model) -> torch.dtype:
-    """The dtype the model's floating weights are held in (its first floating parameter's)."""
-    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
 
 
 def batch_overhead(device: torch.device, dtype: torch.dtype) -> int:
