@@ -4,6 +4,7 @@ model, item by item, from bf16 and from fp32 checkpoints, with a LoRA adapter ap
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -104,3 +105,27 @@ def test_checkpoint_rows_read_in_float32(tmp_path):
     assert torch.equal(tensors.read("a", rows), values[[3, 1]]) and torch.equal(
         tensors.read("a", slice(1, 3)), values[1:3]
     )
+
+
+def test_float32_checkpoint_tensors_are_used_where_mapped_and_copied_otherwise(tmp_path, monkeypatch):
+    """A float32 tensor (or a range of its rows) is a view of the mapped file: writing to the file
+    shows through it, where a copy would keep the old values; chosen rows are always a copy."""
+    from safetensors.torch import save_file
+
+    from polyalign.engine import checkpoint_tensors
+
+    values = torch.arange(12, dtype=torch.float32).reshape(4, 3) / 7
+    path = tmp_path / "model.safetensors"
+    save_file({"a": values}, str(path))
+    tensors = CheckpointTensors(tmp_path)
+    whole, part, chosen = tensors.read("a"), tensors.read("a", slice(1, 3)), tensors.read("a", np.array([2]))
+    monkeypatch.setattr(checkpoint_tensors, "ALIGN", 1 << 62)  # no offset qualifies: a copy
+    copied = tensors.read("a")
+    assert all(torch.equal(t, values) for t in (whole, copied))
+    assert torch.equal(part, values[1:3]) and torch.equal(chosen, values[[2]])
+    entry = tensors.entries["a"]
+    with open(path, "r+b") as handle:  # the file's first float of row 2 becomes 100
+        handle.seek(entry.offset + 6 * 4)
+        handle.write(np.float32(100).tobytes())
+    assert whole[2, 0] == 100 and part[1, 0] == 100  # the mapping itself
+    assert copied[2, 0] == values[2, 0] and chosen[0, 0] == values[2, 0]  # copies made before the write
