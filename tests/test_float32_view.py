@@ -129,3 +129,19 @@ def test_float32_checkpoint_tensors_are_used_where_mapped_and_copied_otherwise(t
         handle.write(np.float32(100).tobytes())
     assert whole[2, 0] == 100 and part[1, 0] == 100  # the mapping itself
     assert copied[2, 0] == values[2, 0] and chosen[0, 0] == values[2, 0]  # copies made before the write
+
+
+@pytest.mark.slow
+def test_the_view_plans_batches_for_float32_compute_not_for_its_bf16_weights(tiny_gemma, monkeypatch):
+    """On a native-bf16 CPU a bf16 scorer plans few large batches (512); the float32 re-scoring of a
+    verified run computes in float32 through the view and plans with the view's own overhead."""
+    from polyalign.engine import float32_view, scoring
+    from polyalign.engine.scoring import Scorer
+    from polyalign.evaluation.verify import Verifier
+
+    monkeypatch.setattr(scoring, "cpu_has_native_bf16", lambda: True)
+    model, tokenizer = load_model(str(tiny_gemma), device="cpu", dtype="bfloat16")
+    verifier = Verifier("auto", "bfloat16", model, tokenizer, "prefix", 16, checkpoint=tiny_gemma)
+    rescoring, _ = verifier._float32_scorer()
+    assert Scorer(model, tokenizer).batch_overhead == 512
+    assert rescoring.batch_overhead == float32_view.CPU_BATCH_OVERHEAD == 128

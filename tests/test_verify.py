@@ -121,6 +121,7 @@ def test_items_under_the_threshold_are_rescored_in_float32(runs, tiny_gemma, dat
     summary = results["verify"]
     assert summary["threshold"] == threshold and summary["rescored"] == total and summary["dtype"] == "bfloat16"
     assert summary["items"] == 12 and summary["per_language"]["en"] == results["languages"]["en"]["verify"]
+    assert summary["covers"].startswith("raw predictions")  # calibrated ones are not verified: it says so
     assert results["runtime"]["dtype"] == "bfloat16"
 
 

@@ -30,14 +30,26 @@ from pathlib import Path
 import torch
 
 from polyalign.engine.checkpoint_tensors import CheckpointTensors
+from polyalign.engine.scoring import batch_overhead as compute_overhead
 from polyalign.engine.unembed import base_model
 
 REDUCED = (torch.bfloat16, torch.float16)
+# plan_batches' overhead, in tokens, for forwards through the view on a CPU: float32 compute (32 for
+# a float32 model) plus the view's own cost per forward (page-faulting the mapped checkpoint, the
+# hooks). Measured re-scoring the 90 items a verified run re-scores (gemma-3-270m, 2 AMX cores,
+# alternated, median seconds of 5 rounds): 32: 17.5, 128: 17.2, 512: 19.6 (docs/benchmarks.md).
+CPU_BATCH_OVERHEAD = 128
 HEAD_CHUNK = 16384  # output-head rows upcast (or read) at a time: 40 MB of fp32 at Gemma's width
 PEFT_PREFIX, PEFT_BASE = "base_model.model.", ".base_layer"
 
 Rows = slice | torch.Tensor | None  # all rows, a range, or the rows of these indices
 Fetch = Callable[[Rows], torch.Tensor]  # -> a float32 tensor
+
+
+def batch_overhead(device: torch.device) -> int:
+    """plan_batches' overhead for a scorer computing through the view: its float32 compute's, not
+    the resident weights' (a bf16 model on a native-bf16 CPU plans with 512)."""
+    return CPU_BATCH_OVERHEAD if device.type == "cpu" else compute_overhead(device, torch.float32)
 
 
 def checkpoint_name(name: str) -> str:

@@ -179,8 +179,8 @@ def batch_overhead(device: torch.device, dtype: torch.dtype) -> int:
       128 and 512 were no faster over whole runs.
     - bf16 weights on a CPU with native bf16: 512, 22% more items/s than 32. A bf16 forward costs
       more per forward (oneDNN builds kernels for each new shape; about 75 ms) and less per token.
-      The float32 view that verifies such a run holds the same weights, and re-reads them every
-      forward, so it takes 512 too. (fp16, and bf16 without native support, are not measured: 32.)
+      (fp16, and bf16 without native support, are not measured: 32.) The float32 view that
+      verifies such a run computes in float32 and has its own value (float32_view.batch_overhead).
     - a GPU: 512 (a launch costs more).
     """
     if device.type != "cpu":
