@@ -8,17 +8,24 @@ evaluation of the same items (every item's true shift is known there) and prints
 language, the items re-scored, the threshold reached, and the kept items whose bf16 prediction
 differs from fp32's (what verification must never leave).
 
+With --calibrated it also counts, per language, the batch-calibrated predictions of the verified
+scores that differ from fp32's (verification covers raw predictions only), and replays a wider rule
+that also re-scores every kept item whose log-odds lie within the threshold of the calibrated
+boundary (two classes), until none is left: how many items that costs, and what it still misses.
+
     polyalign eval ... --dtype float32 --out FP32_DIR ; polyalign eval ... --dtype bfloat16 --no-verify --out BF16_DIR
-    python bench/verify_rounds.py FP32_DIR BF16_DIR [--rule prefix]
+    python bench/verify_rounds.py FP32_DIR BF16_DIR [--rule prefix] [--calibrated]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
+from polyalign.evaluation.calibration import batch_calibrate, label_probabilities, log_odds
 from polyalign.evaluation.verify import margin
 from polyalign.evaluation.verify_plan import plan_rounds, score_shift
 
@@ -45,7 +52,67 @@ def replay(fast: dict[int, dict], full: dict[int, dict], rule: str, prior: float
         shifts.update((i, true_shift[i]) for i in rounds[-1])
     rescored = {i for r in rounds for i in r}
     changed = [i for i in indices if i not in rescored and fast[i]["pred"] != full[i]["pred"]]
-    return {"rescored": len(rescored), "threshold": reached, "largest": max(shifts.values()), "changed": changed}
+    return {
+        "rescored": len(rescored),
+        "set": rescored,
+        "threshold": reached,
+        "largest": max(shifts.values()),
+        "changed": changed,
+    }
+
+
+def calibrated_differences(fast: dict[int, dict], full: dict[int, dict], rescored: set[int], rule: str) -> int:
+    """Items whose batch-calibrated prediction from the verified scores (float32 where re-scored)
+    differs from the float32 run's."""
+    indices = sorted(fast)
+    classes = list(fast[indices[0]]["scores"])
+    mixed = [(full[i] if i in rescored else fast[i])["scores"] for i in indices]
+    ours = batch_calibrate(mixed, rule, classes)
+    theirs = batch_calibrate([full[i]["scores"] for i in indices], rule, classes)
+    return sum(a != b for a, b in zip(ours, theirs))
+
+
+def near_calibrated_boundary(
+    fast: dict[int, dict], full: dict[int, dict], rescored: set[int], rule: str, threshold: float
+) -> set[int]:
+    """`rescored` widened, round by round, by every kept item whose log-odds lie within `threshold`
+    (widened by the shifts measured) of the calibrated boundary: the logit of the mean probability
+    of the first class over the verified scores (two classes only)."""
+    indices = sorted(fast)
+    classes = list(fast[indices[0]]["scores"])
+    taken = set(rescored)
+    while True:
+        limit = max(threshold, 2 * max(score_shift(fast[i]["scores"], full[i]["scores"], rule) for i in taken))
+        scores = {i: (full[i] if i in taken else fast[i])["scores"] for i in indices}
+        prior = sum(label_probabilities(scores[i], rule, classes)[0] for i in indices) / len(indices)
+        boundary = math.log(prior / (1 - prior))
+        near = {i for i in indices if i not in taken and abs(log_odds(scores[i], rule, classes) - boundary) <= limit}
+        if not near:
+            return taken
+        taken |= near
+
+
+def calibrated_table(fast: dict, full: dict, langs: list[str], rule: str) -> None:
+    """Per language (carried policy): calibrated differences as verified now, and under the wider rule."""
+    if any(len(next(iter(fast[lang].values()))["scores"]) != 2 for lang in langs):
+        print("\n--calibrated: the wider rule is for two-class tasks only")
+        return
+    print("\n| language | re-scored | calibrated differing | re-scored, wider rule | calibrated differing |")
+    print("|---|---:|---:|---:|---:|")
+    prior, totals = None, [0, 0, 0, 0]
+    for lang in langs:
+        got = replay(fast[lang], full[lang], rule, prior)
+        prior = max(prior or 0.0, got["largest"])
+        wider = near_calibrated_boundary(fast[lang], full[lang], got["set"], rule, got["threshold"])
+        cells = [
+            len(got["set"]),
+            calibrated_differences(fast[lang], full[lang], got["set"], rule),
+            len(wider),
+            calibrated_differences(fast[lang], full[lang], wider, rule),
+        ]
+        totals = [a + b for a, b in zip(totals, cells)]
+        print(f"| {lang} | " + " | ".join(map(str, cells)) + " |")
+    print("| all | " + " | ".join(f"**{t}**" for t in totals) + " |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("bf16_dir", type=Path)
     parser.add_argument("--rule", default="prefix")
     parser.add_argument("--langs", help="the order the run verified them in (default: results.json's)")
+    parser.add_argument("--calibrated", action="store_true", help="also the batch-calibrated predictions")
     args = parser.parse_args(argv)
     full, fast = samples(args.fp32_dir), samples(args.bf16_dir)
     order = (
@@ -73,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
             cells = [policy, lang, len(fast[lang]), got["rescored"], f"{got['threshold']:.3f}", len(got["changed"])]
             print("| " + " | ".join(map(str, cells)) + " |")
         print(f"| {policy} | all | {sum(map(len, fast.values()))} | **{total}** | | **{changed}** |")
+    if args.calibrated:
+        calibrated_table(fast, full, langs, args.rule)
     return 0
 
 

@@ -56,7 +56,8 @@ FAST_DTYPES = ("bfloat16", "float16")
 THRESHOLD: float | str = AUTO
 # What results.json says verification covers. Calibration's boundary is not a zero margin and moves
 # with every item's score: re-scoring the items near it too re-scored 213 of 600 instead of 90 and
-# still left 2 of 600 calibrated predictions different (gemma-3-270m, emotion, 5 languages x 120).
+# still left 2 of 600 calibrated predictions different, against 10 (gemma-3-270m, emotion, 5
+# languages x 120; `python bench/verify_rounds.py FP32_DIR BF16_DIR --calibrated`).
 COVERS = (
     "raw predictions (each item's best-scoring class); batch-calibrated predictions and AUC are computed "
     "from these scores and are not verified: a few near the calibrated boundary can differ from float32's"
