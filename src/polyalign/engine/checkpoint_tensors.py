@@ -9,9 +9,9 @@ tokens), are copied into a fresh float32 tensor and the mapping goes at once. Ei
 than that tensor is ever resident.
 
 Why a view: a verified run's float32 forwards read the whole checkpoint once each (1.07 GB for
-gemma-3-270m, 671 MB of it the output head). Copying it into fresh memory cost about a third of a
-second per forward on a 2-core AMX machine, a quarter of the float32 forward itself
-(bench/verify_reads.py measures it).
+gemma-3-270m, 671 MB of it the output head). Copying it into fresh memory took 0.9 s of the 6.0 s
+that 3 forwards re-scoring 29 items took on a 2-core AMX machine (cProfile; bench/verify_reads.py
+times copied against mapped).
 """
 
 from __future__ import annotations

@@ -37,7 +37,8 @@ REDUCED = (torch.bfloat16, torch.float16)
 # plan_batches' overhead, in tokens, for forwards through the view on a CPU: float32 compute (32 for
 # a float32 model) plus the view's own cost per forward (page-faulting the mapped checkpoint, the
 # hooks). Measured re-scoring the 90 items a verified run re-scores (gemma-3-270m, 2 AMX cores,
-# alternated, median seconds of 5 rounds): 32: 17.5, 128: 17.2, 512: 19.6 (docs/benchmarks.md).
+# alternated, median seconds of 8 rounds): 32 and 128 17.3, 512 19.5, each spread over 13-22 s
+# (bench/verify_overhead.py; docs/benchmarks.md).
 CPU_BATCH_OVERHEAD = 128
 HEAD_CHUNK = 16384  # output-head rows upcast (or read) at a time: 40 MB of fp32 at Gemma's width
 PEFT_PREFIX, PEFT_BASE = "base_model.model.", ".base_layer"
