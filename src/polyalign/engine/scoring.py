@@ -219,13 +219,15 @@ def flush_groups(rows: list[tuple], starts: list[int]) -> list[list[tuple[int, i
 class Scorer:
     """Scores items that share a token prefix, reusing that prefix's KV cache."""
 
-    def __init__(self, model, tokenizer):
+    def __init__(self, model, tokenizer, overhead: int | None = None):
+        """`overhead`: plan_batches' cost of one more forward, in tokens (default: `batch_overhead`
+        of the weights' dtype; the float32 view computes in another and passes its own)."""
         self.model = model
         self.tokenizer = tokenizer
         self.unembed = Unembed(model)
         self.decoder = self.unembed.decoder
         self.device = input_device(model)  # a model split over devices takes its inputs on the first
-        self.batch_overhead = batch_overhead(self.device, resident_dtype(model))
+        self.batch_overhead = overhead if overhead is not None else batch_overhead(self.device, resident_dtype(model))
         self.backoff: Backoff | None = None  # set by the first score(): halves batches on out-of-memory
         self._last_prefix: tuple[tuple[int, ...], object] | None = None
 

@@ -37,6 +37,7 @@ from polyalign.core.errors import PolyalignError
 from polyalign.core.files import read_jsonl_tolerant
 from polyalign.engine.float32_view import Float32View
 from polyalign.engine.float32_view import batch_overhead as view_batch_overhead
+from polyalign.engine.placement import input_device
 from polyalign.engine.scoring import Item, Scorer
 from polyalign.evaluation.results import SampleLog
 from polyalign.evaluation.verify_plan import (
@@ -177,8 +178,8 @@ class Verifier:
                 self._scorer = Scorer(self._load(), self._tokenizer)
             else:
                 self._view = self._view or Float32View(self._model, self._checkpoint)
-                self._scorer = Scorer(self._model, self._tokenizer)
-                self._scorer.batch_overhead = view_batch_overhead(self._scorer.device)  # computes in float32
+                overhead = view_batch_overhead(input_device(self._model))  # it computes in float32
+                self._scorer = Scorer(self._model, self._tokenizer, overhead)
         return self._scorer, self._view if self._view is not None else nullcontext()
 
     def run(
