@@ -9,7 +9,10 @@ matmul share of operator time, and the largest other operators. What is left aft
 what holds a precision back.
 
     python bench/precision_profile.py [--model gemma-3-270m] [--items 80:160] [--precisions fp32,bf16]
-        [--threads 1] [--shapes N] [--out FILE.json]
+        [--phases eval,train] [--threads 1] [--shapes N] [--out FILE.json]
+
+--shapes on the train phase holds every operator's input shapes: on a 24 GB machine the fp32 steps
+ran out of memory (AMD EPYC, 2026-12-06); use it with --phases eval.
 
 One thread by default: on a machine shared with other jobs, two threads wait on each other and the
 profile shows the waiting, not the work. Exits 0 whatever it finds.
@@ -110,26 +113,34 @@ def profile_train(args: argparse.Namespace, precision: str, work: Path) -> dict:
     return {**summarize(clock.prof, clock.seconds, shapes=args.shapes), "steps": 2}
 
 
+PHASES = {"eval": profile_eval, "train": profile_train}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="gemma-3-270m")
     parser.add_argument("--lang", default="en")
     parser.add_argument("--items", default="80:160")
     parser.add_argument("--precisions", default="fp32,bf16")
+    parser.add_argument("--phases", default="eval,train")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--shapes", type=int, default=0, help="also list this many operators by input shape")
     parser.add_argument("--data-dir")
     parser.add_argument("--out")
     args = parser.parse_args(argv)
+    unknown = set(args.phases.split(",")) - set(PHASES)
+    if unknown:
+        parser.error(f"--phases: {', '.join(sorted(unknown))} is not one of {', '.join(PHASES)}")
     torch.set_num_threads(args.threads)
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         for precision in args.precisions.split(","):
-            runs.append({"precision": precision, "phase": "eval", **profile_eval(args, precision, Path(tmp))})
-            runs.append({"precision": precision, "phase": "train", **profile_train(args, precision, Path(tmp))})
+            for phase in args.phases.split(","):
+                run = PHASES[phase](args, precision, Path(tmp))
+                runs.append({"precision": precision, "phase": phase, **run})
     print(
-        f"\n{args.model}, CPU {cpu_description()}, {args.threads} thread(s); eval {args.lang} {args.items}, "
-        "2 train steps of 16 pairs"
+        f"\n{args.model}, CPU {cpu_description()}, {args.threads} thread(s); phases {args.phases}: "
+        f"eval {args.lang} {args.items}, 2 train steps of 16 pairs"
     )
     print("| precision | phase | wall s | operator s | matmul share | largest other operators (s) |")
     print("|---|---|---:|---:|---:|---|")
