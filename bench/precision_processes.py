@@ -4,9 +4,10 @@ Why whole processes: what verification costs is not only the re-scored items but
 loads (it used to load a second, float32 model), so each variant runs as its own process and is
 measured from start to exit: wall time (model load included), peak RSS (os.wait4's ru_maxrss of
 that process alone), scoring items/s (results.json's timing), predictions equal to fp32's, share
-of items re-scored and the threshold in effect with its measured guarantee. Beside them, before and
-after the runs, bf16's speed-up over fp32 on one matmul of the model's MLP shape: it bounds what
-bf16 scoring can gain, and on a shared machine it drifts (3.2x to 7.1x on one AMX Xeon).
+of items re-scored and the seconds re-scoring took (results.json verify.seconds), and the threshold
+in effect with its measured guarantee. Beside them, before and after the runs, bf16's speed-up over
+fp32 on one matmul of the model's MLP shape: it bounds what bf16 scoring can gain, and on a shared
+machine it drifts (3.2x to 7.1x on one AMX Xeon).
 
     python bench/precision_processes.py [--model gemma-3-270m] [--langs en,zh,es,ru,hi] [--items 80:200]
         [--scoring prefix] [--variants fp32,bf16,bf16-verified] [--rounds 1] [--threads 2] [--out FILE]
@@ -83,6 +84,7 @@ def summarize(runs: dict[str, dict], langs: list[str]) -> list[dict]:
             "peak_rss_gb": round(run["peak_rss_gb"], 3),
             "equal_to_fp32": f"{sum(p == q for p, q in zip(preds, reference))}/{len(preds)}" if reference else "-",
             "rescored": f"{verify['rescored']}/{verify['items']}" if verify else "-",
+            "rescoring_s": verify.get("seconds") if verify else None,
             "threshold": verify["threshold"] if verify else None,
             "max_shift": verify.get("max_shift") if verify else None,
             "kept_margin_over_max_shift": verify.get("kept_margin_over_max_shift") if verify else None,
@@ -93,11 +95,13 @@ def summarize(runs: dict[str, dict], langs: list[str]) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| variant | items/s (scoring) | whole process | peak RSS | equal to fp32 | re-scored |", "|---" * 6 + "|"]
+    head = "| variant | items/s (scoring) | whole process | peak RSS | equal to fp32 | re-scored | re-scoring |"
+    lines = [head, "|---" * 7 + "|"]
     for r in rows:
+        seconds = "-" if r["rescoring_s"] is None else f"{r['rescoring_s']} s"
         lines.append(
             f"| {r['variant']} | {r['items_per_second']} | {r['whole_process_s']} s | {r['peak_rss_gb']:.2f} GB "
-            f"| {r['equal_to_fp32']} | {r['rescored']} |"
+            f"| {r['equal_to_fp32']} | {r['rescored']} | {seconds} |"
         )
     return "\n".join(lines)
 
