@@ -179,6 +179,8 @@ def batch_overhead(device: torch.device, dtype: torch.dtype) -> int:
       128 and 512 were no faster over whole runs.
     - bf16 weights on a CPU with native bf16: 512, 22% more items/s than 32. A bf16 forward costs
       more per forward (oneDNN builds kernels for each new shape; about 75 ms) and less per token.
+      On a 2-core AVX512-BF16 EPYC (no AMX), 32, 128, 256 and 512 were within that machine's noise
+      (bench/bf16_batch_overhead.py; docs/benchmarks.md, "On an AVX512-BF16 EPYC").
       (fp16, and bf16 without native support, are not measured: 32.) The float32 view that
       verifies such a run computes in float32 and has its own value (float32_view.batch_overhead).
     - a GPU: 512 (a launch costs more).
