@@ -65,10 +65,26 @@ def test_a_later_language_calibrates_on_fewer_items_and_keeps_the_carried_shifts
     assert plan_rounds(indices, margins, {}, 0.25, prior=5.0) == ([[0, 1, 2]], None)  # a fixed margin ignores it
 
 
+def test_the_calibration_sample_is_the_smallest_margins_not_the_first_items():
+    indices = list(range(20))
+    margins = {i: (19 - i) / 10 for i in indices}  # the last items are the nearest ties
+    margins[5] = math.nan  # no gap can be trusted: in the sample before any finite margin
+    rounds, _ = plan_rounds(indices, margins, {}, "auto")
+    assert rounds == [[5, 13, 14, 15, 16, 17, 18, 19]]
+    margins[12] = margins[13]  # a tie on the margin at the sample's edge goes to the lower index
+    assert plan_rounds(indices, margins, {}, "auto")[0] == [[5, 12, 14, 15, 16, 17, 18, 19]]
+    far = {i: 5.0 + (19 - i) for i in indices}  # later language, nothing near the carried floor
+    assert plan_rounds(indices, far, {}, "auto", prior=0.3) == ([[18, 19]], None)
+    shifts = {5: 0.1, 12: 0.0, 14: 0.0, 15: 0.0, 16: 0.0, 17: 0.0, 18: 0.0, 19: 0.0}
+    rounds, reached = plan_rounds(indices, margins, shifts, "auto")  # 2 x 0.1: no item outside the sample under it
+    assert rounds == [[5, 12, 14, 15, 16, 17, 18, 19]] and reached == pytest.approx(0.2)
+
+
 def rounds_one_by_one(indices, margins, true_shift, prior):
     """The rule written out without the merged first round: calibrate on the sample alone, then widen
     round by round (what plan_rounds did before it folded the carried floor into the first round)."""
-    taken = set(sorted(indices)[: CALIBRATION_ITEMS if prior is None else CARRIED_CALIBRATION_ITEMS])
+    size = CALIBRATION_ITEMS if prior is None else CARRIED_CALIBRATION_ITEMS
+    taken = set(sorted(indices, key=lambda i: (margins[i], i))[:size])  # the smallest margins, ties by index
     while True:
         reached = SAFETY * max([prior or 0.0, *(true_shift[i] for i in taken)])
         more = {i for i in indices if i not in taken and not margins[i] > reached}
@@ -127,7 +143,7 @@ def test_auto_verified_run_predicts_like_float32_on_every_item(tiny_gemma, data_
     run_eval(cfg(), full, tok, tmp_path / "fp32", progress=False)
     results = run_eval(cfg(), fast, tok, tmp_path / "auto", progress=False)
     summary = results["verify"]
-    assert summary["threshold"] == "auto" and "re-score the first" in summary["why"]
+    assert summary["threshold"] == "auto" and "smallest bf16 margins" in summary["why"]
     carried = None  # the largest shift of the languages before: en's, for zh
     for lang, calibration in (("en", CALIBRATION_ITEMS), ("zh", CARRIED_CALIBRATION_ITEMS)):
         read = [

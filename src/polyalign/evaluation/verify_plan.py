@@ -7,17 +7,27 @@ the model, rule, task and prompt length (bench/verify_margins.py: largest shift 
 40% of the items) or unsafe elsewhere. `auto` measures it on the run itself, per language and
 process:
 
-1. the first CALIBRATION_ITEMS items (by index: no selection on margins) are re-scored; in every
-   later language of the same process only the first CARRIED_CALIBRATION_ITEMS are, since the
-   shifts measured on the earlier languages (`prior`) already stand behind its threshold, and in
-   the same round every item under SAFETY x `prior` (step 2 can only re-score them: the threshold
-   never falls below it);
+1. the CALIBRATION_ITEMS items with the smallest bf16 margins are re-scored; in every later
+   language of the same process only CARRIED_CALIBRATION_ITEMS of them are, since the shifts
+   measured on the earlier languages (`prior`) already stand behind its threshold, and in the same
+   round every item under SAFETY x `prior` (step 2 can only re-score them: the threshold never
+   falls below it);
 2. the threshold becomes SAFETY x the largest shift measured on any re-scored item (of this
    language, or of an earlier one: `prior`), where an item's shift is the largest change bf16 made
    to any difference of two class scores (in log-probability), which bounds the change of its
    top-two margin;
 3. every item whose bf16 margin is at most the threshold is re-scored, and step 2 runs again with
    their shifts (the threshold only widens) until no new item falls under it.
+
+Why the smallest margins: the near ties are re-scored whatever the sample shows, so a sample of them
+costs no float32 work of its own. The first items by index, the sample until 2026-12-06, were mostly
+far from a tie and re-scored for the measurement alone: 13 of the 76 items a verified run re-scored
+(gemma-3-270m, emotion, 5 languages x 120; `python bench/verify_rounds.py FP32_DIR BF16_DIR`
+replays both samples). Choosing by the bf16 margin does not choose by the size of the shift: where
+float32 margins are spread smoothly around zero, an item lands among the smallest bf16 margins with
+about the same chance whatever its shift. Measured on those 600 items: r(shift, bf16 margin) =
+0.02, mean shift 0.031 in the decile of smallest margins against 0.032 in the rest; both samples
+reach the same thresholds and neither keeps an item whose prediction differs from float32's.
 
 Why carry shifts across languages: the calibration sample was 8 items of every language, 40 of the
 84 items a 5-language run re-scored (gemma-3-270m, emotion, 120 items per language), and more of a
@@ -114,14 +124,18 @@ def plan_rounds(
         taken.update(more)
 
 
+def calibration_sample(chosen: list[int], margins: dict[int, float], size: int) -> set[int]:
+    """The `size` items with the smallest bf16 margins (NaN first: it is re-scored anyway), ties by index."""
+    return set(sorted(chosen, key=lambda i: (-math.inf if math.isnan(margins[i]) else margins[i], i))[:size])
+
+
 def first_round(chosen: list[int], margins: dict[int, float], prior: float | None) -> list[int]:
     """The calibration sample; in a later language also every item under SAFETY x `prior`, which the
     threshold (never below it) re-scores anyway: one float32 round fewer (each round re-reads the
     float32 weights), the same items re-scored and the same threshold reached."""
-    if prior is None:
-        return chosen[:CALIBRATION_ITEMS]
-    sample = set(chosen[:CARRIED_CALIBRATION_ITEMS])
-    return [i for i in chosen if i in sample or not margins[i] > SAFETY * prior]
+    size = CALIBRATION_ITEMS if prior is None else CARRIED_CALIBRATION_ITEMS
+    sample = calibration_sample(chosen, margins, size)
+    return [i for i in chosen if i in sample or (prior is not None and not margins[i] > SAFETY * prior)]
 
 
 def language_guarantee(rows: list[dict], margin_of) -> dict:
@@ -138,8 +152,8 @@ def language_guarantee(rows: list[dict], margin_of) -> dict:
 def describe_auto() -> str:
     """The rule in one sentence, for results.json."""
     return (
-        f"re-score the first {CALIBRATION_ITEMS} items of a process's first language and the first "
-        f"{CARRIED_CALIBRATION_ITEMS} of each later one, then every item whose bf16 margin is at most {SAFETY:g}x "
-        "the largest bf16-vs-float32 shift of two class scores measured on any re-scored item of that language "
-        "or an earlier one, until no more items qualify"
+        f"re-score the {CALIBRATION_ITEMS} items with the smallest bf16 margins in a process's first language "
+        f"and the {CARRIED_CALIBRATION_ITEMS} smallest in each later one, then every item whose bf16 margin is at "
+        f"most {SAFETY:g}x the largest bf16-vs-float32 shift of two class scores measured on any re-scored item "
+        "of that language or an earlier one, until no more items qualify"
     )
