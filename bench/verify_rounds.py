@@ -5,11 +5,12 @@ sample and every near tie. Carrying the shifts measured on earlier languages let
 calibrate on CARRIED_CALIBRATION_ITEMS instead of CALIBRATION_ITEMS, but raises their thresholds to
 the largest shift seen so far. This replays the rounds offline on an fp32 and an unverified bf16
 evaluation of the same items (every item's true shift is known there) and prints, per policy and
-language, the items re-scored, the threshold reached, and the kept items whose bf16 prediction
-differs from fp32's (what verification must never leave).
+language, the items re-scored, the threshold reached, the kept items whose bf16 prediction
+differs from fp32's (what verification must never leave), and how near a kept item came to it: the
+largest ratio of a kept item's true shift to its bf16 margin (1 or more could change it).
 
-A third policy replays the carried one with the calibration sample taken as the first items by index
-(the sample until 2026-12-06) instead of the smallest bf16 margins: what that sample cost.
+A third policy replays the carried one as it was until 2026-12-06: calibration samples of the first 8
+and 2 items by index instead of the 16 and 4 smallest bf16 margins, what that sample cost.
 
 With --calibrated it also counts, per language, the batch-calibrated predictions of the verified
 scores that differ from fp32's (verification covers raw predictions only), and replays a wider rule
@@ -26,6 +27,7 @@ import argparse
 import json
 import math
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from polyalign.evaluation import verify_plan
@@ -33,12 +35,29 @@ from polyalign.evaluation.calibration import batch_calibrate, label_probabilitie
 from polyalign.evaluation.verify import margin
 from polyalign.evaluation.verify_plan import plan_rounds, score_shift
 
-POLICIES = ("per language", "carried", "carried, first items by index")
+BEFORE = "carried, first 8 / 2 by index"  # the policy until 2026-12-06
+POLICIES = ("per language", "carried", BEFORE)
 
 
 def by_index(chosen: list[int], margins: dict[int, float], size: int) -> set[int]:
     """The calibration sample before 2026-12-06: the first `size` items by index."""
     return set(sorted(chosen)[:size])
+
+
+@contextmanager
+def policy_sample(policy: str):
+    """verify_plan's calibration sample as `policy` takes it (patched for BEFORE, restored after)."""
+    saved = verify_plan.calibration_sample, verify_plan.CALIBRATION_ITEMS, verify_plan.CARRIED_CALIBRATION_ITEMS
+    if policy == BEFORE:
+        verify_plan.calibration_sample, verify_plan.CALIBRATION_ITEMS, verify_plan.CARRIED_CALIBRATION_ITEMS = (
+            by_index,
+            8,
+            2,
+        )
+    try:
+        yield
+    finally:
+        verify_plan.calibration_sample, verify_plan.CALIBRATION_ITEMS, verify_plan.CARRIED_CALIBRATION_ITEMS = saved
 
 
 def samples(folder: Path) -> dict[str, dict[int, dict]]:
@@ -62,13 +81,16 @@ def replay(fast: dict[int, dict], full: dict[int, dict], rule: str, prior: float
             break
         shifts.update((i, true_shift[i]) for i in rounds[-1])
     rescored = {i for r in rounds for i in r}
-    changed = [i for i in indices if i not in rescored and fast[i]["pred"] != full[i]["pred"]]
+    kept = [i for i in indices if i not in rescored]
+    changed = [i for i in kept if fast[i]["pred"] != full[i]["pred"]]
     return {
         "rescored": len(rescored),
         "set": rescored,
         "threshold": reached,
         "largest": max(shifts.values()),
         "changed": changed,
+        # how near a kept item came to changing: its true shift over its bf16 margin (1 or more: it can)
+        "closest": max((true_shift[i] / margins[i] for i in kept if margins[i] > 0), default=0.0),
     }
 
 
@@ -141,20 +163,19 @@ def main(argv: list[str] | None = None) -> int:
         else list(json.loads((args.bf16_dir / "results.json").read_text())["languages"])
     )
     langs = [lang for lang in order if lang in fast and lang in full]
-    print("| policy | language | items | re-scored | threshold | kept but changed |")
-    print("|---|---|---:|---:|---:|---:|")
-    smallest = verify_plan.calibration_sample
+    print("| policy | language | items | re-scored | threshold | kept but changed | closest kept |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for policy in POLICIES:
-        verify_plan.calibration_sample = by_index if policy.endswith("by index") else smallest
-        prior, total, changed = None, 0, 0
+        prior, total, changed, closest = None, 0, 0, 0.0
         for lang in langs:
-            got = replay(fast[lang], full[lang], args.rule, prior if policy.startswith("carried") else None)
+            with policy_sample(policy):
+                got = replay(fast[lang], full[lang], args.rule, prior if policy.startswith("carried") else None)
             prior = max(prior or 0.0, got["largest"])
             total, changed = total + got["rescored"], changed + len(got["changed"])
+            closest = max(closest, got["closest"])
             cells = [policy, lang, len(fast[lang]), got["rescored"], f"{got['threshold']:.3f}", len(got["changed"])]
-            print("| " + " | ".join(map(str, cells)) + " |")
-        print(f"| {policy} | all | {sum(map(len, fast.values()))} | **{total}** | | **{changed}** |")
-    verify_plan.calibration_sample = smallest
+            print("| " + " | ".join(map(str, cells)) + f" | {got['closest']:.2f} |")
+        print(f"| {policy} | all | {sum(map(len, fast.values()))} | **{total}** | | **{changed}** | {closest:.2f} |")
     if args.calibrated:
         calibrated_table(fast, full, langs, args.rule)
     return 0
