@@ -12,13 +12,19 @@ largest ratio of a kept item's true shift to its bf16 margin (1 or more could ch
 A third policy replays the carried one as it was until 2026-12-06: calibration samples of the first 8
 and 2 items by index instead of the 16 and 4 smallest bf16 margins, what that sample cost.
 
+With --sizes 8,2 the current policies take samples of those sizes (the smallest margins still).
+
+With --orders N it replays that old policy under N random item orders (seeds 0..N-1) and prints the
+range of items re-scored and of the closest kept item: a sample by index is one draw of many.
+
 With --calibrated it also counts, per language, the batch-calibrated predictions of the verified
 scores that differ from fp32's (verification covers raw predictions only), and replays a wider rule
 that also re-scores every kept item whose log-odds lie within the threshold of the calibrated
 boundary (two classes), until none is left: how many items that costs, and what it still misses.
 
     polyalign eval ... --dtype float32 --out FP32_DIR ; polyalign eval ... --dtype bfloat16 --no-verify --out BF16_DIR
-    python bench/verify_rounds.py FP32_DIR BF16_DIR [--rule prefix] [--calibrated]
+    python bench/verify_rounds.py FP32_DIR BF16_DIR [--rule prefix] [--sizes 8,2] [--orders 200]
+        [--calibrated]
 """
 
 from __future__ import annotations
@@ -26,7 +32,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import random
+import statistics
 import sys
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -44,13 +53,24 @@ def by_index(chosen: list[int], margins: dict[int, float], size: int) -> set[int
     return set(sorted(chosen)[:size])
 
 
+def in_random_order(seed: int) -> Callable[[list[int], dict[int, float], int], set[int]]:
+    """A sample like `by_index`, with the items in a random order (the same order for every size)."""
+    rng, rank = random.Random(seed), {}
+
+    def sample(chosen: list[int], margins: dict[int, float], size: int) -> set[int]:
+        return set(sorted(chosen, key=lambda i: rank.setdefault(i, rng.random()))[:size])
+
+    return sample
+
+
 @contextmanager
-def policy_sample(policy: str):
-    """verify_plan's calibration sample as `policy` takes it (patched for BEFORE, restored after)."""
+def policy_sample(policy: str, sample: Callable | None = None):
+    """verify_plan's calibration sample as `policy` takes it (patched for BEFORE, with `sample` in
+    place of `by_index` where given; restored after)."""
     saved = verify_plan.calibration_sample, verify_plan.CALIBRATION_ITEMS, verify_plan.CARRIED_CALIBRATION_ITEMS
     if policy == BEFORE:
         verify_plan.calibration_sample, verify_plan.CALIBRATION_ITEMS, verify_plan.CARRIED_CALIBRATION_ITEMS = (
-            by_index,
+            sample or by_index,
             8,
             2,
         )
@@ -148,6 +168,37 @@ def calibrated_table(fast: dict, full: dict, langs: list[str], rule: str) -> Non
     print("| all | " + " | ".join(f"**{t}**" for t in totals) + " |")
 
 
+def replay_languages(
+    fast: dict, full: dict, langs: list[str], rule: str, policy: str, sample=None, lines: list[str] | None = None
+) -> dict:
+    """One policy over the languages in order: items re-scored, kept items changed, the closest kept
+    item; with `lines`, a table row per language appended to it."""
+    prior, total, changed, closest = None, 0, 0, 0.0
+    for lang in langs:
+        with policy_sample(policy, sample):
+            got = replay(fast[lang], full[lang], rule, prior if policy.startswith("carried") else None)
+        prior = max(prior or 0.0, got["largest"])
+        total, changed = total + got["rescored"], changed + len(got["changed"])
+        closest = max(closest, got["closest"])
+        if lines is not None:
+            cells = [policy, lang, len(fast[lang]), got["rescored"], f"{got['threshold']:.3f}", len(got["changed"])]
+            lines.append("| " + " | ".join(map(str, cells)) + f" | {got['closest']:.2f} |")
+    return {"rescored": total, "changed": changed, "closest": closest}
+
+
+def orders_summary(fast: dict, full: dict, langs: list[str], rule: str, orders: int) -> None:
+    """BEFORE's sample by index is one draw: the same replay under `orders` random item orders."""
+    runs = [replay_languages(fast, full, langs, rule, BEFORE, in_random_order(seed)) for seed in range(orders)]
+    counts = sorted(r["rescored"] for r in runs)
+    closest = sorted(r["closest"] for r in runs)
+    print(
+        f"\n{BEFORE}, {orders} random item orders: re-scored {counts[0]}-{counts[-1]} "
+        f"(median {statistics.median(counts):g}); closest kept median {statistics.median(closest):.2f}, "
+        f"90th percentile {closest[int(0.9 * (orders - 1))]:.2f}, largest {closest[-1]:.2f}; "
+        f"kept but changed at most {max(r['changed'] for r in runs)}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("fp32_dir", type=Path)
@@ -155,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rule", default="prefix")
     parser.add_argument("--langs", help="the order the run verified them in (default: results.json's)")
     parser.add_argument("--calibrated", action="store_true", help="also the batch-calibrated predictions")
+    parser.add_argument("--orders", type=int, default=0, help="also the old policy under N random item orders")
+    parser.add_argument("--sizes", help="FIRST,LATER: other sample sizes for the current policies (default: 16,4)")
     args = parser.parse_args(argv)
     full, fast = samples(args.fp32_dir), samples(args.bf16_dir)
     order = (
@@ -163,19 +216,18 @@ def main(argv: list[str] | None = None) -> int:
         else list(json.loads((args.bf16_dir / "results.json").read_text())["languages"])
     )
     langs = [lang for lang in order if lang in fast and lang in full]
+    if args.sizes:
+        verify_plan.CALIBRATION_ITEMS, verify_plan.CARRIED_CALIBRATION_ITEMS = map(int, args.sizes.split(","))
     print("| policy | language | items | re-scored | threshold | kept but changed | closest kept |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for policy in POLICIES:
-        prior, total, changed, closest = None, 0, 0, 0.0
-        for lang in langs:
-            with policy_sample(policy):
-                got = replay(fast[lang], full[lang], args.rule, prior if policy.startswith("carried") else None)
-            prior = max(prior or 0.0, got["largest"])
-            total, changed = total + got["rescored"], changed + len(got["changed"])
-            closest = max(closest, got["closest"])
-            cells = [policy, lang, len(fast[lang]), got["rescored"], f"{got['threshold']:.3f}", len(got["changed"])]
-            print("| " + " | ".join(map(str, cells)) + f" | {got['closest']:.2f} |")
-        print(f"| {policy} | all | {sum(map(len, fast.values()))} | **{total}** | | **{changed}** | {closest:.2f} |")
+        lines: list[str] = []
+        got = replay_languages(fast, full, langs, args.rule, policy, lines=lines)
+        print("\n".join(lines))
+        cells = f"**{got['rescored']}** | | **{got['changed']}** | {got['closest']:.2f}"
+        print(f"| {policy} | all | {sum(map(len, fast.values()))} | {cells} |")
+    if args.orders:
+        orders_summary(fast, full, langs, args.rule, args.orders)
     if args.calibrated:
         calibrated_table(fast, full, langs, args.rule)
     return 0
