@@ -27,12 +27,13 @@ an fp32 and an unverified bf16 evaluation of the same items (gemma-3-270m, prefi
 an AVX512-BF16 EPYC): emotion (600 items) 63 re-scored instead of 76, snli (300) 156 instead of 159,
 paws (300; not used to choose 16 and 4) 90 instead of 93. No kept item's prediction differed from
 float32's under either, and the largest ratio of a kept item's true shift to its margin was the same
-or lower (0.48, 0.34, 0.28 against 0.48, 0.34, 0.39). With 8 and 2 of the smallest, snli's came to
-0.78: a small sample of near ties can miss the larger shifts as a small sample by index can (8 and 2
-by index, over 200 random item orders: 0.78 at the 90th percentile). Choosing by the bf16 margin is not choosing by the
-size of the shift where the two are unrelated (r(shift, bf16 margin) 0.02 on emotion, 0.01 on snli);
-on paws larger margins came with larger shifts (r = 0.36), so the near ties then measure the shifts
-of the items nearest the threshold, the ones a shift could flip.
+or lower (0.48, 0.34, 0.28 against 0.48, 0.34, 0.39). With 8 and 2 of the smallest (`--sizes 8,2`),
+snli's came to 0.78: a small sample of near ties can miss the larger shifts, as a small sample by
+index can (`--orders 200`: 8 and 2 by index under 200 random item orders, 0.78 at the 90th
+percentile). Choosing by the bf16 margin is not choosing by the size of the shift where the two are
+unrelated (r(shift, bf16 margin) 0.02 on emotion, 0.01 on snli); on paws larger margins came with
+larger shifts (r = 0.36), so the near ties then measure the shifts of the items nearest the
+threshold, the ones a shift could flip.
 
 Why carry shifts across languages: the calibration sample was once 8 items (by index) of every
 language, 40 of the 84 items a 5-language run re-scored (gemma-3-270m, emotion, 120 items per
