@@ -12,6 +12,9 @@ largest ratio of a kept item's true shift to its bf16 margin (1 or more could ch
 A third policy replays the carried one as it was until 2026-12-06: calibration samples of the first 8
 and 2 items by index instead of the 16 and 4 smallest bf16 margins, what that sample cost.
 
+Then whether choosing near ties chooses by shift: the correlation of the true shift with the bf16
+margin, and the mean shift of the tenth of the items with the smallest margins against the rest.
+
 With --sizes 8,2 the current policies take samples of those sizes (the smallest margins still).
 
 With --orders N it replays that old policy under N random item orders (seeds 0..N-1) and prints the
@@ -186,6 +189,24 @@ def replay_languages(
     return {"rescored": total, "changed": changed, "closest": closest}
 
 
+def shift_against_margin(fast: dict, full: dict, langs: list[str], rule: str) -> str:
+    """Whether choosing near ties chooses by shift: Pearson r of the true shift against the bf16
+    margin over every item with a finite margin, and the mean shift of the tenth with the smallest."""
+    pairs = [
+        (margin(fast[lang][i]["scores"], rule), score_shift(fast[lang][i]["scores"], full[lang][i]["scores"], rule))
+        for lang in langs
+        for i in fast[lang]
+    ]
+    pairs = sorted((m, s) for m, s in pairs if math.isfinite(m) and math.isfinite(s))
+    tenth = max(1, len(pairs) // 10)
+    near, rest = [s for _, s in pairs[:tenth]], [s for _, s in pairs[tenth:]]
+    r = statistics.correlation([m for m, _ in pairs], [s for _, s in pairs])
+    return (
+        f"r(shift, bf16 margin) = {r:.2f} over {len(pairs)} items; mean shift {statistics.mean(near):.3f} in the "
+        f"tenth with the smallest margins, {statistics.mean(rest):.3f} in the rest"
+    )
+
+
 def orders_summary(fast: dict, full: dict, langs: list[str], rule: str, orders: int) -> None:
     """BEFORE's sample by index is one draw: the same replay under `orders` random item orders."""
     runs = [replay_languages(fast, full, langs, rule, BEFORE, in_random_order(seed)) for seed in range(orders)]
@@ -226,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(lines))
         cells = f"**{got['rescored']}** | | **{got['changed']}** | {got['closest']:.2f}"
         print(f"| {policy} | all | {sum(map(len, fast.values()))} | {cells} |")
+    print("\n" + shift_against_margin(fast, full, langs, args.rule))
     if args.orders:
         orders_summary(fast, full, langs, args.rule, args.orders)
     if args.calibrated:
