@@ -12,6 +12,10 @@ machine it drifts (3.2x to 7.1x on one AMX Xeon).
     python bench/precision_processes.py [--model gemma-3-270m] [--langs en,zh,es,ru,hi] [--items 80:200]
         [--scoring prefix] [--variants fp32,bf16,bf16-verified] [--rounds 1] [--threads 2] [--out FILE]
 
+Variant `bf16-verified-before` (not run by default) is verified bf16 with the calibration sample
+used until 2026-12-06, the first 8 and 2 items by index (polyalign.evaluation.verify_plan), patched
+in before polyalign's CLI: `--variants bf16-verified,bf16-verified-before` compares the two.
+
 The defaults are the issue's workload (emotion, paper prompts, prefix rule, 600 items). Runs are
 one after another; on a shared machine the ratios of one round are what can be compared. With
 --rounds N the variants run N times, each round starting one variant later, and the medians of the
@@ -41,13 +45,26 @@ VARIANTS = {
     "fp32": ["--dtype", "float32"],
     "bf16": ["--dtype", "bfloat16", "--no-verify"],
     "bf16-verified": ["--dtype", "bfloat16"],  # the default: verified, threshold auto
+    "bf16-verified-before": ["--dtype", "bfloat16"],  # verified with the calibration sample before 2026-12-06
+}
+# Variants run through a patch of polyalign before its CLI (each in its own process).
+PATCHES = {
+    "bf16-verified-before": """
+import sys
+from polyalign.evaluation import verify_plan
+verify_plan.CALIBRATION_ITEMS, verify_plan.CARRIED_CALIBRATION_ITEMS = 8, 2
+verify_plan.calibration_sample = lambda chosen, margins, size: set(sorted(chosen)[:size])
+from polyalign.cli.commands import main
+sys.exit(main(sys.argv[1:]))
+"""
 }
 
 
 def run_process(args: argparse.Namespace, variant: str, out: Path) -> dict:
     """One `polyalign eval` process: wall seconds, peak RSS and its results.json."""
     data = resolve_data_dir(args.data_dir)
-    command = [sys.executable, "-m", "polyalign", "eval", "--model", args.model, "--task", "emotion"]
+    runner = ["-c", PATCHES[variant]] if variant in PATCHES else ["-m", "polyalign"]
+    command = [sys.executable, *runner, "eval", "--model", args.model, "--task", "emotion"]
     command += ["--langs", args.langs, "--items", args.items, "--scoring", args.scoring, "--mode", "english"]
     command += ["--data-dir", str(data), "--prompts", str(data / "prompts.json"), "--out", str(out)]
     command += ["--overwrite", *VARIANTS[variant]]
@@ -140,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--langs", default="en,zh,es,ru,hi")
     p.add_argument("--items", default="80:200")
     p.add_argument("--scoring", default="prefix")
-    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--variants", default="fp32,bf16,bf16-verified")
     p.add_argument("--data-dir")
     args = bench_report.parse(p, argv)
     langs = args.langs.split(",")
