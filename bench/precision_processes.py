@@ -49,11 +49,11 @@ VARIANTS = {
 }
 # Variants run through a patch of polyalign before its CLI (each in its own process).
 PATCHES = {
-    "bf16-verified-before": """
+    "bf16-verified-before": f"""
 import sys
-from polyalign.evaluation import verify_plan
-verify_plan.CALIBRATION_ITEMS, verify_plan.CARRIED_CALIBRATION_ITEMS = 8, 2
-verify_plan.calibration_sample = lambda chosen, margins, size: set(sorted(chosen)[:size])
+sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+import verify_rounds
+verify_rounds.use_sample_before()
 from polyalign.cli.commands import main
 sys.exit(main(sys.argv[1:]))
 """

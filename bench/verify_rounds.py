@@ -66,17 +66,20 @@ def in_random_order(seed: int) -> Callable[[list[int], dict[int, float], int], s
     return sample
 
 
+def use_sample_before(sample: Callable | None = None) -> None:
+    """Patch verify_plan to BEFORE's calibration sample: the first 8 and 2 items by index (or
+    `sample`'s order). bench/precision_processes.py runs its `bf16-verified-before` variant so."""
+    verify_plan.calibration_sample = sample or by_index
+    verify_plan.CALIBRATION_ITEMS, verify_plan.CARRIED_CALIBRATION_ITEMS = 8, 2
+
+
 @contextmanager
 def policy_sample(policy: str, sample: Callable | None = None):
     """verify_plan's calibration sample as `policy` takes it (patched for BEFORE, with `sample` in
     place of `by_index` where given; restored after)."""
     saved = verify_plan.calibration_sample, verify_plan.CALIBRATION_ITEMS, verify_plan.CARRIED_CALIBRATION_ITEMS
     if policy == BEFORE:
-        verify_plan.calibration_sample, verify_plan.CALIBRATION_ITEMS, verify_plan.CARRIED_CALIBRATION_ITEMS = (
-            sample or by_index,
-            8,
-            2,
-        )
+        use_sample_before(sample)
     try:
         yield
     finally:
