@@ -16,7 +16,6 @@ first overhead's.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_report  # noqa: E402
+import precision_processes  # noqa: E402
 
 # Run in the child: patch the bf16 overhead, then polyalign's own CLI.
 CHILD = """
@@ -39,19 +39,15 @@ sys.exit(main(sys.argv[2:]))
 
 def run_process(args, overhead: int, out: Path) -> dict:
     """One bf16 `polyalign eval --no-verify` process at `overhead`: its scoring timing and predictions."""
-    from polyalign.core.tasks import resolve_data_dir
-
-    data = resolve_data_dir(args.data_dir)
-    command = [sys.executable, "-c", CHILD, str(overhead), "eval", "--model", args.model, "--task", "emotion"]
-    command += ["--langs", args.langs, "--items", args.items, "--scoring", "prefix", "--mode", "english"]
-    command += ["--data-dir", str(data), "--prompts", str(data / "prompts.json"), "--out", str(out)]
-    command += ["--overwrite", "--dtype", "bfloat16", "--no-verify"]
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    options = ["--dtype", "bfloat16", "--no-verify"]
+    command = precision_processes.eval_command(args, ["-c", CHILD, str(overhead)], out, options)
+    done = subprocess.run(
+        command, env=precision_processes.eval_env(args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     if done.returncode != 0:
         raise SystemExit(f"overhead {overhead}: polyalign eval failed:\n{done.stderr[-2000:]}")
     timing = json.loads((out / "results.json").read_text())["timing"]
-    preds = [json.loads(line)["pred"] for path in sorted((out / "samples").glob("*.jsonl")) for line in path.open()]
+    preds = precision_processes.predictions(out, args.langs.split(","))
     return {"items_per_second": timing["items_per_second"], "seconds": timing["seconds"], "preds": preds}
 
 
@@ -61,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--langs", default="en,zh,es,ru,hi")
     p.add_argument("--items", default="80:200")
     p.add_argument("--data-dir")
+    p.set_defaults(scoring="prefix")  # the issue's rule, as precision_processes.eval_command reads it
     args = bench_report.parse(p, argv)
     from polyalign.engine.precision import cpu_description
 

@@ -60,15 +60,25 @@ sys.exit(main(sys.argv[1:]))
 }
 
 
-def run_process(args: argparse.Namespace, variant: str, out: Path) -> dict:
-    """One `polyalign eval` process: wall seconds, peak RSS and its results.json."""
+def eval_command(args: argparse.Namespace, runner: list[str], out: Path, options: list[str]) -> list[str]:
+    """`polyalign eval` of the issue's workload (emotion, english labels; model, langs, items, scoring
+    and data from `args`) into `out`, started as `python *runner` (["-m", "polyalign"], or ["-c",
+    CODE, ...] for a child that patches polyalign before its CLI), with `options` last."""
     data = resolve_data_dir(args.data_dir)
-    runner = ["-c", PATCHES[variant]] if variant in PATCHES else ["-m", "polyalign"]
     command = [sys.executable, *runner, "eval", "--model", args.model, "--task", "emotion"]
     command += ["--langs", args.langs, "--items", args.items, "--scoring", args.scoring, "--mode", "english"]
     command += ["--data-dir", str(data), "--prompts", str(data / "prompts.json"), "--out", str(out)]
-    command += ["--overwrite", *VARIANTS[variant]]
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1"}
+    return command + ["--overwrite", *options]
+
+
+def eval_env(args: argparse.Namespace) -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1"}
+
+
+def run_process(args: argparse.Namespace, variant: str, out: Path) -> dict:
+    """One `polyalign eval` process: wall seconds, peak RSS and its results.json."""
+    runner = ["-c", PATCHES[variant]] if variant in PATCHES else ["-m", "polyalign"]
+    command, env = eval_command(args, runner, out, VARIANTS[variant]), eval_env(args)
     start = time.perf_counter()
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _, status, usage = os.wait4(process.pid, 0)
