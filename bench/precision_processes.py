@@ -12,9 +12,12 @@ machine it drifts (3.2x to 7.1x on one AMX Xeon).
     python bench/precision_processes.py [--model gemma-3-270m] [--langs en,zh,es,ru,hi] [--items 80:200]
         [--scoring prefix] [--variants fp32,bf16,bf16-verified] [--rounds 1] [--threads 2] [--out FILE]
 
-Variant `bf16-verified-before` (not run by default) is verified bf16 with the calibration sample
-used until 2026-12-06, the first 8 and 2 items by index (polyalign.evaluation.verify_plan), patched
-in before polyalign's CLI: `--variants bf16-verified,bf16-verified-before` compares the two.
+Variants not run by default, each patched in before polyalign's CLI:
+- `bf16-verified-before`: verified bf16 with the calibration sample used until 2026-12-06, the first 8
+  and 2 items by index (polyalign.evaluation.verify_plan): `--variants bf16-verified,bf16-verified-before`
+  compares the two;
+- `bf16-two-matmul-attention` and `bf16-verified-two-matmul-attention`: bf16 attention as two bf16
+  matmuls (`use_two_matmul_attention`), unverified and verified: faster attention, larger shifts.
 
 The defaults are the issue's workload (emotion, paper prompts, prefix rule, 600 items). Runs are
 one after another; on a shared machine the ratios of one round are what can be compared. With
@@ -46,18 +49,55 @@ VARIANTS = {
     "bf16": ["--dtype", "bfloat16", "--no-verify"],
     "bf16-verified": ["--dtype", "bfloat16"],  # the default: verified, threshold auto
     "bf16-verified-before": ["--dtype", "bfloat16"],  # verified with the calibration sample before 2026-12-06
+    "bf16-two-matmul-attention": ["--dtype", "bfloat16", "--no-verify"],
+    "bf16-verified-two-matmul-attention": ["--dtype", "bfloat16"],
 }
-# Variants run through a patch of polyalign before its CLI (each in its own process).
-PATCHES = {
-    "bf16-verified-before": f"""
+
+
+def patched(call: str) -> str:
+    """A child's code: `call` (a function of this folder's modules) patches polyalign, then its CLI."""
+    return f"""
 import sys
 sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
-import verify_rounds
-verify_rounds.use_sample_before()
+import precision_processes, verify_rounds
+{call}
 from polyalign.cli.commands import main
 sys.exit(main(sys.argv[1:]))
 """
+
+
+# Variants run through a patch of polyalign before its CLI (each in its own process).
+PATCHES = {
+    "bf16-verified-before": patched("verify_rounds.use_sample_before()"),
+    "bf16-two-matmul-attention": patched("precision_processes.use_two_matmul_attention()"),
+    "bf16-verified-two-matmul-attention": patched("precision_processes.use_two_matmul_attention()"),
 }
+
+
+def use_two_matmul_attention() -> None:
+    """Patch bf16 CPU attention (polyalign.engine.cpu_attention) to two bf16 matmuls around a float32
+    softmax: the attention scores are rounded to bf16 before it, which torch's flash kernel does not
+    do. A rejected alternative, kept measurable (docs/benchmarks.md)."""
+    import torch
+
+    from polyalign.engine import cpu_attention
+
+    original = cpu_attention.attention
+
+    def attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None, **options):
+        groups = getattr(module, "num_key_value_groups", 1)
+        if query.dtype != torch.bfloat16 or attention_mask is None or not cpu_attention.applies(query, groups, options):
+            return original(module, query, key, value, attention_mask, dropout, scaling, is_causal, **options)
+        batch, heads, queries, width = query.shape
+        kv, keys = key.shape[1], key.shape[2]
+        grouped = query.reshape(batch, kv, groups * queries, width)  # the query heads of one key head
+        scores = torch.matmul(grouped, key.transpose(2, 3)).float().mul_(scaling or width**-0.5)
+        scores = scores.view(batch, kv, groups, queries, keys).masked_fill_(~attention_mask[:, :, None], -torch.inf)
+        weights = torch.softmax(scores, -1).to(query.dtype).view(batch, kv, groups * queries, keys)
+        out = torch.matmul(weights, value).view(batch, heads, queries, width)
+        return out.transpose(1, 2).contiguous(), None
+
+    cpu_attention.attention = attention
 
 
 def eval_command(args: argparse.Namespace, runner: list[str], out: Path, options: list[str]) -> list[str]:
