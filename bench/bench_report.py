@@ -1,5 +1,5 @@
-"""One home for what the benches share: their common options, and how they print their figures and
-save them (--out): indented JSON, written whole."""
+"""One home for what the benches share: their common options, how they print their figures and
+save them (--out): indented JSON, written whole, and how they read an eval folder they measure."""
 
 from __future__ import annotations
 
@@ -32,3 +32,18 @@ def emit(report: dict, out: str | None) -> None:
     print(text)
     if out:
         Path(out).write_text(text + "\n", encoding="utf-8")
+
+
+def folder_config(folder: Path):
+    """The EvalConfig an eval folder was run with (its run.json), to rebuild its items."""
+    from polyalign.evaluation.eval_config import EvalConfig
+
+    run = json.loads((Path(folder) / "run.json").read_text())["config"]
+    keys = ("model", "task", "langs", "mode", "scoring", "limit", "items", "data_dir", "prompts")
+    return EvalConfig(**{k: run[k] for k in keys if run.get(k) is not None})
+
+
+def sample_rows(folder: Path, task: str, lang: str) -> list[dict]:
+    """An eval folder's saved rows of one language; a verified run marks those it re-scored `fast`."""
+    path = Path(folder) / "samples" / f"{task}_{lang}.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -10,7 +10,11 @@ one process, alternated round by round, so every ratio is measured under one mac
 - `native`: a separately loaded float32 model with the same batches, the baseline, whose scores the
   two others must equal bit for bit.
 
+With --rescored-in VERIFIED_DIR only the items that verified evaluation re-scored in --lang are
+timed (its model, task, items and prompts), the set a verified run gives the view.
+
     OMP_NUM_THREADS=2 python bench/verify_reads.py [--model gemma-3-270m] [--items 80:104] [--rounds 3]
+        [--lang en] [--rescored-in VERIFIED_DIR]
 """
 
 from __future__ import annotations
@@ -76,11 +80,20 @@ def time_native(args, tokenizer, prep, batch_size: int, overhead: int) -> tuple[
     return seconds, scores
 
 
+def only_rescored(prep, folder: Path, task: str, lang: str):
+    """`prep` with only the items the verified folder re-scored in float32 (rows marked `fast`)."""
+    import dataclasses
+
+    chosen = {row["index"] for row in bench_report.sample_rows(folder, task, lang) if "fast" in row}
+    return dataclasses.replace(prep, items=[item for item in prep.items if item.index in chosen])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = bench_report.parser(__doc__.splitlines()[0], rounds=3)
     p.add_argument("--items", default="80:104", help="emotion items of --lang re-scored in float32")
     p.add_argument("--lang", default="en")
     p.add_argument("--data-dir")
+    p.add_argument("--rescored-in", type=Path, help="a verified eval folder: time only the items it re-scored")
     args = bench_report.parse(p, argv)
 
     from polyalign.core.tasks import resolve_data_dir
@@ -99,9 +112,15 @@ def main(argv: list[str] | None = None) -> int:
         data_dir=str(data),
         prompts=str(data / "prompts.json"),
     )
+    if args.rescored_in:
+        cfg = bench_report.folder_config(args.rescored_in)
+        if cfg.scoring != "prefix":
+            raise SystemExit("verify_reads: --rescored-in needs a prefix-rule evaluation")
     _, pack, _ = check_config(cfg)
-    tokenizer = load_tokenizer(args.model)
+    tokenizer = load_tokenizer(cfg.model)
     prep = prepare_language(cfg, pack, tokenizer, args.lang)
+    if args.rescored_in:
+        prep = only_rescored(prep, args.rescored_in, cfg.task, args.lang)
     seconds, scores, overhead = time_view(args, tokenizer, prep, cfg.batch_size)
     seconds["native"], scores["native"] = time_native(args, tokenizer, prep, cfg.batch_size, overhead)
     native_s = statistics.median(seconds["native"])
@@ -109,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         "cpu": cpu_description(),
         "threads": args.threads,
         "model": args.model,
-        "items": f"emotion {args.lang} {args.items} ({len(prep.items)} items, prefix rule)",
+        "items": f"{cfg.task} {args.lang} {cfg.items} ({len(prep.items)} items, {cfg.scoring} rule)",
+        "rescored_in": str(args.rescored_in) if args.rescored_in else None,
         "seconds": {k: [round(v, 3) for v in vs] for k, vs in seconds.items()},
         "median_over_native": {k: round(statistics.median(vs) / native_s, 3) for k, vs in seconds.items()},
         "equal_to_native": {k: scores[k] == scores["native"] for k in ("copied", "mapped")},
