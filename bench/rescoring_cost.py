@@ -32,17 +32,15 @@ import bench_report  # noqa: E402
 
 
 def scored_tokens(cfg, lang: str, tokenizer) -> dict[int, int]:
-    """Item index -> tokens the scorer computes for it after the shared prefix, as the run built them."""
-    from polyalign.engine.scoring import score_rows
+    """Item index -> tokens the scorer computes for it after the shared prefix, as the run built them
+    (a verified run's results.json states the totals since 2026-12-06; older folders do not)."""
+    from polyalign.engine.scoring import scored_tokens as count
     from polyalign.evaluation.eval_config import check_config
     from polyalign.evaluation.evaluate import prepare_language
 
     _, pack, _ = check_config(cfg)
     prep = prepare_language(cfg, pack, tokenizer, lang)
-    tokens: dict[int, int] = {}
-    for row in score_rows(prep.items, prep.shared, cfg.scoring):
-        tokens[row[0]] = tokens.get(row[0], 0) + len(row[2])
-    return tokens
+    return count(prep.items, prep.shared, cfg.scoring)
 
 
 def language_cost(rows: list[dict], tokens: dict[int, int]) -> dict:

@@ -12,7 +12,8 @@ from polyalign.core.errors import PolyalignError
 from polyalign.engine import scoring
 from polyalign.engine.models import load_model
 from polyalign.evaluation import evaluate
-from polyalign.evaluation.evaluate import run_eval
+from polyalign.evaluation.eval_config import check_config
+from polyalign.evaluation.evaluate import prepare_language, run_eval
 from polyalign.evaluation.results import SampleLog
 from polyalign.evaluation.verify import margin, threshold_in_effect
 from polyalign.evaluation.verify_plan import score_shift
@@ -61,6 +62,20 @@ def runs(tiny_gemma, data_dir, tmp_path_factory):
     return tmp, fast, tok
 
 
+def tokens_of(cfg, tok, lang):
+    """Item index -> the tokens scoring feeds the decoder after the shared prefix, counted from the
+    prepared items: the suffix once, or (exact rule, a multi-token label) once per class with that
+    label's tokens but its last."""
+    _, pack, _ = check_config(cfg)
+    prep = prepare_language(cfg, pack, tok, lang)
+    counted = {}
+    for item in prep.items:
+        suffix, labels = len(item.ids) - prep.shared, list(item.continuations.values())
+        multi = cfg.scoring == "exact" and any(len(label) > 1 for label in labels)
+        counted[item.index] = sum(suffix + len(label) - 1 for label in labels) if multi else suffix
+    return counted
+
+
 def middle_threshold(rows, rule):
     """A threshold between two distinct margins near the median: some items re-scored, some not."""
     margins = sorted({margin(r["scores"], rule) for lang in LANGS for r in rows[lang]})
@@ -87,8 +102,9 @@ def test_items_under_the_threshold_are_rescored_in_float32(runs, tiny_gemma, dat
     bf16, fp32 = rows_of(tmp / f"bf16_{rule}"), rows_of(tmp / f"fp32_{rule}")
     threshold = middle_threshold(bf16, rule)
     loads = Loads(tiny_gemma)
+    cfg = cfg_for(tiny_gemma, data_dir, scoring=rule, verify_threshold=threshold)
     results = run_eval(
-        cfg_for(tiny_gemma, data_dir, scoring=rule, verify_threshold=threshold),
+        cfg,
         fast,
         tok,
         tmp / f"verified_{rule}",
@@ -97,7 +113,7 @@ def test_items_under_the_threshold_are_rescored_in_float32(runs, tiny_gemma, dat
     )
     verified = rows_of(tmp / f"verified_{rule}")
     assert loads.calls == 1  # loaded once, for the first language that needed it
-    total = 0
+    total = total_tokens = 0
     for lang in LANGS:
         under = {r["index"] for r in bf16[lang] if margin(r["scores"], rule) < threshold}
         assert {r["index"] for r in verified[lang] if "fast" in r} == under
@@ -116,10 +132,14 @@ def test_items_under_the_threshold_are_rescored_in_float32(runs, tiny_gemma, dat
         changed = sum(v["fast"]["pred"] != v["pred"] for v in verified[lang] if "fast" in v)
         assert {k: entry[k] for k in ("rescored", "changed")} == {"rescored": len(under), "changed": changed}
         assert entry["smallest_kept_margin"] >= threshold
+        tokens = tokens_of(cfg, tok, lang)
+        assert entry["tokens"] == sum(tokens.values()) and entry["rescored_tokens"] == sum(tokens[i] for i in under)
         total += len(under)
+        total_tokens += entry["rescored_tokens"]
     assert 0 < total < 12  # the threshold sends some items, not all, back to float32
     summary = results["verify"]
     assert summary["threshold"] == threshold and summary["rescored"] == total and summary["dtype"] == "bfloat16"
+    assert 0 < summary["rescored_tokens"] == total_tokens < summary["tokens"]
     assert summary["items"] == 12 and summary["per_language"]["en"] == results["languages"]["en"]["verify"]
     assert summary["covers"].startswith("raw predictions")  # calibrated ones are not verified: it says so
     assert results["runtime"]["dtype"] == "bfloat16"

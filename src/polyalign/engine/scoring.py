@@ -206,6 +206,14 @@ def score_rows(items: list[Item], shared: int, rule: str) -> list[ScoreRow]:
     return rows
 
 
+def scored_tokens(items: list[Item], shared: int, rule: str) -> dict[int, int]:
+    """Item index -> tokens its rows feed the decoder after the shared prefix: what scoring it costs."""
+    tokens: Counter[int] = Counter()
+    for row in score_rows(items, shared, rule):
+        tokens[row[0]] += len(row[2])
+    return dict(tokens)
+
+
 def flush_groups(rows: list[tuple], starts: list[int]) -> list[list[tuple[int, int]]]:
     """Consecutive batches (start, stop) gathered until they hold UNEMBED_POSITIONS scored positions."""
     groups, current, positions = [], [], 0

@@ -34,6 +34,7 @@ from polyalign.engine.scoring import (
     check_distinguishable,
     continuation_ids,
     prefix_sets,
+    scored_tokens,
 )
 from polyalign.evaluation.calibration import calibration_averages, calibration_summary
 from polyalign.evaluation.eval_config import EvalConfig, check_config
@@ -281,7 +282,8 @@ def _finish(
         samples = read_samples(final[prep.lang])
         languages[prep.lang] = {**summarize(samples), **calibration_summary(samples, cfg.scoring), **prep.info}
         if threshold is not None:
-            languages[prep.lang]["verify"] = language_stats(samples, cfg.scoring)
+            tokens = scored_tokens(prep.items, prep.shared, cfg.scoring)
+            languages[prep.lang]["verify"] = language_stats(samples, cfg.scoring, tokens)
     accuracies = [v["accuracy"] for v in languages.values()]
     results = {
         **describe_model(cfg.model, cfg.adapter),

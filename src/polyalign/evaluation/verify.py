@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
@@ -272,20 +272,25 @@ def merge(
     rows.update({i: verified[i] for i in need})
 
 
-def language_stats(rows: list[dict], rule: str) -> dict:
-    """How many of a language's items were re-scored, how many predictions that changed, and what
+def language_stats(rows: list[dict], rule: str, tokens: Mapping[int, int]) -> dict:
+    """How many of a language's items were re-scored, and of their scored tokens (`tokens`: item index
+    -> tokens after the shared prefix, scoring.scored_tokens; re-scoring costs float32's price per
+    token, and the near ties can be the longest items), how many predictions that changed, and what
     the re-scoring shows (verify_plan.language_guarantee)."""
     rescored = [r for r in rows if "fast" in r]
     return {
         "rescored": len(rescored),
+        "rescored_tokens": sum(tokens[r["index"]] for r in rescored),
+        "tokens": sum(tokens[r["index"]] for r in rows),
         "changed": sum(r["fast"]["pred"] != r["pred"] for r in rescored),
         **language_guarantee(rows, lambda scores: margin(scores, rule)),
     }
 
 
 def summary(threshold: float | str | None, fast_dtype: str, languages: dict, verifier: Verifier | None) -> dict | None:
-    """results.json's `verify` entry: threshold and why, items re-scored in total and per language,
-    and the guarantee the samples show (the smallest ratio of a kept margin to a measured shift)."""
+    """results.json's `verify` entry: threshold and why, items (and their scored tokens) re-scored in
+    total and per language, and the guarantee the samples show (the smallest ratio of a kept margin
+    to a measured shift)."""
     if threshold is None:
         return None
     per = {lang: entry["verify"] for lang, entry in languages.items()}
@@ -297,6 +302,8 @@ def summary(threshold: float | str | None, fast_dtype: str, languages: dict, ver
         "why": why,
         "covers": COVERS,
         "rescored": sum(v["rescored"] for v in per.values()),
+        "rescored_tokens": sum(v["rescored_tokens"] for v in per.values()),
+        "tokens": sum(v["tokens"] for v in per.values()),
         "changed": sum(v["changed"] for v in per.values()),
         "items": sum(entry["n"] for entry in languages.values()),
         "max_shift": max((v["max_shift"] for v in per.values()), default=0.0),
