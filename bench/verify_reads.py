@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = bench_report.folder_config(args.rescored_in)
         if cfg.scoring != "prefix":
             raise SystemExit("verify_reads: --rescored-in needs a prefix-rule evaluation")
+        args.model = cfg.model  # the models time_view and time_native load
     _, pack, _ = check_config(cfg)
     tokenizer = load_tokenizer(cfg.model)
     prep = prepare_language(cfg, pack, tokenizer, args.lang)
