@@ -5,7 +5,15 @@ import pytest
 from helpers import PREFIX, QUERIES, WORDS, make_items, naive_scores
 from polyalign.core.errors import PolyalignError
 from polyalign.engine.models import load_model
-from polyalign.engine.scoring import Indistinguishable, Scorer, check_distinguishable, plan_batches, prefix_token_ids
+from polyalign.engine.scoring import (
+    Indistinguishable,
+    Item,
+    Scorer,
+    check_distinguishable,
+    plan_batches,
+    prefix_token_ids,
+    scored_tokens,
+)
 
 
 @pytest.mark.slow
@@ -135,6 +143,15 @@ def test_plan_batches_is_the_cheapest_split(seed):
         if all(0 < b - a <= max_rows for a, b in zip([0, *cuts], [*cuts, len(lengths)]))
     )
     assert _split_cost(lengths, starts, overhead) == best
+
+
+def test_scored_tokens_count_what_each_rule_feeds_the_decoder():
+    """After a 3-token shared prefix: the suffix once (prefix rule, or single-token labels), or once
+    per class followed by the label's tokens but its last (exact rule, a multi-token label)."""
+    single = Item(0, [1, 2, 3, 10, 11], {"a": [7], "b": [8]})
+    multi = Item(1, [1, 2, 3, 20], {"a": [7, 9, 9], "b": [8]})
+    assert scored_tokens([single, multi], 3, "prefix") == {0: 2, 1: 1}
+    assert scored_tokens([single, multi], 3, "exact") == {0: 2, 1: (1 + 2) + (1 + 0)}
 
 
 def test_plan_batches_separates_a_long_row_from_short_ones():
