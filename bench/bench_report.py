@@ -45,5 +45,12 @@ def folder_config(folder: Path):
 
 def sample_rows(folder: Path, task: str, lang: str) -> list[dict]:
     """An eval folder's saved rows of one language; a verified run marks those it re-scored `fast`."""
-    path = Path(folder) / "samples" / f"{task}_{lang}.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    from polyalign.evaluation.results import read_samples
+
+    return read_samples(Path(folder) / "samples" / f"{task}_{lang}.jsonl")
+
+
+def rescored_items(folder: Path, task: str, lang: str, items: list) -> list:
+    """Those of the prepared `items` the verified eval folder re-scored in float32 in `lang`."""
+    chosen = {row["index"] for row in sample_rows(folder, task, lang) if "fast" in row}
+    return [item for item in items if item.index in chosen]

@@ -130,12 +130,7 @@ def run_process(args: argparse.Namespace, variant: str, out: Path) -> dict:
 
 
 def predictions(out: Path, langs: list[str]) -> list[str]:
-    preds = []
-    for lang in langs:
-        preds += [
-            json.loads(line)["pred"] for line in (out / "samples" / f"emotion_{lang}.jsonl").read_text().splitlines()
-        ]
-    return preds
+    return [row["pred"] for lang in langs for row in bench_report.sample_rows(out, "emotion", lang)]
 
 
 def summarize(runs: dict[str, dict], langs: list[str]) -> list[dict]:

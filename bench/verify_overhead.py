@@ -14,7 +14,6 @@ run's float32 predictions.
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import time
@@ -24,29 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_report  # noqa: E402
 
 
-def rescored_items(run: Path, prepared: dict) -> dict[str, list]:
-    """language -> the prepared items the run re-scored in float32."""
-    chosen = {}
-    for lang, prep in prepared.items():
-        path = run / "samples" / f"emotion_{lang}.jsonl"
-        indices = {row["index"] for row in map(json.loads, path.read_text().splitlines()) if "fast" in row}
-        chosen[lang] = [item for item in prep.items if item.index in indices]
-    return chosen
-
-
-def run_config(run: Path):
-    """The verified run's EvalConfig, from its run.json."""
-    from polyalign.evaluation.eval_config import EvalConfig
-
-    saved = json.loads((run / "run.json").read_text())["config"]
-    fields = ("model", "task", "langs", "mode", "scoring", "limit", "items", "data_dir", "prompts")
-    return EvalConfig(**{k: saved[k] for k in fields})
-
-
-def predictions(run: Path, lang: str) -> dict[int, str]:
+def predictions(run: Path, task: str, lang: str) -> dict[int, str]:
     """The run's predictions of the items it re-scored: float32's."""
-    path = run / "samples" / f"emotion_{lang}.jsonl"
-    return {row["index"]: row["pred"] for row in map(json.loads, path.read_text().splitlines()) if "fast" in row}
+    return {row["index"]: row["pred"] for row in bench_report.sample_rows(run, task, lang) if "fast" in row}
 
 
 def plan_count(items: list, shared: int, rule: str, batch_size: int, overhead: int) -> int:
@@ -71,11 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     from polyalign.evaluation.evaluate import prepare_language, sample_row
     from polyalign.evaluation.verify import reference_checkpoint
 
-    cfg = run_config(args.run)
+    cfg = bench_report.folder_config(args.run)
     _, pack, langs = check_config(cfg)
     model, tokenizer = load_model(cfg.model, dtype="bfloat16")
     prepared = {lang: prepare_language(cfg, pack, tokenizer, lang) for lang in langs}
-    items = rescored_items(args.run, prepared)
+    items = {lang: bench_report.rescored_items(args.run, cfg.task, lang, prepared[lang].items) for lang in langs}
     view = Float32View(model, reference_checkpoint(cfg.model, model))
     scorers = {lang: Scorer(model, tokenizer) for lang in langs}  # each keeps its language's prefix cache
     overheads = [int(v) for v in args.overheads.split(",")]
@@ -90,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                 with view:
                     got = scorer.score(items[lang], prep.shared, cfg.scoring, prep.token_sets, cfg.batch_size)
                 ours = {i: sample_row(i, "", scores)["pred"] for i, scores in got.items()}
-                equal[overhead] = equal[overhead] and ours == predictions(args.run, lang)
+                equal[overhead] = equal[overhead] and ours == predictions(args.run, cfg.task, lang)
             if round_ > 0:
                 seconds[overhead].append(time.perf_counter() - start)
     batches = {

@@ -19,6 +19,7 @@ timed (its model, task, items and prompts), the set a verified run gives the vie
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import sys
 import time
@@ -80,14 +81,6 @@ def time_native(args, tokenizer, prep, batch_size: int, overhead: int) -> tuple[
     return seconds, scores
 
 
-def only_rescored(prep, folder: Path, task: str, lang: str):
-    """`prep` with only the items the verified folder re-scored in float32 (rows marked `fast`)."""
-    import dataclasses
-
-    chosen = {row["index"] for row in bench_report.sample_rows(folder, task, lang) if "fast" in row}
-    return dataclasses.replace(prep, items=[item for item in prep.items if item.index in chosen])
-
-
 def main(argv: list[str] | None = None) -> int:
     p = bench_report.parser(__doc__.splitlines()[0], rounds=3)
     p.add_argument("--items", default="80:104", help="emotion items of --lang re-scored in float32")
@@ -121,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = load_tokenizer(cfg.model)
     prep = prepare_language(cfg, pack, tokenizer, args.lang)
     if args.rescored_in:
-        prep = only_rescored(prep, args.rescored_in, cfg.task, args.lang)
+        prep = dataclasses.replace(
+            prep, items=bench_report.rescored_items(args.rescored_in, cfg.task, args.lang, prep.items)
+        )
     seconds, scores, overhead = time_view(args, tokenizer, prep, cfg.batch_size)
     seconds["native"], scores["native"] = time_native(args, tokenizer, prep, cfg.batch_size, overhead)
     native_s = statistics.median(seconds["native"])

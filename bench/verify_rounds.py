@@ -44,6 +44,7 @@ from pathlib import Path
 
 from polyalign.evaluation import verify_plan
 from polyalign.evaluation.calibration import batch_calibrate, label_probabilities, log_odds
+from polyalign.evaluation.results import read_samples
 from polyalign.evaluation.verify import margin
 from polyalign.evaluation.verify_plan import plan_rounds, score_shift
 
@@ -91,7 +92,7 @@ def samples(folder: Path) -> dict[str, dict[int, dict]]:
     found = {}
     for path in sorted((folder / "samples").glob("*.jsonl")):
         lang = path.stem.rsplit("_", 1)[1]
-        found[lang] = {row["index"]: row for row in map(json.loads, path.read_text().splitlines())}
+        found[lang] = {row["index"]: row for row in read_samples(path)}
     return found
 
 
