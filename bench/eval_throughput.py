@@ -35,6 +35,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local; never wait on the network
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_report  # noqa: E402
 import torch  # noqa: E402
 from eval_baselines import MODE, Items, Outcome, add_prefix_rule, load_items, run_lm_eval, run_naive  # noqa: E402
 
@@ -46,7 +47,6 @@ from polyalign.engine.model_paths import resolve_model_path  # noqa: E402
 from polyalign.engine.models import load_model  # noqa: E402
 from polyalign.engine.precision import cpu_description, resolve_precision  # noqa: E402
 from polyalign.evaluation.evaluate import EvalConfig, run_eval  # noqa: E402
-from polyalign.evaluation.results import read_samples  # noqa: E402
 
 MODEL = "gemma-3-270m"
 TASK, LANG = "emotion", "en"
@@ -90,7 +90,7 @@ def run_polyalign(model, tokenizer, run: Run, out_dir: Path, name: str = "polyal
     seconds = time.perf_counter() - start
     scores, golds = [], []
     for lang in run.langs:
-        rows = read_samples(out_dir / "samples" / f"{run.task}_{lang}.jsonl")
+        rows = bench_report.sample_rows(out_dir, run.task, lang)
         if [r["index"] for r in rows] != list(range(len(rows))):
             raise PolyalignError(
                 f"polyalign samples of {lang}: indices {[r['index'] for r in rows][:5]}..., not 0..{len(rows) - 1}"

@@ -43,15 +43,12 @@ def scored_tokens(cfg, lang: str, tokenizer) -> dict[int, int]:
     return count(prep.items, prep.shared, cfg.scoring)
 
 
-def language_cost(rows: list[dict], tokens: dict[int, int]) -> dict:
-    rescored = [r["index"] for r in rows if "fast" in r]
-    all_tokens = sum(tokens[r["index"]] for r in rows)
-    return {
-        "items": len(rows),
-        "rescored": len(rescored),
-        "tokens": all_tokens,
-        "rescored_tokens": sum(tokens[i] for i in rescored),
-    }
+def language_cost(rows: list[dict], rule: str, tokens: dict[int, int]) -> dict:
+    """A language's items, and the items and scored tokens re-scored, as results.json counts them."""
+    from polyalign.evaluation.verify import language_stats
+
+    stats = language_stats(rows, rule, tokens)
+    return {"items": len(rows), **{k: stats[k] for k in ("rescored", "tokens", "rescored_tokens")}}
 
 
 def summarize(per: dict[str, dict], verified: dict, fp32: dict, target: float) -> dict:
@@ -94,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     per = {}
     for lang in cfg.langs.split(","):
         tokens = scored_tokens(cfg, lang, tokenizer)
-        per[lang] = language_cost(bench_report.sample_rows(args.verified, cfg.task, lang), tokens)
+        per[lang] = language_cost(bench_report.sample_rows(args.verified, cfg.task, lang), cfg.scoring, tokens)
     report = {"per_language": per, "total": summarize(per, verified, fp32, args.target)}
     bench_report.emit(report, args.out)
     return 0
